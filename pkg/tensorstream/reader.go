@@ -1,0 +1,307 @@
+package tensorstream
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+)
+
+// Limits bound every length a reader accepts from its input, so hostile input
+// cannot make it allocate without bound.
+type Limits struct {
+	MaxRecord int   // bytes of a header, descriptor, trailer or end record
+	MaxChunk  int   // bytes of one payload chunk
+	MaxTensor int64 // payload bytes of one tensor
+	MaxName   int   // bytes of a tensor name
+	MaxDims   int   // dimensions of a shape
+}
+
+// DefaultLimits are generous for any real model and small enough that no record
+// makes a reader allocate more than a few MiB.
+var DefaultLimits = Limits{
+	MaxRecord: 16 << 20,
+	MaxChunk:  64 << 20,
+	MaxTensor: 1 << 46,
+	MaxName:   4096,
+	MaxDims:   16,
+}
+
+const readBufferSize = 256 << 10
+
+// Reader reads a tensor stream. It is an io.Reader over the payload of the tensor
+// that Next returned last.
+type Reader struct {
+	br     *bufio.Reader
+	lim    Limits
+	off    int64 // stream bytes consumed
+	err    error // sticky
+	header *Header
+	end    *End
+
+	cur        *Tensor
+	curOff     int64  // offset of the current tensor's descriptor frame
+	tensorLeft int64  // payload bytes of cur not yet read
+	chunkLeft  int64  // bytes of the current chunk not yet read
+	chunkOff   int64  // offset of the current chunk frame
+	chunkWant  uint32 // CRC-32C the current chunk frame declared
+	chunkCRC   uint32
+	payloadCRC uint32
+	payloadEOF bool // the trailer of cur was read
+
+	tensors int64
+	bytes   int64
+	body    []byte // record scratch, reused
+}
+
+// NewReader returns a reader with DefaultLimits.
+func NewReader(r io.Reader) *Reader { return NewReaderLimits(r, DefaultLimits) }
+
+// NewReaderLimits returns a reader that enforces lim.
+func NewReaderLimits(r io.Reader, lim Limits) *Reader {
+	return &Reader{br: bufio.NewReaderSize(r, readBufferSize), lim: lim}
+}
+
+func (r *Reader) fail(tensor string, off int64, err error) error {
+	if r.err == nil {
+		r.err = &Error{Tensor: tensor, Offset: off, Err: err}
+	}
+	return r.err
+}
+
+// readFull reads exactly len(b) bytes, turning any early end into io.ErrUnexpectedEOF.
+func (r *Reader) readFull(b []byte) error {
+	n, err := io.ReadFull(r.br, b)
+	r.off += int64(n)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// Header reads the magic and the header record, once; later calls return the same.
+func (r *Reader) Header() (*Header, error) {
+	if r.header != nil || r.err != nil {
+		return r.header, r.err
+	}
+	var m [magicLen]byte
+	if err := r.readFull(m[:]); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) && r.off == 0 {
+			return nil, r.fail("", 0, fmt.Errorf("empty input, expected a tensor stream: %w", io.ErrUnexpectedEOF))
+		}
+		return nil, r.fail("", 0, err)
+	}
+	if [4]byte(m[:4]) != magic {
+		return nil, r.fail("", 0, fmt.Errorf("%w: input does not start with a tensor stream's magic %q (got %q)", ErrCorrupt, magic[:], m[:4]))
+	}
+	major, minor := int(m[4]), int(m[5])
+	if major != MajorVersion {
+		return nil, r.fail("", 4, fmt.Errorf("%w: stream is format %d.%d, this reader reads %d.x", ErrVersion, major, minor, MajorVersion))
+	}
+	h := new(Header)
+	if err := r.readRecord(frameHeader, "", h); err != nil {
+		return nil, err
+	}
+	h.Major, h.Minor = major, minor
+	r.header = h
+	return h, nil
+}
+
+// frame reads a frame header and returns its kind, length and declared CRC.
+func (r *Reader) frame() (kind byte, n int64, crc uint32, err error) {
+	var b [frameHeaderLen]byte
+	if err := r.readFull(b[:]); err != nil {
+		return 0, 0, 0, err
+	}
+	return b[0], int64(binary.LittleEndian.Uint32(b[1:5])), binary.LittleEndian.Uint32(b[5:9]), nil
+}
+
+// readRecord reads a frame that must be of kind want and decodes its body into v.
+func (r *Reader) readRecord(want byte, tensor string, v any) error {
+	off := r.off
+	kind, n, crc, err := r.frame()
+	if err != nil {
+		return r.fail(tensor, off, err)
+	}
+	if kind != want {
+		return r.fail(tensor, off, fmt.Errorf("%w: frame kind %q where %q was expected", ErrCorrupt, kind, want))
+	}
+	return r.readBody(kind, n, crc, off, tensor, v)
+}
+
+func (r *Reader) readBody(kind byte, n int64, crc uint32, off int64, tensor string, v any) error {
+	if n > int64(r.lim.MaxRecord) {
+		return r.fail(tensor, off, fmt.Errorf("%w: %q record of %d bytes exceeds %d", ErrLimit, kind, n, r.lim.MaxRecord))
+	}
+	if int64(cap(r.body)) < n {
+		r.body = make([]byte, n)
+	}
+	body := r.body[:n]
+	if err := r.readFull(body); err != nil {
+		return r.fail(tensor, off, err)
+	}
+	if got := crc32.Checksum(body, castagnoli); got != crc {
+		return r.fail(tensor, off, fmt.Errorf("%w: %q record has CRC-32C %08x, frame says %08x", ErrChecksum, kind, got, crc))
+	}
+	if err := unmarshal(body, v); err != nil {
+		return r.fail(tensor, off, fmt.Errorf("%w: %q record: %v", ErrCorrupt, kind, err))
+	}
+	return nil
+}
+
+// Next advances to the next tensor, skipping what is left of the current payload
+// (its checksums are still verified). It returns io.EOF after the end record.
+func (r *Reader) Next() (*Tensor, error) {
+	if r.err != nil {
+		return nil, r.err
+	}
+	if r.end != nil {
+		return nil, io.EOF
+	}
+	if _, err := r.Header(); err != nil {
+		return nil, err
+	}
+	if r.cur != nil && !r.payloadEOF {
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return nil, err
+		}
+	}
+	off := r.off
+	kind, n, crc, err := r.frame()
+	if err != nil {
+		return nil, r.fail("", off, err)
+	}
+	switch kind {
+	case frameTensor:
+		t := new(Tensor)
+		if err := r.readBody(kind, n, crc, off, "", t); err != nil {
+			return nil, err
+		}
+		if err := t.validate(r.lim); err != nil {
+			return nil, r.fail(t.Name, off, fmt.Errorf("%w: descriptor: %v", ErrCorrupt, err))
+		}
+		r.cur, r.curOff = t, off
+		r.tensors++
+		r.chunkLeft, r.payloadCRC = 0, 0
+		r.tensorLeft = t.Size
+		if t.NoData {
+			r.tensorLeft = 0
+		}
+		r.payloadEOF = false
+		if r.tensorLeft == 0 {
+			if err := r.readTrailer(); err != nil {
+				return nil, err
+			}
+		}
+		return t, nil
+	case frameEnd:
+		end := new(End)
+		if err := r.readBody(kind, n, crc, off, "", end); err != nil {
+			return nil, err
+		}
+		if end.Tensors != r.tensors || end.Bytes != r.bytes {
+			return nil, r.fail("", off, fmt.Errorf("%w: end record counts %d tensors and %d payload bytes, the stream held %d and %d",
+				ErrCorrupt, end.Tensors, end.Bytes, r.tensors, r.bytes))
+		}
+		r.end, r.cur = end, nil
+		return nil, io.EOF
+	default:
+		return nil, r.fail("", off, fmt.Errorf("%w: frame kind %q where a tensor or the end record was expected", ErrCorrupt, kind))
+	}
+}
+
+// Read reads the current tensor's payload. It returns io.EOF once the whole
+// payload and its trailer have been read and verified.
+func (r *Reader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	if r.cur == nil || r.payloadEOF {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	name := r.cur.Name
+	if r.chunkLeft == 0 {
+		off := r.off
+		kind, n, crc, err := r.frame()
+		if err != nil {
+			return 0, r.fail(name, off, err)
+		}
+		switch {
+		case kind != frameChunk:
+			return 0, r.fail(name, off, fmt.Errorf("%w: frame kind %q inside a payload with %d bytes to go", ErrCorrupt, kind, r.tensorLeft))
+		case n > int64(r.lim.MaxChunk):
+			return 0, r.fail(name, off, fmt.Errorf("%w: chunk of %d bytes exceeds %d", ErrLimit, n, r.lim.MaxChunk))
+		case n == 0 || n > r.tensorLeft:
+			return 0, r.fail(name, off, fmt.Errorf("%w: chunk of %d bytes where %d payload bytes remain", ErrCorrupt, n, r.tensorLeft))
+		}
+		r.chunkLeft, r.chunkOff, r.chunkWant, r.chunkCRC = n, off, crc, 0
+	}
+	if int64(len(p)) > r.chunkLeft {
+		p = p[:r.chunkLeft]
+	}
+	n, err := r.br.Read(p)
+	r.off += int64(n)
+	r.chunkCRC = crc32.Update(r.chunkCRC, castagnoli, p[:n])
+	r.payloadCRC = crc32.Update(r.payloadCRC, castagnoli, p[:n])
+	r.chunkLeft -= int64(n)
+	r.tensorLeft -= int64(n)
+	r.bytes += int64(n)
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return n, r.fail(name, r.off, err)
+	}
+	if r.chunkLeft == 0 && r.chunkCRC != r.chunkWant {
+		return n, r.fail(name, r.chunkOff, fmt.Errorf("%w: chunk has CRC-32C %08x, frame says %08x", ErrChecksum, r.chunkCRC, r.chunkWant))
+	}
+	if r.tensorLeft == 0 {
+		if err := r.readTrailer(); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (r *Reader) readTrailer() error {
+	t := r.cur
+	off := r.off
+	var tr trailer
+	if err := r.readRecord(frameTrailer, t.Name, &tr); err != nil {
+		return err
+	}
+	size := t.Size
+	if t.NoData {
+		size = 0
+	}
+	if tr.Size != size {
+		return r.fail(t.Name, off, fmt.Errorf("%w: trailer says %d payload bytes, the payload had %d", ErrCorrupt, tr.Size, size))
+	}
+	if tr.Checksum != r.payloadCRC {
+		return r.fail(t.Name, off, fmt.Errorf("%w: payload has CRC-32C %08x, trailer says %08x", ErrChecksum, r.payloadCRC, tr.Checksum))
+	}
+	if (tr.Quant == nil) != (t.Quant == nil) {
+		return r.fail(t.Name, off, fmt.Errorf("%w: trailer and descriptor disagree on the quant state", ErrCorrupt))
+	}
+	if tr.Quant != nil {
+		q := *tr.Quant
+		if q.Type != t.Quant.Type || q.BlockSize != t.Quant.BlockSize || q.DoubleQuant != t.Quant.DoubleQuant || q.NestedBlockSize != t.Quant.NestedBlockSize {
+			return r.fail(t.Name, off, fmt.Errorf("%w: trailer's quant state %+v differs from the descriptor's %+v", ErrCorrupt, q, *t.Quant))
+		}
+		t.Quant.NestedOffset = q.NestedOffset
+	}
+	t.Checksum = tr.Checksum
+	r.payloadEOF = true
+	return nil
+}
+
+// End returns the end record once Next has returned io.EOF, else nil.
+func (r *Reader) End() *End { return r.end }
+
+// Offset returns the number of stream bytes consumed so far.
+func (r *Reader) Offset() int64 { return r.off }

@@ -1,0 +1,349 @@
+package tensorstream
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Format version. A reader accepts any minor version of its own major version and
+// refuses a newer major version with ErrVersion.
+const (
+	MajorVersion = 1
+	MinorVersion = 0
+)
+
+// DType names an element type the way safetensors does.
+type DType string
+
+// The element types a stream may carry.
+const (
+	F64    DType = "F64"
+	F32    DType = "F32"
+	F16    DType = "F16"
+	BF16   DType = "BF16"
+	F8E4M3 DType = "F8_E4M3"
+	F8E5M2 DType = "F8_E5M2"
+	I64    DType = "I64"
+	I32    DType = "I32"
+	I16    DType = "I16"
+	I8     DType = "I8"
+	U64    DType = "U64"
+	U32    DType = "U32"
+	U16    DType = "U16"
+	U8     DType = "U8"
+	Bool   DType = "BOOL"
+)
+
+var dtypeSizes = map[DType]int{
+	F64: 8, F32: 4, F16: 2, BF16: 2, F8E4M3: 1, F8E5M2: 1,
+	I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, Bool: 1,
+}
+
+// Size returns the size of one element in bytes, or 0 for an unknown type.
+func (d DType) Size() int { return dtypeSizes[d] }
+
+// Valid reports whether d is a known element type.
+func (d DType) Valid() bool { return dtypeSizes[d] != 0 }
+
+// IsFloat reports whether d is a floating-point type.
+func (d DType) IsFloat() bool {
+	switch d {
+	case F64, F32, F16, BF16, F8E4M3, F8E5M2:
+		return true
+	}
+	return false
+}
+
+// Encoding says how a tensor's payload represents its elements.
+type Encoding string
+
+const (
+	// Raw is the elements of DType in row-major order, little-endian.
+	Raw Encoding = "raw"
+	// BNB4 is bitsandbytes 4-bit blockwise quantization, described by Tensor.Quant.
+	BNB4 Encoding = "bnb4"
+)
+
+// QuantState describes a BNB4 payload. Its sections follow one another:
+//
+//	packed   ceil(n/2) bytes, two 4-bit codes a byte, the first in the high nibble
+//	absmax   one byte a block (U8 codes) with DoubleQuant, else one float32 a block
+//	nested   one float32 per NestedBlockSize absmax values, with DoubleQuant only
+//
+// where n is the tensor's element count and floats are little-endian.
+type QuantState struct {
+	Type            string  `msgpack:"type"`      // "nf4" or "fp4"
+	BlockSize       int     `msgpack:"blocksize"` // elements per absmax block
+	DoubleQuant     bool    `msgpack:"double_quant"`
+	NestedBlockSize int     `msgpack:"nested_blocksize,omitempty"` // absmax values per nested block
+	NestedOffset    float32 `msgpack:"nested_offset"`              // mean absmax; known after the payload
+}
+
+// Blocks returns the number of quantization blocks for n elements.
+func (q *QuantState) Blocks(n int64) int64 {
+	return ceilDiv(n, int64(q.BlockSize))
+}
+
+// Sections returns the byte lengths of the packed, absmax and nested sections of a
+// payload for n elements.
+func (q *QuantState) Sections(n int64) (packed, absmax, nested int64) {
+	packed = ceilDiv(n, 2)
+	blocks := q.Blocks(n)
+	if !q.DoubleQuant {
+		return packed, blocks * 4, 0
+	}
+	return packed, blocks, ceilDiv(blocks, int64(q.NestedBlockSize)) * 4
+}
+
+// PayloadSize returns the total payload length for n elements.
+func (q *QuantState) PayloadSize(n int64) int64 {
+	p, a, s := q.Sections(n)
+	return p + a + s
+}
+
+func (q *QuantState) validate() error {
+	if q.Type != "nf4" && q.Type != "fp4" {
+		return fmt.Errorf("quant type %q is not nf4 or fp4", q.Type)
+	}
+	if q.BlockSize < 2 || q.BlockSize > 1<<20 || q.BlockSize&(q.BlockSize-1) != 0 {
+		return fmt.Errorf("block size %d is not a power of two in [2, 2^20]", q.BlockSize)
+	}
+	if q.DoubleQuant && (q.NestedBlockSize < 1 || q.NestedBlockSize > 1<<20) {
+		return fmt.Errorf("nested block size %d is out of range", q.NestedBlockSize)
+	}
+	return nil
+}
+
+func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
+
+// Tensor is a tensor's descriptor: everything but its payload.
+type Tensor struct {
+	Name     string      `msgpack:"name"`
+	DType    DType       `msgpack:"dtype"` // the logical element type, also for BNB4
+	Shape    []int64     `msgpack:"shape"` // the logical shape, also for BNB4
+	Encoding Encoding    `msgpack:"encoding"`
+	Quant    *QuantState `msgpack:"quant,omitempty"` // set for BNB4 only
+	// Size is the payload length in bytes, also when NoData is set.
+	Size int64 `msgpack:"size"`
+	// NoData marks a descriptor without payload, as detect writes from a config
+	// alone so that plan can run before the weights are downloaded.
+	NoData bool `msgpack:"nodata,omitempty"`
+	// Annotations are free-form facts added by stages (role, layer, quantize,
+	// reason, device, ...). Values stay encoded, so a stage passes on those it
+	// does not know byte for byte.
+	Annotations map[string]msgpack.RawMessage `msgpack:"ann,omitempty"`
+	// Checksum is the CRC-32C (Castagnoli) of the payload. The reader sets it
+	// once the payload has been read; the writer computes it.
+	Checksum uint32 `msgpack:"-"`
+}
+
+// Well-known annotation keys.
+const (
+	AnnRole     = "role"     // string: attn_q, mlp_down, embedding, ...
+	AnnLayer    = "layer"    // int: decoder layer index, -1 for none
+	AnnQuantize = "quantize" // bool: the policy quantizes this tensor
+	AnnReason   = "reason"   // string: why the policy decided so
+	AnnDevice   = "device"   // string: the device the plan assigned, e.g. "cuda:0"
+)
+
+// NumElements returns the product of the shape (1 for a scalar).
+func (t *Tensor) NumElements() int64 {
+	n := int64(1)
+	for _, d := range t.Shape {
+		n *= d
+	}
+	return n
+}
+
+// ExpectedSize returns the payload length the encoding implies for the shape.
+func (t *Tensor) ExpectedSize() int64 {
+	n := t.NumElements()
+	if t.Encoding == BNB4 && t.Quant != nil {
+		return t.Quant.PayloadSize(n)
+	}
+	return n * int64(t.DType.Size())
+}
+
+// Ann decodes the annotation key into v and reports whether it was present.
+func (t *Tensor) Ann(key string, v any) (bool, error) {
+	raw, ok := t.Annotations[key]
+	if !ok {
+		return false, nil
+	}
+	if err := msgpack.Unmarshal(raw, v); err != nil {
+		return true, fmt.Errorf("tensorstream: annotation %q of %q: %w", key, t.Name, err)
+	}
+	return true, nil
+}
+
+// SetAnn encodes v as the annotation key.
+func (t *Tensor) SetAnn(key string, v any) error {
+	raw, err := marshal(v)
+	if err != nil {
+		return fmt.Errorf("tensorstream: annotation %q of %q: %w", key, t.Name, err)
+	}
+	if t.Annotations == nil {
+		t.Annotations = make(map[string]msgpack.RawMessage)
+	}
+	t.Annotations[key] = raw
+	return nil
+}
+
+// AnnString returns a string annotation, or "" when absent or not a string.
+func (t *Tensor) AnnString(key string) string {
+	var s string
+	if ok, err := t.Ann(key, &s); !ok || err != nil {
+		return ""
+	}
+	return s
+}
+
+// AnnBool returns a bool annotation, or false when absent or not a bool.
+func (t *Tensor) AnnBool(key string) bool {
+	var b bool
+	if ok, err := t.Ann(key, &b); !ok || err != nil {
+		return false
+	}
+	return b
+}
+
+// AnnInt returns an integer annotation and whether it was present and an integer.
+func (t *Tensor) AnnInt(key string) (int64, bool) {
+	var n int64
+	if ok, err := t.Ann(key, &n); !ok || err != nil {
+		return 0, false
+	}
+	return n, true
+}
+
+// Clone returns a deep copy of the descriptor.
+func (t *Tensor) Clone() *Tensor {
+	c := *t
+	c.Shape = append([]int64(nil), t.Shape...)
+	if t.Quant != nil {
+		q := *t.Quant
+		c.Quant = &q
+	}
+	if t.Annotations != nil {
+		c.Annotations = make(map[string]msgpack.RawMessage, len(t.Annotations))
+		for k, v := range t.Annotations {
+			c.Annotations[k] = append(msgpack.RawMessage(nil), v...)
+		}
+	}
+	return &c
+}
+
+func (t *Tensor) validate(lim Limits) error {
+	if t.Name == "" || len(t.Name) > lim.MaxName {
+		return fmt.Errorf("name length %d is not in [1, %d]", len(t.Name), lim.MaxName)
+	}
+	if !t.DType.Valid() {
+		return fmt.Errorf("unknown dtype %q", t.DType)
+	}
+	if len(t.Shape) > lim.MaxDims {
+		return fmt.Errorf("%d dimensions exceed the limit of %d", len(t.Shape), lim.MaxDims)
+	}
+	n := int64(1)
+	for _, d := range t.Shape {
+		if d < 0 {
+			return fmt.Errorf("negative dimension in shape %v", t.Shape)
+		}
+		if d != 0 && n > math.MaxInt64/8/d {
+			return fmt.Errorf("shape %v overflows", t.Shape)
+		}
+		n *= d
+	}
+	switch t.Encoding {
+	case Raw:
+		if t.Quant != nil {
+			return fmt.Errorf("raw encoding with a quant state")
+		}
+	case BNB4:
+		if t.Quant == nil {
+			return fmt.Errorf("bnb4 encoding without a quant state")
+		}
+		if err := t.Quant.validate(); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("unknown encoding %q", t.Encoding)
+	}
+	if want := t.ExpectedSize(); t.Size != want {
+		return fmt.Errorf("payload size %d, but %s %v %s needs %d", t.Size, t.DType, t.Shape, t.Encoding, want)
+	}
+	if t.Size > lim.MaxTensor {
+		return fmt.Errorf("payload size %d exceeds the limit of %d", t.Size, lim.MaxTensor)
+	}
+	return nil
+}
+
+// Stage records one program that produced or transformed the stream.
+type Stage struct {
+	Name    string   `msgpack:"name"`
+	Version string   `msgpack:"version"`
+	Args    []string `msgpack:"args,omitempty"`
+}
+
+// Header is the stream's first record. Stages append themselves; sections are
+// added by stages and passed on untouched by those that do not know them.
+type Header struct {
+	// Major and Minor are the format version the stream was written with; the
+	// writer always writes its own.
+	Major    int                           `msgpack:"-"`
+	Minor    int                           `msgpack:"-"`
+	Stages   []Stage                       `msgpack:"stages"`
+	Sections map[string]msgpack.RawMessage `msgpack:"sections,omitempty"`
+}
+
+// Well-known header sections.
+const (
+	SectionSource   = "source"   // detect: where the model came from
+	SectionModel    = "model"    // detect: the model facts
+	SectionPlan     = "plan"     // plan: devices, settings, predicted memory
+	SectionQuantize = "quantize" // quantize: the settings used
+)
+
+// AddStage appends a stage record.
+func (h *Header) AddStage(name, version string, args []string) {
+	h.Stages = append(h.Stages, Stage{Name: name, Version: version, Args: args})
+}
+
+// Get decodes section into v and reports whether it was present.
+func (h *Header) Get(section string, v any) (bool, error) {
+	raw, ok := h.Sections[section]
+	if !ok {
+		return false, nil
+	}
+	if err := msgpack.Unmarshal(raw, v); err != nil {
+		return true, fmt.Errorf("tensorstream: header section %q: %w", section, err)
+	}
+	return true, nil
+}
+
+// Set encodes v as section, replacing an earlier value of the same section.
+func (h *Header) Set(section string, v any) error {
+	raw, err := marshal(v)
+	if err != nil {
+		return fmt.Errorf("tensorstream: header section %q: %w", section, err)
+	}
+	if h.Sections == nil {
+		h.Sections = make(map[string]msgpack.RawMessage)
+	}
+	h.Sections[section] = raw
+	return nil
+}
+
+// End is the stream's last record.
+type End struct {
+	Tensors int64 `msgpack:"tensors"` // tensor records in the stream
+	Bytes   int64 `msgpack:"bytes"`   // payload bytes in the stream
+}
+
+// trailer follows each tensor's payload.
+type trailer struct {
+	Size     int64       `msgpack:"size"`
+	Checksum uint32      `msgpack:"crc32c"`
+	Quant    *QuantState `msgpack:"quant,omitempty"`
+}
