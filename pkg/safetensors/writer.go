@@ -1,0 +1,407 @@
+package safetensors
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"unicode/utf8"
+)
+
+// ErrIncomplete: Close on a writer whose declared tensors were not all added,
+// or any use of a writer after a failure, Close or Abort.
+var ErrIncomplete = errors.New("safetensors: writer incomplete")
+
+// TensorSpec declares a tensor to write.
+type TensorSpec struct {
+	Name  string
+	DType DType
+	Shape []int64
+}
+
+// Writer writes one safetensors file byte-identical to what Python's
+// safetensors (serialize / save_file, Rust core) writes for the same tensors
+// and metadata. Tensors may be added in any order. The file appears at its
+// path only when Close succeeds (written to a temporary name in the same
+// directory, fsynced, renamed); after any failure, or Abort, nothing is left.
+//
+// A Writer made by NewWriterFor knows the layout in advance: it writes the
+// header first and each payload straight to its place. One made by NewWriter
+// spools payloads to a temporary file beside the target and assembles the
+// file at Close (copy_file_range on Linux). Either way memory stays bounded.
+type Writer struct {
+	path     string
+	metadata map[string]string
+	planned  bool
+	out      *os.File // the final file under a temporary name
+	dataOff  int64    // where out's data section starts (planned mode)
+	spool    *os.File // payloads in arrival order (spool mode)
+	spoolEnd int64
+	// entries: planned mode, the final layout; spool mode, Begin/End are
+	// positions in the spool.
+	entries []TensorInfo
+	byName  map[string]int
+	added   []bool
+	err     error // sticky: first failure, or ErrIncomplete after Close/Abort
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
+// NewWriter starts a file at path for tensors not known in advance.
+func NewWriter(path string, metadata map[string]string) (*Writer, error) {
+	if err := checkMetadata(metadata); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	spool, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".spool-*")
+	if err != nil {
+		return nil, err
+	}
+	return &Writer{path: path, metadata: metadata, spool: spool, byName: map[string]int{}}, nil
+}
+
+// NewWriterFor starts a file at path holding exactly the tensors in specs;
+// Add must then be called once for each of them.
+func NewWriterFor(path string, metadata map[string]string, specs []TensorSpec) (*Writer, error) {
+	w := &Writer{path: path, metadata: metadata, planned: true, byName: map[string]int{}}
+	if err := checkMetadata(metadata); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	for _, s := range specs {
+		size, err := w.check(s.Name, s.DType, s.Shape)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		w.byName[s.Name] = -1
+		w.entries = append(w.entries, TensorInfo{Name: s.Name, DType: s.DType, Shape: cloneShape(s.Shape), End: size})
+	}
+	header, err := layout(w.entries, metadata)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	for i, e := range w.entries {
+		w.byName[e.Name] = i
+	}
+	w.added = make([]bool, len(w.entries))
+	out, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return nil, err
+	}
+	w.out = out
+	w.dataOff = 8 + int64(len(header))
+	if err := writePreamble(out, header); err != nil {
+		w.Abort()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return w, nil
+}
+
+func cloneShape(s []int64) []int64 { return append([]int64{}, s...) }
+
+func checkMetadata(m map[string]string) error {
+	for k, v := range m {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return fmt.Errorf("%w: metadata %q is not valid UTF-8", ErrHeader, k)
+		}
+	}
+	return nil
+}
+
+// check validates a tensor declaration and returns its payload size.
+func (w *Writer) check(name string, dtype DType, shape []int64) (int64, error) {
+	if !utf8.ValidString(name) {
+		return 0, fmt.Errorf("tensor %q: %w: name is not valid UTF-8", name, ErrHeader)
+	}
+	if name == metadataKey {
+		return 0, fmt.Errorf("tensor %q: %w: the name is reserved", name, ErrHeader)
+	}
+	if _, dup := w.byName[name]; dup && !w.planned {
+		return 0, fmt.Errorf("tensor %q: %w: added twice", name, ErrDuplicate)
+	}
+	if w.planned && w.added == nil {
+		if _, dup := w.byName[name]; dup {
+			return 0, fmt.Errorf("tensor %q: %w: declared twice", name, ErrDuplicate)
+		}
+	}
+	size, err := ByteLen(dtype, shape)
+	if err != nil {
+		return 0, fmt.Errorf("tensor %q: %w", name, err)
+	}
+	return size, nil
+}
+
+// layout sorts entries into write order, sets their offsets (entries' End must
+// hold their sizes on entry) and returns the padded header.
+func layout(entries []TensorInfo, metadata map[string]string) ([]byte, error) {
+	sortForWrite(entries, func(t *TensorInfo) (DType, string) { return t.DType, t.Name })
+	var off int64
+	for i := range entries {
+		size := entries[i].End
+		entries[i].Begin, entries[i].End = off, off+size
+		off += size
+	}
+	header := EncodeHeader(metadata, entries)
+	if len(header) > MaxHeaderSize {
+		return nil, fmt.Errorf("%w: header would be %d bytes, over the %d-byte limit", ErrHeader, len(header), MaxHeaderSize)
+	}
+	return header, nil
+}
+
+func writePreamble(out *os.File, header []byte) error {
+	var n [8]byte
+	binary.LittleEndian.PutUint64(n[:], uint64(len(header)))
+	if _, err := out.Write(n[:]); err != nil {
+		return err
+	}
+	_, err := out.Write(header)
+	return err
+}
+
+// Add writes a tensor whose payload, exactly ByteLen(dtype, shape) bytes, is
+// read from r (and nothing more is read). With NewWriterFor the tensor must
+// be one of the declared specs, with the same dtype and shape.
+func (w *Writer) Add(name string, dtype DType, shape []int64, r io.Reader) error {
+	if w.err != nil {
+		return w.err
+	}
+	err := w.add(name, dtype, shape, r)
+	if err != nil {
+		w.err = fmt.Errorf("%s: %w", w.path, err)
+		return w.err
+	}
+	return nil
+}
+
+func (w *Writer) add(name string, dtype DType, shape []int64, r io.Reader) error {
+	size, err := w.check(name, dtype, shape)
+	if err != nil {
+		return err
+	}
+	var dst io.Writer
+	if w.planned {
+		i, ok := w.byName[name]
+		if !ok {
+			return fmt.Errorf("tensor %q: %w: not declared to NewWriterFor", name, ErrNotFound)
+		}
+		e := w.entries[i]
+		if w.added[i] {
+			return fmt.Errorf("tensor %q: %w: added twice", name, ErrDuplicate)
+		}
+		if e.DType != dtype || !equalShape(e.Shape, shape) {
+			return fmt.Errorf("tensor %q: %w: added as %s%v, declared as %s%v", name, ErrShape, dtype, shape, e.DType, e.Shape)
+		}
+		w.added[i] = true
+		dst = io.NewOffsetWriter(w.out, w.dataOff+e.Begin)
+	} else {
+		w.byName[name] = len(w.entries)
+		w.entries = append(w.entries, TensorInfo{Name: name, DType: dtype, Shape: cloneShape(shape), Begin: w.spoolEnd, End: w.spoolEnd + size})
+		w.spoolEnd += size
+		dst = w.spool
+	}
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	n, err := io.CopyBuffer(onlyWriter{dst}, io.LimitReader(r, size), *buf)
+	if err == nil && n < size {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return fmt.Errorf("tensor %q: payload: %w (%d of %d bytes)", name, err, n, size)
+	}
+	return nil
+}
+
+// onlyWriter hides ReadFrom so that CopyBuffer uses the large buffer given.
+type onlyWriter struct{ io.Writer }
+
+func equalShape(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Close finishes the file: assembles it (spool mode), fsyncs it and renames it
+// into place. On failure nothing is left at path, and the temporary files
+// are removed.
+func (w *Writer) Close() error {
+	if w.err != nil {
+		err := w.err
+		w.Abort()
+		return err
+	}
+	if err := w.finish(); err != nil {
+		w.err = fmt.Errorf("%s: %w", w.path, err)
+		err := w.err
+		w.Abort()
+		return err
+	}
+	w.err = fmt.Errorf("%s: %w: already closed", w.path, ErrIncomplete)
+	return nil
+}
+
+func (w *Writer) finish() error {
+	if w.planned {
+		for i, ok := range w.added {
+			if !ok {
+				return fmt.Errorf("tensor %q: %w: declared but never added", w.entries[i].Name, ErrIncomplete)
+			}
+		}
+	} else {
+		if err := w.assemble(); err != nil {
+			return err
+		}
+	}
+	if err := w.out.Sync(); err != nil {
+		return err
+	}
+	if err := w.out.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(w.out.Name(), w.path); err != nil {
+		return err
+	}
+	w.out = nil
+	syncDir(filepath.Dir(w.path))
+	if w.spool != nil {
+		w.spool.Close()
+		os.Remove(w.spool.Name())
+		w.spool = nil
+	}
+	return nil
+}
+
+// assemble writes the final file from the spool in write order.
+func (w *Writer) assemble() error {
+	final := append([]TensorInfo(nil), w.entries...)
+	spoolPos := make(map[string]int64, len(final))
+	for i := range final {
+		spoolPos[final[i].Name] = final[i].Begin
+		final[i].End -= final[i].Begin // size, for layout
+	}
+	header, err := layout(final, w.metadata)
+	if err != nil {
+		return err
+	}
+	out, err := os.CreateTemp(filepath.Dir(w.path), "."+filepath.Base(w.path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	w.out = out
+	if err := writePreamble(out, header); err != nil {
+		return err
+	}
+	for _, t := range final {
+		if _, err := w.spool.Seek(spoolPos[t.Name], io.SeekStart); err != nil {
+			return err
+		}
+		// *os.File.ReadFrom of an io.LimitedReader over an *os.File uses
+		// copy_file_range on Linux.
+		n, err := io.Copy(out, &io.LimitedReader{R: w.spool, N: t.Size()})
+		if err == nil && n < t.Size() {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return fmt.Errorf("tensor %q: copying from the spool: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+// Abort discards everything written so far: no file is left at path and the
+// temporary files are removed. It is safe to call after Close (it then does
+// nothing) and more than once.
+func (w *Writer) Abort() error {
+	if w.out != nil {
+		w.out.Close()
+		os.Remove(w.out.Name())
+		w.out = nil
+	}
+	if w.spool != nil {
+		w.spool.Close()
+		os.Remove(w.spool.Name())
+		w.spool = nil
+	}
+	if w.err == nil {
+		w.err = fmt.Errorf("%s: %w: aborted", w.path, ErrIncomplete)
+	}
+	return nil
+}
+
+// Tensor is a tensor held in memory, for small files and tests.
+type Tensor struct {
+	Name  string
+	DType DType
+	Shape []int64
+	Data  []byte
+}
+
+// Serialize returns the bytes of a safetensors file holding tensors, exactly
+// as the Python safetensors serialize() returns them. metadata nil writes no
+// __metadata__; an empty non-nil map writes an empty one.
+func Serialize(tensors []Tensor, metadata map[string]string) ([]byte, error) {
+	if err := checkMetadata(metadata); err != nil {
+		return nil, err
+	}
+	w := &Writer{byName: map[string]int{}}
+	entries := make([]TensorInfo, len(tensors))
+	data := make(map[string][]byte, len(tensors))
+	for i, t := range tensors {
+		size, err := w.check(t.Name, t.DType, t.Shape)
+		if err != nil {
+			return nil, err
+		}
+		if size != int64(len(t.Data)) {
+			return nil, fmt.Errorf("tensor %q: %w: shape %v of %s is %d bytes, data has %d", t.Name, ErrShape, t.Shape, t.DType, size, len(t.Data))
+		}
+		w.byName[t.Name] = i
+		entries[i] = TensorInfo{Name: t.Name, DType: t.DType, Shape: t.Shape, End: size}
+		data[t.Name] = t.Data
+	}
+	header, err := layout(entries, metadata)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	var n [8]byte
+	binary.LittleEndian.PutUint64(n[:], uint64(len(header)))
+	b.Write(n[:])
+	b.Write(header)
+	for _, e := range entries {
+		b.Write(data[e.Name])
+	}
+	return b.Bytes(), nil
+}
+
+// WriteFile writes tensors to path as Serialize lays them out, atomically.
+func WriteFile(path string, tensors []Tensor, metadata map[string]string) error {
+	specs := make([]TensorSpec, len(tensors))
+	for i, t := range tensors {
+		specs[i] = TensorSpec{t.Name, t.DType, t.Shape}
+	}
+	w, err := NewWriterFor(path, metadata, specs)
+	if err != nil {
+		return err
+	}
+	for _, t := range tensors {
+		if err := w.Add(t.Name, t.DType, t.Shape, bytes.NewReader(t.Data)); err != nil {
+			w.Abort()
+			return err
+		}
+	}
+	return w.Close()
+}
