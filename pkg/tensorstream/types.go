@@ -3,6 +3,7 @@ package tensorstream
 import (
 	"fmt"
 	"math"
+	"sort"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -133,7 +134,7 @@ type Tensor struct {
 	// Annotations are free-form facts added by stages (role, layer, quantize,
 	// reason, device, ...). Values stay encoded, so a stage passes on those it
 	// does not know byte for byte.
-	Annotations map[string]msgpack.RawMessage `msgpack:"ann,omitempty"`
+	Annotations RawMap `msgpack:"ann,omitempty"`
 	// Checksum is the CRC-32C (Castagnoli) of the payload. The reader sets it
 	// once the payload has been read; the writer computes it.
 	Checksum uint32 `msgpack:"-"`
@@ -185,7 +186,7 @@ func (t *Tensor) SetAnn(key string, v any) error {
 		return fmt.Errorf("tensorstream: annotation %q of %q: %w", key, t.Name, err)
 	}
 	if t.Annotations == nil {
-		t.Annotations = make(map[string]msgpack.RawMessage)
+		t.Annotations = make(RawMap)
 	}
 	t.Annotations[key] = raw
 	return nil
@@ -227,7 +228,7 @@ func (t *Tensor) Clone() *Tensor {
 		c.Quant = &q
 	}
 	if t.Annotations != nil {
-		c.Annotations = make(map[string]msgpack.RawMessage, len(t.Annotations))
+		c.Annotations = make(RawMap, len(t.Annotations))
 		for k, v := range t.Annotations {
 			c.Annotations[k] = append(msgpack.RawMessage(nil), v...)
 		}
@@ -279,6 +280,35 @@ func (t *Tensor) validate(lim Limits) error {
 	return nil
 }
 
+// RawMap holds values that stay msgpack-encoded, so that stages pass on those
+// they do not understand byte for byte. It encodes with its keys sorted, so equal
+// maps give equal bytes.
+type RawMap map[string]msgpack.RawMessage
+
+// EncodeMsgpack implements msgpack.CustomEncoder.
+func (m RawMap) EncodeMsgpack(enc *msgpack.Encoder) error {
+	if m == nil {
+		return enc.EncodeNil()
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if err := enc.EncodeMapLen(len(keys)); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := enc.EncodeString(k); err != nil {
+			return err
+		}
+		if err := enc.Encode(m[k]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Stage records one program that produced or transformed the stream.
 type Stage struct {
 	Name    string   `msgpack:"name"`
@@ -291,10 +321,10 @@ type Stage struct {
 type Header struct {
 	// Major and Minor are the format version the stream was written with; the
 	// writer always writes its own.
-	Major    int                           `msgpack:"-"`
-	Minor    int                           `msgpack:"-"`
-	Stages   []Stage                       `msgpack:"stages"`
-	Sections map[string]msgpack.RawMessage `msgpack:"sections,omitempty"`
+	Major    int     `msgpack:"-"`
+	Minor    int     `msgpack:"-"`
+	Stages   []Stage `msgpack:"stages"`
+	Sections RawMap  `msgpack:"sections,omitempty"`
 }
 
 // Well-known header sections.
@@ -329,7 +359,7 @@ func (h *Header) Set(section string, v any) error {
 		return fmt.Errorf("tensorstream: header section %q: %w", section, err)
 	}
 	if h.Sections == nil {
-		h.Sections = make(map[string]msgpack.RawMessage)
+		h.Sections = make(RawMap)
 	}
 	h.Sections[section] = raw
 	return nil
