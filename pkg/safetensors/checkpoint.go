@@ -114,19 +114,24 @@ func (c *Checkpoint) collect() {
 	}
 }
 
-func openIndexed(indexPath string) (c *Checkpoint, err error) {
+func openIndexed(indexPath string) (*Checkpoint, error) {
 	ix, err := ReadIndex(indexPath)
 	if err != nil {
 		return nil, err
 	}
 	dir := filepath.Dir(indexPath)
-	c = &Checkpoint{Dir: dir, Index: ix}
-	defer func() {
-		if err != nil {
-			c.Close()
-			c = nil
-		}
-	}()
+	c := &Checkpoint{Dir: dir, Index: ix}
+	if err := c.openShards(indexPath); err != nil {
+		c.Close()
+		return nil, err
+	}
+	c.collect()
+	return c, nil
+}
+
+// openShards opens the index's shards and checks them against it.
+func (c *Checkpoint) openShards(indexPath string) error {
+	ix, dir := c.Index, c.Dir
 	firstTensor := map[string]string{}
 	for name, shard := range ix.WeightMap {
 		if prev, ok := firstTensor[shard]; !ok || name < prev {
@@ -136,11 +141,11 @@ func openIndexed(indexPath string) (c *Checkpoint, err error) {
 	for _, shard := range ix.Shards() {
 		p := filepath.Join(dir, shard)
 		if _, err := os.Stat(p); err != nil {
-			return nil, fmt.Errorf("%s: %w: %s, which holds tensor %q among others, does not exist", indexPath, ErrMissingShard, shard, firstTensor[shard])
+			return fmt.Errorf("%s: %w: %s, which holds tensor %q among others, does not exist", indexPath, ErrMissingShard, shard, firstTensor[shard])
 		}
 		f, err := OpenFile(p)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		c.Files = append(c.Files, f)
 	}
@@ -149,25 +154,24 @@ func openIndexed(indexPath string) (c *Checkpoint, err error) {
 		base := filepath.Base(f.Path)
 		for _, t := range f.Tensors {
 			if prev, dup := owner[t.Name]; dup {
-				return nil, fmt.Errorf("%s: tensor %q: %w: also in %s", f.Path, t.Name, ErrDuplicate, prev)
+				return fmt.Errorf("%s: tensor %q: %w: also in %s", f.Path, t.Name, ErrDuplicate, prev)
 			}
 			owner[t.Name] = base
 			want, listed := ix.WeightMap[t.Name]
 			if !listed {
-				return nil, fmt.Errorf("%s: tensor %q: %w: the shard holds it but %s does not list it", f.Path, t.Name, ErrIndex, IndexFileName)
+				return fmt.Errorf("%s: tensor %q: %w: the shard holds it but %s does not list it", f.Path, t.Name, ErrIndex, IndexFileName)
 			}
 			if want != base {
-				return nil, fmt.Errorf("%s: tensor %q: %w: the shard holds it but %s maps it to %s", f.Path, t.Name, ErrIndex, IndexFileName, want)
+				return fmt.Errorf("%s: tensor %q: %w: the shard holds it but %s maps it to %s", f.Path, t.Name, ErrIndex, IndexFileName, want)
 			}
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(ix.WeightMap)) {
 		if _, ok := owner[name]; !ok {
-			return nil, fmt.Errorf("%s: tensor %q: %w: the index maps it to %s, which lacks it", indexPath, name, ErrIndex, ix.WeightMap[name])
+			return fmt.Errorf("%s: tensor %q: %w: the index maps it to %s, which lacks it", indexPath, name, ErrIndex, ix.WeightMap[name])
 		}
 	}
-	c.collect()
-	return c, nil
+	return nil
 }
 
 // ReadIndex reads and checks a model.safetensors.index.json: a JSON object

@@ -255,7 +255,7 @@ func decodeTensorInfo(d *json.Decoder, name string) (TensorInfo, error) {
 			haveShape = true
 			if t.Shape, err = uintArray(d, -1); err != nil {
 				if errors.Is(err, ErrShape) {
-					return TensorInfo{}, fmt.Errorf("tensor %q: %w", name, err)
+					return TensorInfo{}, fmt.Errorf("tensor %q: %w in shape", name, err)
 				}
 				return bad("shape: %v", err)
 			}
@@ -267,7 +267,7 @@ func decodeTensorInfo(d *json.Decoder, name string) (TensorInfo, error) {
 			off, err := uintArray(d, 2)
 			if err != nil {
 				if errors.Is(err, ErrShape) {
-					return TensorInfo{}, fmt.Errorf("tensor %q: %w: data_offsets too large", name, ErrOffsets)
+					return TensorInfo{}, fmt.Errorf("tensor %q: %w: data_offsets: %v", name, ErrOffsets, strings.TrimPrefix(err.Error(), ErrShape.Error()+": "))
 				}
 				return bad("data_offsets: %v", err)
 			}
@@ -311,6 +311,9 @@ func uintArray(d *json.Decoder, want int) ([]int64, error) {
 		num, ok := tok.(json.Number)
 		if !ok {
 			return nil, fmt.Errorf("want a non-negative integer, got %v", tok)
+		}
+		if strings.HasPrefix(string(num), "-") {
+			return nil, fmt.Errorf("%w: negative value %s", ErrShape, num)
 		}
 		u, err := strconv.ParseUint(string(num), 10, 64)
 		if err != nil {
