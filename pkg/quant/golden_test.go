@@ -1,0 +1,135 @@
+package quant
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"testing"
+)
+
+// stFile is a safetensors file read whole: test fixtures are a few MiB.
+type stFile struct {
+	meta    map[string]string
+	tensors map[string]stTensor
+}
+
+type stTensor struct {
+	DType string  `json:"dtype"`
+	Shape []int64 `json:"shape"`
+	Data  []byte  `json:"-"`
+}
+
+func readST(tb testing.TB, path string) *stFile {
+	tb.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if len(raw) < 8 {
+		tb.Fatalf("%s: too short", path)
+	}
+	n := binary.LittleEndian.Uint64(raw)
+	if n > uint64(len(raw)-8) {
+		tb.Fatalf("%s: header length %d beyond the file", path, n)
+	}
+	var hdr map[string]json.RawMessage
+	if err := json.Unmarshal(raw[8:8+n], &hdr); err != nil {
+		tb.Fatalf("%s: %v", path, err)
+	}
+	f := &stFile{tensors: map[string]stTensor{}}
+	data := raw[8+n:]
+	for name, v := range hdr {
+		if name == "__metadata__" {
+			if err := json.Unmarshal(v, &f.meta); err != nil {
+				tb.Fatal(err)
+			}
+			continue
+		}
+		var t struct {
+			stTensor
+			Offsets [2]int64 `json:"data_offsets"`
+		}
+		if err := json.Unmarshal(v, &t); err != nil {
+			tb.Fatal(err)
+		}
+		if t.Offsets[0] > t.Offsets[1] || t.Offsets[1] > int64(len(data)) {
+			tb.Fatalf("%s: tensor %s: bad offsets", path, name)
+		}
+		t.stTensor.Data = data[t.Offsets[0]:t.Offsets[1]]
+		f.tensors[name] = t.stTensor
+	}
+	return f
+}
+
+func (f *stFile) get(tb testing.TB, name string) stTensor {
+	tb.Helper()
+	t, ok := f.tensors[name]
+	if !ok {
+		tb.Fatalf("tensor %s missing", name)
+	}
+	return t
+}
+
+func f32s(b []byte) []float32 {
+	out := make([]float32, len(b)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return out
+}
+
+type goldenCase struct {
+	Key          string   `json:"key"`
+	Input        string   `json:"input"`
+	DType        string   `json:"dtype"`
+	Shape        []int64  `json:"shape"`
+	Kind         string   `json:"kind"`
+	QuantType    string   `json:"quant_type"`
+	BlockSize    int      `json:"blocksize"`
+	DoubleQuant  bool     `json:"double_quant"`
+	NestedOffset *float64 `json:"nested_offset"`
+}
+
+func (c goldenCase) params() Params {
+	return Params{Type: Type(c.QuantType), BlockSize: c.BlockSize, DoubleQuant: c.DoubleQuant}
+}
+
+func (c goldenCase) dtype() DType {
+	if c.DType == "float16" {
+		return F16
+	}
+	return BF16
+}
+
+func (c goldenCase) String() string {
+	return fmt.Sprintf("%s %s %v %s %s bs%d dq=%v", c.Key, c.DType, c.Shape, c.Kind, c.QuantType, c.BlockSize, c.DoubleQuant)
+}
+
+func goldenCases(tb testing.TB, f *stFile) []goldenCase {
+	tb.Helper()
+	var cases []goldenCase
+	if err := json.Unmarshal([]byte(f.meta["cases"]), &cases); err != nil {
+		tb.Fatal(err)
+	}
+	if len(cases) == 0 {
+		tb.Fatal("no golden cases")
+	}
+	return cases
+}
+
+var goldenFiles = []string{"golden_bnb_bfloat16.safetensors", "golden_bnb_float16.safetensors"}
+
+func widen(dt DType, raw []byte) []float32 {
+	x := make([]float32, len(raw)/2)
+	for i := range x {
+		h := binary.LittleEndian.Uint16(raw[2*i:])
+		if dt == F16 {
+			x[i] = f16ToF32(h)
+		} else {
+			x[i] = bf16ToF32(h)
+		}
+	}
+	return x
+}
