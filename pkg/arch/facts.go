@@ -347,3 +347,5 @@ func (f *Facts) fill(m *Model) {
 			GlobalLayers: v.GlobalLayers, Heads: v.Heads, ImageSize: v.ImageSize, PatchSize: v.PatchSize}
 	}
 }
+
+func parseFloat(s string) (float64, error) { return strconv.ParseFloat(strings.TrimSpace(s), 64) }

@@ -182,9 +182,11 @@ func (m *Model) resolveText(v *view, top obj) error {
 		t.MoEIntermediate = t.Intermediate
 		t.SparseLayers = fill(t.Layers, true)
 	case MoEQwen:
-		t.Experts = v.opt("num_experts", 0)
-		if t.Experts == 0 {
+		// transformers 5 writes num_local_experts; older configs num_experts.
+		if v.has("num_local_experts") {
 			t.Experts = v.opt("num_local_experts", 0)
+		} else {
+			t.Experts = v.opt("num_experts", 0)
 		}
 		t.ExpertsPerToken = v.opt("num_experts_per_tok", 0)
 		t.MoEIntermediate = v.pos("moe_intermediate_size")

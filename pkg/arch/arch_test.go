@@ -1,0 +1,339 @@
+package arch
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nf4pipe/nf4pipe/internal/fixtures"
+	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
+)
+
+// publishedTotals are the real parameter counts of the models whose config.json
+// files are in ../shared/testdata/configs, each with where the figure comes
+// from. "index" means model.safetensors.index.json metadata.total_size / 2 for a
+// bf16 checkpoint, found quoted in public repositories (search index,
+// 2025-2026); "numel" means sum(p.numel() for p in model.parameters()) quoted in
+// public code; "hub" means the Hugging Face API's safetensors.total.
+var publishedTotals = map[string]struct {
+	total  int64
+	source string
+}{
+	"meta-llama__Llama-3.1-8B.json":                  {8_030_261_248, "issue text; index total_size 16060522496 / 2"},
+	"meta-llama__Llama-3.1-8B-Instruct.json":         {8_030_261_248, "same weights shape as the base model; index total_size 16060522496 / 2"},
+	"meta-llama__Llama-3.1-70B.json":                 {70_553_706_496, "index total_size 141107412992 / 2"},
+	"meta-llama__Llama-3.2-1B-Instruct.json":         {1_235_814_400, "numel, quoted as Llama-3.2-1B parameter count in several repos"},
+	"unsloth__Llama-3.2-1B-Instruct-bnb-4bit.json":   {1_235_814_400, "the unquantized Llama-3.2-1B-Instruct it was made from"},
+	"meta-llama__Llama-2-7b-chat-hf.json":            {6_738_415_616, "numel 'all params: 6738415616' (peft print_trainable_parameters)"},
+	"meta-llama__Llama-3.2-11B-Vision-Instruct.json": {10_670_220_835, "hub safetensors total quoted for meta-llama/llama-3.2-11b-vision-instruct"},
+	"TinyLlama__TinyLlama-1.1B-Chat-v1.0.json":       {1_100_048_384, "numel; safetensors metadata {F32: 1100048384}"},
+	"mistralai__Mistral-7B-v0.1.json":                {7_241_732_096, "GGUF general.parameter_count 7241732096"},
+	"mistralai__Mixtral-8x7B-v0.1.json":              {46_702_792_704, "index total_size 93405585408 / 2"},
+	"Qwen__Qwen2.5-7B-Instruct.json":                 {7_615_616_512, "GGUF general.parameter_count 7615616512"},
+	"Qwen__Qwen2.5-VL-7B-Instruct.json":              {8_292_166_656, "index total_size 16584333312 / 2"},
+	"Qwen__Qwen3-8B.json":                            {8_190_735_360, "hub API safetensors {BF16: 8190735360}"},
+	"Qwen__Qwen3-30B-A3B.json":                       {30_532_122_624, "index total_size 61064245248 / 2"},
+	"google__gemma-2-9b-it.json":                     {9_241_705_984, "index total_size 18483411968 / 2"},
+	"google__gemma-3-1b-it.json":                     {999_885_952, "hub API safetensors total 999885952"},
+	"google__gemma-3-4b-it.json":                     {4_300_079_472, "numel of Gemma3ForConditionalGeneration 4300079472"},
+	"llava-hf__llava-1.5-7b-hf.json":                 {7_063_427_072, "numel of LlavaForConditionalGeneration 7063427072"},
+	"microsoft__Phi-3-mini-4k-instruct.json":         {3_821_079_552, "hub NumWeights 3821079552"},
+	"microsoft__phi-4.json":                          {14_659_507_200, "index total_size 29319014400 / 2"},
+	"deepseek-ai__DeepSeek-V2-Lite.json":             {15_706_484_224, "index total_size 31412968448 / 2"},
+	// The hub checkpoint adds the multi-token-prediction layer 61 (which
+	// transformers does not load) and FP8 scales; 671B is the main model.
+	"deepseek-ai__DeepSeek-V3.json": {671_026_419_200, "DeepSeek-V3 main-model parameter count, 671026419200, quoted in many repos"},
+}
+
+func loadModel(t *testing.T, path string) *Model {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ParseConfig(data)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	m, err := Resolve(cfg)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return m
+}
+
+func configTotal(m *Model) int64 {
+	return Summarize(m, Annotate(m.Tensors(), Policy{})).Params.Total
+}
+
+// TestLlama31Total runs always, on the copy in the repository's testdata.
+func TestLlama31Total(t *testing.T) {
+	m := loadModel(t, fixtures.Path(t, "configs", "meta-llama__Llama-3.1-8B.json"))
+	if got := configTotal(m); got != 8_030_261_248 {
+		t.Fatalf("Llama-3.1-8B total = %d, want 8030261248", got)
+	}
+	if m.Family.Name != "llama" || m.Family.Fallback {
+		t.Fatalf("family %q fallback %v", m.Family.Name, m.Family.Fallback)
+	}
+}
+
+func TestPublishedTotals(t *testing.T) {
+	dir := fixtures.Shared(t, "configs")
+	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	if len(files) == 0 {
+		t.Fatal("no configs")
+	}
+	for _, f := range files {
+		name := filepath.Base(f)
+		want, ok := publishedTotals[name]
+		if !ok {
+			t.Errorf("%s: no published total recorded; add it with its source", name)
+			continue
+		}
+		m := loadModel(t, f)
+		if m.Family.Fallback {
+			t.Errorf("%s: fell back to the generic decoder", name)
+		}
+		if got := configTotal(m); got != want.total {
+			t.Errorf("%s (%s): total %d, want %d (%s)", name, m.Family.Name, got, want.total, want.source)
+		}
+	}
+}
+
+var tinyModels = []string{"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "mixtral", "qwen3_moe", "llava"}
+
+func openTiny(t *testing.T, name string) (*Model, *safetensors.Checkpoint) {
+	dir := fixtures.Shared(t, "models", name)
+	m := loadModel(t, filepath.Join(dir, "config.json"))
+	ck, err := safetensors.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ck.Close() })
+	return m, ck
+}
+
+func realDescs(ck *safetensors.Checkpoint) []Desc {
+	var out []Desc
+	for _, ti := range ck.Tensors() {
+		out = append(out, Desc{Name: ti.Name, DType: string(ti.DType), Shape: ti.Shape})
+	}
+	return out
+}
+
+func descKey(d Desc) string {
+	var b strings.Builder
+	b.WriteString(d.Name + " " + d.DType)
+	for _, s := range d.Shape {
+		b.WriteString(" " + itoa(s))
+	}
+	return b.String()
+}
+
+func TestTinyConfigTensorsEqualWeights(t *testing.T) {
+	for _, name := range tinyModels {
+		t.Run(name, func(t *testing.T) {
+			m, ck := openTiny(t, name)
+			var fromCfg, fromFile []string
+			for _, d := range m.Tensors() {
+				fromCfg = append(fromCfg, descKey(d))
+			}
+			for _, d := range realDescs(ck) {
+				fromFile = append(fromFile, descKey(d))
+			}
+			slices.Sort(fromCfg)
+			slices.Sort(fromFile)
+			if !slices.Equal(fromCfg, fromFile) {
+				for _, k := range fromCfg {
+					if !slices.Contains(fromFile, k) {
+						t.Errorf("config-only: %s", k)
+					}
+				}
+				for _, k := range fromFile {
+					if !slices.Contains(fromCfg, k) {
+						t.Errorf("weights-only: %s", k)
+					}
+				}
+			}
+			fc := Summarize(m, Annotate(m.Tensors(), Policy{}))
+			fw := Summarize(m, Annotate(realDescs(ck), Policy{}))
+			if fc.Params != fw.Params || fc.Bytes != fw.Bytes {
+				t.Errorf("config counts %+v %+v != weight counts %+v %+v", fc.Params, fc.Bytes, fw.Params, fw.Bytes)
+			}
+		})
+	}
+}
+
+// bnbQuantized returns the names stored 4-bit in a transformers bnb checkpoint,
+// with each one's exact byte total (its six tensors) and quant-state JSON.
+func bnbQuantized(t *testing.T, name string) (map[string]int64, map[string][]byte, int64) {
+	ck, err := safetensors.Open(fixtures.Shared(t, "models", name+"-bnb-nf4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	const qs = ".quant_state.bitsandbytes__nf4"
+	sizes, jsons := map[string]int64{}, map[string][]byte{}
+	var total int64
+	for _, ti := range ck.Tensors() {
+		total += ti.Size()
+		if base, ok := strings.CutSuffix(ti.Name, qs); ok {
+			sizes[base] = 0
+			b, err := ck.Files[ti.Shard].ReadTensor(ti.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			jsons[base] = b
+		}
+	}
+	for _, ti := range ck.Tensors() {
+		for base := range sizes {
+			if ti.Name == base || strings.HasPrefix(ti.Name, base+".") {
+				sizes[base] += ti.Size()
+			}
+		}
+	}
+	return sizes, jsons, total
+}
+
+func TestDefaultPolicyMatchesTransformers(t *testing.T) {
+	for _, name := range tinyModels {
+		t.Run(name, func(t *testing.T) {
+			m, ck := openTiny(t, name)
+			want, jsons, bnbTotal := bnbQuantized(t, name)
+			ts := Annotate(realDescs(ck), Policy{})
+			got := map[string]bool{}
+			for _, tt := range ts {
+				if tt.Quantize {
+					got[tt.Name] = true
+					if _, ok := want[tt.Name]; !ok {
+						t.Errorf("detect quantizes %s (%s), transformers keeps it", tt.Name, tt.Role)
+					}
+				}
+			}
+			for n := range want {
+				if !got[n] {
+					t.Errorf("transformers quantizes %s, detect keeps it", n)
+				}
+			}
+			// Byte sizes: exact per tensor once the offset is known, and the
+			// estimate within its stated slack for the whole checkpoint.
+			f := Summarize(m, ts)
+			for _, tt := range ts {
+				if !tt.Quantize {
+					continue
+				}
+				var q struct{ off float32 }
+				js := jsons[tt.Name]
+				q.off = offsetOf(t, js)
+				exact := QuantStateJSON(tt.DType, tt.Shape, q.off)
+				if string(exact) != string(js) {
+					t.Errorf("%s: quant state\n got %s\nwant %s", tt.Name, exact, js)
+				}
+				if got := NF4Bytes(tt.Elements(), int64(len(js))); got != want[tt.Name] {
+					t.Errorf("%s: NF4 bytes %d, checkpoint has %d", tt.Name, got, want[tt.Name])
+				}
+			}
+			if d := f.Bytes.NF4 - bnbTotal; d < -f.Bytes.NF4Slack || d > f.Bytes.NF4Slack {
+				t.Errorf("NF4 estimate %d is %d from the checkpoint's %d, beyond slack %d", f.Bytes.NF4, d, bnbTotal, f.Bytes.NF4Slack)
+			}
+		})
+	}
+}
+
+func offsetOf(t *testing.T, js []byte) float32 {
+	_, after, ok := strings.Cut(string(js), `"nested_offset": `)
+	if !ok {
+		t.Fatalf("no nested_offset in %s", js)
+	}
+	v, err := parseFloat(strings.TrimSuffix(after, "}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return float32(v)
+}
+
+func TestPolicyOptions(t *testing.T) {
+	m, ck := openTiny(t, "mixtral")
+	_ = m
+	descs := realDescs(ck)
+	count := func(p Policy) (n int) {
+		for _, tt := range Annotate(descs, p) {
+			if tt.Quantize {
+				n++
+			}
+		}
+		return n
+	}
+	base := count(Policy{})
+	if got := count(Policy{QuantizeExperts: true}); got != base+2*4*3 {
+		t.Errorf("--quantize-experts: %d quantized, want %d", got, base+24)
+	}
+	if got := count(Policy{Skip: []string{"*.self_attn.q_proj.weight"}}); got != base-2 {
+		t.Errorf("--skip q_proj: %d, want %d", got, base-2)
+	}
+	if got := count(Policy{Only: []string{"model.layers.0.*"}}); got != base/2 {
+		t.Errorf("--only layer 0: %d, want %d", got, base/2)
+	}
+	if err := (Policy{Skip: []string{"["}}).Validate(); !errors.Is(err, ErrPattern) {
+		t.Errorf("bad pattern: %v", err)
+	}
+}
+
+func TestFP8Refused(t *testing.T) {
+	m := loadModel(t, fixtures.Shared(t, "configs", "deepseek-ai__DeepSeek-V3.json"))
+	var fp8, q int
+	for _, tt := range Annotate(m.Tensors(), Policy{}) {
+		if tt.DType == "F8_E4M3" {
+			fp8++
+			if tt.Quantize || !strings.Contains(tt.Reason, "FP8") {
+				t.Fatalf("%s: quantize=%v reason %q", tt.Name, tt.Quantize, tt.Reason)
+			}
+		}
+		if tt.Quantize {
+			q++
+		}
+	}
+	if fp8 == 0 || q != 0 {
+		t.Fatalf("fp8 tensors %d, quantized %d", fp8, q)
+	}
+}
+
+func TestHostileConfigs(t *testing.T) {
+	cases := map[string]string{
+		"not json":         `{"model_type": "llama",`,
+		"array":            `[1,2]`,
+		"null":             `null`,
+		"trailing":         `{} {}`,
+		"missing hidden":   `{"model_type": "mistral", "hidden_size": null}`,
+		"negative layers":  `{"model_type": "llama", "num_hidden_layers": -3}`,
+		"fractional":       `{"model_type": "llama", "hidden_size": 4096.5}`,
+		"heads not divide": `{"model_type": "llama", "hidden_size": 100, "num_attention_heads": 3}`,
+		"kv not divide":    `{"model_type": "llama", "num_key_value_heads": 5}`,
+		"huge":             `{"model_type": "llama", "vocab_size": 1e30}`,
+		"generic empty":    `{"model_type": "mystery"}`,
+	}
+	for name, js := range cases {
+		cfg, err := ParseConfig([]byte(js))
+		if err == nil {
+			_, err = Resolve(cfg)
+		}
+		if err == nil {
+			t.Errorf("%s: no error", name)
+		} else if !errors.Is(err, ErrConfig) && !errors.Is(err, ErrShape) {
+			t.Errorf("%s: error %v wraps neither ErrConfig nor ErrShape", name, err)
+		}
+	}
+}
+
+func TestPyFloat(t *testing.T) {
+	for x, want := range map[float64]string{0.5: "0.5", 1: "1.0", 0.050658226013183594: "0.050658226013183594",
+		1e-5: "1e-05", 1.5e-7: "1.5e-07", 1e16: "1e+16", 123.25: "123.25", 0.0001: "0.0001"} {
+		if got := PyFloat(x); got != want {
+			t.Errorf("PyFloat(%v) = %q, want %q", x, got, want)
+		}
+	}
+}
