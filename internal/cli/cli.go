@@ -1,0 +1,194 @@
+// Package cli holds what every nf4pipe command shares: the exit statuses, the one
+// place that maps errors to them, the version, and input/output opening.
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
+	ucli "github.com/urfave/cli/v2"
+)
+
+// Version is the version every tool reports; the Makefile may override it with
+// -ldflags "-X github.com/nf4pipe/nf4pipe/internal/cli.Version=...".
+var Version = "0.1.0-dev"
+
+// Exit statuses, the same for every tool and documented in the README.
+const (
+	ExitOK        = 0 // success
+	ExitFailure   = 1 // any other failure
+	ExitUsage     = 2 // bad flags or arguments
+	ExitInput     = 3 // unreadable or invalid input: stream, safetensors, config
+	ExitOutput    = 4 // the output could not be written (disk full, permission, ...)
+	ExitNoFit     = 5 // plan: the model does not fit the GPUs
+	ExitIntegrity = 6 // verify: integrity failure
+	ExitQuality   = 7 // verify: tensors outside the expected error envelope
+)
+
+// Error carries an exit status with an error. Library packages return plain
+// errors; commands wrap them with WithCode where the status is not obvious.
+type Error struct {
+	Code int
+	Err  error
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// WithCode wraps err with an exit status (nil stays nil).
+func WithCode(code int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Code: code, Err: err}
+}
+
+// Usagef returns a usage error.
+func Usagef(format string, args ...any) error {
+	return &Error{Code: ExitUsage, Err: fmt.Errorf(format, args...)}
+}
+
+// inputErrors are sentinels that mean the input is at fault.
+var inputErrors = []error{
+	tensorstream.ErrCorrupt, tensorstream.ErrChecksum, tensorstream.ErrVersion,
+	tensorstream.ErrLimit, io.ErrUnexpectedEOF,
+}
+
+// RegisterInputErrors adds sentinels of other packages that mean bad input.
+func RegisterInputErrors(errs ...error) { inputErrors = append(inputErrors, errs...) }
+
+// Code maps an error to an exit status.
+func Code(err error) int {
+	if err == nil {
+		return ExitOK
+	}
+	var ce *Error
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	var ec ucli.ExitCoder
+	if errors.As(err, &ec) {
+		return ec.ExitCode()
+	}
+	for _, s := range inputErrors {
+		if errors.Is(err, s) {
+			return ExitInput
+		}
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EFBIG) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EROFS) {
+		return ExitOutput
+	}
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+		return ExitInput
+	}
+	return ExitFailure
+}
+
+// Run runs app with args and returns the exit status, printing one line
+// "name: message" to the app's ErrWriter for a failure. A write to a closed
+// pipe (the next stage exited) ends quietly.
+func Run(app *ucli.App, args []string) int {
+	if app.ErrWriter == nil {
+		app.ErrWriter = os.Stderr
+	}
+	app.ExitErrHandler = func(*ucli.Context, error) {} // statuses are ours to decide
+	err := app.Run(args)
+	if err == nil {
+		return ExitOK
+	}
+	if errors.Is(err, syscall.EPIPE) {
+		return ExitOK
+	}
+	code := Code(err)
+	fmt.Fprintf(app.ErrWriter, "%s: %v\n", app.Name, err)
+	return code
+}
+
+// Main runs app with os.Args and exits with its status.
+func Main(app *ucli.App) { os.Exit(Run(app, os.Args)) }
+
+// OpenInput opens path for reading; "" and "-" mean stdin (from app.Reader when set).
+func OpenInput(c *ucli.Context, path string) (io.ReadCloser, error) {
+	if path == "" || path == "-" {
+		r := c.App.Reader
+		if r == nil {
+			r = os.Stdin
+		}
+		return io.NopCloser(r), nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, WithCode(ExitInput, err)
+	}
+	return f, nil
+}
+
+// Output is a file being written under a temporary name, renamed into place by
+// Commit, so a failed run leaves nothing under the final name; or stdout.
+type Output struct {
+	io.Writer
+	f     *os.File
+	final string
+}
+
+// CreateOutput opens path for writing; "" and "-" mean stdout (app.Writer when set).
+func CreateOutput(c *ucli.Context, path string) (*Output, error) {
+	if path == "" || path == "-" {
+		w := c.App.Writer
+		if w == nil {
+			w = os.Stdout
+		}
+		return &Output{Writer: w}, nil
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return nil, WithCode(ExitOutput, err)
+	}
+	return &Output{Writer: f, f: f, final: path}, nil
+}
+
+// Commit syncs and renames a file output into place; a no-op for stdout.
+func (o *Output) Commit() error {
+	if o.f == nil {
+		return nil
+	}
+	err := o.f.Sync()
+	if cerr := o.f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(o.f.Name(), o.final)
+	}
+	if err != nil {
+		os.Remove(o.f.Name())
+		return WithCode(ExitOutput, err)
+	}
+	o.f = nil
+	return nil
+}
+
+// Abort removes a file output that was not committed; safe to defer.
+func (o *Output) Abort() {
+	if o.f != nil {
+		o.f.Close()
+		os.Remove(o.f.Name())
+		o.f = nil
+	}
+}
+
+// IsTerminal reports whether w is a character device (a terminal), so progress
+// is drawn only for a person.
+func IsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
