@@ -1,0 +1,228 @@
+// Package detect is the logic of the detect tool: it finds a model's
+// config.json and weights, identifies the architecture with pkg/arch, annotates
+// every tensor with its role, layer and quantization decision, and writes the
+// model as a tensor stream (descriptors only when there is only a config).
+package detect
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nf4pipe/nf4pipe/pkg/arch"
+	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
+	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
+)
+
+// Sentinel errors of this package; errors from pkg/arch and pkg/safetensors
+// pass through wrapped, so errors.Is finds theirs too.
+var (
+	ErrInput  = errors.New("detect: no model at path")
+	ErrConfig = errors.New("detect: bad config.json")
+)
+
+// maxConfigSize bounds how much of a config.json is read.
+const maxConfigSize = 16 << 20
+
+// Source is the stream header's "source" section.
+type Source struct {
+	Path   string `msgpack:"path" json:"path"`
+	Dir    string `msgpack:"dir" json:"dir"`       // the model directory, for tokenizer files
+	Config []byte `msgpack:"config" json:"-"`      // raw config.json bytes, nil when absent
+	Files  int    `msgpack:"files" json:"files"`   // safetensors files read; 0 for a config alone
+	NoData bool   `msgpack:"nodata" json:"nodata"` // config alone: descriptors without payloads
+}
+
+// Model is an opened model: its facts and annotated tensors, and the open
+// checkpoint when there are weights.
+type Model struct {
+	Source  Source
+	Arch    *arch.Model // nil without config.json
+	Facts   *arch.Facts
+	Tensors []arch.Tensor
+
+	ck    *safetensors.Checkpoint
+	infos []safetensors.TensorInfo // parallel to Tensors when ck != nil
+}
+
+// Open reads the model at path: a directory (config.json with model.safetensors
+// or a sharded index), a .safetensors file, an index JSON, or a config.json
+// alone. The policy decides which tensors are marked for quantization.
+func Open(path string, pol arch.Policy) (*Model, error) {
+	if err := pol.Validate(); err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", path, ErrInput, err)
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", path, ErrInput, err)
+	}
+	m := &Model{Source: Source{Path: abs, Dir: abs}}
+	var configPath, weights string
+	switch {
+	case st.IsDir():
+		configPath = filepath.Join(abs, "config.json")
+		if hasWeights(abs) {
+			weights = abs
+		}
+	case strings.HasSuffix(abs, ".safetensors"):
+		m.Source.Dir = filepath.Dir(abs)
+		configPath, weights = filepath.Join(m.Source.Dir, "config.json"), abs
+	case strings.HasSuffix(abs, ".index.json"):
+		m.Source.Dir = filepath.Dir(abs)
+		configPath, weights = filepath.Join(m.Source.Dir, "config.json"), abs
+	default: // a config.json, whatever its name
+		m.Source.Dir = filepath.Dir(abs)
+		configPath = abs
+	}
+	data, err := readConfig(configPath)
+	switch {
+	case errors.Is(err, os.ErrNotExist) && weights != "":
+		// Weights without config.json: classify by names, dimensions unknown.
+	case errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("%s: %w: no config.json and no .safetensors weights", path, ErrInput)
+	case err != nil:
+		return nil, err
+	default:
+		cfg, err := arch.ParseConfig(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", configPath, err)
+		}
+		if m.Arch, err = arch.Resolve(cfg); err != nil {
+			return nil, fmt.Errorf("%s: %w", configPath, err)
+		}
+		m.Source.Config = data
+	}
+
+	var descs []arch.Desc
+	if weights == "" {
+		m.Source.NoData = true
+		descs = m.Arch.Tensors()
+	} else {
+		ck, err := safetensors.Open(weights)
+		if err != nil {
+			return nil, err
+		}
+		m.ck = ck
+		m.Source.Files = len(ck.Files)
+		m.infos = ck.Tensors()
+		for _, ti := range m.infos {
+			descs = append(descs, arch.Desc{Name: ti.Name, DType: string(ti.DType), Shape: ti.Shape})
+		}
+	}
+	m.Tensors = arch.Annotate(descs, pol)
+	m.Facts = arch.Summarize(m.Arch, m.Tensors)
+	m.Facts.SourceDType = dominantDType(m.Tensors)
+	return m, nil
+}
+
+func hasWeights(dir string) bool {
+	for _, n := range []string{safetensors.IndexFileName, safetensors.SingleFileName} {
+		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
+			return true
+		}
+	}
+	found, _ := filepath.Glob(filepath.Join(dir, "*.safetensors"))
+	return len(found) > 0
+}
+
+func readConfig(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%s: %w: %v", path, ErrConfig, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", path, ErrConfig, err)
+	}
+	if len(data) > maxConfigSize {
+		return nil, fmt.Errorf("%s: %w: larger than %d bytes", path, ErrConfig, maxConfigSize)
+	}
+	return data, nil
+}
+
+// dominantDType returns the dtype holding the most bytes among the weights.
+func dominantDType(ts []arch.Tensor) string {
+	by := map[string]int64{}
+	best := ""
+	for _, t := range ts {
+		if t.Role == arch.RoleScale {
+			continue
+		}
+		by[t.DType] += t.Elements() * arch.DTypeSize(t.DType)
+		if best == "" || by[t.DType] > by[best] {
+			best = t.DType
+		}
+	}
+	return best
+}
+
+// Close releases the checkpoint's files.
+func (m *Model) Close() error {
+	if m.ck != nil {
+		return m.ck.Close()
+	}
+	return nil
+}
+
+// Descriptor returns the stream descriptor of tensor i with its annotations.
+func (m *Model) Descriptor(i int) (*tensorstream.Tensor, error) {
+	t := m.Tensors[i]
+	d := &tensorstream.Tensor{Name: t.Name, DType: tensorstream.DType(t.DType),
+		Shape: append([]int64(nil), t.Shape...), Encoding: tensorstream.Raw,
+		Size: t.Elements() * arch.DTypeSize(t.DType), NoData: m.ck == nil}
+	if m.ck != nil {
+		d.Size = m.infos[i].Size()
+	}
+	for k, v := range map[string]any{tensorstream.AnnRole: t.Role, tensorstream.AnnLayer: t.Layer,
+		tensorstream.AnnQuantize: t.Quantize, tensorstream.AnnReason: t.Reason} {
+		if err := d.SetAnn(k, v); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// Stream writes the header (sections "source" and "model") and every tensor,
+// payloads read in chunks from the checkpoint, to w. stage is recorded in the
+// header's stage list.
+func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
+	h := &tensorstream.Header{}
+	h.AddStage(stage.Name, stage.Version, stage.Args)
+	if err := h.Set(tensorstream.SectionSource, m.Source); err != nil {
+		return err
+	}
+	if err := h.Set(tensorstream.SectionModel, m.Facts); err != nil {
+		return err
+	}
+	sw := tensorstream.NewWriter(w)
+	if err := sw.WriteHeader(h); err != nil {
+		return err
+	}
+	for i := range m.Tensors {
+		d, err := m.Descriptor(i)
+		if err != nil {
+			return err
+		}
+		if err := sw.WriteTensor(d); err != nil {
+			return err
+		}
+		if m.ck == nil {
+			continue
+		}
+		if _, err := io.Copy(sw, m.ck.Section(m.infos[i])); err != nil {
+			return fmt.Errorf("%s: tensor %q: %w", m.infos[i].File, d.Name, err)
+		}
+	}
+	return sw.Close()
+}
