@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs the nf4pipe pipeline on a small model: detect | plan | quantize | place | verify.
+# Stages that are not built yet are left out, so the demo grows with the project.
+set -euo pipefail
+MODEL=${MODEL:-testdata/models/llama}
+OUT=${OUT:-out/$(basename "$MODEL")-nf4}
+BIN=${BIN:-bin}
+
+have() { [ -x "$BIN/$1" ]; }
+mkdir -p "$(dirname "$OUT")"
+rm -rf "$OUT"
+
+pipeline=()
+have detect   && pipeline+=("$BIN/detect $MODEL")
+have plan     && pipeline+=("$BIN/plan --gpus t4")
+have quantize && pipeline+=("$BIN/quantize")
+have place    && pipeline+=("$BIN/place --out $OUT")
+have verify   && pipeline+=("$BIN/verify --reference $MODEL")
+
+if [ ${#pipeline[@]} -eq 0 ]; then
+  echo "demo: no stage is built yet" >&2
+  exit 1
+fi
+cmd=$(IFS='|'; echo "${pipeline[*]}")
+echo "+ ${cmd//|/ | }" >&2
+if have verify; then eval "$cmd"; else eval "$cmd" >/dev/null; fi
+if have place; then echo "checkpoint written to $OUT" >&2; fi
