@@ -1,0 +1,376 @@
+package detect
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nf4pipe/nf4pipe/internal/fixtures"
+	"github.com/nf4pipe/nf4pipe/pkg/arch"
+	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
+	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
+)
+
+var tinyModels = []string{"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "mixtral", "qwen3_moe", "llava"}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// fileCRCs computes the CRC-32C of each tensor's bytes straight from the file,
+// independently of pkg/safetensors' sections: header length, JSON, offsets.
+func fileCRCs(t *testing.T, path string) map[string]uint32 {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int64(0)
+	for i := 7; i >= 0; i-- {
+		n = n<<8 | int64(data[i])
+	}
+	var hdr map[string]json.RawMessage
+	if err := json.Unmarshal(data[8:8+n], &hdr); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]uint32{}
+	for name, raw := range hdr {
+		if name == "__metadata__" {
+			continue
+		}
+		var ti struct {
+			Offsets [2]int64 `json:"data_offsets"`
+		}
+		if err := json.Unmarshal(raw, &ti); err != nil {
+			t.Fatal(err)
+		}
+		out[name] = crc32.Checksum(data[8+n+ti.Offsets[0]:8+n+ti.Offsets[1]], castagnoli)
+	}
+	return out
+}
+
+type streamed struct {
+	header  *tensorstream.Header
+	source  Source
+	facts   arch.Facts
+	tensors []*tensorstream.Tensor
+	crcs    map[string]uint32
+}
+
+func readStream(t *testing.T, r io.Reader) *streamed {
+	t.Helper()
+	sr := tensorstream.NewReader(r)
+	h, err := sr.Header()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &streamed{header: h, crcs: map[string]uint32{}}
+	if ok, err := h.Get(tensorstream.SectionSource, &s.source); !ok || err != nil {
+		t.Fatalf("source section: %v %v", ok, err)
+	}
+	if ok, err := h.Get(tensorstream.SectionModel, &s.facts); !ok || err != nil {
+		t.Fatalf("model section: %v %v", ok, err)
+	}
+	for {
+		tt, err := sr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := crc32.New(castagnoli)
+		if _, err := io.Copy(c, sr); err != nil {
+			t.Fatal(err)
+		}
+		s.crcs[tt.Name] = c.Sum32()
+		if tt.Checksum != c.Sum32() {
+			t.Fatalf("%s: trailer checksum %08x, payload %08x", tt.Name, tt.Checksum, c.Sum32())
+		}
+		s.tensors = append(s.tensors, tt)
+	}
+	return s
+}
+
+func streamModel(t *testing.T, path string, pol arch.Policy) *streamed {
+	t.Helper()
+	m, err := Open(path, pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var buf bytes.Buffer
+	if err := m.Stream(&buf, tensorstream.Stage{Name: "detect", Version: Version}); err != nil {
+		t.Fatal(err)
+	}
+	return readStream(t, &buf)
+}
+
+func bnbQuantized(t *testing.T, name string) map[string]bool {
+	ck, err := safetensors.Open(fixtures.Shared(t, "models", name+"-bnb-nf4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	out := map[string]bool{}
+	for _, ti := range ck.Tensors() {
+		if base, ok := strings.CutSuffix(ti.Name, ".quant_state.bitsandbytes__nf4"); ok {
+			out[base] = true
+		}
+	}
+	return out
+}
+
+func TestTinyModelsStream(t *testing.T) {
+	for _, name := range tinyModels {
+		t.Run(name, func(t *testing.T) {
+			dir := fixtures.Shared(t, "models", name)
+			s := streamModel(t, dir, arch.Policy{})
+			want := fileCRCs(t, filepath.Join(dir, "model.safetensors"))
+			if len(s.tensors) != len(want) || s.facts.Tensors != len(want) {
+				t.Fatalf("%d tensors streamed, facts say %d, file has %d", len(s.tensors), s.facts.Tensors, len(want))
+			}
+			for n, c := range want {
+				if s.crcs[n] != c {
+					t.Errorf("%s: streamed CRC-32C %08x, file bytes %08x", n, s.crcs[n], c)
+				}
+			}
+			cfg, _ := os.ReadFile(filepath.Join(dir, "config.json"))
+			if !bytes.Equal(s.source.Config, cfg) || s.source.Dir != dir || s.source.NoData {
+				t.Errorf("source section: dir %q nodata %v config %d bytes", s.source.Dir, s.source.NoData, len(s.source.Config))
+			}
+			// Policy in the stream equals what transformers stored 4-bit.
+			bnb := bnbQuantized(t, name)
+			var nq int
+			for _, tt := range s.tensors {
+				q := tt.AnnBool(tensorstream.AnnQuantize)
+				if q != bnb[tt.Name] {
+					t.Errorf("%s: quantize=%v, transformers: %v", tt.Name, q, bnb[tt.Name])
+				}
+				if q {
+					nq++
+				}
+				if tt.AnnString(tensorstream.AnnRole) == "" || tt.AnnString(tensorstream.AnnReason) == "" {
+					t.Errorf("%s: missing role or reason", tt.Name)
+				}
+				if _, ok := tt.AnnInt(tensorstream.AnnLayer); !ok {
+					t.Errorf("%s: missing layer", tt.Name)
+				}
+			}
+			if nq != len(bnb) || s.facts.QuantizedTensors != nq {
+				t.Errorf("quantized %d, facts %d, transformers %d", nq, s.facts.QuantizedTensors, len(bnb))
+			}
+
+			// The config alone gives the same descriptors and counts.
+			c := streamModel(t, filepath.Join(dir, "config.json"), arch.Policy{})
+			if !c.source.NoData || c.facts.Params != s.facts.Params || c.facts.Bytes != s.facts.Bytes {
+				t.Errorf("config-only facts %+v %+v, weights %+v %+v", c.facts.Params, c.facts.Bytes, s.facts.Params, s.facts.Bytes)
+			}
+			byName := map[string]*tensorstream.Tensor{}
+			for _, tt := range s.tensors {
+				byName[tt.Name] = tt
+			}
+			for _, ct := range c.tensors {
+				wt := byName[ct.Name]
+				if !ct.NoData || wt == nil || ct.Size != wt.Size || ct.DType != wt.DType ||
+					ct.AnnBool(tensorstream.AnnQuantize) != wt.AnnBool(tensorstream.AnnQuantize) {
+					t.Errorf("%s: config-only descriptor differs from the weights' one", ct.Name)
+				}
+			}
+			if len(c.tensors) != len(s.tensors) {
+				t.Errorf("config-only %d tensors, weights %d", len(c.tensors), len(s.tensors))
+			}
+		})
+	}
+}
+
+// TestRepoConfigOnly runs without the shared data, on the repository's copies.
+func TestRepoConfigOnly(t *testing.T) {
+	s := streamModel(t, fixtures.Path(t, "configs", "meta-llama__Llama-3.1-8B.json"), arch.Policy{})
+	if s.facts.Params.Total != 8_030_261_248 || s.facts.Family != "llama" || len(s.tensors) != 291 {
+		t.Fatalf("total %d family %s tensors %d", s.facts.Params.Total, s.facts.Family, len(s.tensors))
+	}
+	// 7 linears x 32 layers quantized; lm_head and embeddings kept.
+	if s.facts.QuantizedTensors != 224 || s.facts.Params.Kept != 2*128256*4096+65*4096 {
+		t.Fatalf("quantized %d, kept %d", s.facts.QuantizedTensors, s.facts.Params.Kept)
+	}
+	for _, tt := range s.tensors {
+		if !tt.NoData || s.crcs[tt.Name] != 0 {
+			t.Fatalf("%s: config-only tensor with data", tt.Name)
+		}
+	}
+}
+
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := Main(append([]string{"detect"}, args...), &out, &errb, false)
+	return code, out.String(), errb.String()
+}
+
+func TestCLIInfoJSON(t *testing.T) {
+	code, out, errs := runCLI(t, "--info", "--json", fixtures.Path(t, "configs", "google__gemma-3-4b-it.json"))
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var rep struct {
+		ModelType string `json:"model_type"`
+		Family    string `json:"family"`
+		Fallback  *bool  `json:"fallback"`
+		Params    struct{ Total, Quantized, Kept int64 }
+		Bytes     struct{ Source, NF4 int64 }
+		Tensors   int `json:"tensors"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if rep.ModelType != "gemma3" || rep.Family != "gemma3" || rep.Fallback == nil || *rep.Fallback ||
+		rep.Params.Total != 4_300_079_472 || rep.Params.Quantized+rep.Params.Kept != rep.Params.Total ||
+		rep.Bytes.Source != 2*4_300_079_472 || rep.Bytes.NF4 <= 0 || rep.Bytes.NF4 >= rep.Bytes.Source || rep.Tensors == 0 {
+		t.Fatalf("report %+v", rep)
+	}
+}
+
+func TestCLIStreamToFileAndFlags(t *testing.T) {
+	dir := fixtures.Shared(t, "models", "mixtral")
+	outPath := filepath.Join(t.TempDir(), "s.nf4s")
+	code, _, errs := runCLI(t, "-o", outPath, "--quantize-experts", "--skip", "*.q_proj.weight", dir)
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if !strings.Contains(errs, "mixtral") {
+		t.Errorf("no report on stderr: %q", errs)
+	}
+	f, err := os.Open(outPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := readStream(t, f)
+	var experts, q int
+	for _, tt := range s.tensors {
+		if tt.AnnBool(tensorstream.AnnQuantize) {
+			q++
+			if strings.HasSuffix(tt.Name, "q_proj.weight") {
+				t.Errorf("%s quantized despite --skip", tt.Name)
+			}
+			if tt.AnnString(tensorstream.AnnRole) == arch.RoleExpert {
+				experts++
+			}
+		}
+	}
+	if experts != 24 || q != 24+6 {
+		t.Errorf("experts quantized %d, total quantized %d", experts, q)
+	}
+	if len(s.header.Stages) != 1 || s.header.Stages[0].Name != "detect" {
+		t.Errorf("stages %+v", s.header.Stages)
+	}
+}
+
+func copyDir(t *testing.T, src string) string {
+	dst := t.TempDir()
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+func TestHostileInputs(t *testing.T) {
+	tiny := fixtures.Path(t, "configs", "tiny-llama.json")
+	cfg, _ := os.ReadFile(tiny)
+	write := func(dir, name, s string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := []struct {
+		name  string
+		setup func(dir string) string
+		want  error
+	}{
+		{"missing path", func(dir string) string { return filepath.Join(dir, "nope") }, ErrInput},
+		{"empty dir", func(dir string) string { return dir }, ErrInput},
+		{"invalid config", func(dir string) string { write(dir, "config.json", "{not json"); return dir }, arch.ErrConfig},
+		{"config bad dims", func(dir string) string {
+			write(dir, "config.json", `{"model_type":"llama","hidden_size":-1}`)
+			return dir
+		}, arch.ErrShape},
+		{"missing shard", func(dir string) string {
+			write(dir, "config.json", string(cfg))
+			write(dir, "model.safetensors.index.json",
+				`{"metadata":{},"weight_map":{"model.embed_tokens.weight":"model-00001-of-00002.safetensors"}}`)
+			return dir
+		}, safetensors.ErrMissingShard},
+		{"truncated weights", func(dir string) string {
+			write(dir, "config.json", string(cfg))
+			write(dir, "model.safetensors", "\x40\x00\x00\x00\x00\x00\x00\x00{")
+			return dir
+		}, safetensors.ErrTruncated},
+		{"garbage header", func(dir string) string {
+			write(dir, "model.safetensors", "\x02\x00\x00\x00\x00\x00\x00\x00[]")
+			return dir
+		}, safetensors.ErrHeader},
+		{"bad pattern", nil, arch.ErrPattern},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.setup == nil {
+				_, err := Open(tiny, arch.Policy{Only: []string{"[x"}})
+				if !errors.Is(err, c.want) {
+					t.Fatalf("err %v, want %v", err, c.want)
+				}
+				code, _, errs := runCLI(t, "--only", "[x", tiny)
+				if code != ExitUsage || strings.Count(errs, "\n") != 1 {
+					t.Fatalf("exit %d, stderr %q", code, errs)
+				}
+				return
+			}
+			path := c.setup(t.TempDir())
+			_, err := Open(path, arch.Policy{})
+			if !errors.Is(err, c.want) {
+				t.Fatalf("err %v, want errors.Is %v", err, c.want)
+			}
+			code, out, errs := runCLI(t, path)
+			if code != ExitError || out != "" || strings.Count(errs, "\n") != 1 {
+				t.Fatalf("exit %d, stdout %d bytes, stderr %q", code, len(out), errs)
+			}
+		})
+	}
+	if code, _, _ := runCLI(t); code != ExitUsage {
+		t.Errorf("no args: exit %d", code)
+	}
+	if code, _, _ := runCLI(t, "--no-such-flag", tiny); code != ExitUsage {
+		t.Errorf("bad flag: exit %d", code)
+	}
+	var out, errb bytes.Buffer
+	if code := Main([]string{"detect", tiny}, &out, &errb, true); code != ExitUsage || out.Len() != 0 {
+		t.Errorf("stream to a terminal: exit %d, %d bytes", code, out.Len())
+	}
+}
+
+func TestWeightsWithoutConfig(t *testing.T) {
+	dir := copyDir(t, fixtures.Shared(t, "models", "qwen2"))
+	os.Remove(filepath.Join(dir, "config.json"))
+	s := streamModel(t, filepath.Join(dir, "model.safetensors"), arch.Policy{})
+	if !s.facts.Fallback || s.source.Config != nil || s.facts.Layers != 2 {
+		t.Fatalf("fallback %v config %d bytes layers %d", s.facts.Fallback, len(s.source.Config), s.facts.Layers)
+	}
+	bnb := bnbQuantized(t, "qwen2")
+	for _, tt := range s.tensors {
+		if tt.AnnBool(tensorstream.AnnQuantize) != bnb[tt.Name] {
+			t.Errorf("%s: quantize differs from transformers without config", tt.Name)
+		}
+	}
+}
