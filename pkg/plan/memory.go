@@ -427,7 +427,9 @@ func (m *Model) Estimate(c Config, p Placement) []DeviceMemory {
 		}
 	}
 	for l := 0; l < int(m.Layers) && l < len(p.Layer); l++ {
-		accs[p.Layer[l]].layers = append(accs[p.Layer[l]].layers, l)
+		if d := p.Layer[l]; d >= 0 && d < p.Devices {
+			accs[d].layers = append(accs[d].layers, l)
+		}
 	}
 
 	T := float64(c.SeqLen * c.Batch)

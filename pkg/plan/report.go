@@ -1,0 +1,232 @@
+package plan
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/nf4pipe/nf4pipe/pkg/gpus"
+)
+
+// WriteJSON writes the plan as an indented JSON object.
+func (p *Plan) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(p)
+}
+
+// WriteReport writes the human report: per device the itemized bytes, total,
+// capacity and headroom, then the decisions with their reasons, then advice.
+func (p *Plan) WriteReport(w io.Writer) error {
+	var b strings.Builder
+	verdict := "FITS"
+	if !p.Fits {
+		verdict = "DOES NOT FIT"
+	}
+	fmt.Fprintf(&b, "plan: %s, seq %d x batch %d, LoRA r=%d (%s trainable parameters), recipe %s: %s\n",
+		p.Model, p.SeqLen, p.BatchSize, p.LoRARank, groupDigits(p.TrainableParams), p.Recipe, verdict)
+	for _, d := range p.Devices {
+		layers := "no decoder layers"
+		if len(d.Layers) == 2 {
+			layers = fmt.Sprintf("layers %d-%d", d.Layers[0], d.Layers[1])
+		}
+		fmt.Fprintf(&b, "\ncuda:%d %s (%s), %s\n", d.Index, d.Name, gpus.FormatBytes(d.CapacityBytes), layers)
+		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', tabwriter.AlignRight)
+		for _, it := range d.Items {
+			note := it.Note
+			if !it.Torch {
+				note = strings.TrimSpace("[not in torch reserved] " + note)
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t  %s\t\n", it.Name, gpus.FormatBytes(it.Bytes), note)
+		}
+		fmt.Fprintf(tw, "  predicted torch.cuda.max_memory_reserved\t%s\t\t\n", gpus.FormatBytes(d.PeakReserved))
+		fmt.Fprintf(tw, "  total on device\t%s\t  of %s\t\n", gpus.FormatBytes(d.Total), gpus.FormatBytes(d.CapacityBytes))
+		fmt.Fprintf(tw, "  headroom\t%s\t\t\n", gpus.FormatBytes(d.HeadroomBytes))
+		if d.HostBytes > 0 {
+			fmt.Fprintf(tw, "  pinned host memory\t%s\t\t\n", gpus.FormatBytes(d.HostBytes))
+		}
+		tw.Flush()
+	}
+	b.WriteString("\ndecisions:\n")
+	for _, x := range []struct {
+		k string
+		d Decision
+	}{{"compute dtype", p.ComputeDType}, {"attention", p.Attention}, {"attention kernel", p.AttentionKernel},
+		{"gradient checkpointing", p.GradientCheckpointing}, {"optimizer", p.Optimizer}} {
+		fmt.Fprintf(&b, "  %-23s %s: %s\n", x.k, x.d.Value, x.d.Reason)
+	}
+	fmt.Fprintf(&b, "  %-23s %d (largest batch that fits with these settings)\n", "max batch size", p.MaxBatchSize)
+	for _, n := range p.Notes {
+		fmt.Fprintf(&b, "  note: %s\n", n)
+	}
+	if len(p.Advice) > 0 {
+		if p.Fits {
+			b.WriteString("\nother options:\n")
+		} else {
+			b.WriteString("\nto make it fit (largest device total under each change):\n")
+		}
+		for _, a := range p.Advice {
+			mark := "no "
+			if a.Fits {
+				mark = "fits"
+			}
+			fmt.Fprintf(&b, "  [%s] %-70s %s\n", mark, a.Change, gpus.FormatBytes(a.PeakBytes))
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func groupDigits(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	var out []byte
+	for i := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
+
+// peftModules maps roles to peft target module names.
+var peftModules = map[string]string{}
+
+func init() {
+	for name, role := range targetAliases {
+		if len(name) > 2 { // prefer q_proj over w1
+			peftModules[role] = name
+		}
+	}
+	peftModules["shared_expert"] = "all-linear"
+}
+
+// WritePython prints a ready-to-run transformers + peft training snippet
+// with the plan's settings.
+func (p *Plan) WritePython(w io.Writer, modelPath string) error {
+	if modelPath == "" {
+		modelPath = "MODEL"
+	}
+	dtype := "torch.bfloat16"
+	if p.ComputeDType.Value == "fp16" {
+		dtype = "torch.float16"
+	}
+	var mods []string
+	seen := map[string]bool{}
+	for _, r := range p.LoRATargets {
+		if n, ok := peftModules[r]; ok && !seen[n] {
+			mods, seen[n] = append(mods, strconv.Quote(n)), true
+		}
+	}
+	keys := make([]string, 0, len(p.DeviceMap))
+	for k := range p.DeviceMap {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return natLess(keys[i], keys[j]) })
+	var dm strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&dm, "    %q: %s,\n", k, p.DeviceMap[k])
+	}
+	gc := p.GradientCheckpointing.Value != "off"
+	var b strings.Builder
+	fmt.Fprintf(&b, `# nf4pipe plan: %s, seq %d, batch %d, LoRA r=%d; predicted to fit: %v
+import torch
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig, Trainer, TrainingArguments
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+model_path = %q
+device_map = {
+%s}
+model = AutoModelForCausalLM.from_pretrained(
+    model_path,
+    quantization_config=BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=%s,
+    ),
+    dtype=%s,
+    device_map=device_map,
+    attn_implementation=%q,
+)
+`, p.Model, p.SeqLen, p.BatchSize, p.LoRARank, p.Fits, modelPath, dm.String(), dtype, dtype, p.Attention.Value)
+	if p.Recipe == RecipeHFPeft {
+		fmt.Fprintf(&b, "model = prepare_model_for_kbit_training(\n    model, use_gradient_checkpointing=%s,\n    gradient_checkpointing_kwargs={\"use_reentrant\": False})\n", pyBool(gc))
+	} else if gc {
+		b.WriteString("model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={\"use_reentrant\": False})\nmodel.enable_input_require_grads()\n")
+	}
+	fmt.Fprintf(&b, `model = get_peft_model(model, LoraConfig(
+    r=%d, lora_alpha=%d, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
+    target_modules=[%s]))
+model.print_trainable_parameters()
+
+args = TrainingArguments(
+    output_dir="out",
+    per_device_train_batch_size=%d,
+    gradient_accumulation_steps=1,
+    gradient_checkpointing=%s,
+    gradient_checkpointing_kwargs={"use_reentrant": False},
+    optim=%q,
+    %s=True,
+    learning_rate=2e-4,
+    logging_steps=10,
+)
+# train_dataset: token ids of length %d (labels = input_ids), e.g. from datasets + tokenizer.
+`, p.LoRARank, p.LoRARank, strings.Join(mods, ", "), p.BatchSize, pyBool(gc), string(p.config.Optimizer), p.ComputeDType.Value, p.SeqLen)
+	if p.GradientCheckpointing.Value == "offload" {
+		b.WriteString(`
+class OffloadTrainer(Trainer):
+    # Keep the checkpointed layer inputs in pinned host memory.
+    def compute_loss(self, model, inputs, *a, **kw):
+        with torch.autograd.graph.save_on_cpu(pin_memory=True):
+            return super().compute_loss(model, inputs, *a, **kw)
+
+trainer = OffloadTrainer(model=model, args=args, train_dataset=train_dataset)
+`)
+	} else {
+		b.WriteString("trainer = Trainer(model=model, args=args, train_dataset=train_dataset)\n")
+	}
+	b.WriteString("trainer.train()\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func pyBool(v bool) string {
+	if v {
+		return "True"
+	}
+	return "False"
+}
+
+// natLess orders module names with their numbers compared as numbers.
+func natLess(a, b string) bool {
+	for a != "" && b != "" {
+		ia, ib := digitsEnd(a), digitsEnd(b)
+		if ia > 0 && ib > 0 {
+			na, _ := strconv.Atoi(a[:ia])
+			nb, _ := strconv.Atoi(b[:ib])
+			if na != nb {
+				return na < nb
+			}
+			a, b = a[ia:], b[ib:]
+			continue
+		}
+		if a[0] != b[0] {
+			return a[0] < b[0]
+		}
+		a, b = a[1:], b[1:]
+	}
+	return len(a) < len(b)
+}
+
+func digitsEnd(s string) int {
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	return i
+}
