@@ -249,6 +249,7 @@ func Make(m *Model, gs []gpus.GPU, s Settings) (*Plan, error) {
 	p.AttentionKernel = m.kernelFor(c.Attention, c, cc)
 	c.Kernel = Kernel(p.AttentionKernel.Value)
 	p.TrainableParams = m.LoRAParams(c)
+	p.LoRATargets = m.presentTargets(c)
 
 	modes := []Checkpointing{s.Checkpointing}
 	if s.Checkpointing == CkptAuto {
@@ -585,4 +586,18 @@ func moduleOf(t Tensor) string {
 		}
 	}
 	return name
+}
+
+// presentTargets lists the target roles the model actually has.
+func (m *Model) presentTargets(c Config) []string {
+	set := c.targets()
+	seen := map[string]bool{}
+	var out []string
+	for _, t := range m.Tensors {
+		if c.isTarget(t, set) && !seen[t.Role] {
+			seen[t.Role] = true
+			out = append(out, t.Role)
+		}
+	}
+	return out
 }

@@ -1,0 +1,19 @@
+// Command plan decides how a model trains with QLoRA on given GPUs (compute
+// dtype, attention, checkpointing, optimizer, device map), predicts the peak
+// memory of every device, and writes the plan into the tensor stream.
+package main
+
+import (
+	"os"
+
+	"github.com/nf4pipe/nf4pipe/pkg/plan"
+)
+
+func main() {
+	os.Exit(plan.Main(os.Args, os.Stdin, os.Stdout, os.Stderr, isTerminal(os.Stdout)))
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

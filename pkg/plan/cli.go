@@ -1,0 +1,190 @@
+package plan
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/nf4pipe/nf4pipe/pkg/gpus"
+	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
+)
+
+// Exit codes.
+const (
+	ExitOK    = 0
+	ExitError = 1 // bad input or an I/O failure
+	ExitUsage = 2 // bad flags or arguments
+	ExitNoFit = 3 // the plan was made, and it does not fit
+)
+
+var errUsage = errors.New("usage")
+
+// DriverInventory is set by a CUDA build to list GPUs through the driver;
+// nil in the default build, where nvidia-smi is asked instead.
+var DriverInventory gpus.Inventory
+
+// Main runs the plan command line with args (args[0] is the program name)
+// and returns the exit status.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, stdoutIsTerminal bool) int {
+	status := ExitOK
+	app := &cli.App{
+		Name:      "plan",
+		Usage:     "decide how a model trains with QLoRA on given GPUs and predict whether it fits",
+		UsageText: "detect MODEL | plan [flags] | quantize | ...",
+		Description: "Reads a tensor stream (a config-only one will do), writes it on with the plan in\n" +
+			"its header and a device on every tensor, and reports per device the predicted\n" +
+			"peak memory, item by item, with the decisions and their reasons (stderr).\n" +
+			"Exit status 3 when it does not fit, with advice.\n\n" +
+			"Examples:\n" +
+			"   detect config.json | plan --gpus t4 --report        # does it fit on a T4 at 2048 tokens?\n" +
+			"   detect MODEL | plan --gpus rtx4090x2 --json\n" +
+			"   detect MODEL | plan --gpus 24GiB,24GiB --max-memory 0:20GiB --emit python\n" +
+			"   detect MODEL | plan --gpus a100-80 | quantize | place --out MODEL-nf4\n\n" +
+			"GPU presets: " + strings.Join(gpus.PresetNames(), ", "),
+		Reader:    stdin,
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "gpus", Usage: "GPUs as `LIST` of sizes or presets, each optionally xN: 24GiB,24GiB | rtx4090x2 | t4 (default: the driver or nvidia-smi)"},
+			&cli.StringFlag{Name: "max-memory", Usage: "per-device caps, `IDX:SIZE,...` e.g. 0:20GiB,1:24GiB"},
+			&cli.Int64Flag{Name: "seq-len", Value: 2048, Usage: "training sequence length"},
+			&cli.Int64Flag{Name: "batch-size", Value: 1, Usage: "per-device batch size"},
+			&cli.Int64Flag{Name: "lora-rank", Value: 16, Usage: "LoRA rank"},
+			&cli.StringFlag{Name: "lora-targets", Value: "all-linear", Usage: "LoRA target modules, e.g. q_proj,v_proj"},
+			&cli.StringFlag{Name: "gradient-checkpointing", Value: "auto", Usage: "auto | on | off | offload"},
+			&cli.StringFlag{Name: "optimizer", Value: string(PagedAdamW8bit), Usage: "adamw | adamw_8bit | paged_adamw_8bit"},
+			&cli.StringFlag{Name: "recipe", Value: string(RecipeHFPeft), Usage: "hf-peft (float32 cast of non-quantized parameters) | lean"},
+			&cli.StringFlag{Name: "strategy", Value: string(Sequential), Usage: "sequential | balanced"},
+			&cli.StringFlag{Name: "attention", Value: string(AttnAuto), Usage: "auto | flash_attention_2 | sdpa | eager"},
+			&cli.BoolFlag{Name: "report", Usage: "print the report on stdout and write no stream"},
+			&cli.BoolFlag{Name: "json", Usage: "print the plan as JSON on stdout and write no stream"},
+			&cli.StringFlag{Name: "emit", Usage: "print a ready-to-run snippet (`LANG`: python) on stdout and write no stream"},
+			&cli.StringFlag{Name: "model-path", Usage: "model path to put in the --emit snippet"},
+			&cli.StringFlag{Name: "input", Aliases: []string{"i"}, Usage: "read the stream from `FILE` instead of stdin"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the stream to `FILE` instead of stdout"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no report on stderr when streaming"},
+		},
+		HideHelpCommand: true,
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 0 {
+				return fmt.Errorf("%w: plan takes no arguments, it reads a stream", errUsage)
+			}
+			s := Settings{SeqLen: c.Int64("seq-len"), Batch: c.Int64("batch-size"), Rank: c.Int64("lora-rank"),
+				Checkpointing: Checkpointing(c.String("gradient-checkpointing")), Optimizer: Optimizer(c.String("optimizer")),
+				Recipe: Recipe(c.String("recipe")), Strategy: Strategy(c.String("strategy")), Attention: Attention(c.String("attention"))}
+			if t := c.String("lora-targets"); t != "" && t != "all-linear" {
+				s.Targets = strings.Split(t, ",")
+			}
+			if err := s.Validate(); err != nil {
+				return fmt.Errorf("%w: %w", errUsage, err)
+			}
+			if e := c.String("emit"); e != "" && e != "python" {
+				return fmt.Errorf("%w: --emit %q: only python is known", errUsage, e)
+			}
+			gs, err := inventory(c.Context, c.String("gpus"), c.String("max-memory"))
+			if err != nil {
+				return err
+			}
+			toStdout := c.Bool("report") || c.Bool("json") || c.String("emit") != ""
+			out := io.Writer(io.Discard)
+			switch {
+			case c.String("output") != "":
+				f, err := os.Create(c.String("output"))
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				out = f
+			case !toStdout && stdoutIsTerminal:
+				return fmt.Errorf("%w: stdout is a terminal; pipe the stream on, give -o FILE, or use --report/--json", errUsage)
+			case !toStdout:
+				out = stdout
+			}
+			in := stdin
+			if name := c.String("input"); name != "" {
+				f, err := os.Open(name)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				in = f
+			}
+			stage := tensorstream.Stage{Name: "plan", Version: Version, Args: args[1:]}
+			p, err := Stream(in, out, gs, s, stage)
+			if err != nil {
+				return err
+			}
+			switch {
+			case c.Bool("json"):
+				err = p.WriteJSON(stdout)
+			case c.String("emit") == "python":
+				err = p.WritePython(stdout, c.String("model-path"))
+			case c.Bool("report"):
+				err = p.WriteReport(stdout)
+			case !c.Bool("quiet"):
+				err = p.WriteReport(stderr)
+			}
+			if err != nil {
+				return err
+			}
+			if !p.Fits {
+				status = ExitNoFit
+				if c.Bool("json") || c.Bool("report") || c.String("emit") != "" {
+					fmt.Fprintln(stderr, "plan: does not fit; see the advice")
+				}
+			}
+			return nil
+		},
+		ExitErrHandler: func(*cli.Context, error) {},
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		},
+	}
+	if err := app.Run(args); err != nil {
+		status = ExitError
+		if errors.Is(err, errUsage) || errors.Is(err, gpus.ErrSpec) || errors.Is(err, gpus.ErrMaxMem) || errors.Is(err, gpus.ErrSize) {
+			status = ExitUsage
+			fmt.Fprintf(stderr, "plan: %v (see plan --help)\n", err)
+		} else {
+			fmt.Fprintf(stderr, "plan: %v\n", err)
+		}
+	}
+	return status
+}
+
+// inventory lists the GPUs: given ones, else the driver's, else nvidia-smi's.
+func inventory(ctx context.Context, spec, maxMem string) ([]gpus.GPU, error) {
+	var gs []gpus.GPU
+	var err error
+	switch {
+	case spec != "":
+		gs, err = gpus.Parse(spec)
+	default:
+		ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		if DriverInventory != nil {
+			gs, err = DriverInventory(ctx)
+		}
+		if DriverInventory == nil || err != nil {
+			gs, err = gpus.NvidiaSMI(ctx)
+		}
+		if err != nil {
+			err = fmt.Errorf("%w; give the GPUs with --gpus, e.g. --gpus 24GiB or --gpus t4", err)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if maxMem != "" {
+		if err := gpus.ApplyMaxMemory(gs, maxMem); err != nil {
+			return nil, err
+		}
+	}
+	return gs, nil
+}
