@@ -1,0 +1,156 @@
+package verify
+
+import (
+	"encoding/binary"
+	"math"
+
+	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
+)
+
+// kernel compares one chunk of a 4-bit tensor with its reference. It holds the
+// per-block tables, so a chunk costs a table lookup, two compares and four
+// multiply-adds per element.
+type kernel struct {
+	cb    *codebook
+	bs    int
+	round func(float32) float32 // to the tensor's dtype, as dequantization rounds
+
+	bad      int64 // elements whose code is not the nearest to the reference
+	firstBad int64 // element index of the first, -1 if none
+}
+
+// chunk compares elements [base, base+len(x)) given their packed codes and the
+// dequantized absmax of their blocks; base is a multiple of the block size.
+func (k *kernel) chunk(acc *accum, base int64, x []float32, packed []byte, amax []float32) {
+	var q, lo, hi [16]float32
+	bs := k.bs
+	for b := 0; b*bs < len(x); b++ {
+		xs := x[b*bs : min((b+1)*bs, len(x))]
+		ps := packed[b*bs/2:]
+		a := amax[b]
+		var m float32
+		for _, v := range xs {
+			m = max(m, float32(math.Abs(float64(v))))
+		}
+		for c := range 16 {
+			q[c] = k.round(float32(k.cb.val[c] * a))
+			if m > 0 {
+				lo[c], hi[c] = k.cb.lo[c]*m, k.cb.hi[c]*m
+			} else {
+				lo[c], hi[c] = float32(math.Inf(-1)), float32(math.Inf(1))
+			}
+		}
+		var sse, xx, qq, xq, mx float32
+		for j, v := range xs {
+			c := ps[j>>1] >> 4
+			if j&1 == 1 {
+				c = ps[j>>1] & 15
+			}
+			if v < lo[c] || v > hi[c] {
+				if k.bad == 0 {
+					k.firstBad = base + int64(b*bs+j)
+				}
+				k.bad++
+			}
+			d := v - q[c&15]
+			sse += d * d
+			xx += v * v
+			qq += q[c&15] * q[c&15]
+			xq += v * q[c&15]
+			mx = max(mx, float32(math.Abs(float64(d))))
+		}
+		acc.sse += float64(sse)
+		acc.xx += float64(xx)
+		acc.qq += float64(qq)
+		acc.xq += float64(xq)
+		acc.maxAbs = math.Max(acc.maxAbs, float64(mx))
+	}
+	acc.n += int64(len(x))
+}
+
+// rounder returns the rounding of a float32 to dtype d (the identity for F32).
+func rounder(d tensorstream.DType) func(float32) float32 {
+	switch d {
+	case tensorstream.BF16:
+		return roundBF16
+	case tensorstream.F16:
+		return roundF16
+	}
+	return func(f float32) float32 { return f }
+}
+
+// roundBF16 rounds to the nearest bfloat16, ties to even, as torch does.
+func roundBF16(f float32) float32 {
+	b := math.Float32bits(f)
+	if b&0x7fffffff > 0x7f800000 {
+		return f // NaN
+	}
+	b += 0x7fff + (b>>16)&1
+	return math.Float32frombits(b & 0xffff0000)
+}
+
+// roundF16 rounds to the nearest IEEE half, ties to even: float64 holds the
+// float32 exactly, and adding then subtracting a power of two rounds at the
+// half's ulp for that binade.
+func roundF16(f float32) float32 {
+	x := float64(f)
+	ax := math.Abs(x)
+	switch {
+	case ax != ax || ax == 0 || math.IsInf(ax, 0):
+		return f
+	case ax >= 65520:
+		return float32(math.Copysign(math.Inf(1), x))
+	}
+	e := math.Floor(math.Log2(ax))
+	if ax < math.Ldexp(1, int(e)) { // Log2 rounding near a power of two
+		e--
+	} else if ax >= math.Ldexp(1, int(e)+1) {
+		e++
+	}
+	e = max(e, -14) // subnormals share the ulp of the smallest binade
+	ulp := math.Ldexp(1, int(e)-10)
+	r := math.RoundToEven(x/ulp) * ulp
+	return float32(r)
+}
+
+// widen converts little-endian elements of dtype d into float32 values.
+func widen(dst []float32, src []byte, d tensorstream.DType) {
+	switch d {
+	case tensorstream.BF16:
+		for i := range dst {
+			dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(src[2*i:])) << 16)
+		}
+	case tensorstream.F16:
+		for i := range dst {
+			dst[i] = halfToF32(binary.LittleEndian.Uint16(src[2*i:]))
+		}
+	case tensorstream.F32:
+		for i := range dst {
+			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
+		}
+	}
+}
+
+func halfToF32(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := uint32(h>>10) & 0x1f
+	man := uint32(h) & 0x3ff
+	switch {
+	case exp == 0x1f:
+		return math.Float32frombits(sign | 0x7f800000 | man<<13)
+	case exp != 0:
+		return math.Float32frombits(sign | (exp+112)<<23 | man<<13)
+	case man == 0:
+		return math.Float32frombits(sign)
+	}
+	v := float32(man) * (1.0 / (1 << 24)) // subnormal: man * 2^-24
+	if sign != 0 {
+		v = -v
+	}
+	return v
+}
+
+// widenable reports whether verify can read reference values of dtype d.
+func widenable(d tensorstream.DType) bool {
+	return d == tensorstream.BF16 || d == tensorstream.F16 || d == tensorstream.F32
+}
