@@ -453,7 +453,7 @@ func TestReadBadLayouts(t *testing.T) {
 // safetensors.PlanShards, including tensors larger than the limit.
 func TestDirWriterShardsLikePlanShards(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	for trial := range 20 {
+	for trial := range 10 {
 		var specs []safetensors.TensorSpec
 		for i := range 1 + rng.IntN(30) {
 			specs = append(specs, safetensors.TensorSpec{Name: fmt.Sprintf("t%02d", i), DType: safetensors.F32, Shape: []int64{int64(rng.IntN(60))}})
@@ -527,4 +527,3 @@ func TestDirWriterAbortLeavesNothing(t *testing.T) {
 		t.Errorf("left %v", ents)
 	}
 }
-
