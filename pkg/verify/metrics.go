@@ -25,9 +25,9 @@ const MaxSQNR = 999
 // accum gathers the sums the metrics need. Blocks add float32 partial sums
 // (64..4096 terms, relative error below 1e-5), the tensor adds them in float64.
 type accum struct {
-	n              int64
+	n               int64
 	sse, xx, qq, xq float64
-	maxAbs         float64
+	maxAbs          float64
 }
 
 func (a *accum) add(b *accum) {

@@ -51,13 +51,13 @@ func newResult(t *tensorstream.Tensor) TensorResult {
 
 // Totals sum up a report.
 type Totals struct {
-	Tensors            int   `json:"tensors"`
-	Quantized          int   `json:"quantized"`
-	Kept               int   `json:"kept"`
-	QuantizedElements  int64 `json:"quantized_elements"`
-	QuantizedBytes     int64 `json:"quantized_bytes"` // 4-bit payloads, absmax and nested absmax included
-	KeptBytes          int64 `json:"kept_bytes"`
-	ReferenceBytes     int64 `json:"reference_bytes"` // reference bytes compared
+	Tensors           int   `json:"tensors"`
+	Quantized         int   `json:"quantized"`
+	Kept              int   `json:"kept"`
+	QuantizedElements int64 `json:"quantized_elements"`
+	QuantizedBytes    int64 `json:"quantized_bytes"` // 4-bit payloads, absmax and nested absmax included
+	KeptBytes         int64 `json:"kept_bytes"`
+	ReferenceBytes    int64 `json:"reference_bytes"` // reference bytes compared
 	// BitsPerWeight is 8 * QuantizedBytes / QuantizedElements.
 	BitsPerWeight float64 `json:"bits_per_weight"`
 	// RelError and SQNR are over all compared 4-bit tensors together.
