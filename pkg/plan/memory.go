@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"fmt"
 	"math"
 	"strings"
 
@@ -374,58 +375,44 @@ func (p Placement) DeviceOf(t Tensor) int {
 // Estimate predicts the peak memory of every device under placement p.
 func (m *Model) Estimate(c Config, p Placement) []DeviceMemory {
 	type acc struct {
-		weights4, kept, lora, grads, states, paged int64
-		resPersist, resGrads, resStep              float64
-		layers                                     []int
-		gradsByLayer                               map[int]int64
+		sums
+		layers       []int
+		gradsByLayer map[int]int64
 	}
 	accs := make([]acc, p.Devices)
 	for i := range accs {
 		accs[i].gradsByLayer = map[int]int64{}
 	}
-	set := c.targets()
-	loraByLayer := map[int][]Tensor{}
-	for _, t := range m.Tensors {
-		d := p.DeviceOf(t)
+	g := m.groups(c)
+	for _, gr := range g.list {
+		d := p.First
+		switch {
+		case gr.layer >= 0:
+			if gr.layer >= len(p.Layer) {
+				continue
+			}
+			d = p.Layer[gr.layer]
+		case gr.last:
+			d = p.Last
+		}
 		if d < 0 || d >= p.Devices {
 			continue
 		}
 		ac := &accs[d]
-		n := t.Elements()
-		if t.Quantize {
-			ac.weights4 += NF4Bytes(n)
-			blocks := ceilDiv(n, 64)
-			ac.resPersist += poolBytes(ceilDiv(n, 2)) + poolBytes(blocks) + poolBytes(ceilDiv(blocks, 256)*4) + poolBytes(64) + poolBytes(1024)
-		} else {
-			b := n * c.keptBytes(t.DType)
-			ac.kept += b
-			ac.resPersist += poolBytes(b)
-		}
-		if !c.isTarget(t, set) {
-			continue
-		}
-		loraByLayer[t.Layer] = append(loraByLayer[t.Layer], t)
-		for _, pn := range []int64{c.Rank * t.Shape[1], t.Shape[0] * c.Rank} {
-			ac.lora += 4 * pn
-			ac.grads += 4 * pn
-			ac.gradsByLayer[t.Layer] += 4 * pn
-			ac.resPersist += poolBytes(4 * pn)
-			ac.resGrads += poolBytes(4 * pn)
-			switch {
-			case c.Optimizer == AdamW || pn < min8bitElems:
-				ac.states += 8 * pn
-				ac.resPersist += 2 * poolBytes(4*pn)
-				if c.Optimizer == AdamW {
-					ac.resStep += smallOnly(4 * pn) // foreach temporary at step
-				}
-			case c.Optimizer == PagedAdamW8bit && pn >= pagedMinElems:
-				ac.paged += 2*pn + 2*ceilDiv(pn, 256)*4
-			default:
-				ac.states += 2*pn + 2*ceilDiv(pn, 256)*4
-				ac.resPersist += 2*poolBytes(pn) + 2*poolBytes(ceilDiv(pn, 256)*4)
-			}
+		ac.weights4 += gr.weights4
+		ac.kept += gr.kept
+		ac.lora += gr.lora
+		ac.grads += gr.grads
+		ac.states += gr.states
+		ac.paged += gr.paged
+		ac.resPersist += gr.resPersist
+		ac.resGrads += gr.resGrads
+		ac.resStep += gr.resStep
+		if gr.layer >= 0 {
+			ac.gradsByLayer[gr.layer] += gr.grads
 		}
 	}
+	loraByLayer := g.loraByLayer
 	for l := 0; l < int(m.Layers) && l < len(p.Layer); l++ {
 		if d := p.Layer[l]; d >= 0 && d < p.Devices {
 			accs[d].layers = append(accs[d].layers, l)
@@ -582,4 +569,92 @@ func (m *Model) SDPAKernel(c Config, cc int) Kernel {
 	default:
 		return KernelEfficient
 	}
+}
+
+// sums are the persistent bytes of a group of tensors.
+type sums struct {
+	weights4, kept, lora, grads, states, paged int64
+	resPersist, resGrads, resStep              float64
+}
+
+// group is the tensors that always go to the same device: one decoder
+// layer, the head of the model (embeddings, vision tower), or its tail
+// (final norm, lm_head).
+type group struct {
+	sums
+	layer int // -1 for head and tail
+	last  bool
+}
+
+type groups struct {
+	list        []group
+	loraByLayer map[int][]Tensor
+}
+
+// groups sums the persistent bytes of every placement unit under c; the
+// result depends only on the rank, targets, recipe and optimizer, so it is
+// cached.
+func (m *Model) groups(c Config) *groups {
+	key := fmt.Sprint(c.Rank, c.Targets, c.Recipe, c.Optimizer)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if g, ok := m.cache[key]; ok {
+		return g
+	}
+	set := c.targets()
+	g := &groups{list: make([]group, m.Layers+2), loraByLayer: map[int][]Tensor{}}
+	for l := range g.list {
+		g.list[l].layer = l
+	}
+	head, tail := &g.list[m.Layers], &g.list[m.Layers+1]
+	head.layer, tail.layer, tail.last = -1, -1, true
+	probe := Placement{First: 0, Last: 1, Devices: 2}
+	for _, t := range m.Tensors {
+		gr := head
+		switch {
+		case t.Layer >= 0 && t.Part == arch.PartText:
+			gr = &g.list[t.Layer]
+		case probe.DeviceOf(t) == 1:
+			gr = tail
+		}
+		ac := &gr.sums
+		n := t.Elements()
+		if t.Quantize {
+			ac.weights4 += NF4Bytes(n)
+			blocks := ceilDiv(n, 64)
+			ac.resPersist += poolBytes(ceilDiv(n, 2)) + poolBytes(blocks) + poolBytes(ceilDiv(blocks, 256)*4) + poolBytes(64) + poolBytes(1024)
+		} else {
+			b := n * c.keptBytes(t.DType)
+			ac.kept += b
+			ac.resPersist += poolBytes(b)
+		}
+		if !c.isTarget(t, set) {
+			continue
+		}
+		g.loraByLayer[t.Layer] = append(g.loraByLayer[t.Layer], t)
+		for _, pn := range []int64{c.Rank * t.Shape[1], t.Shape[0] * c.Rank} {
+			ac.lora += 4 * pn
+			ac.grads += 4 * pn
+			ac.resPersist += poolBytes(4 * pn)
+			ac.resGrads += poolBytes(4 * pn)
+			switch {
+			case c.Optimizer == AdamW || pn < min8bitElems:
+				ac.states += 8 * pn
+				ac.resPersist += 2 * poolBytes(4*pn)
+				if c.Optimizer == AdamW {
+					ac.resStep += smallOnly(4 * pn) // foreach temporary at step
+				}
+			case c.Optimizer == PagedAdamW8bit && pn >= pagedMinElems:
+				ac.paged += 2*pn + 2*ceilDiv(pn, 256)*4
+			default:
+				ac.states += 2*pn + 2*ceilDiv(pn, 256)*4
+				ac.resPersist += 2*poolBytes(pn) + 2*poolBytes(ceilDiv(pn, 256)*4)
+			}
+		}
+	}
+	if m.cache == nil {
+		m.cache = map[string]*groups{}
+	}
+	m.cache[key] = g
+	return g
 }

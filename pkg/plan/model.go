@@ -3,6 +3,7 @@ package plan
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
 )
@@ -50,6 +51,9 @@ type Model struct {
 	SourceDType string
 
 	Tensors []Tensor
+
+	mu    sync.Mutex
+	cache map[string]*groups
 }
 
 // Tensor is one tensor of the checkpoint as the planner sees it.
