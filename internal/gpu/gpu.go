@@ -1,0 +1,54 @@
+// Package gpu runs nf4pipe's 4-bit quantization on NVIDIA GPUs through the CUDA
+// driver API (gorgonia.org/cu). It is the only package that imports cu, and
+// only in builds with the `cuda` tag; the default build compiles a stub of the
+// same API whose functions fail with ErrNoCUDA, so the module builds with
+// CGO_ENABLED=0 and runs anywhere.
+//
+// Each opened Device owns one CUDA context on one goroutine locked to its OS
+// thread; every call is shipped to that goroutine. Kernels come from the PTX
+// embedded by package kernels. Results are bit-identical to pkg/quant.
+package gpu
+
+import (
+	"errors"
+
+	"github.com/nf4pipe/nf4pipe/pkg/quant"
+)
+
+var (
+	// ErrNoCUDA marks a build without the cuda tag.
+	ErrNoCUDA = errors.New("gpu: built without CUDA (rebuild with -tags cuda)")
+	// ErrNoDevice marks a CUDA build on a machine without a usable GPU.
+	ErrNoDevice = errors.New("gpu: no usable CUDA device")
+	// ErrCUDA marks a failed driver call.
+	ErrCUDA = errors.New("gpu: CUDA")
+	// ErrOutOfMemory marks a device allocation that failed even with the
+	// smallest chunks; callers fall back to the CPU.
+	ErrOutOfMemory = errors.New("gpu: out of device memory")
+	// ErrArgs marks arguments that do not fit together (lengths, dtype).
+	ErrArgs = errors.New("gpu: bad arguments")
+)
+
+// DeviceInfo describes one GPU as the driver reports it.
+type DeviceInfo struct {
+	Ordinal    int
+	Name       string
+	TotalBytes int64
+	FreeBytes  int64
+	Major      int // compute capability
+	Minor      int
+}
+
+// checkArgs validates the common arguments of Quantize and Dequantize.
+func checkArgs(raw int, dt quant.DType, n int64, p quant.Params) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	if dt.Size() == 0 {
+		return errors.Join(ErrArgs, quant.ErrDType)
+	}
+	if int64(raw) != n*int64(dt.Size()) {
+		return ErrArgs
+	}
+	return nil
+}
