@@ -51,70 +51,112 @@ type Class struct {
 	Linear bool
 }
 
-// rule maps the last module name before .weight/.bias to a role. Rules are
-// tried in order; the first whose pattern matches wins.
-type rule struct {
-	re     *regexp.Regexp
-	role   string
-	linear bool
+// leafRoles maps the module that owns a .weight to the role of that weight
+// when it is an nn.Linear: the last name before ".weight".
+var leafRoles = map[string]string{
+	"q_proj": RoleAttnQ, "query": RoleAttnQ, "wq": RoleAttnQ,
+	"k_proj": RoleAttnK, "key": RoleAttnK, "wk": RoleAttnK,
+	"v_proj": RoleAttnV, "value": RoleAttnV, "wv": RoleAttnV,
+	"o_proj": RoleAttnO, "out_proj": RoleAttnO, "wo": RoleAttnO, "dense": RoleAttnO,
+	"qkv_proj": RoleAttnQKV, "query_key_value": RoleAttnQKV, "c_attn": RoleAttnQKV, "Wqkv": RoleAttnQKV, "qkv": RoleAttnQKV,
+	"q_a_proj": RoleAttnQA, "q_b_proj": RoleAttnQB, "kv_a_proj_with_mqa": RoleAttnKVA, "kv_b_proj": RoleAttnKVB,
+	"gate_up_proj": RoleMLPGateUp,
+	"gate_proj":    RoleMLPGate, "w1": RoleMLPGate,
+	"up_proj": RoleMLPUp, "w3": RoleMLPUp, "fc1": RoleMLPUp, "c_fc": RoleMLPUp,
+	"down_proj": RoleMLPDown, "w2": RoleMLPDown, "fc2": RoleMLPDown, "c_proj": RoleMLPDown,
 }
 
-var textRules = []rule{
-	{regexp.MustCompile(`weight_scale_inv$|\.scale_inv$`), RoleScale, false},
-	{regexp.MustCompile(`(^|\.)lm_head\.weight$|^output\.weight$`), RoleLMHead, false},
-	{regexp.MustCompile(`(embed_tokens|wte|word_embeddings|embeddings)\.weight$`), RoleEmbedding, false},
-	{regexp.MustCompile(`e_score_correction_bias$`), RoleRouter, false},
-	{regexp.MustCompile(`\.shared_expert_gate\.weight$`), RoleRouter, true},
-	{regexp.MustCompile(`\.shared_experts?\.[a-z_0-9]+\.weight$`), RoleSharedExpert, true},
-	{regexp.MustCompile(`\.experts\.`), RoleExpert, false},
-	{regexp.MustCompile(`(block_sparse_moe|mlp|moe)\.(gate|router)(\.weight)?$|\.router\.`), RoleRouter, false},
-	{regexp.MustCompile(`norm[^.]*\.weight$|norm[^.]*\.bias$|\.ln_[a-z0-9_]*\.(weight|bias)$`), RoleNorm, false},
-	{regexp.MustCompile(`\.bias$`), RoleBias, false},
-	{regexp.MustCompile(`\.(q_proj|query|wq)\.weight$`), RoleAttnQ, true},
-	{regexp.MustCompile(`\.(k_proj|key|wk)\.weight$`), RoleAttnK, true},
-	{regexp.MustCompile(`\.(v_proj|value|wv)\.weight$`), RoleAttnV, true},
-	{regexp.MustCompile(`\.(o_proj|out_proj|wo|dense)\.weight$`), RoleAttnO, true},
-	{regexp.MustCompile(`\.(qkv_proj|query_key_value|c_attn|Wqkv|qkv)\.weight$`), RoleAttnQKV, true},
-	{regexp.MustCompile(`\.q_a_proj\.weight$`), RoleAttnQA, true},
-	{regexp.MustCompile(`\.q_b_proj\.weight$`), RoleAttnQB, true},
-	{regexp.MustCompile(`\.kv_a_proj_with_mqa\.weight$`), RoleAttnKVA, true},
-	{regexp.MustCompile(`\.kv_b_proj\.weight$`), RoleAttnKVB, true},
-	{regexp.MustCompile(`\.gate_up_proj\.weight$`), RoleMLPGateUp, true},
-	{regexp.MustCompile(`\.(gate_proj|w1)\.weight$`), RoleMLPGate, true},
-	{regexp.MustCompile(`\.(up_proj|w3|fc1|c_fc)\.weight$`), RoleMLPUp, true},
-	{regexp.MustCompile(`\.(down_proj|w2|fc2|c_proj)\.weight$`), RoleMLPDown, true},
+var embeddingLeaves = map[string]bool{"embed_tokens": true, "wte": true, "word_embeddings": true, "embeddings": true}
+
+// textRole classifies a decoder tensor by its name. The checks run in order;
+// the first that applies wins. It uses plain string operations: a DeepSeek-V3
+// config lists about 90,000 tensors.
+func textRole(name string) (role string, linear bool) {
+	mod, isWeight := strings.CutSuffix(name, ".weight")
+	leaf, parent := mod, ""
+	if i := strings.LastIndexByte(mod, '.'); i >= 0 {
+		leaf = mod[i+1:]
+		if j := strings.LastIndexByte(mod[:i], '.'); j >= 0 {
+			parent = mod[j+1 : i]
+		} else {
+			parent = mod[:i]
+		}
+	}
+	switch {
+	case strings.HasSuffix(name, "scale_inv"):
+		return RoleScale, false
+	case name == "lm_head.weight" || strings.HasSuffix(name, ".lm_head.weight") || name == "output.weight":
+		return RoleLMHead, false
+	case isWeight && embeddingLeaves[leaf]:
+		return RoleEmbedding, false
+	case strings.HasSuffix(name, "e_score_correction_bias"):
+		return RoleRouter, false
+	case isWeight && leaf == "shared_expert_gate":
+		return RoleRouter, true
+	case isWeight && (strings.Contains(name, ".shared_expert.") || strings.Contains(name, ".shared_experts.")):
+		return RoleSharedExpert, true
+	case strings.Contains(name, ".experts."):
+		return RoleExpert, false
+	case (leaf == "gate" || leaf == "router") && (parent == "block_sparse_moe" || parent == "mlp" || parent == "moe"),
+		strings.Contains(name, ".router."):
+		return RoleRouter, false
+	}
+	// Norms: the owning module's name says norm (input_layernorm, q_norm, ln_q).
+	owner := leaf
+	if !isWeight {
+		owner = ""
+		if m, ok := strings.CutSuffix(name, ".bias"); ok {
+			owner = m[strings.LastIndexByte(m, '.')+1:]
+		}
+	}
+	switch {
+	case strings.Contains(owner, "norm") || strings.HasPrefix(owner, "ln_"):
+		return RoleNorm, false
+	case strings.HasSuffix(name, ".bias"):
+		return RoleBias, false
+	case isWeight:
+		if r, ok := leafRoles[leaf]; ok {
+			return r, true
+		}
+	}
+	return RoleOther, false
 }
 
 var (
-	projectorRe = regexp.MustCompile(`(^|\.)(multi_modal_projector|mm_projector|merger|modality_projection)(\.|$)`)
-	visionRe    = regexp.MustCompile(`^(model\.)?(vision_tower|visual|vision_model|vision_encoder|vision)\.`)
-	layerRe     = regexp.MustCompile(`(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.`)
-	linearName  = regexp.MustCompile(`\.(q_proj|k_proj|v_proj|o_proj|out_proj|qkv|proj|fc1|fc2|gate_proj|up_proj|down_proj|linear_1|linear_2|[0-9]+)\.weight$|^multi_modal_projector\.weight$`)
+	projectorSegs = map[string]bool{"multi_modal_projector": true, "mm_projector": true, "merger": true, "modality_projection": true}
+	visionRoots   = map[string]bool{"vision_tower": true, "visual": true, "vision_model": true, "vision_encoder": true, "vision": true}
+	layerSegs     = map[string]bool{"layers": true, "h": true, "blocks": true, "layer": true}
+	linearName    = regexp.MustCompile(`\.(q_proj|k_proj|v_proj|o_proj|out_proj|qkv|proj|fc1|fc2|gate_proj|up_proj|down_proj|linear_1|linear_2|[0-9]+)\.weight$`)
 )
 
 // Classify gives a tensor its role, layer and part from its name and shape.
 func Classify(name string, shape []int64) Class {
 	matrix := len(shape) == 2
-	if projectorRe.MatchString(name) {
-		return Class{Role: RoleProjector, Layer: -1, Part: PartProjector,
-			Linear: matrix && strings.HasSuffix(name, ".weight") && !strings.Contains(name, "norm") && !strings.Contains(name, ".ln_")}
+	segs := strings.Split(name, ".")
+	for _, sg := range segs {
+		if projectorSegs[sg] {
+			return Class{Role: RoleProjector, Layer: -1, Part: PartProjector,
+				Linear: matrix && strings.HasSuffix(name, ".weight") && !strings.Contains(name, "norm") && !strings.Contains(name, ".ln_")}
+		}
 	}
-	if visionRe.MatchString(name) {
+	root := segs[0]
+	if root == "model" && len(segs) > 1 {
+		root = segs[1]
+	}
+	if visionRoots[root] {
 		lin := matrix && linearName.MatchString(name) && !strings.Contains(name, "embed")
 		return Class{Role: RoleVision, Layer: -1, Part: PartVision, Linear: lin}
 	}
 	c := Class{Role: RoleOther, Layer: -1, Part: PartText}
-	if m := layerRe.FindStringSubmatch(name); m != nil {
-		if l, err := strconv.Atoi(m[1]); err == nil {
-			c.Layer = l
+	for i := 0; i+2 < len(segs); i++ {
+		if layerSegs[segs[i]] {
+			if l, err := strconv.Atoi(segs[i+1]); err == nil && l >= 0 {
+				c.Layer = l
+				break
+			}
 		}
 	}
-	for _, r := range textRules {
-		if r.re.MatchString(name) {
-			c.Role = r.role
-			c.Linear = r.linear && matrix
-			break
-		}
-	}
+	role, lin := textRole(name)
+	c.Role, c.Linear = role, lin && matrix
 	return c
 }
