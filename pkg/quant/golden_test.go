@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strings"
 	"testing"
+
+	"github.com/nf4pipe/nf4pipe/internal/fixtures"
 )
 
 // stFile is a safetensors file read whole: test fixtures are a few MiB.
@@ -120,6 +123,21 @@ func goldenCases(tb testing.TB, f *stFile) []goldenCase {
 }
 
 var goldenFiles = []string{"golden_bnb_bfloat16.safetensors", "golden_bnb_float16.safetensors"}
+
+// forEachGoldenFile runs fn on the small golden subsets in the repository's
+// testdata/bnb (always) and on the full golden files in ../shared/testdata/bnb
+// (skipped when absent). name is the full file's name for both.
+func forEachGoldenFile(t *testing.T, fn func(t *testing.T, name string, f *stFile)) {
+	for _, name := range goldenFiles {
+		t.Run("small/"+name, func(t *testing.T) {
+			small := strings.TrimSuffix(name, ".safetensors") + "_small.safetensors"
+			fn(t, name, readST(t, fixtures.Path(t, "bnb", small)))
+		})
+		t.Run("shared/"+name, func(t *testing.T) {
+			fn(t, name, readST(t, fixtures.Shared(t, "bnb", name)))
+		})
+	}
+}
 
 func widen(dt DType, raw []byte) []float32 {
 	x := make([]float32, len(raw)/2)

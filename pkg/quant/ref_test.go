@@ -2,12 +2,9 @@ package quant
 
 import (
 	"bytes"
-	"encoding/binary"
 	"math"
 	"math/rand/v2"
 	"testing"
-
-	"github.com/nf4pipe/nf4pipe/internal/fixtures"
 )
 
 // offsetOneULP lists the golden cases whose offset (torch's float32 mean of the
@@ -35,8 +32,7 @@ func checkOffset(t *testing.T, file string, c goldenCase, got float32) {
 
 // TestReferenceGolden holds the literal algorithm to every golden case.
 func TestReferenceGolden(t *testing.T) {
-	for _, name := range goldenFiles {
-		f := readST(t, fixtures.Shared(t, "bnb", name))
+	forEachGoldenFile(t, func(t *testing.T, name string, f *stFile) {
 		for _, c := range goldenCases(t, f) {
 			x := widen(c.dtype(), f.get(t, c.Input).Data)
 			packed, absmax := refQuantize(x, Type(c.QuantType), c.BlockSize)
@@ -61,15 +57,14 @@ func TestReferenceGolden(t *testing.T) {
 				t.Errorf("%s: %v: nested absmax differs", name, c)
 			}
 		}
-	}
+	})
 }
 
 // TestEncoderGolden streams every golden input through the Encoder in chunks of
 // random lengths, on one and on several threads, and demands the golden payload.
 func TestEncoderGolden(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	for _, name := range goldenFiles {
-		f := readST(t, fixtures.Shared(t, "bnb", name))
+	forEachGoldenFile(t, func(t *testing.T, name string, f *stFile) {
 		for _, c := range goldenCases(t, f) {
 			src := f.get(t, c.Input).Data
 			for _, threads := range []int{1, 3} {
@@ -116,14 +111,13 @@ func TestEncoderGolden(t *testing.T) {
 				}
 			}
 		}
-	}
+	})
 }
 
 // TestDequantizeGolden decodes bitsandbytes' own quantized data and demands its
 // dequantized values bit for bit.
 func TestDequantizeGolden(t *testing.T) {
-	for _, name := range goldenFiles {
-		f := readST(t, fixtures.Shared(t, "bnb", name))
+	forEachGoldenFile(t, func(t *testing.T, name string, f *stFile) {
 		for _, c := range goldenCases(t, f) {
 			q := &Quantized{Params: c.params(), N: int64(len(f.get(t, c.Input).Data) / 2),
 				Packed: f.get(t, c.Key+".packed").Data, Absmax: f.get(t, c.Key+".absmax").Data}
@@ -144,13 +138,12 @@ func TestDequantizeGolden(t *testing.T) {
 				t.Errorf("%s: %v: dequant differs at byte %d", name, c, i)
 			}
 		}
-	}
+	})
 }
 
 // TestTablesMatchGolden checks the exported code books and the nested map.
 func TestTablesMatchGolden(t *testing.T) {
-	for _, name := range goldenFiles {
-		f := readST(t, fixtures.Shared(t, "bnb", name))
+	forEachGoldenFile(t, func(t *testing.T, name string, f *stFile) {
 		nf4, fp4 := NF4Map, FP4Map
 		if !equalBits(nf4[:], f32s(f.get(t, "quant_map.nf4").Data)) {
 			t.Errorf("%s: NF4Map differs from quant_map.nf4", name)
@@ -162,7 +155,7 @@ func TestTablesMatchGolden(t *testing.T) {
 		if !equalBits(nm[:], f32s(f.get(t, "nested_quant_map").Data)) {
 			t.Errorf("%s: NestedMap differs from nested_quant_map", name)
 		}
-	}
+	})
 }
 
 func equalBits(a, b []float32) bool {
@@ -176,5 +169,3 @@ func equalBits(a, b []float32) bool {
 	}
 	return true
 }
-
-var _ = binary.LittleEndian
