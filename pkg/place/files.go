@@ -1,0 +1,171 @@
+package place
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
+	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// maxCopySize bounds a file copied from the source directory: tokenizers are
+// tens of MB at most; anything bigger is weights or data.
+const maxCopySize = 256 << 20
+
+// skipCopy reports whether a file of the source directory stays behind:
+// weights (place writes its own), config.json (rewritten), hidden files and
+// what place itself writes.
+func skipCopy(name string) bool {
+	lower := strings.ToLower(name)
+	switch {
+	case strings.HasPrefix(name, "."), name == "config.json", name == PlanFile:
+		return true
+	case strings.HasSuffix(lower, ".safetensors"), strings.HasSuffix(lower, ".safetensors.index.json"):
+		return true
+	}
+	for _, ext := range []string{".bin", ".bin.index.json", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx", ".onnx_data", ".pkl", ".npz", ".ot", ".tflite"} {
+		if strings.HasSuffix(lower, ext) {
+			return true
+		}
+	}
+	return false
+}
+
+// copySourceFiles copies the small regular files of dir (generation_config.json,
+// tokenizer files, chat templates, README, ...) into dst, fsynced. A dir that
+// is empty, missing or the output itself copies nothing.
+func copySourceFiles(dir, dst, out string) ([]string, error) {
+	if dir == "" {
+		return nil, nil
+	}
+	if a, err := filepath.Abs(dir); err == nil && a == out {
+		return nil, nil
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, nil // the stream came from elsewhere; nothing to copy
+	}
+	var copied []string
+	for _, e := range ents {
+		if !e.Type().IsRegular() || skipCopy(e.Name()) {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil || info.Size() > maxCopySize {
+			continue
+		}
+		if err := copyFile(filepath.Join(dir, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+			return nil, err
+		}
+		copied = append(copied, e.Name())
+	}
+	return copied, nil
+}
+
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, io.LimitReader(in, maxCopySize))
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("copying %s: %w", from, err)
+	}
+	return nil
+}
+
+// PlanSide is the content of the plan side file.
+type PlanSide struct {
+	Stages []tensorstream.Stage `json:"stages"`
+	Plan   any                  `json:"plan"`
+}
+
+// writePlan writes the header's plan section, if any, as JSON.
+func writePlan(h *tensorstream.Header, path string) error {
+	raw, ok := h.Sections[tensorstream.SectionPlan]
+	if !ok {
+		return nil
+	}
+	var plan any
+	if err := msgpack.Unmarshal(raw, &plan); err != nil {
+		return fmt.Errorf("header section %q: %w", tensorstream.SectionPlan, err)
+	}
+	stages := h.Stages
+	if stages == nil {
+		stages = []tensorstream.Stage{}
+	}
+	data, err := json.MarshalIndent(PlanSide{Stages: stages, Plan: jsonable(plan)}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("header section %q: %w", tensorstream.SectionPlan, err)
+	}
+	return checkpoint.WriteFileSync(path, append(data, '\n'))
+}
+
+// jsonable turns msgpack's generic maps (map[string]any, or map[any]any for
+// non-string keys) into values encoding/json takes.
+func jsonable(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = jsonable(e)
+		}
+		return x
+	case map[any]any:
+		m := make(map[string]any, len(x))
+		for k, e := range x {
+			m[fmt.Sprint(k)] = jsonable(e)
+		}
+		return m
+	case []any:
+		for i, e := range x {
+			x[i] = jsonable(e)
+		}
+		return x
+	}
+	return v
+}
+
+// torchDType turns a dtype name (bf16, bfloat16, BF16, fp16, float16, half,
+// fp32, float32, float) into the torch name, or "".
+func torchDType(s string) string {
+	switch strings.ToLower(strings.TrimPrefix(s, "torch.")) {
+	case "bf16", "bfloat16":
+		return "bfloat16"
+	case "fp16", "f16", "float16", "half":
+		return "float16"
+	case "fp32", "f32", "float32", "float":
+		return "float32"
+	}
+	return ""
+}
+
+// configDType returns the torch name of config.json's dtype (or torch_dtype).
+func configDType(config []byte) string {
+	var c struct {
+		DType      string `json:"dtype"`
+		TorchDType string `json:"torch_dtype"`
+	}
+	if json.Unmarshal(config, &c) != nil {
+		return ""
+	}
+	if d := torchDType(c.DType); d != "" {
+		return d
+	}
+	return torchDType(c.TorchDType)
+}

@@ -1,0 +1,474 @@
+// Package place is the logic of the place tool: it consumes a tensor stream and
+// materializes the model, as a Hugging Face checkpoint directory in the
+// bitsandbytes 4-bit layout (written atomically), on the planned GPUs, or
+// both, passing the stream on so that verify can follow in the same pipe.
+package place
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
+	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
+)
+
+// Version is the stage version recorded in the stream header.
+const Version = "0.1.0"
+
+// PlanFile is the side file that holds the stream's plan section.
+const PlanFile = "nf4pipe_plan.json"
+
+// Sentinel errors.
+var (
+	// ErrExists: the output directory exists and Force is off.
+	ErrExists = errors.New("place: output directory exists")
+	// ErrInterrupted: the context was cancelled (SIGINT, SIGTERM) before the end.
+	ErrInterrupted = errors.New("place: interrupted")
+	// ErrStream: a stream place cannot write: descriptors without payloads, or
+	// 4-bit tensors whose quant type or double quantization differ (a
+	// checkpoint's quantization_config holds one of each).
+	ErrStream = errors.New("place: stream cannot be placed")
+	// ErrNoCUDA: --gpu in a build without CUDA.
+	ErrNoCUDA = errors.New("place: built without CUDA; rebuild with make cuda")
+)
+
+// Options say what Place does.
+type Options struct {
+	// Out is the checkpoint directory to write; "" writes none (GPU only).
+	Out string
+	// Force replaces an existing Out.
+	Force bool
+	// MaxShardSize is the shard size limit in bytes; 0 means 5 GB, as
+	// transformers' save_pretrained.
+	MaxShardSize int64
+	// ComputeDType is bnb_4bit_compute_dtype ("bfloat16", "float16",
+	// "float32"); "" takes the plan's compute dtype, else the source config's
+	// dtype, else float32 (BitsAndBytesConfig's default).
+	ComputeDType string
+	// Emit receives the stream as it was consumed, with a stage record added;
+	// nil emits nothing. A consumer that closes its end early (EPIPE) stops
+	// the emission, not the placement.
+	Emit io.Writer
+	// Args are recorded in the stage record.
+	Args []string
+	// GPU uploads every tensor to its planned device (CUDA builds only).
+	GPU bool
+	// Log receives progress notes; nil discards them.
+	Log io.Writer
+}
+
+// File is one file of the written checkpoint.
+type File struct {
+	Name  string `json:"name"`
+	Bytes int64  `json:"bytes"`
+}
+
+// Report says what Place did.
+type Report struct {
+	Dir        string         `json:"dir,omitempty"`
+	Files      []File         `json:"files,omitempty"`
+	Copied     []string       `json:"copied,omitempty"` // files copied from the source directory
+	Shards     int            `json:"shards"`
+	Tensors    int            `json:"tensors"`   // stream tensors
+	Quantized  int            `json:"quantized"` // of which bnb4
+	Entries    int            `json:"entries"`   // state-dict entries written
+	Bytes      int64          `json:"bytes"`     // bytes of all files written
+	Payload    int64          `json:"payload_bytes"`
+	Seconds    float64        `json:"seconds"`
+	Emitted    bool           `json:"emitted"`
+	EmitClosed bool           `json:"emit_closed_early,omitempty"`
+	Notes      []string       `json:"notes,omitempty"`
+	GPU        []DeviceReport `json:"gpu,omitempty"`
+}
+
+// source is the part of detect's "source" header section place reads.
+type source struct {
+	Path   string `msgpack:"path"`
+	Dir    string `msgpack:"dir"`
+	Config []byte `msgpack:"config"`
+}
+
+// job is one placement: its temporary directory, guarded so that a signal
+// handler can abort it while the work goroutine runs.
+type job struct {
+	opt       Options
+	out, tmp  string
+	mu        sync.Mutex
+	aborted   bool
+	committed bool
+	rep       Report
+}
+
+// Place reads a stream from in and does what opt says. On any failure, or when
+// ctx is cancelled, opt.Out is left as it was (absent, or the old directory
+// with Force) and the temporary directory is removed.
+func Place(ctx context.Context, in io.Reader, opt Options) (*Report, error) {
+	j := &job{opt: opt}
+	if opt.Out == "" && !opt.GPU {
+		return nil, fmt.Errorf("%w: nothing to do: give --out DIR, --gpu or both", ErrStream)
+	}
+	if opt.GPU {
+		if err := gpuAvailable(); err != nil {
+			return nil, err
+		}
+	}
+	if opt.Out != "" {
+		if err := j.prepare(); err != nil {
+			return nil, err
+		}
+	}
+	type result struct {
+		rep *Report
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rep, err := j.run(in)
+		if err != nil {
+			j.abort()
+		}
+		done <- result{rep, err}
+	}()
+	select {
+	case r := <-done:
+		return r.rep, r.err
+	case <-ctx.Done():
+		if j.abort() {
+			return nil, fmt.Errorf("%w: %v; nothing written to %s", ErrInterrupted, context.Cause(ctx), opt.Out)
+		}
+		r := <-done // committed already: the work is finishing
+		return r.rep, r.err
+	}
+}
+
+// prepare checks the output path and makes the temporary directory beside it.
+func (j *job) prepare() error {
+	out, err := filepath.Abs(j.opt.Out)
+	if err != nil {
+		return err
+	}
+	j.out = out
+	if _, err := os.Lstat(out); err == nil && !j.opt.Force {
+		return fmt.Errorf("%s: %w (use --force to replace it)", out, ErrExists)
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-")
+	if err != nil {
+		return err
+	}
+	j.tmp = tmp
+	return nil
+}
+
+// abort removes the temporary directory unless the job has committed, and
+// reports whether it did.
+func (j *job) abort() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.committed {
+		return false
+	}
+	j.aborted = true
+	if j.tmp != "" {
+		os.RemoveAll(j.tmp)
+		os.RemoveAll(j.tmp) // once more, for a file a writer created meanwhile
+	}
+	return true
+}
+
+func (j *job) logf(format string, args ...any) {
+	if j.opt.Log != nil {
+		fmt.Fprintf(j.opt.Log, format+"\n", args...)
+	}
+}
+
+func (j *job) run(in io.Reader) (*Report, error) {
+	start := time.Now()
+	rep := &j.rep
+	r := tensorstream.NewReader(in)
+	h, err := r.Header()
+	if err != nil {
+		return nil, err
+	}
+	var src source
+	if _, err := h.Get(tensorstream.SectionSource, &src); err != nil {
+		return nil, err
+	}
+	em := newEmitter(j.opt.Emit)
+	if em != nil {
+		eh := *h
+		eh.Stages = append(append([]tensorstream.Stage(nil), h.Stages...), tensorstream.Stage{Name: "place", Version: Version, Args: j.opt.Args})
+		if err := em.header(&eh); err != nil {
+			return nil, err
+		}
+	}
+	var dw *checkpoint.DirWriter
+	if j.tmp != "" {
+		dw = checkpoint.NewDirWriter(j.tmp, j.opt.MaxShardSize, map[string]string{"format": "pt"})
+		defer dw.Abort()
+	}
+	var gp *gpuPlacer
+	if j.opt.GPU {
+		if gp, err = newGPUPlacer(h, em); err != nil {
+			return nil, err
+		}
+		defer gp.close()
+	}
+	var first *tensorstream.QuantState
+	var params int64
+	for {
+		t, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if t.NoData {
+			return nil, fmt.Errorf("tensor %q: %w: no payload (a stream from a config alone); run detect on the weights", t.Name, ErrStream)
+		}
+		n := t.NumElements()
+		if t.Encoding == tensorstream.BNB4 {
+			if first == nil {
+				first = t.Quant
+			} else if t.Quant.Type != first.Type || t.Quant.DoubleQuant != first.DoubleQuant {
+				return nil, fmt.Errorf("tensor %q: %w: %s double_quant=%v after %s double_quant=%v", t.Name, ErrStream, t.Quant.Type, t.Quant.DoubleQuant, first.Type, first.DoubleQuant)
+			}
+			rep.Quantized++
+			params += (n + 1) / 2 * 2 // num_parameters() of a Params4bit: packed numel × 2
+		} else {
+			params += n
+		}
+		rep.Tensors++
+		rep.Payload += t.Size
+		if j.isAborted() {
+			return nil, ErrInterrupted
+		}
+		var payload io.Reader = r
+		if em != nil && gp == nil {
+			if err := em.tensor(t); err != nil {
+				return nil, err
+			}
+			payload = io.TeeReader(r, em)
+		}
+		if gp != nil {
+			if payload, err = gp.place(t, payload); err != nil {
+				return nil, err
+			}
+		}
+		if dw != nil {
+			entries, err := checkpoint.Entries(t)
+			if err != nil {
+				return nil, err
+			}
+			rep.Entries += len(entries)
+			if err := checkpoint.WriteTensor(dw, t, payload); err != nil {
+				return nil, err
+			}
+		} else if _, err := io.Copy(io.Discard, payload); err != nil {
+			return nil, err
+		}
+	}
+	if gp != nil {
+		if err := gp.finish(rep); err != nil {
+			return nil, err
+		}
+	}
+	if dw != nil {
+		if err := j.finishDir(dw, &src, h, first, params); err != nil {
+			return nil, err
+		}
+		if err := j.commit(); err != nil {
+			return nil, err
+		}
+		rep.Dir = j.out
+	}
+	if em != nil {
+		if err := em.close(); err != nil {
+			return nil, err
+		}
+		rep.Emitted, rep.EmitClosed = !em.closedEarly, em.closedEarly
+		if em.closedEarly {
+			rep.Notes = append(rep.Notes, "the stream's reader closed its end early; emission stopped, placement went on")
+		}
+	}
+	rep.Seconds = time.Since(start).Seconds()
+	return rep, nil
+}
+
+func (j *job) isAborted() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.aborted
+}
+
+// finishDir closes the safetensors files and writes config.json, the copied
+// source files and the plan side file into the temporary directory.
+func (j *job) finishDir(dw *checkpoint.DirWriter, src *source, h *tensorstream.Header, q *tensorstream.QuantState, params int64) error {
+	files, err := dw.Close(params)
+	if err != nil {
+		return err
+	}
+	j.rep.Shards = len(files)
+	if len(files) > 1 {
+		j.rep.Shards-- // the index
+	}
+	if len(src.Config) > 0 {
+		cfg := src.Config
+		if q != nil {
+			qc := checkpoint.QuantizationConfig{QuantType: q.Type, DoubleQuant: q.DoubleQuant, ComputeDType: j.computeDType(h, src.Config)}
+			if cfg, err = checkpoint.WithQuantizationConfig(src.Config, qc); err != nil {
+				return fmt.Errorf("source config.json: %w", err)
+			}
+		}
+		if err := checkpoint.WriteFileSync(filepath.Join(j.tmp, "config.json"), cfg); err != nil {
+			return err
+		}
+	} else {
+		j.rep.Notes = append(j.rep.Notes, "the source has no config.json: the checkpoint holds the tensors alone")
+	}
+	copied, err := copySourceFiles(src.Dir, j.tmp, j.out)
+	if err != nil {
+		return err
+	}
+	j.rep.Copied = copied
+	if err := writePlan(h, filepath.Join(j.tmp, PlanFile)); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(j.tmp)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		info, err := e.Info()
+		if err != nil {
+			return err
+		}
+		j.rep.Files = append(j.rep.Files, File{Name: e.Name(), Bytes: info.Size()})
+		j.rep.Bytes += info.Size()
+	}
+	return syncDir(j.tmp)
+}
+
+// commit renames the temporary directory to Out; with Force an existing Out
+// is renamed away first and removed after.
+func (j *job) commit() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.aborted {
+		return ErrInterrupted
+	}
+	parent := filepath.Dir(j.out)
+	var old string
+	if _, err := os.Lstat(j.out); err == nil {
+		if !j.opt.Force {
+			return fmt.Errorf("%s: %w (it appeared while placing; use --force to replace it)", j.out, ErrExists)
+		}
+		old = filepath.Join(parent, "."+filepath.Base(j.out)+".old-"+filepath.Base(j.tmp))
+		if err := os.Rename(j.out, old); err != nil {
+			return err
+		}
+	}
+	if err := os.Rename(j.tmp, j.out); err != nil {
+		if old != "" {
+			os.Rename(old, j.out)
+		}
+		return err
+	}
+	j.committed = true
+	syncDir(parent)
+	if old != "" {
+		if err := os.RemoveAll(old); err != nil {
+			j.rep.Notes = append(j.rep.Notes, fmt.Sprintf("could not remove the replaced directory %s: %v", old, err))
+		}
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return err
+	}
+	return nil
+}
+
+// emitter writes the pass-through stream; a reader that went away (EPIPE)
+// turns it off instead of failing the placement.
+type emitter struct {
+	w           *tensorstream.Writer
+	closedEarly bool
+}
+
+func newEmitter(w io.Writer) *emitter {
+	if w == nil {
+		return nil
+	}
+	return &emitter{w: tensorstream.NewWriter(w)}
+}
+
+func (e *emitter) check(err error) error {
+	if err != nil && errors.Is(err, syscall.EPIPE) {
+		e.closedEarly = true
+		return nil
+	}
+	return err
+}
+
+func (e *emitter) header(h *tensorstream.Header) error { return e.check(e.w.WriteHeader(h)) }
+
+func (e *emitter) tensor(t *tensorstream.Tensor) error {
+	if e.closedEarly {
+		return nil
+	}
+	return e.check(e.w.WriteTensor(t))
+}
+
+// Write is the emitter's side of the payload tee.
+func (e *emitter) Write(p []byte) (int, error) {
+	if !e.closedEarly {
+		if _, err := e.w.Write(p); e.check(err) != nil {
+			return 0, fmt.Errorf("pass-through stream: %w", err)
+		}
+	}
+	return len(p), nil
+}
+
+func (e *emitter) close() error {
+	if e.closedEarly {
+		return nil
+	}
+	return e.check(e.w.Close())
+}
+
+// computeDType picks bnb_4bit_compute_dtype: the option, the plan's compute
+// dtype, the source config's dtype, float32.
+func (j *job) computeDType(h *tensorstream.Header, config []byte) string {
+	if j.opt.ComputeDType != "" {
+		return torchDType(j.opt.ComputeDType)
+	}
+	var p struct {
+		ComputeDType struct {
+			Value string `msgpack:"value"`
+		} `msgpack:"compute_dtype"`
+	}
+	if ok, err := h.Get(tensorstream.SectionPlan, &p); ok && err == nil {
+		if d := torchDType(p.ComputeDType.Value); d != "" {
+			return d
+		}
+	}
+	if d := configDType(config); d != "" {
+		return d
+	}
+	return "float32"
+}
