@@ -79,22 +79,7 @@ func refQuantize(x []float32, t Type, blocksize int) (packed []byte, absmax []fl
 // replayed yet: the sum here is exact (float64) and rounded once, which equals
 // torch's float32 sum in most cases and is one ulp off in the rest (4 of the 64
 // double-quant golden cases; see testdata/gpu/torchmean.py).
-func absmaxMean(absmax []float32) float32 {
-	return meanOf(sumF32(absmax), int64(len(absmax)))
-}
-
-func meanOf(sum float64, n int64) float32 {
-	factor := float32(1) / float32(n)
-	return float32(float32(sum) * factor)
-}
-
-func sumF32(a []float32) float64 {
-	var s float64
-	for _, v := range a {
-		s += float64(v)
-	}
-	return s
-}
+func absmaxMean(absmax []float32) float32 { return MeanF32(absmax) }
 
 // nestQuantize is double quantization of the absmax values given their offset:
 // 8-bit codes of the signed dynamic map over blocks of NestedBlockSize, and one
