@@ -33,7 +33,6 @@ type MeanGeometry struct {
 	CTAs  int
 }
 
-
 // MeanGeometryFor returns the reduction shape for n values.
 func MeanGeometryFor(n int64) MeanGeometry {
 	if n < meanWarp {
