@@ -61,6 +61,9 @@ func App() *ucli.App {
 		},
 		HideHelpCommand: true,
 		Action:          action,
+		OnUsageError: func(_ *ucli.Context, err error, _ bool) error {
+			return cli.Usagef("%v (see verify --help)", err)
+		},
 	}
 }
 

@@ -130,6 +130,9 @@ func (c *checker) quant(qt *quantTensor, ref *refTensor) (TensorResult, []Findin
 		c.x = grow(c.x, int(e1-e0))
 		widen(c.x, c.refBuf, ref.dtype)
 		k.chunk(&acc, e0, c.x, c.packed, c.amax)
+		if b, detail := c.absmaxMismatch(q, k.refMax); b >= 0 {
+			return fail(KindAbsmax, "block %d: %s: the absmax does not belong to this tensor", b0+int64(b), detail)
+		}
 	}
 	if !compare {
 		res.Status = StatusUnchecked
@@ -189,6 +192,37 @@ func (c *checker) loadAbsmax(qt *quantTensor, b0, b1 int64) error {
 	}
 	quant.NestDequantize(c.amax, codes, c.nested, q.NestedOffset)
 	return nil
+}
+
+// absmaxMismatch compares the stored absmax of the chunk's blocks (c.amax,
+// and with double quantization the codes and nested absmax they came from)
+// with each block's max |x| in the reference. A plain absmax must be that
+// maximum (to a relative 1e-6, or zero where it is subnormal: flush to zero);
+// a double-quantized one must have the 8-bit code whose cell of the nested map
+// holds (max - offset) / nested absmax. It returns the first bad block, or -1.
+func (c *checker) absmaxMismatch(q *tensorstream.QuantState, refMax []float32) (int, string) {
+	if !q.DoubleQuant {
+		for b, m := range refMax {
+			a := c.amax[b]
+			if math.Abs(float64(a)-float64(m)) > 1e-6*float64(m) && !(ftz(m) == 0 && a == 0) {
+				return b, fmt.Sprintf("stored absmax %g, reference max |x| %g", a, m)
+			}
+		}
+		return -1, ""
+	}
+	nc := nestedCells()
+	codes := c.amaxRaw[:len(refMax)]
+	for b, m := range refMax {
+		n := c.nested[b/quant.NestedBlockSize]
+		if n == 0 {
+			continue
+		}
+		y := (float64(m) - float64(q.NestedOffset)) / float64(n)
+		if code := codes[b]; y < nc.lo[code] || y > nc.hi[code] {
+			return b, fmt.Sprintf("absmax code %d (%g), reference max |x| %g", code, c.amax[b], m)
+		}
+	}
+	return -1, ""
 }
 
 // firstBadAbsmax returns the first stored value that a quantizer cannot have

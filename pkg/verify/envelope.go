@@ -20,6 +20,7 @@ const codeTol = 1e-5
 // y = x/absmax that a nearest-value quantizer maps to it, widened by codeTol.
 type codebook struct {
 	val    [16]float32
+	deq    [16]float32 // what dequantization multiplies: val, with -0 for FP4's code 8 as the kernel has it
 	lo, hi [16]float32
 }
 
@@ -30,7 +31,10 @@ var codebooks = sync.OnceValue(func() map[quant.Type]*codebook {
 func codebookFor(t string) *codebook { return codebooks()[quant.Type(t)] }
 
 func newCodebook(m [16]float32) *codebook {
-	cb := &codebook{val: m}
+	cb := &codebook{val: m, deq: m}
+	if m == quant.FP4Map {
+		cb.deq[8] = float32(math.Copysign(0, -1))
+	}
 	levels := distinctLevels(m)
 	for c, v := range m {
 		i := slices.Index(levels, float64(v))
@@ -45,6 +49,26 @@ func newCodebook(m [16]float32) *codebook {
 	}
 	return cb
 }
+
+// nestedCellsT holds, for each 8-bit code of double quantization, the interval
+// of (absmax - offset) / nested absmax that the nearest-value search maps to it,
+// widened by codeTol.
+type nestedCellsT struct{ lo, hi [256]float64 }
+
+var nestedCells = sync.OnceValue(func() *nestedCellsT {
+	m := quant.NestedMap
+	nc := &nestedCellsT{}
+	for i := range m {
+		nc.lo[i], nc.hi[i] = math.Inf(-1), math.Inf(1)
+		if i > 0 {
+			nc.lo[i] = (float64(m[i-1])+float64(m[i]))/2 - codeTol
+		}
+		if i < len(m)-1 {
+			nc.hi[i] = (float64(m[i])+float64(m[i+1]))/2 + codeTol
+		}
+	}
+	return nc
+})
 
 // distinctLevels returns the code book's values sorted, each once (FP4 has +0 and -0).
 func distinctLevels(m [16]float32) []float64 {

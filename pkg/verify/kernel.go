@@ -17,6 +17,8 @@ type kernel struct {
 
 	bad      int64 // elements whose code is not the nearest to the reference
 	firstBad int64 // element index of the first, -1 if none
+
+	refMax []float32 // max |x| of each block of the last chunk
 }
 
 // chunk compares elements [base, base+len(x)) given their packed codes and the
@@ -24,16 +26,20 @@ type kernel struct {
 func (k *kernel) chunk(acc *accum, base int64, x []float32, packed []byte, amax []float32) {
 	var q, lo, hi [16]float32
 	bs := k.bs
+	k.refMax = grow(k.refMax, (len(x)+bs-1)/bs)
 	for b := 0; b*bs < len(x); b++ {
 		xs := x[b*bs : min((b+1)*bs, len(x))]
 		ps := packed[b*bs/2:]
 		a := amax[b]
 		var m float32
 		for _, v := range xs {
-			m = max(m, float32(math.Abs(float64(v))))
+			if a := math.Float32frombits(math.Float32bits(v) &^ (1 << 31)); a > m {
+				m = a
+			}
 		}
+		k.refMax[b] = m
 		for c := range 16 {
-			q[c] = k.round(float32(k.cb.val[c] * a))
+			q[c] = k.round(mulFTZ(k.cb.deq[c], a))
 			if m > 0 {
 				lo[c], hi[c] = k.cb.lo[c]*m, k.cb.hi[c]*m
 			} else {
@@ -41,22 +47,41 @@ func (k *kernel) chunk(acc *accum, base int64, x []float32, packed []byte, amax 
 			}
 		}
 		var sse, xx, qq, xq, mx float32
-		for j, v := range xs {
-			c := ps[j>>1] >> 4
-			if j&1 == 1 {
-				c = ps[j>>1] & 15
+		half := len(xs) / 2
+		pairs := ps[:half]
+		xp := xs[:2*half]
+		for i, p := range pairs {
+			x0, x1 := xp[2*i], xp[2*i+1]
+			c0, c1 := p>>4, p&15
+			q0, q1 := q[c0], q[c1]
+			if x0 < lo[c0] || x0 > hi[c0] || x1 < lo[c1] || x1 > hi[c1] {
+				k.mismatch(base+int64(b*bs+2*i), x0, x1, c0, c1, &lo, &hi)
 			}
+			d0, d1 := x0-q0, x1-q1
+			sse += d0*d0 + d1*d1
+			xx += x0*x0 + x1*x1
+			qq += q0*q0 + q1*q1
+			xq += x0*q0 + x1*q1
+			m0 := math.Float32frombits(math.Float32bits(d0) &^ (1 << 31))
+			m1 := math.Float32frombits(math.Float32bits(d1) &^ (1 << 31))
+			if m0 > mx {
+				mx = m0
+			}
+			if m1 > mx {
+				mx = m1
+			}
+		}
+		if len(xs)&1 == 1 { // a tensor's odd last element: the high nibble
+			v := xs[len(xs)-1]
+			c := ps[half] >> 4
 			if v < lo[c] || v > hi[c] {
-				if k.bad == 0 {
-					k.firstBad = base + int64(b*bs+j)
-				}
-				k.bad++
+				k.mismatch(base+int64(b*bs+len(xs)-1), v, 0, c, 0, &lo, &hi)
 			}
-			d := v - q[c&15]
+			d := v - q[c]
 			sse += d * d
 			xx += v * v
-			qq += q[c&15] * q[c&15]
-			xq += v * q[c&15]
+			qq += q[c] * q[c]
+			xq += v * q[c]
 			mx = max(mx, float32(math.Abs(float64(d))))
 		}
 		acc.sse += float64(sse)
@@ -66,6 +91,30 @@ func (k *kernel) chunk(acc *accum, base int64, x []float32, packed []byte, amax 
 		acc.maxAbs = math.Max(acc.maxAbs, float64(mx))
 	}
 	acc.n += int64(len(x))
+}
+
+// mismatch counts the elements of a pair whose code's cell does not hold them.
+func (k *kernel) mismatch(i int64, x0, x1 float32, c0, c1 byte, lo, hi *[16]float32) {
+	for j, v := range [2]float32{x0, x1} {
+		c := [2]byte{c0, c1}[j]
+		if v < lo[c] || v > hi[c] {
+			if k.bad == 0 {
+				k.firstBad = i + int64(j)
+			}
+			k.bad++
+		}
+	}
+}
+
+// mulFTZ is the float32 product with subnormal operands and result flushed to
+// zero, as bitsandbytes' fast-math kernel and quant.Decoder compute it.
+func mulFTZ(a, b float32) float32 { return ftz(float32(ftz(a) * ftz(b))) }
+
+func ftz(f float32) float32 {
+	if b := math.Float32bits(f); b&0x7f800000 == 0 {
+		return math.Float32frombits(b & 0x80000000)
+	}
+	return f
 }
 
 // rounder returns the rounding of a float32 to dtype d (the identity for F32).

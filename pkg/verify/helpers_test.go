@@ -1,0 +1,185 @@
+package verify
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/nf4pipe/nf4pipe/internal/fixtures"
+	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
+	"github.com/nf4pipe/nf4pipe/pkg/quant"
+	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
+	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
+)
+
+var models = []string{"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "mixtral", "qwen3_moe", "llava"}
+
+// streamOf returns the checkpoint at dir as a stream, as place passes it on.
+func streamOf(t testing.TB, dir string) []byte {
+	t.Helper()
+	ck, err := checkpoint.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	var b bytes.Buffer
+	if err := ck.WriteStream(tensorstream.NewWriter(&b), nil); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// stFile is a safetensors file held in memory, to corrupt.
+type stFile struct {
+	tensors []safetensors.Tensor
+	meta    map[string]string
+}
+
+func readST(t testing.TB, path string) *stFile {
+	t.Helper()
+	f, err := safetensors.OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := &stFile{meta: f.Metadata}
+	for _, ti := range f.Tensors {
+		data, err := f.ReadTensor(ti.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.tensors = append(s.tensors, safetensors.Tensor{Name: ti.Name, DType: ti.DType, Shape: ti.Shape, Data: data})
+	}
+	return s
+}
+
+func (s *stFile) get(t testing.TB, name string) *safetensors.Tensor {
+	for i := range s.tensors {
+		if s.tensors[i].Name == name {
+			return &s.tensors[i]
+		}
+	}
+	t.Fatalf("no tensor %q", name)
+	return nil
+}
+
+func (s *stFile) remove(name string) {
+	for i := range s.tensors {
+		if s.tensors[i].Name == name {
+			s.tensors = append(s.tensors[:i], s.tensors[i+1:]...)
+			return
+		}
+	}
+}
+
+// copyModel copies the fixture model dir into a temporary directory after
+// letting edit change its model.safetensors.
+func copyModel(t *testing.T, name string, edit func(*stFile)) string {
+	t.Helper()
+	src := fixtures.Shared(t, "models", name)
+	dst := filepath.Join(t.TempDir(), name)
+	if err := os.Mkdir(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(src)
+	for _, e := range entries {
+		if e.Name() == safetensors.SingleFileName {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := readST(t, filepath.Join(src, safetensors.SingleFileName))
+	if edit != nil {
+		edit(s)
+	}
+	if err := safetensors.WriteFile(filepath.Join(dst, safetensors.SingleFileName), s.tensors, s.meta); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// bf16 encodes values as BF16 bytes (truncating: these are test inputs).
+func bf16(x []float32) []byte {
+	b := make([]byte, 2*len(x))
+	for i, v := range x {
+		binary.LittleEndian.PutUint16(b[2*i:], uint16(math.Float32bits(v)>>16))
+	}
+	return b
+}
+
+// gaussian returns n N(0, sigma²) values, deterministic for a seed.
+func gaussian(n int, sigma float64, seed uint64) []float32 {
+	r := rand.New(rand.NewPCG(seed, 1))
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(r.NormFloat64() * sigma)
+	}
+	return x
+}
+
+// synthTensor is one tensor of a synthetic model: its reference values and
+// its quantization by pkg/quant.
+type synthTensor struct {
+	name  string
+	shape []int64
+	ref   []byte // BF16
+	q     *quant.Quantized
+}
+
+func synth(t testing.TB, name string, shape []int64, x []float32, p quant.Params) synthTensor {
+	t.Helper()
+	ref := bf16(x)
+	q, err := quant.Quantize(ref, quant.BF16, p, quant.CPU(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return synthTensor{name, shape, ref, q}
+}
+
+// writeSynth writes the reference model file and the stream of the tensors.
+func writeSynth(t testing.TB, dir string, ts []synthTensor) (refPath string, stream []byte) {
+	t.Helper()
+	var st []safetensors.Tensor
+	var b bytes.Buffer
+	w := tensorstream.NewWriter(&b)
+	if err := w.WriteHeader(&tensorstream.Header{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range ts {
+		st = append(st, safetensors.Tensor{Name: s.name, DType: safetensors.BF16, Shape: s.shape, Data: s.ref})
+		q := s.q
+		desc := &tensorstream.Tensor{Name: s.name, DType: tensorstream.BF16, Shape: s.shape, Encoding: tensorstream.BNB4,
+			Quant: &tensorstream.QuantState{Type: string(q.Params.Type), BlockSize: q.Params.BlockSize, DoubleQuant: q.Params.DoubleQuant}}
+		if q.Params.DoubleQuant {
+			desc.Quant.NestedBlockSize = quant.NestedBlockSize
+		}
+		desc.Size = desc.ExpectedSize()
+		if err := w.WriteTensor(desc); err != nil {
+			t.Fatal(err)
+		}
+		desc.Quant.NestedOffset = q.NestedOffset
+		for _, p := range [][]byte{q.Packed, q.Absmax, q.Nested} {
+			if _, err := w.Write(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	refPath = filepath.Join(dir, "ref.safetensors")
+	if err := safetensors.WriteFile(refPath, st, nil); err != nil {
+		t.Fatal(err)
+	}
+	return refPath, b.Bytes()
+}

@@ -1,0 +1,205 @@
+package verify
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nf4pipe/nf4pipe/internal/cli"
+	"github.com/nf4pipe/nf4pipe/internal/fixtures"
+	"github.com/nf4pipe/nf4pipe/pkg/quant"
+)
+
+// TestFixtureCheckpoints validates the ten transformers-written checkpoints
+// against their source models: all must pass, every 4-bit tensor within a few
+// percent of the Gaussian error (the tiny models' weights are normal).
+func TestFixtureCheckpoints(t *testing.T) {
+	for _, m := range models {
+		t.Run(m, func(t *testing.T) {
+			rep, err := Run(Options{Checkpoint: fixtures.Shared(t, "models", m+"-bnb-nf4"), Reference: fixtures.Shared(t, "models", m)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := rep.Err(); err != nil {
+				t.Fatal(err)
+			}
+			tt := rep.Totals
+			if tt.Quantized == 0 || tt.Compared != tt.Quantized || tt.Kept+tt.Quantized != tt.Tensors {
+				t.Fatalf("totals %+v", tt)
+			}
+			if tt.BitsPerWeight < 4.12 || tt.BitsPerWeight > 4.135 {
+				t.Errorf("bits per weight %.4f, want about 4.127", tt.BitsPerWeight)
+			}
+			for _, r := range rep.Tensors {
+				if r.Status != StatusOK {
+					t.Errorf("%s: status %s", r.Name, r.Status)
+				}
+				if r.Metrics != nil && (r.Ratio < 0.95 || r.Ratio > 1.05 || r.Metrics.Cosine < 0.995) {
+					t.Errorf("%s: %+v ratio %.3f", r.Name, *r.Metrics, r.Ratio)
+				}
+			}
+		})
+	}
+}
+
+// TestStream verifies the stream a checkpoint becomes, with payloads spooled
+// in memory and in a file; both give the checkpoint's own figures.
+func TestStream(t *testing.T) {
+	ck, ref := fixtures.Shared(t, "models", "llama-bnb-nf4"), fixtures.Shared(t, "models", "llama")
+	want, err := Run(Options{Checkpoint: ck, Reference: ref})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := streamOf(t, ck)
+	for _, mem := range []int64{0, 1} {
+		rep, err := Run(Options{Stream: bytes.NewReader(stream), Reference: ref, SpoolMemory: mem, SpoolDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rep.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.EqualFunc(rep.Tensors, want.Tensors, func(a, b TensorResult) bool {
+			return a.Name == b.Name && a.Status == b.Status && (a.Metrics == nil) == (b.Metrics == nil) && (a.Metrics == nil || *a.Metrics == *b.Metrics)
+		}) {
+			t.Fatalf("spool %d: stream results differ from the checkpoint's", mem)
+		}
+	}
+	// without a reference: integrity only
+	rep, err := Run(Options{Stream: bytes.NewReader(stream)})
+	if err != nil || rep.Err() != nil || rep.Totals.Compared != 0 {
+		t.Fatalf("%v %v %+v", err, rep.Err(), rep.Totals)
+	}
+}
+
+// TestRoundTrip: a checkpoint with the stream it was written from.
+func TestRoundTrip(t *testing.T) {
+	ck, ref := fixtures.Shared(t, "models", "qwen3-bnb-nf4"), fixtures.Shared(t, "models", "qwen3")
+	stream := streamOf(t, ck)
+	rep, err := Run(Options{Stream: bytes.NewReader(stream), Checkpoint: ck, Reference: ref})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if rt := rep.RoundTrip; rt == nil || rt.Tensors != len(rep.Tensors) || rt.Identical != rt.Tensors {
+		t.Fatalf("round trip %+v of %d tensors", rt, len(rep.Tensors))
+	}
+	// a checkpoint whose packed byte differs from the stream's
+	bad := copyModel(t, "qwen3-bnb-nf4", func(s *stFile) { s.get(t, "model.layers.0.mlp.up_proj.weight").Data[100] ^= 0xff })
+	rep, err = Run(Options{Stream: bytes.NewReader(stream), Checkpoint: bad})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectFinding(t, rep, KindRoundTrip, "model.layers.0.mlp.up_proj.weight", cli.ExitIntegrity)
+}
+
+func expectFinding(t *testing.T, rep *Report, kind, tensor string, status int) {
+	t.Helper()
+	if !slices.ContainsFunc(rep.Findings, func(f Finding) bool { return f.Kind == kind && (tensor == "" || f.Tensor == tensor) }) {
+		t.Fatalf("no %s finding for %q among %v", kind, tensor, rep.Findings)
+	}
+	if got := ExitCode(rep.Err()); got != status {
+		t.Fatalf("status %d, want %d (%v)", got, status, rep.Err())
+	}
+}
+
+// TestCorruption: each kind of damage to a copy of the tiny llama checkpoint
+// is found, with the integrity status.
+func TestCorruption(t *testing.T) {
+	const w = "model.layers.0.self_attn.q_proj.weight"
+	ref := fixtures.Shared(t, "models", "llama")
+	setF32 := func(b []byte, i int, v float32) { binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v)) }
+	cases := []struct {
+		name, kind, tensor string
+		edit               func(*stFile)
+	}{
+		{"flipped payload byte", KindCodes, w, func(s *stFile) { s.get(t, w).Data[1234] ^= 0xff }},
+		{"quant state shape, same count", KindShape, w, func(s *stFile) {
+			st := s.get(t, w+".quant_state.bitsandbytes__nf4")
+			st.Data = bytes.Replace(st.Data, []byte(`"shape": [128, 128]`), []byte(`"shape": [64, 256]`), 1)
+			st.Shape = []int64{int64(len(st.Data))}
+		}},
+		{"quant state shape, other count", KindQuantState, "", func(s *stFile) {
+			st := s.get(t, w+".quant_state.bitsandbytes__nf4")
+			st.Data = bytes.Replace(st.Data, []byte(`"shape": [128, 128]`), []byte(`"shape": [128, 64]`), 1)
+			st.Shape = []int64{int64(len(st.Data))}
+		}},
+		{"missing tensor", KindMissing, "model.norm.weight", func(s *stFile) { s.remove("model.norm.weight") }},
+		{"extra tensor", KindExtra, "model.extra.weight", func(s *stFile) {
+			n := *s.get(t, "model.norm.weight")
+			n.Name = "model.extra.weight"
+			s.tensors = append(s.tensors, n)
+		}},
+		{"NaN nested absmax", KindAbsmax, w, func(s *stFile) { setF32(s.get(t, w+".nested_absmax").Data, 0, float32(math.NaN())) }},
+		{"negative nested absmax", KindAbsmax, w, func(s *stFile) { setF32(s.get(t, w+".nested_absmax").Data, 0, -1) }},
+		{"kept tensor changed", KindKeptBytes, "model.norm.weight", func(s *stFile) { s.get(t, "model.norm.weight").Data[7] ^= 1 }},
+		{"non-standard quant_map", KindQuantState, "", func(s *stFile) { setF32(s.get(t, w+".quant_map").Data, 3, 0.5) }},
+		{"absmax code changed", KindAbsmax, w, func(s *stFile) { s.get(t, w+".absmax").Data[5] ^= 0x80 }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := copyModel(t, "llama-bnb-nf4", c.edit)
+			rep, err := Run(Options{Checkpoint: dir, Reference: ref})
+			if err != nil {
+				t.Fatal(err)
+			}
+			expectFinding(t, rep, c.kind, c.tensor, cli.ExitIntegrity)
+			if !errors.Is(rep.Err(), ErrIntegrity) {
+				t.Fatal(rep.Err())
+			}
+		})
+	}
+	// a flipped byte in a stream payload fails its checksum
+	stream := streamOf(t, fixtures.Shared(t, "models", "llama-bnb-nf4"))
+	i := bytes.Index(stream, []byte(w)) + 4096 // inside the first tensor after that name's descriptor
+	stream[i] ^= 0xff
+	rep, err := Run(Options{Stream: bytes.NewReader(stream), Reference: ref})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectFinding(t, rep, KindChecksum, "", cli.ExitIntegrity)
+}
+
+// TestQualityFlag: a heavy-tailed tensor quantizes correctly but far above the
+// Gaussian envelope; it is flagged and named as worth keeping in 16 bits.
+func TestQualityFlag(t *testing.T) {
+	p := quant.Params{Type: quant.NF4, BlockSize: 64}
+	normal := gaussian(128*256, 0.02, 5)
+	outliers := gaussian(128*256, 0.02, 6)
+	for i := 0; i < len(outliers); i += 97 { // about one outlier a block, 20 sigma
+		outliers[i] = 0.4
+	}
+	dir := t.TempDir()
+	ref, stream := writeSynth(t, dir, []synthTensor{
+		synth(t, "normal.weight", []int64{128, 256}, normal, p),
+		synth(t, "outlier.weight", []int64{128, 256}, outliers, quant.DefaultParams()),
+	})
+	rep, err := Run(Options{Stream: bytes.NewReader(stream), Reference: ref})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Findings) != 0 {
+		t.Fatal(rep.Findings)
+	}
+	if !slices.Equal(rep.KeepIn16, []string{"outlier.weight"}) || rep.Tensors[0].Status != StatusFlagged {
+		t.Fatalf("keep in 16 bits: %v; worst %+v", rep.KeepIn16, rep.Tensors[0])
+	}
+	if got := ExitCode(rep.Err()); got != cli.ExitQuality {
+		t.Fatalf("status %d (%v)", got, rep.Err())
+	}
+	// a looser tolerance passes it
+	rep, _ = Run(Options{Stream: bytes.NewReader(stream), Reference: ref, Tolerance: 10})
+	if rep.Err() != nil {
+		t.Fatal(rep.Err())
+	}
+	var sb strings.Builder
+	if err := rep.WriteTable(&sb); err != nil || !strings.Contains(sb.String(), "outlier.weight") {
+		t.Fatal(err, sb.String())
+	}
+}
