@@ -441,17 +441,14 @@ __device__ __forceinline__ void dequantize4_body(const uint8_t *__restrict__ pac
                                                  const float *__restrict__ offset_p,
                                                  const float *__restrict__ dynmap, void *__restrict__ out) {
     __shared__ float table[16];
-    __shared__ float dm[256];
     if (threadIdx.x < 16) table[threadIdx.x] = qtype == QT_FP4 ? fp4_map[threadIdx.x] : nf4_map[threadIdx.x];
-    if (codes != 0)
-        for (int i = threadIdx.x; i < 256; i += blockDim.x) dm[i] = dynmap[i];
     __syncthreads();
     const size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) << 3;
     if (i >= n) return;
     const size_t blk = i >> log2bs;  // blocksize >= 32, so 8 values share a block
     float am;
     if (codes != 0)
-        am = __fadd_rn(__fmul_rn(dm[codes[blk]], __ldg(nested + (blk >> 8))), *offset_p);
+        am = __fadd_rn(__fmul_rn(__ldg(dynmap + codes[blk]), __ldg(nested + (blk >> 8))), __ldg(offset_p));
     else
         am = __ldg(absmax + blk);
     if (i + 8 <= n) {

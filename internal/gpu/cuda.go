@@ -414,15 +414,28 @@ func (d *Device) Dequantize(dst, payload []byte, dt quant.DType, n int64, p quan
 	return d.do(func() error {
 		var mem devBuf
 		defer mem.free()
-		in, err := mem.alloc(sz.Total())
+		// Each section in its own allocation, so float32 sections are aligned.
+		up := func(b []byte) (cu.DevicePtr, error) {
+			ptr, err := mem.alloc(int64(len(b)))
+			if err != nil || len(b) == 0 {
+				return ptr, err
+			}
+			return ptr, cuErr("copy payload", cu.MemcpyHtoD(ptr, unsafe.Pointer(&b[0]), int64(len(b))))
+		}
+		in, err := up(payload[:sz.Packed])
+		if err != nil {
+			return err
+		}
+		sec, err := up(payload[sz.Packed : sz.Packed+sz.Absmax])
+		if err != nil {
+			return err
+		}
+		nest, err := up(payload[sz.Packed+sz.Absmax:])
 		if err != nil {
 			return err
 		}
 		out, err := mem.alloc(int64(len(dst)))
 		if err != nil {
-			return err
-		}
-		if err := cuErr("copy payload", cu.MemcpyHtoD(in, unsafe.Pointer(&payload[0]), sz.Total())); err != nil {
 			return err
 		}
 		off, err := mem.alloc(4)
@@ -432,9 +445,9 @@ func (d *Device) Dequantize(dst, payload []byte, dt quant.DType, n int64, p quan
 		if err := cuErr("copy offset", cu.MemcpyHtoD(off, unsafe.Pointer(&offset), 4)); err != nil {
 			return err
 		}
-		absmax, codes, nested := uint64(in)+uint64(sz.Packed), uint64(0), uint64(0)
+		absmax, codes, nested := uint64(sec), uint64(0), uint64(0)
 		if p.DoubleQuant {
-			codes, nested, absmax = absmax, absmax+uint64(sz.Blocks), 0
+			codes, nested, absmax = uint64(sec), uint64(nest), 0
 		}
 		if err := d.launchDequant(dt, n, p, uint64(in), absmax, codes, nested, uint64(off), uint64(out), d.streams[0]); err != nil {
 			return err
