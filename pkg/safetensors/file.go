@@ -63,7 +63,7 @@ func ReadHeader(r io.ReaderAt, size int64) (*Header, error) {
 		return nil, fmt.Errorf("%w: %d bytes, shorter than the 8-byte header length", ErrTruncated, size)
 	}
 	var lenBuf [8]byte
-	if _, err := r.ReadAt(lenBuf[:], 0); err != nil {
+	if err := readFullAt(r, lenBuf[:], 0); err != nil {
 		return nil, fmt.Errorf("reading header length: %w", err)
 	}
 	n := binary.LittleEndian.Uint64(lenBuf[:])
@@ -74,10 +74,23 @@ func ReadHeader(r io.ReaderAt, size int64) (*Header, error) {
 		return nil, fmt.Errorf("%w: header length %d runs past the end of the file (%d bytes)", ErrTruncated, n, size)
 	}
 	text := make([]byte, n)
-	if _, err := r.ReadAt(text, 8); err != nil {
+	if err := readFullAt(r, text, 8); err != nil {
 		return nil, fmt.Errorf("reading header: %w", err)
 	}
 	return ParseHeader(text, size-8-int64(n))
+}
+
+// readFullAt fills b from r at off; io.ReaderAt may report io.EOF along with
+// a full read.
+func readFullAt(r io.ReaderAt, b []byte, off int64) error {
+	n, err := r.ReadAt(b, off)
+	if n == len(b) {
+		return nil
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("%w: %v", ErrTruncated, err)
 }
 
 // Tensor returns the tensor of that name.

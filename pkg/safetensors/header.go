@@ -90,10 +90,7 @@ func (h *Header) validate(dataLen int64) error {
 		if c := cmpInt(a.Begin, b.Begin); c != 0 {
 			return c
 		}
-		if c := cmpInt(a.End, b.End); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Name, b.Name)
+		return cmpInt(a.End, b.End) // ties (empty tensors) keep header order
 	})
 	var end int64
 	prev := ""
