@@ -11,6 +11,10 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/nf4pipe/nf4pipe/pkg/arch"
+	"github.com/nf4pipe/nf4pipe/pkg/gpus"
+	"github.com/nf4pipe/nf4pipe/pkg/quant"
+	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 	ucli "github.com/urfave/cli/v2"
 )
@@ -58,6 +62,16 @@ func Usagef(format string, args ...any) error {
 var inputErrors = []error{
 	tensorstream.ErrCorrupt, tensorstream.ErrChecksum, tensorstream.ErrVersion,
 	tensorstream.ErrLimit, io.ErrUnexpectedEOF,
+	safetensors.ErrHeader, safetensors.ErrTruncated, safetensors.ErrDType, safetensors.ErrShape,
+	safetensors.ErrOffsets, safetensors.ErrDuplicate, safetensors.ErrMissingShard, safetensors.ErrIndex,
+	safetensors.ErrNotFound, safetensors.ErrSize,
+	arch.ErrConfig, arch.ErrShape,
+	quant.ErrNonFinite, quant.ErrDType, quant.ErrLength,
+}
+
+// usageErrors are sentinels that mean a flag or argument is at fault.
+var usageErrors = []error{
+	arch.ErrPattern, quant.ErrParams, gpus.ErrSpec, gpus.ErrSize, gpus.ErrMaxMem,
 }
 
 // RegisterInputErrors adds sentinels of other packages that mean bad input.
@@ -75,6 +89,11 @@ func Code(err error) int {
 	var ec ucli.ExitCoder
 	if errors.As(err, &ec) {
 		return ec.ExitCode()
+	}
+	for _, s := range usageErrors {
+		if errors.Is(err, s) {
+			return ExitUsage
+		}
 	}
 	for _, s := range inputErrors {
 		if errors.Is(err, s) {

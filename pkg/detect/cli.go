@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	nf4cli "github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
@@ -16,11 +17,11 @@ import (
 // Version is the stage version recorded in the stream header.
 const Version = "0.1.0"
 
-// Exit codes.
+// Exit statuses: the ones every nf4pipe tool shares (internal/cli).
 const (
-	ExitOK    = 0
-	ExitError = 1 // bad input or an I/O failure
-	ExitUsage = 2 // bad flags or arguments
+	ExitOK    = nf4cli.ExitOK
+	ExitInput = nf4cli.ExitInput // no model, a bad config.json or safetensors file
+	ExitUsage = nf4cli.ExitUsage // bad flags or arguments
 )
 
 var errUsage = errors.New("usage")
@@ -70,9 +71,12 @@ func Main(args []string, stdout, stderr io.Writer, stdoutIsTerminal bool) int {
 		},
 	}
 	if err := app.Run(args); err != nil {
-		status = ExitError
-		if errors.Is(err, errUsage) || errors.Is(err, arch.ErrPattern) {
+		status = nf4cli.Code(err)
+		switch {
+		case errors.Is(err, errUsage):
 			status = ExitUsage
+		case errors.Is(err, ErrInput), errors.Is(err, ErrConfig):
+			status = ExitInput
 		}
 		if status == ExitUsage {
 			fmt.Fprintf(stderr, "detect: %v (see detect --help)\n", err)

@@ -343,7 +343,7 @@ func TestHostileInputs(t *testing.T) {
 				t.Fatalf("err %v, want errors.Is %v", err, c.want)
 			}
 			code, out, errs := runCLI(t, path)
-			if code != ExitError || out != "" || strings.Count(errs, "\n") != 1 {
+			if code != ExitInput || out != "" || strings.Count(errs, "\n") != 1 {
 				t.Fatalf("exit %d, stdout %d bytes, stderr %q", code, len(out), errs)
 			}
 		})

@@ -13,14 +13,16 @@ import (
 
 	"github.com/nf4pipe/nf4pipe/pkg/gpus"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
+
+	nf4cli "github.com/nf4pipe/nf4pipe/internal/cli"
 )
 
-// Exit codes.
+// Exit statuses: the ones every nf4pipe tool shares (internal/cli).
 const (
-	ExitOK    = 0
-	ExitError = 1 // bad input or an I/O failure
-	ExitUsage = 2 // bad flags or arguments
-	ExitNoFit = 3 // the plan was made, and it does not fit
+	ExitOK    = nf4cli.ExitOK
+	ExitUsage = nf4cli.ExitUsage // bad flags or arguments
+	ExitInput = nf4cli.ExitInput // a bad stream or model description
+	ExitNoFit = nf4cli.ExitNoFit // the plan was made, and it does not fit
 )
 
 var errUsage = errors.New("usage")
@@ -40,7 +42,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, stdoutIsTerm
 		Description: "Reads a tensor stream (a config-only one will do), writes it on with the plan in\n" +
 			"its header and a device on every tensor, and reports per device the predicted\n" +
 			"peak memory, item by item, with the decisions and their reasons (stderr).\n" +
-			"Exit status 3 when it does not fit, with advice.\n\n" +
+			"Exit status 5 when it does not fit, with advice.\n\n" +
 			"Examples:\n" +
 			"   detect config.json | plan --gpus t4 --report        # does it fit on a T4 at 2048 tokens?\n" +
 			"   detect MODEL | plan --gpus rtx4090x2 --json\n" +
@@ -147,8 +149,11 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, stdoutIsTerm
 		},
 	}
 	if err := app.Run(args); err != nil {
-		status = ExitError
-		if errors.Is(err, errUsage) || errors.Is(err, gpus.ErrSpec) || errors.Is(err, gpus.ErrMaxMem) || errors.Is(err, gpus.ErrSize) {
+		status = nf4cli.Code(err)
+		if errors.Is(err, ErrModel) {
+			status = ExitInput
+		}
+		if errors.Is(err, errUsage) || errors.Is(err, ErrSettings) || errors.Is(err, gpus.ErrSpec) || errors.Is(err, gpus.ErrMaxMem) || errors.Is(err, gpus.ErrSize) {
 			status = ExitUsage
 			fmt.Fprintf(stderr, "plan: %v (see plan --help)\n", err)
 		} else {
