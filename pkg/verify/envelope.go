@@ -20,6 +20,8 @@ const codeTol = 1e-5
 // y = x/absmax that a nearest-value quantizer maps to it, widened by codeTol.
 type codebook struct {
 	val    [16]float32
+	mid    [16]float32 // centre and half width of [lo, hi], with the open ends at ±2 (|y| <= 1)
+	hw     [16]float32
 	deq    [16]float32 // what dequantization multiplies: val, with -0 for FP4's code 8 as the kernel has it
 	lo, hi [16]float32
 }
@@ -46,6 +48,8 @@ func newCodebook(m [16]float32) *codebook {
 			hi = (levels[i]+levels[i+1])/2 + codeTol
 		}
 		cb.lo[c], cb.hi[c] = float32(lo), float32(hi)
+		l, h := max(lo, -2), min(hi, 2)
+		cb.mid[c], cb.hw[c] = float32((l+h)/2), float32((h-l)/2)
 	}
 	return cb
 }

@@ -23,30 +23,36 @@ type kernel struct {
 
 // chunk compares elements [base, base+len(x)) given their packed codes and the
 // dequantized absmax of their blocks; base is a multiple of the block size.
+//
+// The inner loop has no data-dependent branch: a value is inside its code's
+// cell when |x - mid| - halfwidth is negative, so the AND of those floats' bits
+// keeps the sign bit only if every value of the block is inside; a block that
+// loses it is rescanned to count and locate the strays.
 func (k *kernel) chunk(acc *accum, base int64, x []float32, packed []byte, amax []float32) {
-	var q, lo, hi [16]float32
+	var q, mid, hw [16]float32
+	const sign = 1 << 31
 	bs := k.bs
 	k.refMax = grow(k.refMax, (len(x)+bs-1)/bs)
 	for b := 0; b*bs < len(x); b++ {
 		xs := x[b*bs : min((b+1)*bs, len(x))]
 		ps := packed[b*bs/2:]
 		a := amax[b]
-		var m float32
+		var mb uint32 // magnitudes order as their bits do
 		for _, v := range xs {
-			if a := math.Float32frombits(math.Float32bits(v) &^ (1 << 31)); a > m {
-				m = a
-			}
+			mb = max(mb, math.Float32bits(v)&^sign)
 		}
+		m := math.Float32frombits(mb)
 		k.refMax[b] = m
 		for c := range 16 {
 			q[c] = k.round(mulFTZ(k.cb.deq[c], a))
-			if m > 0 {
-				lo[c], hi[c] = k.cb.lo[c]*m, k.cb.hi[c]*m
-			} else {
-				lo[c], hi[c] = float32(math.Inf(-1)), float32(math.Inf(1))
+			mid[c], hw[c] = k.cb.mid[c]*m, k.cb.hw[c]*m
+			if m == 0 {
+				hw[c] = float32(math.Inf(1))
 			}
 		}
-		var sse, xx, qq, xq, mx float32
+		var sse, xx, xq float32
+		var mxb uint32
+		inside := uint32(math.MaxUint32)
 		half := len(xs) / 2
 		pairs := ps[:half]
 		xp := xs[:2*half]
@@ -54,52 +60,48 @@ func (k *kernel) chunk(acc *accum, base int64, x []float32, packed []byte, amax 
 			x0, x1 := xp[2*i], xp[2*i+1]
 			c0, c1 := p>>4, p&15
 			q0, q1 := q[c0], q[c1]
-			if x0 < lo[c0] || x0 > hi[c0] || x1 < lo[c1] || x1 > hi[c1] {
-				k.mismatch(base+int64(b*bs+2*i), x0, x1, c0, c1, &lo, &hi)
-			}
+			e0 := math.Float32frombits(math.Float32bits(x0-mid[c0])&^sign) - hw[c0]
+			e1 := math.Float32frombits(math.Float32bits(x1-mid[c1])&^sign) - hw[c1]
+			inside &= math.Float32bits(e0) & math.Float32bits(e1)
 			d0, d1 := x0-q0, x1-q1
 			sse += d0*d0 + d1*d1
 			xx += x0*x0 + x1*x1
-			qq += q0*q0 + q1*q1
 			xq += x0*q0 + x1*q1
-			m0 := math.Float32frombits(math.Float32bits(d0) &^ (1 << 31))
-			m1 := math.Float32frombits(math.Float32bits(d1) &^ (1 << 31))
-			if m0 > mx {
-				mx = m0
-			}
-			if m1 > mx {
-				mx = m1
-			}
+			mxb = max(mxb, math.Float32bits(d0)&^sign, math.Float32bits(d1)&^sign)
 		}
 		if len(xs)&1 == 1 { // a tensor's odd last element: the high nibble
 			v := xs[len(xs)-1]
 			c := ps[half] >> 4
-			if v < lo[c] || v > hi[c] {
-				k.mismatch(base+int64(b*bs+len(xs)-1), v, 0, c, 0, &lo, &hi)
-			}
+			e := math.Float32frombits(math.Float32bits(v-mid[c])&^sign) - hw[c]
+			inside &= math.Float32bits(e)
 			d := v - q[c]
 			sse += d * d
 			xx += v * v
-			qq += q[c] * q[c]
 			xq += v * q[c]
-			mx = max(mx, float32(math.Abs(float64(d))))
+			mxb = max(mxb, math.Float32bits(d)&^sign)
+		}
+		if inside&sign == 0 {
+			k.strays(base+int64(b*bs), xs, ps, m)
 		}
 		acc.sse += float64(sse)
 		acc.xx += float64(xx)
-		acc.qq += float64(qq)
 		acc.xq += float64(xq)
-		acc.maxAbs = math.Max(acc.maxAbs, float64(mx))
+		acc.qq += float64(sse) - float64(xx) + 2*float64(xq) // sum of q²
+		acc.maxAbs = math.Max(acc.maxAbs, float64(math.Float32frombits(mxb)))
 	}
 	acc.n += int64(len(x))
 }
 
-// mismatch counts the elements of a pair whose code's cell does not hold them.
-func (k *kernel) mismatch(i int64, x0, x1 float32, c0, c1 byte, lo, hi *[16]float32) {
-	for j, v := range [2]float32{x0, x1} {
-		c := [2]byte{c0, c1}[j]
-		if v < lo[c] || v > hi[c] {
+// strays counts the values of a block that lie outside their code's cell.
+func (k *kernel) strays(first int64, xs []float32, ps []byte, m float32) {
+	for j, v := range xs {
+		c := ps[j/2] >> 4
+		if j&1 == 1 {
+			c = ps[j/2] & 15
+		}
+		if v < k.cb.lo[c]*m || v > k.cb.hi[c]*m {
 			if k.bad == 0 {
-				k.firstBad = i + int64(j)
+				k.firstBad = first + int64(j)
 			}
 			k.bad++
 		}
