@@ -21,7 +21,12 @@ func main() {
 	rss := flag.Bool("rss", os.Getenv("NF4PIPE_RSS") == "1", "print peak RSS and throughput to stderr at exit")
 	label := flag.String("label", "passthru", "name on the --rss line")
 	chunk := flag.Int("chunk", 0, "output chunk size in bytes (default: the stream writer's)")
+	pipe := flag.Int("pipe-size", 0, "grow stdin and stdout pipe buffers to this many bytes (0: leave the kernel's 64 KiB)")
 	flag.Parse()
+	if *pipe > 0 {
+		passthru.GrowPipe(os.Stdin, *pipe)
+		passthru.GrowPipe(os.Stdout, *pipe)
+	}
 
 	start := time.Now()
 	st, err := passthru.Copy(os.Stdout, os.Stdin, *chunk)

@@ -1,0 +1,8 @@
+//go:build !linux
+
+package passthru
+
+import "os"
+
+// GrowPipe does nothing outside Linux; see the Linux version.
+func GrowPipe(f *os.File, size int) int { return 0 }
