@@ -1,0 +1,20 @@
+//go:build !cuda
+
+package quantize
+
+import (
+	"fmt"
+
+	"github.com/nf4pipe/nf4pipe/pkg/quant"
+)
+
+// CUDABuilt reports whether this build can use GPUs.
+const CUDABuilt = false
+
+// openBackends returns the CPU backend; this build has no other.
+func openBackends(d Device, threads int) ([]quant.Backend, func(), error) {
+	if d.Kind == "cuda" {
+		return nil, nil, fmt.Errorf("%w (--device %s)", ErrNoCUDA, d)
+	}
+	return []quant.Backend{quant.CPU(threads)}, func() {}, nil
+}
