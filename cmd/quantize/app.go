@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	ucli "github.com/urfave/cli/v2"
+	"golang.org/x/term"
 
 	"github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
@@ -83,10 +84,10 @@ func action(c *ucli.Context) error {
 		return fail(err)
 	}
 	inPath, outPath := c.String("input"), c.String("output")
-	if (inPath == "" || inPath == "-") && stdinIsTerminal(c) {
+	if (inPath == "" || inPath == "-") && isTerminal(c.App.Reader, os.Stdin) {
 		return cli.Usagef("no input: pipe a stream in (detect MODEL | quantize) or give -i FILE")
 	}
-	if (outPath == "" || outPath == "-") && cli.IsTerminal(c.App.Writer) {
+	if (outPath == "" || outPath == "-") && isTerminal(c.App.Writer, os.Stdout) {
 		return cli.Usagef("stdout is a terminal: pipe the stream into the next stage or give -o FILE")
 	}
 	in, err := cli.OpenInput(c, inPath)
@@ -99,7 +100,7 @@ func action(c *ucli.Context) error {
 		return err
 	}
 	defer out.Abort()
-	if cli.IsTerminal(c.App.ErrWriter) && !c.Bool("quiet") {
+	if isTerminal(c.App.ErrWriter, os.Stderr) && !c.Bool("quiet") {
 		opt.Progress = c.App.ErrWriter
 	}
 	sum, err := quantize.Run(in, out, opt)
@@ -159,13 +160,14 @@ func exitCode(err error) int {
 	return cli.Code(err)
 }
 
-func stdinIsTerminal(c *ucli.Context) bool {
-	r := c.App.Reader
-	if r == nil {
-		r = os.Stdin
+// isTerminal reports whether v (def when nil) is a terminal. Unlike a
+// character-device test it says no for /dev/null.
+func isTerminal(v any, def *os.File) bool {
+	if v == nil {
+		v = def
 	}
-	f, ok := r.(*os.File)
-	return ok && cli.IsTerminal(f)
+	f, ok := v.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 type trimmed struct{ err error }
