@@ -68,26 +68,28 @@ type gpuPlacer struct {
 
 func newGPUPlacer(h *tensorstream.Header, em *emitter) (*gpuPlacer, error) {
 	g := &gpuPlacer{devs: map[int]*gpuDevice{}, em: em, plan: map[int]DeviceReport{}}
+	// plan writes its section from JSON, so numbers may arrive as floats.
 	var p struct {
 		Devices []struct {
-			Index int `msgpack:"index"`
+			Index float64 `msgpack:"index"`
 			Items []struct {
-				Name  string `msgpack:"name"`
-				Bytes int64  `msgpack:"bytes"`
+				Name  string  `msgpack:"name"`
+				Bytes float64 `msgpack:"bytes"`
 			} `msgpack:"items"`
-			Total int64 `msgpack:"total_bytes"`
+			Total float64 `msgpack:"total_bytes"`
 		} `msgpack:"devices"`
 	}
-	if ok, err := h.Get(tensorstream.SectionPlan, &p); ok && err == nil {
-		for _, d := range p.Devices {
-			r := DeviceReport{PlannedTotal: d.Total}
-			for _, it := range d.Items {
-				if strings.HasPrefix(it.Name, "4-bit weights") || strings.HasPrefix(it.Name, "non-quantized parameters") {
-					r.PlannedWeights += it.Bytes
-				}
+	if _, err := h.Get(tensorstream.SectionPlan, &p); err != nil {
+		return nil, err
+	}
+	for _, d := range p.Devices {
+		r := DeviceReport{PlannedTotal: int64(d.Total)}
+		for _, it := range d.Items {
+			if strings.HasPrefix(it.Name, "4-bit weights") || strings.HasPrefix(it.Name, "non-quantized parameters") {
+				r.PlannedWeights += int64(it.Bytes)
 			}
-			g.plan[d.Index] = r
 		}
+		g.plan[int(d.Index)] = r
 	}
 	return g, nil
 }
@@ -135,7 +137,7 @@ func (g *gpuPlacer) place(t *tensorstream.Tensor, payload io.Reader) (io.Reader,
 	}
 	d, err := g.device(n)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("tensor %q: %w", t.Name, err)
 	}
 	buf := make([]byte, t.Size)
 	if _, err := io.ReadFull(payload, buf); err != nil {

@@ -163,7 +163,9 @@ func (j *job) prepare() error {
 		return err
 	}
 	j.tmp = tmp
-	return nil
+	// MkdirTemp makes the directory private; a checkpoint is shared like any
+	// save_pretrained output.
+	return os.Chmod(tmp, 0o755)
 }
 
 // abort removes the temporary directory unless the job has committed, and
@@ -348,6 +350,9 @@ func (j *job) finishDir(dw *checkpoint.DirWriter, src *source, h *tensorstream.H
 	for _, e := range ents {
 		info, err := e.Info()
 		if err != nil {
+			return err
+		}
+		if err := os.Chmod(filepath.Join(j.tmp, e.Name()), 0o644); err != nil { // temporary files are created 0600
 			return err
 		}
 		j.rep.Files = append(j.rep.Files, File{Name: e.Name(), Bytes: info.Size()})

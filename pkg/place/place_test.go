@@ -18,6 +18,8 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
 	"github.com/nf4pipe/nf4pipe/pkg/detect"
+	"github.com/nf4pipe/nf4pipe/pkg/gpus"
+	"github.com/nf4pipe/nf4pipe/pkg/plan"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
@@ -563,5 +565,42 @@ func TestGPUWithoutCUDA(t *testing.T) {
 	code := Main(context.Background(), []string{"place", "--gpu"}, bytes.NewReader(nil), io.Discard, &stderr, true)
 	if code == 0 || !strings.Contains(stderr.String(), "built without CUDA; rebuild with make cuda") {
 		t.Errorf("exit %d, stderr %q", code, stderr.String())
+	}
+}
+
+// TestPlanPredictionFromPlanStage reads the per-device prediction from a
+// stream that cmd/plan's code wrote (numbers travel as floats there).
+func TestPlanPredictionFromPlanStage(t *testing.T) {
+	stream := llamaStream(t)
+	var planned bytes.Buffer
+	if _, err := plan.Stream(bytes.NewReader(stream), &planned, []gpus.GPU{{Name: "test", TotalBytes: 80 << 30, Major: 9}}, plan.DefaultSettings(), tensorstream.Stage{Name: "plan"}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := tensorstream.NewReader(&planned).Header()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := newGPUPlacer(h, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := g.plan[0]; p.PlannedWeights <= 0 || p.PlannedTotal <= p.PlannedWeights {
+		t.Errorf("plan prediction %+v", p)
+	}
+}
+
+func TestOutputPermissions(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	if _, err := Place(context.Background(), bytes.NewReader(llamaStream(t)), Options{Out: out}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{out, filepath.Join(out, "model.safetensors"), filepath.Join(out, "config.json")} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm()&0o044 != 0o044 {
+			t.Errorf("%s has mode %v: not readable by others", p, st.Mode())
+		}
 	}
 }
