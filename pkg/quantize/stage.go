@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
@@ -63,7 +64,7 @@ func Run(in io.Reader, out io.Writer, o Options) (*Summary, error) {
 	s := &stage{o: o, sum: sum, backends: backends, buf: make([]byte, chunk), in: cin,
 		prog: newProgress(o.Progress, start)}
 	err = s.run(tensorstream.NewReader(cin), tensorstream.NewWriter(cout))
-	sum.BytesIn, sum.BytesOut = cin.n, cout.n
+	sum.BytesIn, sum.BytesOut = cin.n.Load(), cout.n
 	s.prog.finish()
 	return sum, err
 }
@@ -74,6 +75,7 @@ type stage struct {
 	backends []quant.Backend
 	next     int // round-robin position in backends
 	buf      []byte
+	bufs     [][]byte // buf and a second chunk for reading ahead
 	castBuf  []byte
 	in       *countingReader
 	prog     *progress
@@ -112,7 +114,7 @@ func (s *stage) run(r *tensorstream.Reader, w *tensorstream.Writer) error {
 		if err := s.tensor(r, w, t); err != nil {
 			return err
 		}
-		s.prog.tensorDone(s.in.n)
+		s.prog.tensorDone(s.in.n.Load())
 	}
 	return w.Close()
 }
@@ -161,16 +163,14 @@ func (s *stage) quantize(r *tensorstream.Reader, w *tensorstream.Writer, t *tens
 	if err != nil {
 		return fmt.Errorf("tensor %q: %w", t.Name, err)
 	}
-	for left := t.Size; left > 0; {
-		k := min(int64(len(s.buf)), left)
-		if _, err := io.ReadFull(r, s.buf[:k]); err != nil {
-			return err
-		}
-		if _, err := enc.Write(s.buf[:k]); err != nil {
+	if err := s.feed(r, t.Size, func(b []byte) error {
+		if _, err := enc.Write(b); err != nil {
 			return fmt.Errorf("tensor %q: %w", t.Name, err)
 		}
-		left -= k
-		s.prog.bytes(s.in.n)
+		s.prog.bytes(s.in.n.Load())
+		return nil
+	}); err != nil {
+		return err
 	}
 	res, err := enc.Close()
 	if err != nil {
@@ -208,7 +208,7 @@ func (s *stage) cast(r *tensorstream.Reader, w *tensorstream.Writer, t *tensorst
 			return err
 		}
 		left -= k
-		s.prog.bytes(s.in.n)
+		s.prog.bytes(s.in.n.Load())
 	}
 	// Reading the last byte verified the trailer; an empty payload has none to read.
 	if err := w.EndTensor(); err != nil {
@@ -219,14 +219,65 @@ func (s *stage) cast(r *tensorstream.Reader, w *tensorstream.Writer, t *tensorst
 	return nil
 }
 
+// feed reads size payload bytes from r in chunks and hands them to use,
+// reading the next chunk (checksums included) while use works on the last.
+func (s *stage) feed(r io.Reader, size int64, use func([]byte) error) error {
+	if len(s.bufs) == 0 {
+		s.bufs = [][]byte{s.buf, make([]byte, len(s.buf))}
+	}
+	type chunk struct {
+		b   []byte
+		err error
+	}
+	full := make(chan chunk, len(s.bufs))
+	free := make(chan []byte, len(s.bufs))
+	for _, b := range s.bufs {
+		free <- b
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(full)
+		for left := size; left > 0; {
+			var b []byte
+			select {
+			case b = <-free:
+			case <-stop:
+				return
+			}
+			k := min(int64(len(b)), left)
+			_, err := io.ReadFull(r, b[:k])
+			full <- chunk{b[:k], err}
+			if err != nil {
+				return
+			}
+			left -= k
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	for c := range full {
+		if c.err != nil {
+			return c.err
+		}
+		if err := use(c.b); err != nil {
+			return err
+		}
+		free <- c.b[:cap(c.b)]
+	}
+	return nil
+}
+
+// countingReader counts for the summary and the progress line, which read
+// the count while feed's goroutine reads ahead.
 type countingReader struct {
 	r io.Reader
-	n int64
+	n atomic.Int64
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
-	c.n += int64(n)
+	c.n.Add(int64(n))
 	if err != nil && err != io.EOF {
 		err = &ioError{kind: ErrRead, err: err}
 	}

@@ -1,0 +1,61 @@
+package quantize
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"testing"
+
+	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
+)
+
+// benchStream is 8 BF16 matrices of 2048x2048 marked for quantization and
+// two 1-D tensors to keep: 64 MiB of payload.
+func benchStream(b *testing.B, quantize bool) []byte {
+	specs := []spec{{name: "norm", dt: tensorstream.BF16, shape: []int64{2048}}}
+	for i := range 8 {
+		specs = append(specs, spec{name: fmt.Sprintf("layers.%d.w", i), dt: tensorstream.BF16, shape: []int64{2048, 2048}, quantize: quantize})
+	}
+	return makeStream(b, append(specs, spec{name: "final", dt: tensorstream.BF16, shape: []int64{2048}})...)
+}
+
+// BenchmarkStage is the quantize stage over an in-memory stream, NF4 with
+// double quantization; MB/s counts input stream bytes.
+func BenchmarkStage(b *testing.B) {
+	in := benchStream(b, true)
+	for _, threads := range []int{1, 0} {
+		b.Run(fmt.Sprintf("nf4-dq/threads=%d", threads), func(b *testing.B) {
+			o := cpuOptions()
+			o.Threads = threads
+			b.SetBytes(int64(len(in)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Run(bytes.NewReader(in), io.Discard, o); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	// The same stream with nothing marked: the pass-through floor of the stage.
+	keep := benchStream(b, false)
+	b.Run("pass-through", func(b *testing.B) {
+		b.SetBytes(int64(len(keep)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := Run(bytes.NewReader(keep), io.Discard, cpuOptions()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("cast-f16", func(b *testing.B) {
+		o := cpuOptions()
+		o.Cast = tensorstream.F16
+		b.SetBytes(int64(len(keep)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := Run(bytes.NewReader(keep), io.Discard, o); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
