@@ -89,7 +89,8 @@ func writePyNumber(b *bytes.Buffer, n json.Number) error {
 		return nil
 	}
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil && !math.IsInf(f, 0) { // Python reads 1e999 as inf too
+	if err != nil {
+		// Python would read 1e999 as inf and write Infinity, which is not JSON.
 		return fmt.Errorf("number %q: %v", s, err)
 	}
 	b.WriteString(PyFloatRepr(f))
