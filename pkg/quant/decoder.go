@@ -18,6 +18,8 @@ type Decoder struct {
 	out    DType
 	table  [16]float32
 	pos    int64 // elements decoded
+
+	consts *dequantConsts // the vector kernels' tables, built on first use
 }
 
 // NewDecoder prepares to decode n values into out (F32, F16 or BF16).
@@ -48,7 +50,17 @@ func (d *Decoder) Decode(dst, packed []byte) ([]byte, error) {
 		return dst, fmt.Errorf("%w: more than %d packed bytes", ErrLength, (d.n+1)/2)
 	}
 	bs := int64(d.p.BlockSize)
-	for _, b := range packed {
+	for len(packed) > 0 {
+		if d.pos%bs == 0 { // whole blocks go to the block kernels
+			if nb := min(int64(len(packed))*2, d.n-d.pos) / bs; nb > 0 {
+				dst = d.decodeBlocks(dst, packed[:nb*bs/2], d.absmax[d.pos/bs:d.pos/bs+nb])
+				packed = packed[nb*bs/2:]
+				d.pos += nb * bs
+				continue
+			}
+		}
+		b := packed[0]
+		packed = packed[1:]
 		for k := 0; k < 2 && d.pos < d.n; k++ {
 			c := b >> 4
 			if k == 1 {

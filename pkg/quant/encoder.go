@@ -210,7 +210,11 @@ func (e *Encoder) Close() (Result, error) {
 	res := Result{Sizes: SizesFor(e.n, e.p)}
 	var sec []byte
 	if e.p.DoubleQuant {
-		codes, nested, offset := DoubleQuantize(e.absmax)
+		threads := runtime.GOMAXPROCS(0)
+		if c, ok := e.backend.(cpuBackend); ok {
+			threads = c.threads
+		}
+		codes, nested, offset := doubleQuantize(e.absmax, threads)
 		res.NestedOffset = offset
 		sec = append(make([]byte, 0, len(codes)+4*len(nested)), codes...)
 		for _, v := range nested {
@@ -235,12 +239,17 @@ func (e *Encoder) Absmax() []float32 { return e.absmax }
 // DoubleQuantize quantizes absmax values: their mean as offset, then 8-bit codes
 // of NestedMap over blocks of NestedBlockSize with one float32 absmax each.
 func DoubleQuantize(absmax []float32) (codes []byte, nested []float32, offset float32) {
+	return doubleQuantize(absmax, runtime.GOMAXPROCS(0))
+}
+
+// doubleQuantize is DoubleQuantize on up to threads goroutines.
+func doubleQuantize(absmax []float32, threads int) (codes []byte, nested []float32, offset float32) {
 	if len(absmax) == 0 {
 		return nil, nil, 0
 	}
 	offset = absmaxMean(absmax)
 	codes = make([]byte, len(absmax))
 	nested = make([]float32, (len(absmax)+NestedBlockSize-1)/NestedBlockSize)
-	nestQuantize(codes, nested, absmax, offset)
+	nestQuantizeFast(codes, nested, absmax, offset, threads)
 	return codes, nested, offset
 }

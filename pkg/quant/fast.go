@@ -69,44 +69,71 @@ var littleEndian = func() bool {
 }()
 
 // quantizeBlocksCPU quantizes the whole blocks in src (the last may be short)
-// on the calling goroutine. first is the element index of src[0].
+// on the calling goroutine. first is the element index of src[0]. The SIMD
+// kernels (fast_amd64.s, where the CPU has them) take the full blocks they
+// can; the table-driven Go kernels below take the rest.
 func quantizeBlocksCPU(packed []byte, absmax []float32, src []byte, dt DType, p Params, first int64) error {
-	es := dt.Size()
-	n := len(src) / es
-	bs := p.BlockSize
-	tab := tableFor(p.Type)
-	code := p.Type.codeFunc()
-	var vals []float32
-	for b := 0; b*bs < n; b++ {
-		lo, hi := b*bs, min((b+1)*bs, n)
-		out := packed[lo/2 : (hi+1)/2]
-		blk := src[lo*es : hi*es]
-		if dt == BF16 && littleEndian {
-			if a, ok := fastBlockBF16(out, unsafe.Slice((*uint16)(unsafe.Pointer(&blk[0])), hi-lo), tab); ok {
-				absmax[b] = a
-				continue
-			}
-		}
-		if cap(vals) < hi-lo {
-			vals = make([]float32, bs)
-		}
-		x := vals[:hi-lo]
-		widenInto(x, blk, dt)
-		if !p.AllowNonFinite {
-			for i, v := range x {
-				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-					return &NonFiniteError{Index: first + int64(lo+i), Value: v}
-				}
-			}
-		}
-		if dt != BF16 {
-			if a, ok := fastBlockF32(out, x, tab); ok {
-				absmax[b] = a
-				continue
-			}
-		}
-		absmax[b] = refQuantizeBlock(out, x, hi-lo < bs, code)
+	q := blockQuantizer{packed: packed, absmax: absmax, src: src, dt: dt, p: p, first: first,
+		tab: tableFor(p.Type), code: p.Type.codeFunc()}
+	start, err := q.simd()
+	if err != nil {
+		return err
 	}
+	n := len(src) / dt.Size()
+	for b := start; b*p.BlockSize < n; b++ {
+		if err := q.block(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// blockQuantizer holds one run of blocks and the scratch of the Go kernels.
+type blockQuantizer struct {
+	packed []byte
+	absmax []float32
+	src    []byte
+	dt     DType
+	p      Params
+	first  int64
+	tab    *codeTable
+	code   func(float32) byte
+	vals   []float32
+}
+
+// block quantizes block b with the Go kernels: the table-driven ones when the
+// block is finite and free of subnormals, else the reference.
+func (q *blockQuantizer) block(b int) error {
+	es, bs := q.dt.Size(), q.p.BlockSize
+	n := len(q.src) / es
+	lo, hi := b*bs, min((b+1)*bs, n)
+	out := q.packed[lo/2 : (hi+1)/2]
+	blk := q.src[lo*es : hi*es]
+	if q.dt == BF16 && littleEndian {
+		if a, ok := fastBlockBF16(out, unsafe.Slice((*uint16)(unsafe.Pointer(&blk[0])), hi-lo), q.tab); ok {
+			q.absmax[b] = a
+			return nil
+		}
+	}
+	if cap(q.vals) < hi-lo {
+		q.vals = make([]float32, bs)
+	}
+	x := q.vals[:hi-lo]
+	widenInto(x, blk, q.dt)
+	if !q.p.AllowNonFinite {
+		for i, v := range x {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return &NonFiniteError{Index: q.first + int64(lo+i), Value: v}
+			}
+		}
+	}
+	if q.dt != BF16 {
+		if a, ok := fastBlockF32(out, x, q.tab); ok {
+			q.absmax[b] = a
+			return nil
+		}
+	}
+	q.absmax[b] = refQuantizeBlock(out, x, hi-lo < bs, q.code)
 	return nil
 }
 

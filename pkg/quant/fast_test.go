@@ -16,12 +16,16 @@ func refPayload(src []byte, dt DType, p Params) (packed []byte, absmax []float32
 	return refQuantize(x, p.Type, p.BlockSize)
 }
 
-// FuzzFastMatchesReference demands that the table-driven kernels, on one and
-// several threads, produce exactly the reference's codes and absmax.
+// FuzzFastMatchesReference demands that the vector kernels and the
+// table-driven Go kernels, on one and several threads, produce exactly the
+// reference's codes and absmax.
 func FuzzFastMatchesReference(f *testing.F) {
 	f.Add([]byte{0x80, 0x3f, 0x00, 0xbf, 0x01, 0x00, 0x80, 0x7f}, uint8(0), uint8(1), false)
 	f.Add(bytes.Repeat([]byte{0x12, 0x3d, 0x95, 0xbe}, 100), uint8(1), uint8(0), true)
 	f.Add(bytes.Repeat([]byte{0x00, 0x00, 0x00, 0x80}, 50), uint8(2), uint8(3), false)
+	f.Add(bytes.Repeat([]byte{0x12, 0x3d, 0x95, 0xbe, 0x01, 0x80, 0x55, 0x3f}, 40), uint8(0), uint8(0), true)
+	f.Add(bytes.Repeat([]byte{0x80, 0x3f, 0x00, 0x00, 0x22, 0x3d, 0xa3, 0xbd}, 64), uint8(1), uint8(0), false)
+	f.Add(bytes.Repeat([]byte{0x00, 0x00, 0x80, 0x3f, 0x00, 0x00, 0x00, 0x01}, 32), uint8(2), uint8(0), true)
 	f.Fuzz(func(t *testing.T, src []byte, dtSel, bsSel uint8, fp4 bool) {
 		dt := []DType{BF16, F16, F32}[dtSel%3]
 		p := Params{Type: NF4, BlockSize: 32 << (bsSel % 8), AllowNonFinite: true}
@@ -30,21 +34,28 @@ func FuzzFastMatchesReference(f *testing.F) {
 		}
 		src = src[:len(src)/dt.Size()*dt.Size()]
 		wantPacked, wantAbsmax := refPayload(src, dt, p)
-		for _, threads := range []int{1, 2} {
-			q, err := Quantize(src, dt, p, CPU(threads))
-			if err != nil {
-				t.Fatal(err)
+		for _, simd := range kernelModes() {
+			undo := setSIMD(simd)
+			for _, threads := range []int{1, 2} {
+				q, err := Quantize(src, dt, p, CPU(threads))
+				if err != nil {
+					undo()
+					t.Fatal(err)
+				}
+				if !bytes.Equal(q.Packed, wantPacked) {
+					undo()
+					t.Fatalf("%s %v %s threads %d: packed %x, reference %x", dt, p, modeName(simd), threads, q.Packed, wantPacked)
+				}
+				var got []float32
+				for i := 0; i+4 <= len(q.Absmax); i += 4 {
+					got = append(got, math.Float32frombits(binary.LittleEndian.Uint32(q.Absmax[i:])))
+				}
+				if !equalBits(got, wantAbsmax) {
+					undo()
+					t.Fatalf("%s %v %s: absmax %v, reference %v", dt, p, modeName(simd), got, wantAbsmax)
+				}
 			}
-			if !bytes.Equal(q.Packed, wantPacked) {
-				t.Fatalf("%s %v threads %d: packed %x, reference %x", dt, p, threads, q.Packed, wantPacked)
-			}
-			var got []float32
-			for i := 0; i+4 <= len(q.Absmax); i += 4 {
-				got = append(got, math.Float32frombits(binary.LittleEndian.Uint32(q.Absmax[i:])))
-			}
-			if !equalBits(got, wantAbsmax) {
-				t.Fatalf("%s %v: absmax %v, reference %v", dt, p, got, wantAbsmax)
-			}
+			undo()
 		}
 	})
 }
