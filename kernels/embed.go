@@ -1,6 +1,6 @@
 // Package kernels holds the CUDA sources of nf4pipe and the PTX built from
 // them. The PTX is committed, so building the Go code needs no CUDA compiler;
-// `make ptx` regenerates it from the .cu files with nvcc for compute_75, which
+// scripts/build-ptx.sh (`make ptx`) regenerates it with nvcc for compute_75, which
 // the driver JIT-compiles for any newer GPU.
 package kernels
 

@@ -56,6 +56,8 @@ type Device struct {
 	fn      map[string]cu.Function
 	dynmap  cu.DevicePtr // the nested map, 256 float32
 	streams [2]cu.Stream
+	sms     int // multiprocessors
+	ws      *workspace
 }
 
 // Open creates a context on GPU ordinal and loads the kernels.
@@ -100,11 +102,10 @@ func (d *Device) init() error {
 	if d.mod, err = cu.LoadData(kernels.NF4PTX); err != nil {
 		return fmt.Errorf("%w: loading kernels on cuda:%d: %v", ErrCUDA, d.ordinal, err)
 	}
-	for _, name := range []string{
-		"quantize4_f32_nf4", "quantize4_f16_nf4", "quantize4_bf16_nf4",
-		"quantize4_f32_fp4", "quantize4_f16_fp4", "quantize4_bf16_fp4",
-		"nest_quantize", "dequantize4_f32", "dequantize4_f16", "dequantize4_bf16",
-	} {
+	if d.sms, err = d.dev.Attribute(cu.MultiprocessorCount); err != nil {
+		return fmt.Errorf("%w: multiprocessor count: %v", ErrCUDA, err)
+	}
+	for _, name := range kernelNames() {
 		f, err := d.mod.Function(name)
 		if err != nil {
 			return fmt.Errorf("%w: kernel %s: %v", ErrCUDA, name, err)
@@ -130,10 +131,11 @@ func (d *Device) do(f func() error) error {
 	return <-errc
 }
 
-// Close destroys the context.
+// Close frees the device's buffers and destroys the context.
 func (d *Device) Close() error {
+	err := d.do(func() error { d.ws.free(); d.ws = nil; return nil })
 	close(d.work)
-	return nil
+	return err
 }
 
 // Info describes the device, with its free memory now.
@@ -193,53 +195,327 @@ func (p *pinned) free() {
 	}
 }
 
-// launch runs kernel name with 1-D geometry; args are uint64 values (device
-// pointers, counts; int parameters read the low half).
-func (d *Device) launch(name string, threads int64, block int, stream cu.Stream, args ...uint64) error {
-	grid := (threads + int64(block) - 1) / int64(block)
-	if grid == 0 {
+// GridPerSM is the number of 256-thread CTAs per multiprocessor that the
+// persistent kernels launch (they loop over their work).
+var GridPerSM = 8
+
+// ChunkBytes is the input chunk size of the host pipelines: each chunk is
+// copied to the device, quantized and copied back on one of two streams, so
+// one chunk's copies overlap the other's kernels.
+var ChunkBytes int64 = 32 << 20
+
+var dtNames = map[quant.DType]string{quant.F32: "f32", quant.F16: "f16", quant.BF16: "bf16"}
+
+// tileVectors is the groups of 8 values a lane takes per tile in quant_tile.
+func tileVectors(dt quant.DType) int {
+	if dt == quant.F32 {
+		return 2
+	}
+	return 4
+}
+
+func kernelNames() []string {
+	names := []string{"nest_quantize", "dequant_f32_v2", "dequant_f16_v4", "dequant_bf16_v4",
+		"dequant_bf16_v2", "dequant_bf16_v8", "quant_tile_bf16_nf4_b64_v2", "quant_tile_bf16_nf4_b64_v8"}
+	for dt, dn := range dtNames {
+		for _, qt := range []quant.Type{quant.NF4, quant.FP4} {
+			names = append(names, fmt.Sprintf("quant_warp_%s_%s", dn, qt))
+			for _, bs := range []int{32, 64, 128, 256} {
+				names = append(names, fmt.Sprintf("quant_tile_%s_%s_b%d_v%d", dn, qt, bs, tileVectors(dt)))
+			}
+		}
+	}
+	return names
+}
+
+// launch runs kernel name on a persistent grid of enough 256-thread CTAs for
+// warps warps of work (at most GridPerSM per multiprocessor); args are uint64
+// values (device pointers, counts; int and float parameters read the low half).
+func (d *Device) launch(name string, warps int64, stream cu.Stream, args ...uint64) error {
+	grid := min((warps+7)/8, int64(d.sms*GridPerSM))
+	if grid <= 0 {
 		return nil
+	}
+	f, ok := d.fn[name]
+	if !ok {
+		return fmt.Errorf("%w: no kernel %s", ErrCUDA, name)
 	}
 	ptrs := make([]unsafe.Pointer, len(args))
 	for i := range args {
 		ptrs[i] = unsafe.Pointer(&args[i])
 	}
-	return cuErr("launch "+name, d.fn[name].Launch(int(grid), 1, 1, block, 1, 1, 0, stream, ptrs))
+	return cuErr("launch "+name, f.Launch(int(grid), 1, 1, 256, 1, 1, 0, stream, ptrs))
 }
 
-func dtName(dt quant.DType) string {
-	switch dt {
-	case quant.F32:
-		return "f32"
-	case quant.F16:
-		return "f16"
+func f32arg(f float32) uint64 { return uint64(math.Float32bits(f)) }
+
+// launchQuantize quantizes n values of dt at x (16-byte aligned, starting on a
+// block boundary) into packed codes and float32 absmax, setting *bad when a
+// value is not finite: whole tiles with quant_tile, the rest (and block sizes
+// above 256) one warp per block.
+func (d *Device) launchQuantize(x cu.DevicePtr, n int64, dt quant.DType, p quant.Params, packed, absmax, bad cu.DevicePtr, st cu.Stream) error {
+	dn, bs := dtNames[dt], int64(p.BlockSize)
+	nblocks := (n + bs - 1) / bs
+	var blk0 int64
+	if bs <= 256 {
+		v := tileVectors(dt)
+		tile := int64(256 * v)
+		if ntiles := n / tile; ntiles > 0 {
+			name := fmt.Sprintf("quant_tile_%s_%s_b%d_v%d", dn, p.Type, bs, v)
+			if err := d.launch(name, ntiles, st, uint64(x), uint64(ntiles), uint64(packed), uint64(absmax), uint64(bad)); err != nil {
+				return err
+			}
+			blk0 = ntiles * tile / bs
+		}
 	}
-	return "bf16"
-}
-
-func log2(n int) uint64 {
-	var l uint64
-	for 1<<l < n {
-		l++
+	if blk0 == nblocks {
+		return nil
 	}
-	return l
+	return d.launch(fmt.Sprintf("quant_warp_%s_%s", dn, p.Type), nblocks-blk0, st,
+		uint64(x), uint64(n), uint64(bs), uint64(blk0), uint64(packed), uint64(absmax), uint64(bad))
 }
 
-// quantThreads is the launch size of quantize4 for n elements.
-func quantThreads(n int64, blocksize int) int64 {
-	tpb := int64(min(blocksize/8, 32))
-	return (n + int64(blocksize) - 1) / int64(blocksize) * tpb
+// workspace is a device's reusable pipeline memory: per stream a device input
+// chunk, packed codes, absmax and a flag, and pinned host buffers for each.
+type workspace struct {
+	chunk int64 // input bytes per stream
+	in    [2]cu.DevicePtr
+	out   [2]cu.DevicePtr // packed codes, then absmax (aligned), then the flag
+	host  [2]*pinned      // input chunk, then the out section
+	outSz int64
 }
 
-// ChunkBytes is the input chunk size of Quantize's host pipeline.
-var ChunkBytes int64 = 64 << 20
+// layout returns the offsets of absmax and the flag in an out section for
+// chunk input bytes of the smallest element size (2) and block size (32).
+func outLayout(chunk int64) (absOff, badOff, size int64) {
+	elems := chunk / 2
+	absOff = ((elems+1)/2 + 255) &^ 255
+	badOff = absOff + (elems/32+1)*4
+	return absOff, badOff, badOff + 16
+}
+
+func (ws *workspace) free() {
+	if ws == nil {
+		return
+	}
+	for i := range 2 {
+		if ws.in[i] != 0 {
+			cu.MemFree(ws.in[i])
+		}
+		if ws.out[i] != 0 {
+			cu.MemFree(ws.out[i])
+		}
+		ws.host[i].free()
+	}
+}
+
+// workspaceFor returns a workspace with chunks of at most chunk bytes,
+// reallocating when the size changed.
+func (d *Device) workspaceFor(chunk int64) (*workspace, error) {
+	if d.ws != nil && d.ws.chunk == chunk {
+		return d.ws, nil
+	}
+	d.ws.free()
+	d.ws = nil
+	ws := &workspace{chunk: chunk}
+	_, _, ws.outSz = outLayout(chunk)
+	for i := range 2 {
+		var err error
+		if ws.in[i], err = cu.MemAlloc(chunk); err != nil {
+			ws.free()
+			return nil, cuErr(fmt.Sprintf("allocating %d bytes", chunk), err)
+		}
+		if ws.out[i], err = cu.MemAlloc(ws.outSz); err != nil {
+			ws.free()
+			return nil, cuErr(fmt.Sprintf("allocating %d bytes", ws.outSz), err)
+		}
+		if ws.host[i], err = allocPinned(int(chunk + ws.outSz)); err != nil {
+			ws.free()
+			return nil, err
+		}
+	}
+	d.ws = ws
+	return ws, nil
+}
+
+// parallelCopy copies src into dst (equal lengths) with a few goroutines when
+// it is large: one core copies about 10 GB/s, and pinned staging is on the
+// critical path of every chunk.
+func parallelCopy(dst, src []byte) {
+	const part = 4 << 20
+	if len(src) < 2*part {
+		copy(dst, src)
+		return
+	}
+	workers := min(runtime.GOMAXPROCS(0), 8, len(src)/part)
+	per := (len(src) + workers - 1) / workers
+	done := make(chan struct{}, workers)
+	for w := range workers {
+		lo, hi := w*per, min((w+1)*per, len(src))
+		go func() {
+			copy(dst[lo:hi], src[lo:hi])
+			done <- struct{}{}
+		}()
+	}
+	for range workers {
+		<-done
+	}
+}
+
+// quantizeBlocks is quant.Backend's QuantizeBlocks on this device's thread:
+// chunks of whole blocks go up through pinned memory on alternating streams;
+// packed codes, absmax and the non-finite flag come back. devAbsmax, when not
+// zero, also receives every absmax value on the device (for double quantization
+// there). It reports whether some value was not finite.
+func (d *Device) quantizeBlocks(packed []byte, absmax []float32, src []byte, dt quant.DType, p quant.Params, chunkBytes int64, devAbsmax cu.DevicePtr) (bool, error) {
+	es, bs := int64(dt.Size()), int64(p.BlockSize)
+	n := int64(len(src)) / es
+	// Chunks hold whole tiles of the largest block size, so every chunk but
+	// the last starts and ends on a block and tile boundary.
+	const align = 4096
+	chunkElems := max(chunkBytes/es/align, 1) * align
+	chunkElems = min(chunkElems, (n+align-1)/align*align)
+	ws, err := d.workspaceFor(chunkElems * 4)
+	if err != nil {
+		return false, err
+	}
+	absOff, badOff, _ := outLayout(ws.chunk)
+	type pending struct{ start, cnt int64 }
+	var inflight [2]*pending
+	bad := false
+	finish := func(s int) error {
+		pd := inflight[s]
+		if pd == nil {
+			return nil
+		}
+		inflight[s] = nil
+		if err := cuErr("sync", d.streams[s].Synchronize()); err != nil {
+			return err
+		}
+		out := ws.host[s].b[ws.chunk:]
+		copy(packed[pd.start/2:(pd.start+pd.cnt+1)/2], out[:(pd.cnt+1)/2])
+		b0, nb := pd.start/bs, (pd.cnt+bs-1)/bs
+		copy(absmax[b0:b0+nb], unsafe.Slice((*float32)(unsafe.Pointer(&out[absOff])), nb))
+		if binary.LittleEndian.Uint32(out[badOff:]) != 0 {
+			bad = true
+		}
+		return nil
+	}
+	for i, start := 0, int64(0); start < n; i, start = i+1, start+chunkElems {
+		s := i % 2
+		if err := finish(s); err != nil {
+			return false, err
+		}
+		cnt := min(chunkElems, n-start)
+		st, in, out := d.streams[s], ws.in[s], ws.out[s]
+		parallelCopy(ws.host[s].b[:cnt*es], src[start*es:(start+cnt)*es])
+		hostOut := unsafe.Add(ws.host[s].p, ws.chunk)
+		nb := (cnt + bs - 1) / bs
+		devAbs := out + cu.DevicePtr(absOff)
+		if devAbsmax != 0 {
+			devAbs = devAbsmax + cu.DevicePtr(start/bs*4)
+		}
+		for _, err := range []error{
+			cuErr("copy to device", cu.MemcpyHtoDAsync(in, ws.host[s].p, cnt*es, st)),
+			cuErr("clear flag", cu.MemsetD32Async(out+cu.DevicePtr(badOff), 0, 1, st)),
+			d.launchQuantize(in, cnt, dt, p, out, devAbs, out+cu.DevicePtr(badOff), st),
+			cuErr("copy codes", cu.MemcpyDtoHAsync(hostOut, out, (cnt+1)/2, st)),
+			cuErr("copy absmax", cu.MemcpyDtoHAsync(unsafe.Add(hostOut, absOff), devAbs, nb*4, st)),
+			cuErr("copy flag", cu.MemcpyDtoHAsync(unsafe.Add(hostOut, badOff), out+cu.DevicePtr(badOff), 4, st)),
+		} {
+			if err != nil {
+				return false, err
+			}
+		}
+		inflight[s] = &pending{start: start, cnt: cnt}
+	}
+	for s := range 2 {
+		if err := finish(s); err != nil {
+			return false, err
+		}
+	}
+	return bad, nil
+}
+
+// withSmallerChunks runs f with ChunkBytes, then with smaller chunks while the
+// device is out of memory (down to 1 MiB).
+func withSmallerChunks(f func(chunk int64) error) error {
+	chunk := ChunkBytes
+	for {
+		err := f(chunk)
+		if err == nil || !errors.Is(err, ErrOutOfMemory) || chunk <= 1<<20 {
+			return err
+		}
+		chunk /= 4
+	}
+}
+
+// Backend returns a quant.Backend that quantizes on this device (see
+// quant.Backend: bit-identical to quant.CPU). A run with a non-finite value
+// (when p.AllowNonFinite is off) is handed to the CPU backend, which names the
+// first one; when device memory runs out even for small chunks, the run goes
+// to the CPU and Warn, if set, says so once.
+func (d *Device) Backend() quant.Backend { return &backend{d: d} }
+
+type backend struct {
+	d      *Device
+	warned bool
+	// Warn, when set, receives a one-line warning about a fallback to the CPU.
+	Warn func(string)
+}
+
+func (b *backend) Name() string { return fmt.Sprintf("cuda:%d", b.d.ordinal) }
+
+func (b *backend) QuantizeBlocks(packed []byte, absmax []float32, src []byte, dt quant.DType, p quant.Params, first int64) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	es := int64(dt.Size())
+	if es == 0 {
+		return fmt.Errorf("%w: %q", quant.ErrDType, dt)
+	}
+	n := int64(len(src)) / es
+	sz := quant.SizesFor(n, p)
+	if int64(len(src))%es != 0 || int64(len(packed)) < sz.Packed || int64(len(absmax)) < sz.Blocks {
+		return fmt.Errorf("%w: %s: %d bytes of %s into %d packed bytes and %d absmax values", quant.ErrLength,
+			b.Name(), len(src), dt, len(packed), len(absmax))
+	}
+	if n == 0 {
+		return nil
+	}
+	var bad bool
+	err := withSmallerChunks(func(chunk int64) error {
+		return b.d.do(func() error {
+			var err error
+			bad, err = b.d.quantizeBlocks(packed, absmax, src, dt, p, chunk, 0)
+			return err
+		})
+	})
+	if errors.Is(err, ErrOutOfMemory) {
+		if !b.warned && b.Warn != nil {
+			b.Warn(fmt.Sprintf("%s: out of device memory, quantizing on the CPU", b.Name()))
+		}
+		b.warned = true
+		return quant.CPU(0).QuantizeBlocks(packed, absmax, src, dt, p, first)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", quant.ErrBackend, b.Name(), err)
+	}
+	if bad && !p.AllowNonFinite {
+		// The CPU finds and names the first non-finite value.
+		if err := quant.CPU(0).QuantizeBlocks(packed, absmax, src, dt, p, first); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: %s reported a non-finite value the CPU did not find", quant.ErrBackend, b.Name())
+	}
+	return nil
+}
 
 // Quantize quantizes n elements of src (raw little-endian dt) into dst, which
 // holds quant.SizesFor(n, p).Total() bytes laid out as a stream payload
 // (packed | absmax | nested absmax), and returns the double-quantization
-// offset. The input goes up in chunks through pinned buffers on two streams,
-// so copies and kernels overlap. When the device runs out of memory it retries
-// with smaller chunks, then fails with ErrOutOfMemory.
+// offset (quant.MeanF32 of the absmax values, the same on CPU and GPU). Double
+// quantization runs on the device. Non-finite input fails as with quant.CPU.
 func (d *Device) Quantize(dst, src []byte, dt quant.DType, n int64, p quant.Params) (float32, error) {
 	if err := checkArgs(len(src), dt, n, p); err != nil {
 		return 0, fmt.Errorf("gpu quantize: %w", err)
@@ -248,22 +524,73 @@ func (d *Device) Quantize(dst, src []byte, dt quant.DType, n int64, p quant.Para
 	if int64(len(dst)) != sz.Total() {
 		return 0, fmt.Errorf("gpu quantize: %w: dst holds %d bytes, payload needs %d", ErrArgs, len(dst), sz.Total())
 	}
-	var offset float32
-	chunk := ChunkBytes
-	for {
-		err := d.do(func() error {
-			var err error
-			offset, err = d.quantize(dst, src, dt, n, p, sz, chunk)
-			return err
-		})
-		if err == nil || !isOOM(err) || chunk <= 1<<20 {
-			return offset, err
-		}
-		chunk /= 4
+	if n == 0 {
+		return 0, nil
 	}
+	absmax := make([]float32, sz.Blocks)
+	var offset float32
+	var bad bool
+	err := withSmallerChunks(func(chunk int64) error {
+		return d.do(func() error {
+			var devAbs cu.DevicePtr
+			if p.DoubleQuant {
+				var err error
+				if devAbs, err = cu.MemAlloc(sz.Blocks * 4); err != nil {
+					return cuErr("allocating absmax", err)
+				}
+				defer cu.MemFree(devAbs)
+			}
+			var err error
+			if bad, err = d.quantizeBlocks(dst[:sz.Packed], absmax, src, dt, p, chunk, devAbs); err != nil || (bad && !p.AllowNonFinite) || !p.DoubleQuant {
+				return err
+			}
+			offset = quant.MeanF32(absmax)
+			return d.nest(devAbs, sz, offset, dst[sz.Packed:])
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("gpu quantize: %w", err)
+	}
+	if bad && !p.AllowNonFinite {
+		q := p
+		q.DoubleQuant = false
+		if err := quant.CPU(0).QuantizeBlocks(dst[:sz.Packed], absmax, src, dt, q, 0); err != nil {
+			return 0, err
+		}
+		return 0, fmt.Errorf("gpu quantize: %w: non-finite flag without a non-finite value", ErrCUDA)
+	}
+	if !p.DoubleQuant {
+		rest := dst[sz.Packed:]
+		for i, v := range absmax {
+			binary.LittleEndian.PutUint32(rest[4*i:], math.Float32bits(v))
+		}
+	}
+	return offset, nil
 }
 
-func isOOM(err error) bool { return errors.Is(err, ErrOutOfMemory) }
+// nest runs double quantization of the absmax values on the device and copies
+// the codes and nested absmax into sec (the payload after the packed codes).
+func (d *Device) nest(devAbs cu.DevicePtr, sz quant.Sizes, offset float32, sec []byte) error {
+	var mem devBuf
+	defer mem.free()
+	out, err := mem.alloc(sz.Blocks + 256 + sz.Nested)
+	if err != nil {
+		return err
+	}
+	codes, nested := out, out+cu.DevicePtr((sz.Blocks+255)&^255)
+	st := d.streams[0]
+	if err := d.launch("nest_quantize", sz.NestedBlocks(), st,
+		uint64(devAbs), uint64(sz.Blocks), f32arg(offset), uint64(d.dynmap), uint64(codes), uint64(nested)); err != nil {
+		return err
+	}
+	if err := cuErr("copy codes", cu.MemcpyDtoHAsync(unsafe.Pointer(&sec[0]), codes, sz.Blocks, st)); err != nil {
+		return err
+	}
+	if err := cuErr("copy nested", cu.MemcpyDtoHAsync(unsafe.Pointer(&sec[sz.Blocks]), nested, sz.Nested, st)); err != nil {
+		return err
+	}
+	return cuErr("sync", st.Synchronize())
+}
 
 type devBuf struct{ ptrs []cu.DevicePtr }
 
@@ -282,126 +609,6 @@ func (b *devBuf) free() {
 	}
 }
 
-func (d *Device) quantize(dst, src []byte, dt quant.DType, n int64, p quant.Params, sz quant.Sizes, chunkBytes int64) (float32, error) {
-	es := int64(dt.Size())
-	bs := int64(p.BlockSize)
-	// Chunks hold whole blocks.
-	chunkElems := max(chunkBytes/es/bs, 1) * bs
-	chunkElems = min(chunkElems, (n+bs-1)/bs*bs)
-	var mem devBuf
-	defer mem.free()
-	var host [2]*pinned
-	defer host[0].free()
-	defer host[1].free()
-	var xin, pout [2]cu.DevicePtr
-	for i := range 2 {
-		var err error
-		if xin[i], err = mem.alloc(chunkElems * es); err != nil {
-			return 0, err
-		}
-		if pout[i], err = mem.alloc((chunkElems + 1) / 2); err != nil {
-			return 0, err
-		}
-		if host[i], err = allocPinned(int(chunkElems*es + (chunkElems+1)/2)); err != nil {
-			return 0, err
-		}
-	}
-	absmax, err := mem.alloc(sz.Blocks * 4)
-	if err != nil {
-		return 0, err
-	}
-	kname := "quantize4_" + dtName(dt) + "_" + string(p.Type)
-	type pending struct {
-		packedOff, packedLen int64
-	}
-	var inflight [2]*pending
-	finish := func(s int) error {
-		if inflight[s] == nil {
-			return nil
-		}
-		if err := cuErr("sync", d.streams[s].Synchronize()); err != nil {
-			return err
-		}
-		pd := inflight[s]
-		in := chunkElems * es
-		copy(dst[pd.packedOff:pd.packedOff+pd.packedLen], host[s].b[in:in+pd.packedLen])
-		inflight[s] = nil
-		return nil
-	}
-	for i, start := 0, int64(0); start < n; i, start = i+1, start+chunkElems {
-		s := i % 2
-		if err := finish(s); err != nil {
-			return 0, err
-		}
-		cnt := min(chunkElems, n-start)
-		in := cnt * es
-		copy(host[s].b[:in], src[start*es:start*es+in])
-		st := d.streams[s]
-		if err := cuErr("copy to device", cu.MemcpyHtoDAsync(xin[s], host[s].p, in, st)); err != nil {
-			return 0, err
-		}
-		if err := d.launch(kname, quantThreads(cnt, p.BlockSize), 256, st,
-			uint64(xin[s]), uint64(cnt), uint64(p.BlockSize), uint64(pout[s]), uint64(absmax)+uint64(start/bs*4)); err != nil {
-			return 0, err
-		}
-		plen := (cnt + 1) / 2
-		hostOut := unsafe.Add(host[s].p, chunkElems*es)
-		if err := cuErr("copy to host", cu.MemcpyDtoHAsync(hostOut, pout[s], plen, st)); err != nil {
-			return 0, err
-		}
-		inflight[s] = &pending{packedOff: start / 2, packedLen: plen}
-	}
-	for s := range 2 {
-		if err := finish(s); err != nil {
-			return 0, err
-		}
-	}
-	// Absmax: float32 values come back; with double quant the host takes their
-	// mean in torch's order, and the nested pass runs on the device.
-	am := make([]float32, sz.Blocks)
-	if err := cuErr("copy absmax", cu.MemcpyDtoH(unsafe.Pointer(&am[0]), absmax, sz.Blocks*4)); err != nil {
-		return 0, err
-	}
-	rest := dst[sz.Packed:]
-	if !p.DoubleQuant {
-		for i, v := range am {
-			binary.LittleEndian.PutUint32(rest[4*i:], math.Float32bits(v))
-		}
-		return 0, nil
-	}
-	offset := MeanF32(am)
-	codes, nested, err := d.nest(&mem, absmax, sz, offset)
-	if err != nil {
-		return 0, err
-	}
-	if err := cuErr("copy codes", cu.MemcpyDtoH(unsafe.Pointer(&rest[0]), codes, sz.Blocks)); err != nil {
-		return 0, err
-	}
-	return offset, cuErr("copy nested", cu.MemcpyDtoH(unsafe.Pointer(&rest[sz.Blocks]), nested, sz.Nested))
-}
-
-// nest runs double quantization of the device absmax values with offset.
-func (d *Device) nest(mem *devBuf, absmax cu.DevicePtr, sz quant.Sizes, offset float32) (codes, nested cu.DevicePtr, err error) {
-	off, err := mem.alloc(4)
-	if err != nil {
-		return 0, 0, err
-	}
-	if err := cuErr("copy offset", cu.MemcpyHtoD(off, unsafe.Pointer(&offset), 4)); err != nil {
-		return 0, 0, err
-	}
-	if codes, err = mem.alloc(sz.Blocks); err != nil {
-		return 0, 0, err
-	}
-	if nested, err = mem.alloc(sz.Nested); err != nil {
-		return 0, 0, err
-	}
-	if err := d.launch("nest_quantize", sz.NestedBlocks()*32, 256, d.streams[0],
-		uint64(absmax), uint64(sz.Blocks), uint64(off), uint64(d.dynmap), uint64(codes), uint64(nested)); err != nil {
-		return 0, 0, err
-	}
-	return codes, nested, cuErr("sync", d.streams[0].Synchronize())
-}
-
 // Dequantize turns a stream payload back into n elements of dt in dst.
 func (d *Device) Dequantize(dst, payload []byte, dt quant.DType, n int64, p quant.Params, offset float32) error {
 	if err := checkArgs(len(dst), dt, n, p); err != nil {
@@ -410,6 +617,9 @@ func (d *Device) Dequantize(dst, payload []byte, dt quant.DType, n int64, p quan
 	sz := quant.SizesFor(n, p)
 	if int64(len(payload)) != sz.Total() {
 		return fmt.Errorf("gpu dequantize: %w: payload of %d bytes, want %d", ErrArgs, len(payload), sz.Total())
+	}
+	if n == 0 {
+		return nil
 	}
 	return d.do(func() error {
 		var mem devBuf
@@ -438,18 +648,7 @@ func (d *Device) Dequantize(dst, payload []byte, dt quant.DType, n int64, p quan
 		if err != nil {
 			return err
 		}
-		off, err := mem.alloc(4)
-		if err != nil {
-			return err
-		}
-		if err := cuErr("copy offset", cu.MemcpyHtoD(off, unsafe.Pointer(&offset), 4)); err != nil {
-			return err
-		}
-		absmax, codes, nested := uint64(sec), uint64(0), uint64(0)
-		if p.DoubleQuant {
-			codes, nested, absmax = uint64(sec), uint64(nest), 0
-		}
-		if err := d.launchDequant(dt, n, p, uint64(in), absmax, codes, nested, uint64(off), uint64(out), d.streams[0]); err != nil {
+		if err := d.launchDequant(dt, n, p, in, sec, nest, offset, out, d.streams[0]); err != nil {
 			return err
 		}
 		if err := cuErr("sync", d.streams[0].Synchronize()); err != nil {
@@ -459,13 +658,32 @@ func (d *Device) Dequantize(dst, payload []byte, dt quant.DType, n int64, p quan
 	})
 }
 
-func (d *Device) launchDequant(dt quant.DType, n int64, p quant.Params, packed, absmax, codes, nested, off, out uint64, st cu.Stream) error {
+// launchDequant runs dequant_<dt> over n values: sec is the F32 absmax
+// section, or with double quantization the U8 codes, with nested beside it.
+func (d *Device) launchDequant(dt quant.DType, n int64, p quant.Params, packed, sec, nested cu.DevicePtr, offset float32, out cu.DevicePtr, st cu.Stream) error {
+	return d.launchDequantV(dt, tileVectors(dt), n, p, packed, sec, nested, offset, out, st)
+}
+
+func (d *Device) launchDequantV(dt quant.DType, v int, n int64, p quant.Params, packed, sec, nested cu.DevicePtr, offset float32, out cu.DevicePtr, st cu.Stream) error {
 	qt := uint64(0)
 	if p.Type == quant.FP4 {
 		qt = 1
 	}
-	return d.launch("dequantize4_"+dtName(dt), (n+7)/8, 256, st,
-		packed, uint64(n), log2(p.BlockSize), qt, absmax, codes, nested, off, uint64(d.dynmap), out)
+	absmax, codes := uint64(sec), uint64(0)
+	if p.DoubleQuant {
+		absmax, codes = 0, uint64(sec)
+	}
+	warps := max((n/8+int64(32*v)-1)/int64(32*v), 1)
+	return d.launch(fmt.Sprintf("dequant_%s_v%d", dtNames[dt], v), warps, st,
+		uint64(packed), uint64(n), log2(p.BlockSize), qt, absmax, codes, uint64(nested), f32arg(offset), uint64(d.dynmap), uint64(out))
+}
+
+func log2(n int) uint64 {
+	var l uint64
+	for 1<<l < n {
+		l++
+	}
+	return l
 }
 
 // Buffer is device memory holding uploaded bytes.

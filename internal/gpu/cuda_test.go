@@ -5,6 +5,8 @@ package gpu
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -174,68 +176,80 @@ func TestThresholdSweep(t *testing.T) {
 	}
 }
 
-// TestRandomOddSizes checks the GPU on random tensors with short last blocks
-// and odd counts against a literal reference, through several chunks.
-func TestRandomOddSizes(t *testing.T) {
+// randomTensor returns n values of dt (raw bytes) drawn to exercise every
+// path: normal values at several scales, all-zero blocks, subnormals, and,
+// with nonFinite, NaN and ±Inf.
+func randomTensor(r *rand.Rand, dt quant.DType, n int64, bs int, nonFinite bool) []byte {
+	src := make([]byte, n*int64(dt.Size()))
+	scale := 0.02
+	for i := int64(0); i < n; i++ {
+		if i%int64(bs) == 0 {
+			switch r.IntN(8) {
+			case 0:
+				scale = 0 // an all-zero block
+			case 1:
+				scale = 1e-39 // subnormal in float32 (flushed)
+			case 2:
+				scale = 1e3
+			default:
+				scale = math.Pow(10, -r.Float64()*4)
+			}
+		}
+		v := float32(r.NormFloat64() * scale)
+		if nonFinite && r.IntN(5000) == 0 {
+			v = []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))}[r.IntN(3)]
+		}
+		switch dt {
+		case quant.BF16:
+			binary.LittleEndian.PutUint16(src[2*i:], uint16(math.Float32bits(v)>>16))
+		case quant.F16:
+			binary.LittleEndian.PutUint16(src[2*i:], f16bits(v))
+		default:
+			binary.LittleEndian.PutUint32(src[4*i:], math.Float32bits(v))
+		}
+	}
+	return src
+}
+
+// f16bits truncates v to a half (any half will do for a test input).
+func f16bits(v float32) uint16 {
+	b := math.Float32bits(v)
+	sign := uint16(b>>16) & 0x8000
+	e := int(b>>23&0xFF) - 127 + 15
+	switch {
+	case b&0x7FFFFFFF > 0x7F800000:
+		return sign | 0x7E00
+	case e >= 31:
+		return sign | 0x7C00
+	case e <= 0:
+		return sign | uint16(b>>13&0x3FF)>>uint(min(1-e, 11)) // a subnormal half
+	}
+	return sign | uint16(e)<<10 | uint16(b>>13&0x3FF)
+}
+
+// TestGPUMatchesCPU quantizes random tensors of odd sizes, every dtype, block
+// size and type, with and without double quantization, through Device.Quantize
+// and through the Backend (with small chunks so that runs cross chunk
+// boundaries), and demands the CPU path's bytes exactly; then dequantizes on
+// both and demands equal values.
+func TestGPUMatchesCPU(t *testing.T) {
 	d := openGPU(t)
 	old := ChunkBytes
 	ChunkBytes = 1 << 20
 	defer func() { ChunkBytes = old }()
 	r := rand.New(rand.NewPCG(1, 2))
-	for _, n := range []int64{1, 7, 63, 65, 1001, 300001, 1 << 20, 3<<20 + 17} {
-		for _, bs := range []int{32, 64, 256, 4096} {
+	sizes := []int64{1, 7, 63, 65, 255, 1001, 4097, 300001, 1<<20 + 17, 3<<20 + 17}
+	for _, dt := range []quant.DType{quant.BF16, quant.F16, quant.F32} {
+		for _, bs := range []int{32, 64, 128, 256, 512, 4096} {
 			for _, qt := range []quant.Type{quant.NF4, quant.FP4} {
-				x := make([]float32, n)
-				src := make([]byte, 2*n)
-				for i := range x {
-					v := float32(r.NormFloat64() * 0.02)
-					h := uint16(math.Float32bits(v) >> 16)
-					x[i] = math.Float32frombits(uint32(h) << 16)
-					binary.LittleEndian.PutUint16(src[2*i:], h)
-				}
-				p := quant.Params{Type: qt, BlockSize: bs, DoubleQuant: true}
-				sz := quant.SizesFor(n, p)
-				got := make([]byte, sz.Total())
-				off, err := d.Quantize(got, src, quant.BF16, n, p)
-				if err != nil {
-					t.Fatal(err)
-				}
-				// Reference codes and absmax.
-				absmax := make([]float32, sz.Blocks)
-				want := make([]byte, sz.Packed)
-				for b := int64(0); b < sz.Blocks; b++ {
-					lo, hi := b*int64(bs), min((b+1)*int64(bs), n)
-					m := float32(-math.MaxFloat32)
-					if hi-lo < int64(bs) {
-						m = 0
-					}
-					for _, v := range x[lo:hi] {
-						m = max(m, float32(math.Abs(float64(v))))
-					}
-					absmax[b] = m
-					sc := float32(1) / m
-					for i := lo; i < hi; i++ {
-						c := refCode(qt, x[i]*sc)
-						if i%2 == 0 {
-							want[i/2] = c << 4
-						} else {
-							want[i/2] |= c
+				for _, dq := range []bool{false, true} {
+					for si, n := range sizes {
+						if si >= 8 && (bs != 64 || dt != quant.BF16) && (r.IntN(4) != 0 || testing.Short()) {
+							continue // large sizes: the default case, and a sample of the rest
 						}
-					}
-				}
-				if !bytes.Equal(got[:sz.Packed], want) {
-					t.Errorf("n=%d bs=%d %s: packed codes differ", n, bs, qt)
-				}
-				if wo := MeanF32(absmax); wo != off {
-					t.Errorf("n=%d bs=%d %s: offset %v, want %v", n, bs, qt, off, wo)
-				}
-				// Dequantized absmax must be close to the true one.
-				codes, nested := got[sz.Packed:sz.Packed+sz.Blocks], f32s(got[sz.Packed+sz.Blocks:])
-				deq := make([]float32, sz.Blocks)
-				quant.NestDequantize(deq, codes, nested, off)
-				for i := range deq {
-					if math.Abs(float64(deq[i]-absmax[i])) > 0.02*float64(absmax[i])+1e-6 {
-						t.Fatalf("n=%d bs=%d: absmax %d: %v from %v", n, bs, i, deq[i], absmax[i])
+						p := quant.Params{Type: qt, BlockSize: bs, DoubleQuant: dq, AllowNonFinite: si%3 == 0}
+						src := randomTensor(r, dt, n, bs, p.AllowNonFinite)
+						checkAgainstCPU(t, d, src, dt, n, p)
 					}
 				}
 			}
@@ -243,15 +257,110 @@ func TestRandomOddSizes(t *testing.T) {
 	}
 }
 
+func checkAgainstCPU(t *testing.T, d *Device, src []byte, dt quant.DType, n int64, p quant.Params) {
+	t.Helper()
+	what := fmt.Sprintf("%s n=%d %+v", dt, n, p)
+	want, err := quant.Quantize(src, dt, p, quant.CPU(0))
+	if err != nil {
+		t.Fatalf("%s: cpu: %v", what, err)
+	}
+	wantPayload := append(append(append([]byte(nil), want.Packed...), want.Absmax...), want.Nested...)
+	got := make([]byte, len(wantPayload))
+	off, err := d.Quantize(got, src, dt, n, p)
+	if err != nil {
+		t.Fatalf("%s: gpu: %v", what, err)
+	}
+	if off != want.NestedOffset {
+		t.Errorf("%s: offset %v, cpu %v", what, off, want.NestedOffset)
+	}
+	if i := firstDiff(got, wantPayload); i >= 0 {
+		t.Errorf("%s: Quantize payload differs from the CPU's at byte %d of %d (packed %d)", what, i, len(got), len(want.Packed))
+		return
+	}
+	viaBackend, err := quant.Quantize(src, dt, p, d.Backend())
+	if err != nil {
+		t.Fatalf("%s: backend: %v", what, err)
+	}
+	if !bytes.Equal(viaBackend.Packed, want.Packed) || !bytes.Equal(viaBackend.Absmax, want.Absmax) ||
+		!bytes.Equal(viaBackend.Nested, want.Nested) || viaBackend.NestedOffset != want.NestedOffset {
+		t.Errorf("%s: Backend result differs from the CPU's", what)
+	}
+	wantVals, err := want.Dequantize(dt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotVals := make([]byte, len(src))
+	if err := d.Dequantize(gotVals, got, dt, n, p, off); err != nil {
+		t.Fatalf("%s: dequantize: %v", what, err)
+	}
+	if i := firstDiff(gotVals, wantVals); i >= 0 {
+		if !p.AllowNonFinite || !nanBytes(dt, gotVals, wantVals, i) {
+			t.Errorf("%s: dequantized values differ from the CPU's at byte %d", what, i)
+		}
+	}
+}
+
+// nanBytes reports whether the element at byte i is NaN in both outputs: NaN
+// payloads from 0*Inf differ between the GPU and the CPU.
+func nanBytes(dt quant.DType, a, b []byte, i int) bool {
+	es := dt.Size()
+	i -= i % es
+	isNaN := func(x []byte) bool {
+		switch dt {
+		case quant.F32:
+			return binary.LittleEndian.Uint32(x[i:])&0x7FFFFFFF > 0x7F800000
+		case quant.BF16:
+			return binary.LittleEndian.Uint16(x[i:])&0x7FFF > 0x7F80
+		}
+		return binary.LittleEndian.Uint16(x[i:])&0x7FFF > 0x7C00
+	}
+	return isNaN(a) && isNaN(b) && firstDiff(a[i+es:], b[i+es:]) < 0
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	if len(a) != len(b) {
+		return min(len(a), len(b))
+	}
+	return -1
+}
+
+// TestGPUNonFinite checks that a NaN or Inf fails as on the CPU, naming the
+// same element, through both entry points.
+func TestGPUNonFinite(t *testing.T) {
+	d := openGPU(t)
+	n := int64(1 << 20)
+	src := randomTensor(rand.New(rand.NewPCG(7, 8)), quant.BF16, n, 64, false)
+	binary.LittleEndian.PutUint16(src[2*777777:], 0x7F80) // +Inf
+	binary.LittleEndian.PutUint16(src[2*900001:], 0x7FC1) // NaN
+	p := quant.DefaultParams()
+	_, err := quant.Quantize(src, quant.BF16, p, d.Backend())
+	var nf *quant.NonFiniteError
+	if !errors.As(err, &nf) || nf.Index != 777777 {
+		t.Fatalf("backend: %v, want a NonFiniteError at 777777", err)
+	}
+	_, err = d.Quantize(make([]byte, quant.SizesFor(n, p).Total()), src, quant.BF16, n, p)
+	if !errors.As(err, &nf) || nf.Index != 777777 {
+		t.Fatalf("Quantize: %v, want a NonFiniteError at 777777", err)
+	}
+}
+
 // TestBenchReport prints device figures for docs/BENCHMARKS.md when
-// NF4PIPE_GPU_BENCH=1 (a timing report, not an assertion).
+// NF4PIPE_GPU_BENCH=1 (a timing report, not an assertion): device-to-device
+// copy, the quantize kernel variants, nested quantization and dequantization
+// on a 128256x4096 bf16 tensor, each the median of 20 timed runs after 3 warm-up
+// runs, with CUDA events.
 func TestBenchReport(t *testing.T) {
 	if os.Getenv("NF4PIPE_GPU_BENCH") == "" {
 		t.Skip("set NF4PIPE_GPU_BENCH=1 to print GPU bandwidth figures")
 	}
 	d := openGPU(t)
 	info, _ := d.Info()
-	t.Logf("device: %s, cc %d.%d, %d MiB", info.Name, info.Major, info.Minor, info.TotalBytes>>20)
+	t.Logf("device: %s, cc %d.%d, %d MiB, %d SMs", info.Name, info.Major, info.Minor, info.TotalBytes>>20, d.sms)
 	const rows, cols = 128256, 4096
 	n := int64(rows * cols)
 	p := quant.DefaultParams()
@@ -274,6 +383,9 @@ func TestBenchReport(t *testing.T) {
 		}
 		packed, _ := mem.alloc(sz.Packed)
 		absmax, _ := mem.alloc(sz.Blocks * 4)
+		bad, _ := mem.alloc(16)
+		codes, _ := mem.alloc(sz.Blocks)
+		nested, _ := mem.alloc(sz.Nested)
 		if err := cu.MemcpyHtoD(x, unsafe.Pointer(&src[0]), 2*n); err != nil {
 			return err
 		}
@@ -282,7 +394,7 @@ func TestBenchReport(t *testing.T) {
 		e1, _ := cu.MakeEvent(cu.DefaultEvent)
 		timeIt := func(name string, bytesMoved int64, f func() error) float64 {
 			var ms []float64
-			for rep := 0; rep < 12; rep++ {
+			for rep := 0; rep < 23; rep++ {
 				e0.Record(st)
 				if err := f(); err != nil {
 					t.Fatal(err)
@@ -290,62 +402,88 @@ func TestBenchReport(t *testing.T) {
 				e1.Record(st)
 				e1.Synchronize()
 				v, _ := e0.Elapsed(e1)
-				if rep >= 2 {
-					ms = append(ms, v)
+				if rep >= 3 {
+					ms = append(ms, float64(v))
 				}
 			}
 			sort.Float64s(ms)
 			med := ms[len(ms)/2]
 			gbs := float64(bytesMoved) / (med * 1e-3) / 1e9
-			t.Logf("%-44s median %.3f ms  %7.1f GB/s  (min %.3f max %.3f, %d reps)", name, med, gbs, ms[0], ms[len(ms)-1], len(ms))
+			t.Logf("%-52s median %.3f ms %7.1f GB/s (min %.3f max %.3f, %d reps)", name, med, gbs, ms[0], ms[len(ms)-1], len(ms))
 			return gbs
 		}
 		copyBW := timeIt("device-to-device copy (bf16 tensor, r+w)", 4*n, func() error {
 			return cu.MemcpyDtoDAsync(y, x, 2*n, st)
 		})
 		qbytes := 2*n + sz.Packed + sz.Blocks*4
-		quantBW := timeIt("quantize kernel bf16->nf4 (+f32 absmax)", qbytes, func() error {
-			return d.launch("quantize4_bf16_nf4", quantThreads(n, 64), 256, st,
-				uint64(x), uint64(n), 64, uint64(packed), uint64(absmax))
-		})
+		var quantBW float64
+		for _, v := range []int{2, 4, 8} {
+			for _, g := range []int{4, 8, 16} {
+				GridPerSM = g
+				name := fmt.Sprintf("quant_tile_bf16_nf4_b64_v%d", v)
+				tiles := n / int64(256*v)
+				bw := timeIt(fmt.Sprintf("quantize %s grid %d/SM", name, g), qbytes, func() error {
+					return d.launch(name, tiles, st, uint64(x), uint64(tiles), uint64(packed), uint64(absmax), uint64(bad))
+				})
+				if v == 4 && g == 8 {
+					quantBW = bw
+				}
+			}
+		}
+		GridPerSM = 8
 		am := make([]float32, sz.Blocks)
 		cu.MemcpyDtoH(unsafe.Pointer(&am[0]), absmax, sz.Blocks*4)
 		t0 := time.Now()
-		off := MeanF32(am)
-		t.Logf("host offset mean of %d absmax: %v", sz.Blocks, time.Since(t0))
-		offp, _ := mem.alloc(4)
-		cu.MemcpyHtoD(offp, unsafe.Pointer(&off), 4)
-		codes, _ := mem.alloc(sz.Blocks)
-		nested, _ := mem.alloc(sz.Nested)
-		nestBW := timeIt("nested quantize kernel (absmax->u8)", sz.Blocks*4+sz.Blocks+sz.Nested, func() error {
-			return d.launch("nest_quantize", sz.NestedBlocks()*32, 256, st,
-				uint64(absmax), uint64(sz.Blocks), uint64(offp), uint64(d.dynmap), uint64(codes), uint64(nested))
+		off := quant.MeanF32(am)
+		t.Logf("host offset (quant.MeanF32) of %d absmax: %v", sz.Blocks, time.Since(t0))
+		nestBW := timeIt("nested quantize kernel (absmax f32 -> u8 + nested)", sz.Blocks*4+sz.Blocks+sz.Nested, func() error {
+			return d.launch("nest_quantize", sz.NestedBlocks(), st,
+				uint64(absmax), uint64(sz.Blocks), f32arg(off), uint64(d.dynmap), uint64(codes), uint64(nested))
 		})
-		total := 2*n + sz.Total()
-		both := timeIt("quantize + nested, bytes in+payload out", total, func() error {
-			if err := d.launch("quantize4_bf16_nf4", quantThreads(n, 64), 256, st,
-				uint64(x), uint64(n), 64, uint64(packed), uint64(absmax)); err != nil {
+		both := timeIt("quantize + nested kernels (in + payload + absmax r/w)", 2*n+sz.Total()+2*sz.Blocks*4, func() error {
+			if err := d.launchQuantize(x, n, quant.BF16, p, packed, absmax, bad, st); err != nil {
 				return err
 			}
-			return d.launch("nest_quantize", sz.NestedBlocks()*32, 256, st,
-				uint64(absmax), uint64(sz.Blocks), uint64(offp), uint64(d.dynmap), uint64(codes), uint64(nested))
+			return d.launch("nest_quantize", sz.NestedBlocks(), st,
+				uint64(absmax), uint64(sz.Blocks), f32arg(off), uint64(d.dynmap), uint64(codes), uint64(nested))
 		})
-		deqBW := timeIt("dequantize kernel nf4+dq->bf16", sz.Total()+2*n, func() error {
-			return d.launchDequant(quant.BF16, n, p, uint64(packed), 0, uint64(codes), uint64(nested), uint64(offp), uint64(y), st)
-		})
-		t.Logf("quantize kernel / copy: %.1f%%; quantize+nested / copy: %.1f%%; nested alone %.1f GB/s; dequantize / copy: %.1f%%",
-			100*quantBW/copyBW, 100*both/copyBW, nestBW, 100*deqBW/copyBW)
-		// Host pipeline (pinned, chunked, two streams), for reference.
+		var deqBW float64
+		for _, v := range []int{2, 4, 8} {
+			for _, g := range []int{4, 8, 16} {
+				GridPerSM = g
+				bw := timeIt(fmt.Sprintf("dequantize nf4+dq -> bf16 v%d grid %d/SM", v, g), sz.Total()+2*n, func() error {
+					return d.launchDequantV(quant.BF16, v, n, p, packed, codes, nested, off, y, st)
+				})
+				if v == 4 && g == 8 {
+					deqBW = bw
+				}
+			}
+		}
+		GridPerSM = 8
+		t.Logf("RESULT copy %.1f GB/s; quantize (v4, 8/SM) %.1f%% of copy; quantize+nested %.1f%%; nested alone %.1f GB/s; dequantize (v4, 8/SM) %.1f%%",
+			copyBW, 100*quantBW/copyBW, 100*both/copyBW, nestBW, 100*deqBW/copyBW)
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	dst := make([]byte, sz.Total())
-	t0 := time.Now()
-	if _, err := d.Quantize(dst, src, quant.BF16, n, p); err != nil {
-		t.Fatal(err)
+	for i := range 3 {
+		t0 := time.Now()
+		if _, err := d.Quantize(dst, src, quant.BF16, n, p); err != nil {
+			t.Fatal(err)
+		}
+		el := time.Since(t0)
+		t.Logf("host Device.Quantize run %d (pinned chunks, H2D, kernels, D2H, nested): %v, %.1f GB/s of input", i, el, float64(2*n)/el.Seconds()/1e9)
 	}
-	el := time.Since(t0)
-	t.Logf("host pipeline Quantize (H2D chunks, kernels, D2H, host copies): %v, %.1f GB/s of input", el, float64(2*n)/el.Seconds()/1e9)
+	packedH, absmaxH := make([]byte, sz.Packed), make([]float32, sz.Blocks)
+	b := d.Backend()
+	for i := range 3 {
+		t0 := time.Now()
+		if err := b.QuantizeBlocks(packedH, absmaxH, src, quant.BF16, p, 0); err != nil {
+			t.Fatal(err)
+		}
+		el := time.Since(t0)
+		t.Logf("host Backend.QuantizeBlocks run %d: %v, %.1f GB/s of input", i, el, float64(2*n)/el.Seconds()/1e9)
+	}
 }

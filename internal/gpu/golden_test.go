@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/nf4pipe/nf4pipe/internal/fixtures"
+	"github.com/nf4pipe/nf4pipe/pkg/quant"
 )
 
 // goldenFile is one of bitsandbytes' golden vector files (safetensors).
@@ -83,7 +84,8 @@ func f32s(b []byte) []float32 {
 	return out
 }
 
-// TestMeanF32Golden checks the torch-order mean against every golden offset:
+// TestMeanF32Golden checks quant.MeanF32, the offset both the CPU and the GPU
+// paths use, against every golden offset against every golden offset:
 // the absmax values come from the same input quantized without double quant.
 func TestMeanF32Golden(t *testing.T) {
 	for _, name := range goldenNames {
@@ -98,7 +100,7 @@ func TestMeanF32Golden(t *testing.T) {
 					continue
 				}
 				a := f32s(f.get(t, d.Key+".absmax"))
-				if got := MeanF32(a); got != c.NestedOffset {
+				if got := quant.MeanF32(a); got != c.NestedOffset {
 					t.Errorf("%s %s: mean of %d absmax = %v (%#x), golden offset %v (%#x)", name, c.Key, len(a),
 						got, math.Float32bits(got), c.NestedOffset, math.Float32bits(c.NestedOffset))
 				}
@@ -114,14 +116,14 @@ func TestMeanF32Golden(t *testing.T) {
 func TestMeanGeometry(t *testing.T) {
 	for _, tc := range []struct {
 		n    int64
-		want MeanGeometry
+		want quant.MeanGeometry
 	}{
-		{5, MeanGeometry{Lanes: 4, Warps: 1, CTAs: 1}},
-		{2048, MeanGeometry{Lanes: 32, Warps: 1, CTAs: 1}},
-		{8192, MeanGeometry{Lanes: 32, Warps: 16, CTAs: 1}},
-		{128256 * 4096 / 64, MeanGeometry{Lanes: 32, Warps: 16, CTAs: 528}},
+		{5, quant.MeanGeometry{Lanes: 4, Warps: 1, CTAs: 1}},
+		{2048, quant.MeanGeometry{Lanes: 32, Warps: 1, CTAs: 1}},
+		{8192, quant.MeanGeometry{Lanes: 32, Warps: 16, CTAs: 1}},
+		{128256 * 4096 / 64, quant.MeanGeometry{Lanes: 32, Warps: 16, CTAs: 528}},
 	} {
-		if got := MeanGeometryFor(tc.n); got != tc.want {
+		if got := quant.MeanGeometryFor(tc.n); got != tc.want {
 			t.Errorf("MeanGeometryFor(%d) = %+v, want %+v", tc.n, got, tc.want)
 		}
 	}

@@ -19,6 +19,20 @@ func (d *Device) Close() error { return ErrNoCUDA }
 // Info describes the device.
 func (d *Device) Info() (DeviceInfo, error) { return DeviceInfo{}, ErrNoCUDA }
 
+// MemInfo returns the device's free and total memory.
+func (d *Device) MemInfo() (free, total int64, err error) { return 0, 0, ErrNoCUDA }
+
+// Backend returns a quant.Backend on the device; without CUDA it fails every run.
+func (d *Device) Backend() quant.Backend { return noBackend{} }
+
+type noBackend struct{}
+
+func (noBackend) Name() string { return "cuda (not built)" }
+
+func (noBackend) QuantizeBlocks(packed []byte, absmax []float32, src []byte, dt quant.DType, p quant.Params, first int64) error {
+	return ErrNoCUDA
+}
+
 // Quantize quantizes n elements of src (raw little-endian dt) into dst, which
 // holds quant.SizesFor(n, p).Total() bytes laid out as a stream payload, and
 // returns the double-quantization offset.

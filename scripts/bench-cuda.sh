@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# GPU checks and figures for docs/BENCHMARKS.md (issue 5), run on the device
+# machine from the repository root with tools built elsewhere:
+#   scripts/bench-cuda.sh pack      # here: build CPU + CUDA tools and the GPU test binary into bin/dev/tools.tar.xz
+#   scripts/bench-cuda.sh run OUT   # there: tests, kernel bench, whole pipeline; logs under OUT
+# The golden vectors travel in bin/gpu/testdata/bnb (../shared does not travel).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+case "${1:-}" in
+pack)
+	set -e
+	rm -rf bin/dev && mkdir -p bin/dev/cpu bin/dev/cuda bin/gpu/testdata/bnb
+	cp ../shared/testdata/bnb/golden_bnb_bfloat16.safetensors ../shared/testdata/bnb/golden_bnb_float16.safetensors bin/gpu/testdata/bnb/
+	CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o bin/dev/cpu/ ./cmd/detect ./cmd/quantize ./cmd/place
+	CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o bin/dev/cpu/synth ./internal/synth/cmd
+	CGO_ENABLED=1 go build -tags cuda -trimpath -ldflags '-s -w' -o bin/dev/cuda/ ./cmd/quantize ./cmd/place
+	CGO_ENABLED=1 go test -c -tags cuda -o bin/dev/gpu.test ./internal/gpu
+	tar -C bin/dev -cJf bin/dev.tar.xz cpu cuda gpu.test && rm -rf bin/dev
+	ls -la bin/dev.tar.xz
+	exit 0 ;;
+run) ;;
+*) echo "usage: $0 pack | run OUTDIR" >&2; exit 2 ;;
+esac
+OUT=${2:?OUTDIR}
+T=/tmp/nf4dev
+mkdir -p $T "$OUT" ../shared/testdata/bnb
+tar -C $T -xJf bin/dev.tar.xz
+cp bin/gpu/testdata/bnb/*.safetensors ../shared/testdata/bnb/
+{
+	date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; nproc
+} 2>&1 | tee "$OUT/machine.txt"
+(cd internal/gpu && $T/gpu.test -test.v -test.count=1 \
+	-test.run 'TestGoldenGPU|TestThresholdSweep|TestGPUMatchesCPU|TestGPUNonFinite|TestMeanF32Golden|TestSpread' 2>&1) > "$OUT/tests.txt"
+grep -E '^(--- |FAIL|ok|PASS)' "$OUT/tests.txt" | head -20
+grep -E 'differ|offset' "$OUT/tests.txt" | head -8
+(cd internal/gpu && NF4PIPE_GPU_BENCH=1 $T/gpu.test -test.v -test.count=1 -test.run TestBenchReport 2>&1) > "$OUT/bench.txt"
+grep -E 'copy|RESULT|v4 grid 8|host' "$OUT/bench.txt"
+# Whole pipeline on a TinyLlama-dimension checkpoint in the page cache.
+M=/tmp/tinyllama
+$T/cpu/synth model --quiet --preset tinyllama-1.1b $M > /dev/null
+cat $M/* > /dev/null
+pipe() { # label quantize-binary place-binary extra-quantize-flags
+	for i in 1 2 3; do
+		s=$(date +%s%N)
+		$T/cpu/detect $M | $2 $4 2>>"$OUT/pipe-stderr.txt" | $3 --out /tmp/out-$1 --force >/dev/null 2>>"$OUT/pipe-stderr.txt" || echo "$1: pipeline failed"
+		e=$(date +%s%N)
+		echo "$1 run $i: $(( (e - s) / 1000000 )) ms"
+	done
+}
+pipe cpu $T/cpu/quantize $T/cpu/place "" | tee -a "$OUT/pipeline.txt"
+pipe cuda $T/cuda/quantize $T/cuda/place "--device cuda" | tee -a "$OUT/pipeline.txt"
+diff -r /tmp/out-cpu /tmp/out-cuda > /dev/null && echo "cpu and cuda checkpoints identical" | tee -a "$OUT/pipeline.txt" || echo "cpu and cuda checkpoints DIFFER" | tee -a "$OUT/pipeline.txt"
+du -sh $M /tmp/out-cuda | tee -a "$OUT/pipeline.txt"
+tail -3 "$OUT/pipe-stderr.txt"
+$T/cpu/detect testdata/models/llama | $T/cuda/quantize --device cuda 2>/dev/null | $T/cuda/place --gpu --json 2>&1 | head -c 1500 > "$OUT/place-gpu.txt"; head -c 600 "$OUT/place-gpu.txt"
