@@ -86,29 +86,6 @@ func elementF32(src []byte, dt quant.DType, i int) float32 {
 	return bf16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
 }
 
-// firstNonFinite returns the index of the first NaN or ±Inf in src, or -1.
-func firstNonFinite(src []byte, dt quant.DType) int {
-	switch dt {
-	case quant.F32:
-		for i := 0; i+4 <= len(src); i += 4 {
-			if binary.LittleEndian.Uint32(src[i:])&0x7F800000 == 0x7F800000 {
-				return i / 4
-			}
-		}
-	case quant.F16, quant.BF16:
-		mask := uint16(0x7F80)
-		if dt == quant.F16 {
-			mask = 0x7C00
-		}
-		for i := 0; i+2 <= len(src); i += 2 {
-			if binary.LittleEndian.Uint16(src[i:])&mask == mask {
-				return i / 2
-			}
-		}
-	}
-	return -1
-}
-
 // castInto converts the raw elements of src (type from) into dst (type to)
 // and returns the bytes written. dst must hold len(src)/from.Size()*to.Size().
 func castInto(dst, src []byte, from, to tensorstream.DType) []byte {

@@ -3,10 +3,7 @@
 package quantize
 
 import (
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"math"
 
 	"github.com/nf4pipe/nf4pipe/internal/gpu"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
@@ -55,47 +52,7 @@ func openBackends(d Device, threads int) ([]quant.Backend, func(), error) {
 			return nil, nil, fmt.Errorf("--device %s: GPU %d: %w", d, o, err)
 		}
 		devs = append(devs, dev)
-		out = append(out, &gpuBackend{dev: dev, name: fmt.Sprintf("cuda:%d", o), cpu: cpu[0]})
+		out = append(out, dev.Backend())
 	}
 	return out, release, nil
-}
-
-// gpuBackend runs quant.Backend's QuantizeBlocks on one GPU: the run of blocks
-// goes through Device.Quantize without double quantization (which the
-// Encoder does on the CPU, bit-identically), and the float32 absmax section
-// comes back into absmax.
-type gpuBackend struct {
-	dev  *gpu.Device
-	name string
-	cpu  quant.Backend // for a run the GPU has no memory for
-	buf  []byte
-}
-
-func (g *gpuBackend) Name() string { return g.name }
-
-func (g *gpuBackend) QuantizeBlocks(packed []byte, absmax []float32, src []byte, dt quant.DType, p quant.Params, first int64) error {
-	if !p.AllowNonFinite {
-		if i := firstNonFinite(src, dt); i >= 0 {
-			return &quant.NonFiniteError{Index: first + int64(i), Value: elementF32(src, dt, i)}
-		}
-	}
-	n := int64(len(src) / dt.Size())
-	q := p
-	q.DoubleQuant = false
-	sz := quant.SizesFor(n, q)
-	if int64(cap(g.buf)) < sz.Total() {
-		g.buf = make([]byte, sz.Total())
-	}
-	buf := g.buf[:sz.Total()]
-	if _, err := g.dev.Quantize(buf, src, dt, n, q); err != nil {
-		if errors.Is(err, gpu.ErrOutOfMemory) {
-			return g.cpu.QuantizeBlocks(packed, absmax, src, dt, p, first)
-		}
-		return fmt.Errorf("%w: %s: %w", quant.ErrBackend, g.name, err)
-	}
-	copy(packed, buf[:sz.Packed])
-	for i := range absmax {
-		absmax[i] = math.Float32frombits(binary.LittleEndian.Uint32(buf[sz.Packed+int64(4*i):]))
-	}
-	return nil
 }
