@@ -12,7 +12,8 @@
 #
 # Environment: PRESET, BENCH_DIR (where models and outputs go; default
 # /tmp/nf4pipe-bench, never the repo), RUNS (timed runs, default 3), EXTRA,
-# PLAN_ARGS (default "--gpus 24GiB"), KEEP=1 keeps the last output.
+# PLAN_ARGS (default "--gpus 24GiB"), KEEP=1 keeps the last output, SKIP_BUILD=1
+# uses bin/ as it is instead of running make build.
 # Stages whose cmd/<tool>/main.go does not exist yet are left out, and said so.
 set -euo pipefail
 PRESET=${PRESET:-tinyllama-1.1b}
@@ -27,7 +28,7 @@ OUTDIR=$BENCH_DIR/$PRESET-nf4
 RSS=$BENCH_DIR/$PRESET.rss
 
 mkdir -p "$BENCH_DIR" "$TOOLS"
-make -s build
+[ "${SKIP_BUILD:-0}" = 1 ] || make -s build   # SKIP_BUILD=1: use bin/ as it is
 go build -o "$TOOLS/synth" ./internal/synth/cmd
 
 if [ ! -f "$MODEL/config.json" ]; then
@@ -41,7 +42,7 @@ have() { [ -x "$BIN/$1" ] && [ -f "cmd/$1/main.go" ]; }
 stage() { echo "\"$TOOLS/synth\" rss -o \"$RSS\" -l $1 -- $2"; }
 pipe=() missing=()
 have detect || { echo "bench-pipeline: bin/detect is missing" >&2; exit 1; }
-pipe+=("$(stage detect "$BIN/detect $MODEL")")
+pipe+=("$(stage detect "$BIN/detect -q $MODEL")")
 case " $EXTRA " in *" plan "*) if have plan; then pipe+=("$(stage plan "$BIN/plan $PLAN_ARGS")"); else missing+=(plan); fi;; esac
 if have quantize; then pipe+=("$(stage quantize "$BIN/quantize")"); else missing+=(quantize); fi
 if have place; then pipe+=("$(stage place "$BIN/place --out $OUTDIR")"); else missing+=(place); fi
