@@ -10,7 +10,8 @@ import (
 
 // StreamOptions say what WriteStream writes.
 type StreamOptions struct {
-	// Bytes is the payload total; the last tensor is shortened to meet it.
+	// Bytes is the payload total, rounded down to whole rows; the last tensor
+	// is shortened to meet it.
 	Bytes int64
 	// TensorBytes is each tensor's payload size (0 means 64 MiB), rounded
 	// down to a whole number of rows.
