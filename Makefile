@@ -12,7 +12,7 @@ OUT      ?= out/$(notdir $(MODEL))-nf4
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all build demo test unit fuzz bench bench-cuda cuda ptx lint clean
+.PHONY: all build demo test unit fuzz bench bench-chain bench-pipeline bench-8b bench-cuda cuda ptx ptx-check synth lint clean
 
 all: build
 
@@ -41,8 +41,49 @@ fuzz:
 	  done; \
 	done
 
+# Microbenchmarks of every package (MB/s via b.SetBytes); figures go in docs/BENCHMARKS.md.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# The synthetic checkpoint generator and the pass-through stage the benchmarks use.
+synth:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/synth ./internal/synth/cmd
+	$(GO) build -o $(BIN)/passthru ./internal/passthru/cmd
+
+# Five pass-through processes over pipes on a 4 GiB stream: throughput and peak RSS.
+bench-chain: synth
+	scripts/bench-chain.sh
+
+# detect | quantize | place on a synthetic TinyLlama-1.1B: wall time and peak RSS per stage.
+bench-pipeline: build synth
+	scripts/bench-pipeline.sh
+
+# All five stages on a synthetic Llama-3.1-8B (16 GB of disk): peak RSS per stage.
+bench-8b: build synth
+	PRESET=llama-3.1-8b RUNS=1 EXTRA="plan verify" scripts/bench-pipeline.sh
+
+# The same tools built with CUDA (-tags cuda, cgo). Installs Debian's CUDA 11.8 toolkit
+# when nvcc or cuda.h is missing; the binaries need only the NVIDIA driver to run.
+cuda:
+	scripts/install-cuda-toolkit.sh
+	@mkdir -p $(BIN)/cuda
+	CGO_ENABLED=1 $(GO) build -tags cuda -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/cuda/ $(addprefix ./cmd/,$(TOOLS))
+
+# Regenerate the committed PTX (compute_75) from kernels/*.cu; ptx-check says if it is current.
+ptx:
+	scripts/install-cuda-toolkit.sh
+	scripts/build-ptx.sh
+
+ptx-check:
+	scripts/build-ptx.sh --check
+
+# GPU tests, kernel bandwidth and the whole pipeline on the accelerator machine:
+# `make bench-cuda` here packs the binaries; on the GPU machine run
+# `scripts/bench-cuda.sh run OUTDIR` (see docs/BENCHMARKS.md).
+bench-cuda:
+	scripts/install-cuda-toolkit.sh
+	scripts/bench-cuda.sh pack
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
