@@ -492,73 +492,92 @@ __device__ __forceinline__ void store1(void *out, u64 i, float v) {
     else static_cast<unsigned short *>(out)[i] = (unsigned short)f16_bits(v);
 }
 
-// absmax: float32 per block when codes == NULL; otherwise codes (U8 per
-// block), nested (float32 per 256 blocks) and offset give it.
-template <int DT, int V>
-__device__ __forceinline__ void dequant(const uint8_t *__restrict__ packed, u64 n, int log2bs, int qtype,
+// block_absmax is the absmax of block blk: float32 values, or with double
+// quantization dynmap[code] * nested (mul.ftz) + offset (add.rn).
+template <bool DQ>
+__device__ __forceinline__ float block_absmax(u64 blk, const float *__restrict__ absmax, const uint8_t *__restrict__ codes,
+                                              const float *__restrict__ nested, float offset, const float *dm) {
+    if (DQ) return add_rn(mul_ftz(dm[__ldg(codes + blk)], __ldg(nested + (blk >> 8))), offset);
+    return __ldg(absmax + blk);
+}
+
+// dequant8 turns the packed word w (8 codes) into 8 values of dt at out[8g].
+template <int DT>
+__device__ __forceinline__ void dequant8(const float *table, uint32_t w, float am, void *out, u64 g) {
+    float f[8];
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        f[2 * k] = mul_ftz(table[(w >> (8 * k + 4)) & 15u], am);
+        f[2 * k + 1] = mul_ftz(table[(w >> (8 * k)) & 15u], am);
+    }
+    if (DT == DT_BF16 && fabsf(am) <= FLT_MAX_) {
+        // Finite: round each to nearest even and keep the high halves.
+        uint32_t r[8];
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            const uint32_t u = __float_as_uint(f[k]);
+            r[k] = u + 0x7FFFu + ((u >> 16) & 1u);
+        }
+        __stcs(reinterpret_cast<uint4 *>(static_cast<unsigned short *>(out) + (g << 3)),
+               make_uint4(__byte_perm(r[0], r[1], 0x7632), __byte_perm(r[2], r[3], 0x7632),
+                          __byte_perm(r[4], r[5], 0x7632), __byte_perm(r[6], r[7], 0x7632)));
+        return;
+    }
+    store8<DT>(out, g << 3, f, false);
+}
+
+// dequant: whole tiles of 32*V packed words per warp (lane l takes words
+// 32v + l), all loads issued first; then the remaining whole words one per
+// lane, and the last n % 8 values on one thread. shift = log2(blocksize) - 3
+// maps a word to its block.
+template <int DT, int V, bool DQ>
+__device__ __forceinline__ void dequant(const uint8_t *__restrict__ packed, u64 n, int shift, int qtype,
                                         const float *__restrict__ absmax, const uint8_t *__restrict__ codes,
                                         const float *__restrict__ nested, float offset,
                                         const float *__restrict__ dynmap, void *__restrict__ out) {
     __shared__ float table[16];
-    __shared__ float dm[256];
+    __shared__ float dm[DQ ? 256 : 1];
     if (threadIdx.x < 16) table[threadIdx.x] = qtype == QT_FP4 ? fp4_map[threadIdx.x] : nf4_map[threadIdx.x];
-    if (codes != 0)
+    if (DQ)
         for (int i = threadIdx.x; i < 256; i += blockDim.x) dm[i] = dynmap[i];
     __syncthreads();
     const int lane = threadIdx.x & 31;
-    const u64 ngroups = n >> 3;  // whole groups of 8
-    const u64 ntiles = (ngroups + 32 * V - 1) / (32 * V);
+    const u64 ngroups = n >> 3;  // whole words of 8 codes
+    const u64 ntiles = ngroups / (32 * V);
+    const u64 warp0 = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const u64 nwarps = ((u64)gridDim.x * blockDim.x) >> 5;
     const uint32_t *words = reinterpret_cast<const uint32_t *>(packed);
-    for (u64 tile = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; tile < ntiles; tile += nwarps) {
+    for (u64 tile = warp0; tile < ntiles; tile += nwarps) {
         const u64 g0 = tile * (32 * V) + lane;
         uint32_t w[V];
         float am[V];
 #pragma unroll
-        for (int v = 0; v < V; v++) {
-            const u64 g = g0 + 32 * v;
-            w[v] = 0;
-            am[v] = 0.0f;
-            if (g < ngroups) {
-                w[v] = __ldcs(words + g);
-                const u64 blk = (g << 3) >> log2bs;
-                if (codes != 0) am[v] = add_rn(mul_ftz(dm[__ldg(codes + blk)], __ldg(nested + (blk >> 8))), offset);
-                else am[v] = __ldg(absmax + blk);
-            }
-        }
+        for (int v = 0; v < V; v++) w[v] = __ldcs(words + g0 + 32 * v);
 #pragma unroll
-        for (int v = 0; v < V; v++) {
-            const u64 g = g0 + 32 * v;
-            if (g >= ngroups) break;
-            float f[8];
+        for (int v = 0; v < V; v++) am[v] = block_absmax<DQ>((g0 + 32 * v) >> shift, absmax, codes, nested, offset, dm);
 #pragma unroll
-            for (int k = 0; k < 4; k++) {
-                const uint32_t b = (w[v] >> (8 * k)) & 0xFFu;
-                f[2 * k] = mul_ftz(table[b >> 4], am[v]);
-                f[2 * k + 1] = mul_ftz(table[b & 15u], am[v]);
-            }
-            store8<DT>(out, g << 3, f, fabsf(am[v]) <= FLT_MAX_);
-        }
+        for (int v = 0; v < V; v++) dequant8<DT>(table, w[v], am[v], out, g0 + 32 * v);
     }
-    // The last n % 8 values: one thread.
+    for (u64 g = ntiles * (32 * V) + warp0 * 32 + lane; g < ngroups; g += nwarps * 32)
+        dequant8<DT>(table, words[g], block_absmax<DQ>(g >> shift, absmax, codes, nested, offset, dm), out, g);
     if (blockIdx.x == 0 && threadIdx.x == 0) {
         for (u64 j = ngroups << 3; j < n; j++) {
-            const u64 blk = j >> log2bs;
-            float a = codes != 0 ? add_rn(mul_ftz(dm[codes[blk]], nested[blk >> 8]), offset) : absmax[blk];
+            const float a = block_absmax<DQ>(j >> (shift + 3), absmax, codes, nested, offset, dm);
             const uint32_t b = packed[j >> 1];
             store1<DT>(out, j, mul_ftz(table[(j & 1) ? (b & 15u) : (b >> 4)], a));
         }
     }
 }
 
-#define DEQUANT(dt, DT, V)                                                                        \
-    extern "C" __global__ void __launch_bounds__(256) dequant_##dt##_v##V(                        \
-        const uint8_t *__restrict__ packed, u64 n, int log2bs, int qtype,                         \
+#define DEQUANT1(dt, DT, V, DQ, suffix)                                                           \
+    extern "C" __global__ void __launch_bounds__(256) dequant_##dt##_v##V##suffix(                \
+        const uint8_t *__restrict__ packed, u64 n, int shift, int qtype,                          \
         const float *__restrict__ absmax, const uint8_t *__restrict__ codes,                      \
         const float *__restrict__ nested, float offset, const float *__restrict__ dynmap,         \
         void *__restrict__ out) {                                                                 \
-        dequant<DT, V>(packed, n, log2bs, qtype, absmax, codes, nested, offset, dynmap, out);     \
+        dequant<DT, V, DQ>(packed, n, shift, qtype, absmax, codes, nested, offset, dynmap, out);  \
     }
+#define DEQUANT(dt, DT, V) DEQUANT1(dt, DT, V, false, _f32) DEQUANT1(dt, DT, V, true, _dq)
 DEQUANT(f32, DT_F32, 2)
 DEQUANT(f16, DT_F16, 4)
 DEQUANT(bf16, DT_BF16, 4)

@@ -42,7 +42,7 @@ cat $M/* > /dev/null
 pipe() { # label quantize-binary place-binary extra-quantize-flags
 	for i in 1 2 3; do
 		s=$(date +%s%N)
-		$T/cpu/detect $M | $2 $4 2>>"$OUT/pipe-stderr.txt" | $3 --out /tmp/out-$1 --force >/dev/null 2>>"$OUT/pipe-stderr.txt" || echo "$1: pipeline failed"
+		$T/cpu/detect $M 2>/dev/null | $2 $4 2>>"$OUT/pipe-stderr.txt" | $3 --out /tmp/out-$1 --force >/dev/null 2>>"$OUT/pipe-stderr.txt" || echo "$1: pipeline failed"
 		e=$(date +%s%N)
 		echo "$1 run $i: $(( (e - s) / 1000000 )) ms"
 	done
@@ -52,4 +52,5 @@ pipe cuda $T/cuda/quantize $T/cuda/place "--device cuda" | tee -a "$OUT/pipeline
 diff -r /tmp/out-cpu /tmp/out-cuda > /dev/null && echo "cpu and cuda checkpoints identical" | tee -a "$OUT/pipeline.txt" || echo "cpu and cuda checkpoints DIFFER" | tee -a "$OUT/pipeline.txt"
 du -sh $M /tmp/out-cuda | tee -a "$OUT/pipeline.txt"
 tail -3 "$OUT/pipe-stderr.txt"
-$T/cpu/detect testdata/models/llama | $T/cuda/quantize --device cuda 2>/dev/null | $T/cuda/place --gpu --json 2>&1 | head -c 1500 > "$OUT/place-gpu.txt"; head -c 600 "$OUT/place-gpu.txt"
+s=$(date +%s%N); $T/cpu/detect testdata/models/llama 2>/dev/null | $T/cuda/quantize --device cuda 2>/dev/null >/dev/null; e=$(date +%s%N); echo "tiny llama detect|quantize --device cuda: $(( (e - s) / 1000000 )) ms" | tee -a "$OUT/pipeline.txt"
+$T/cpu/detect testdata/models/llama 2>/dev/null | $T/cuda/quantize --device cuda 2>/dev/null | $T/cuda/place --gpu --json 2>&1 >/dev/null | head -c 1500 > "$OUT/place-gpu.txt"; head -c 600 "$OUT/place-gpu.txt"

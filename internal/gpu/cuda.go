@@ -195,14 +195,18 @@ func (p *pinned) free() {
 	}
 }
 
-// GridPerSM is the number of 256-thread CTAs per multiprocessor that the
-// persistent kernels launch (they loop over their work).
-var GridPerSM = 8
+// QuantGridPerSM and DequantGridPerSM are the numbers of 256-thread CTAs per
+// multiprocessor that the persistent kernels launch (they loop over their
+// work); the defaults were the fastest on an H200 (docs/BENCHMARKS.md).
+var (
+	QuantGridPerSM   = 4
+	DequantGridPerSM = 16
+)
 
 // ChunkBytes is the input chunk size of the host pipelines: each chunk is
 // copied to the device, quantized and copied back on one of two streams, so
 // one chunk's copies overlap the other's kernels.
-var ChunkBytes int64 = 32 << 20
+var ChunkBytes int64 = 64 << 20
 
 var dtNames = map[quant.DType]string{quant.F32: "f32", quant.F16: "f16", quant.BF16: "bf16"}
 
@@ -215,8 +219,10 @@ func tileVectors(dt quant.DType) int {
 }
 
 func kernelNames() []string {
-	names := []string{"nest_quantize", "dequant_f32_v2", "dequant_f16_v4", "dequant_bf16_v4",
-		"dequant_bf16_v2", "dequant_bf16_v8", "quant_tile_bf16_nf4_b64_v2", "quant_tile_bf16_nf4_b64_v8"}
+	names := []string{"nest_quantize", "quant_tile_bf16_nf4_b64_v2", "quant_tile_bf16_nf4_b64_v8"}
+	for _, k := range []string{"f32_v2", "f16_v4", "bf16_v4", "bf16_v2", "bf16_v8"} {
+		names = append(names, "dequant_"+k+"_f32", "dequant_"+k+"_dq")
+	}
 	for dt, dn := range dtNames {
 		for _, qt := range []quant.Type{quant.NF4, quant.FP4} {
 			names = append(names, fmt.Sprintf("quant_warp_%s_%s", dn, qt))
@@ -229,10 +235,10 @@ func kernelNames() []string {
 }
 
 // launch runs kernel name on a persistent grid of enough 256-thread CTAs for
-// warps warps of work (at most GridPerSM per multiprocessor); args are uint64
+// warps warps of work (at most perSM per multiprocessor); args are uint64
 // values (device pointers, counts; int and float parameters read the low half).
-func (d *Device) launch(name string, warps int64, stream cu.Stream, args ...uint64) error {
-	grid := min((warps+7)/8, int64(d.sms*GridPerSM))
+func (d *Device) launch(name string, perSM int, warps int64, stream cu.Stream, args ...uint64) error {
+	grid := min((warps+7)/8, int64(d.sms*perSM))
 	if grid <= 0 {
 		return nil
 	}
@@ -262,7 +268,7 @@ func (d *Device) launchQuantize(x cu.DevicePtr, n int64, dt quant.DType, p quant
 		tile := int64(256 * v)
 		if ntiles := n / tile; ntiles > 0 {
 			name := fmt.Sprintf("quant_tile_%s_%s_b%d_v%d", dn, p.Type, bs, v)
-			if err := d.launch(name, ntiles, st, uint64(x), uint64(ntiles), uint64(packed), uint64(absmax), uint64(bad)); err != nil {
+			if err := d.launch(name, QuantGridPerSM, ntiles, st, uint64(x), uint64(ntiles), uint64(packed), uint64(absmax), uint64(bad)); err != nil {
 				return err
 			}
 			blk0 = ntiles * tile / bs
@@ -271,7 +277,7 @@ func (d *Device) launchQuantize(x cu.DevicePtr, n int64, dt quant.DType, p quant
 	if blk0 == nblocks {
 		return nil
 	}
-	return d.launch(fmt.Sprintf("quant_warp_%s_%s", dn, p.Type), nblocks-blk0, st,
+	return d.launch(fmt.Sprintf("quant_warp_%s_%s", dn, p.Type), QuantGridPerSM, nblocks-blk0, st,
 		uint64(x), uint64(n), uint64(bs), uint64(blk0), uint64(packed), uint64(absmax), uint64(bad))
 }
 
@@ -372,9 +378,9 @@ func (d *Device) quantizeBlocks(packed []byte, absmax []float32, src []byte, dt 
 	n := int64(len(src)) / es
 	// Chunks hold whole tiles of the largest block size, so every chunk but
 	// the last starts and ends on a block and tile boundary.
+	// The workspace depends on chunkBytes alone, so it is allocated once.
 	const align = 4096
-	chunkElems := max(chunkBytes/es/align, 1) * align
-	chunkElems = min(chunkElems, (n+align-1)/align*align)
+	chunkElems := max(chunkBytes/4/align, 1) * align
 	ws, err := d.workspaceFor(chunkElems * 4)
 	if err != nil {
 		return false, err
@@ -579,7 +585,7 @@ func (d *Device) nest(devAbs cu.DevicePtr, sz quant.Sizes, offset float32, sec [
 	}
 	codes, nested := out, out+cu.DevicePtr((sz.Blocks+255)&^255)
 	st := d.streams[0]
-	if err := d.launch("nest_quantize", sz.NestedBlocks(), st,
+	if err := d.launch("nest_quantize", QuantGridPerSM, sz.NestedBlocks(), st,
 		uint64(devAbs), uint64(sz.Blocks), f32arg(offset), uint64(d.dynmap), uint64(codes), uint64(nested)); err != nil {
 		return err
 	}
@@ -669,13 +675,13 @@ func (d *Device) launchDequantV(dt quant.DType, v int, n int64, p quant.Params, 
 	if p.Type == quant.FP4 {
 		qt = 1
 	}
-	absmax, codes := uint64(sec), uint64(0)
+	absmax, codes, kind := uint64(sec), uint64(0), "f32"
 	if p.DoubleQuant {
-		absmax, codes = 0, uint64(sec)
+		absmax, codes, kind = 0, uint64(sec), "dq"
 	}
 	warps := max((n/8+int64(32*v)-1)/int64(32*v), 1)
-	return d.launch(fmt.Sprintf("dequant_%s_v%d", dtNames[dt], v), warps, st,
-		uint64(packed), uint64(n), log2(p.BlockSize), qt, absmax, codes, uint64(nested), f32arg(offset), uint64(d.dynmap), uint64(out))
+	return d.launch(fmt.Sprintf("dequant_%s_v%d_%s", dtNames[dt], v, kind), DequantGridPerSM, warps, st,
+		uint64(packed), uint64(n), log2(p.BlockSize)-3, qt, absmax, codes, uint64(nested), f32arg(offset), uint64(d.dynmap), uint64(out))
 }
 
 func log2(n int) uint64 {

@@ -293,28 +293,34 @@ func checkAgainstCPU(t *testing.T, d *Device, src []byte, dt quant.DType, n int6
 	if err := d.Dequantize(gotVals, got, dt, n, p, off); err != nil {
 		t.Fatalf("%s: dequantize: %v", what, err)
 	}
-	if i := firstDiff(gotVals, wantVals); i >= 0 {
-		if !p.AllowNonFinite || !nanBytes(dt, gotVals, wantVals, i) {
-			t.Errorf("%s: dequantized values differ from the CPU's at byte %d", what, i)
-		}
+	if i := firstValueDiff(dt, gotVals, wantVals); i >= 0 {
+		t.Errorf("%s: dequantized values differ from the CPU's at element %d", what, i)
 	}
 }
 
-// nanBytes reports whether the element at byte i is NaN in both outputs: NaN
-// payloads from 0*Inf differ between the GPU and the CPU.
-func nanBytes(dt quant.DType, a, b []byte, i int) bool {
+// firstValueDiff returns the first element whose bytes differ, except where
+// both are NaN: NaN payloads (from 0*Inf with --allow-nonfinite) differ
+// between the GPU and the CPU. -1 when none.
+func firstValueDiff(dt quant.DType, a, b []byte) int {
 	es := dt.Size()
-	i -= i % es
 	isNaN := func(x []byte) bool {
 		switch dt {
 		case quant.F32:
-			return binary.LittleEndian.Uint32(x[i:])&0x7FFFFFFF > 0x7F800000
+			return binary.LittleEndian.Uint32(x)&0x7FFFFFFF > 0x7F800000
 		case quant.BF16:
-			return binary.LittleEndian.Uint16(x[i:])&0x7FFF > 0x7F80
+			return binary.LittleEndian.Uint16(x)&0x7FFF > 0x7F80
 		}
-		return binary.LittleEndian.Uint16(x[i:])&0x7FFF > 0x7C00
+		return binary.LittleEndian.Uint16(x)&0x7FFF > 0x7C00
 	}
-	return isNaN(a) && isNaN(b) && firstDiff(a[i+es:], b[i+es:]) < 0
+	if len(a) != len(b) {
+		return min(len(a), len(b)) / es
+	}
+	for i := 0; i < len(a); i += es {
+		if !bytes.Equal(a[i:i+es], b[i:i+es]) && !(isNaN(a[i:]) && isNaN(b[i:])) {
+			return i / es
+		}
+	}
+	return -1
 }
 
 func firstDiff(a, b []byte) int {
@@ -419,48 +425,47 @@ func TestBenchReport(t *testing.T) {
 		var quantBW float64
 		for _, v := range []int{2, 4, 8} {
 			for _, g := range []int{4, 8, 16} {
-				GridPerSM = g
 				name := fmt.Sprintf("quant_tile_bf16_nf4_b64_v%d", v)
 				tiles := n / int64(256*v)
 				bw := timeIt(fmt.Sprintf("quantize %s grid %d/SM", name, g), qbytes, func() error {
-					return d.launch(name, tiles, st, uint64(x), uint64(tiles), uint64(packed), uint64(absmax), uint64(bad))
+					return d.launch(name, g, tiles, st, uint64(x), uint64(tiles), uint64(packed), uint64(absmax), uint64(bad))
 				})
-				if v == 4 && g == 8 {
+				if v == 4 && g == QuantGridPerSM {
 					quantBW = bw
 				}
 			}
 		}
-		GridPerSM = 8
 		am := make([]float32, sz.Blocks)
 		cu.MemcpyDtoH(unsafe.Pointer(&am[0]), absmax, sz.Blocks*4)
 		t0 := time.Now()
 		off := quant.MeanF32(am)
 		t.Logf("host offset (quant.MeanF32) of %d absmax: %v", sz.Blocks, time.Since(t0))
 		nestBW := timeIt("nested quantize kernel (absmax f32 -> u8 + nested)", sz.Blocks*4+sz.Blocks+sz.Nested, func() error {
-			return d.launch("nest_quantize", sz.NestedBlocks(), st,
+			return d.launch("nest_quantize", QuantGridPerSM, sz.NestedBlocks(), st,
 				uint64(absmax), uint64(sz.Blocks), f32arg(off), uint64(d.dynmap), uint64(codes), uint64(nested))
 		})
 		both := timeIt("quantize + nested kernels (in + payload + absmax r/w)", 2*n+sz.Total()+2*sz.Blocks*4, func() error {
 			if err := d.launchQuantize(x, n, quant.BF16, p, packed, absmax, bad, st); err != nil {
 				return err
 			}
-			return d.launch("nest_quantize", sz.NestedBlocks(), st,
+			return d.launch("nest_quantize", QuantGridPerSM, sz.NestedBlocks(), st,
 				uint64(absmax), uint64(sz.Blocks), f32arg(off), uint64(d.dynmap), uint64(codes), uint64(nested))
 		})
 		var deqBW float64
+		defGrid := DequantGridPerSM
 		for _, v := range []int{2, 4, 8} {
 			for _, g := range []int{4, 8, 16} {
-				GridPerSM = g
+				DequantGridPerSM = g
 				bw := timeIt(fmt.Sprintf("dequantize nf4+dq -> bf16 v%d grid %d/SM", v, g), sz.Total()+2*n, func() error {
 					return d.launchDequantV(quant.BF16, v, n, p, packed, codes, nested, off, y, st)
 				})
-				if v == 4 && g == 8 {
+				if v == 4 && g == defGrid {
 					deqBW = bw
 				}
 			}
 		}
-		GridPerSM = 8
-		t.Logf("RESULT copy %.1f GB/s; quantize (v4, 8/SM) %.1f%% of copy; quantize+nested %.1f%%; nested alone %.1f GB/s; dequantize (v4, 8/SM) %.1f%%",
+		DequantGridPerSM = defGrid
+		t.Logf("RESULT copy %.1f GB/s; quantize (v4, default grid) %.1f%% of copy; quantize+nested %.1f%%; nested alone %.1f GB/s; dequantize (v4, default grid) %.1f%%",
 			copyBW, 100*quantBW/copyBW, 100*both/copyBW, nestBW, 100*deqBW/copyBW)
 		return nil
 	})
