@@ -116,8 +116,13 @@ func BenchmarkStageCUDA(b *testing.B) {
 		b.Skipf("needs a CUDA GPU: %v", err)
 	}
 	in := benchStream(b, true)
+	dev, err := gpu.Open(0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dev.Close()
 	o := cpuOptions()
-	o.Device = "cuda"
+	o.Backends = []quant.Backend{dev.Backend()} // opened once, as a long-lived program would
 	b.SetBytes(int64(len(in)))
 	b.ReportAllocs()
 	for b.Loop() {

@@ -42,6 +42,10 @@ type Options struct {
 	Params quant.Params
 	// Device is "auto", "cpu" or "cuda[:N[,N...]]"; "" means auto.
 	Device string
+	// Backends, when set, are used instead of opening Device (tensors go to
+	// them in turn); the caller owns them. For a program that quantizes many
+	// streams and opens its GPUs once.
+	Backends []quant.Backend
 	// Threads is the number of CPU goroutines; 0 means all cores.
 	Threads int
 	// Only and Skip are path.Match globs on tensor names. A name matching Skip

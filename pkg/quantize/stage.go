@@ -41,11 +41,15 @@ func Run(in io.Reader, out io.Writer, o Options) (*Summary, error) {
 		return sum, err
 	}
 	dev, _ := ParseDevice(o.Device)
-	backends, release, err := openBackends(dev, o.Threads)
-	if err != nil {
-		return sum, err
+	backends := o.Backends
+	if len(backends) == 0 {
+		var release func()
+		var err error
+		if backends, release, err = openBackends(dev, o.Threads); err != nil {
+			return sum, err
+		}
+		defer release()
 	}
-	defer release()
 	for i, b := range backends {
 		if i > 0 {
 			sum.Device += ","
@@ -63,7 +67,7 @@ func Run(in io.Reader, out io.Writer, o Options) (*Summary, error) {
 	cout := &countingWriter{w: out}
 	s := &stage{o: o, sum: sum, backends: backends, buf: make([]byte, chunk), in: cin,
 		prog: newProgress(o.Progress, start)}
-	err = s.run(tensorstream.NewReader(cin), tensorstream.NewWriter(cout))
+	err := s.run(tensorstream.NewReader(cin), tensorstream.NewWriter(cout))
 	sum.BytesIn, sum.BytesOut = cin.n.Load(), cout.n
 	s.prog.finish()
 	return sum, err
