@@ -113,7 +113,43 @@ func Resolve(cfg *Config) (*Model, error) {
 			return nil, vv.err
 		}
 	}
+	if err := m.checkCounts(); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// Limits on the counts a config may declare. The largest published models have
+// a few hundred layers and experts; these bounds keep a hostile config from
+// making Tensors allocate without bound.
+const (
+	MaxLayers  = 1 << 12
+	MaxExperts = 1 << 14
+)
+
+func (m *Model) checkCounts() error {
+	check := func(what string, n, limit int64) error {
+		if n > limit {
+			return fmt.Errorf("%w: %s = %d exceeds the limit of %d", ErrShape, what, n, limit)
+		}
+		return nil
+	}
+	if err := check("num_hidden_layers", m.Text.Layers, MaxLayers); err != nil {
+		return err
+	}
+	experts := m.Text.Experts + m.Text.SharedExperts
+	if err := check("number of experts", experts, MaxExperts); err != nil {
+		return err
+	}
+	if err := check("experts over all layers", experts*m.Text.Layers, MaxExperts*16); err != nil {
+		return err
+	}
+	if m.Vision != nil {
+		if err := check("vision layers", m.Vision.Layers+m.Vision.GlobalLayers, MaxLayers); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (m *Model) resolveText(v *view, top obj) error {
