@@ -17,6 +17,7 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 	ucli "github.com/urfave/cli/v2"
+	"golang.org/x/term"
 )
 
 // Version is the version every tool reports; the Makefile may override it with
@@ -201,13 +202,9 @@ func (o *Output) Abort() {
 	}
 }
 
-// IsTerminal reports whether w is a character device (a terminal), so progress
-// is drawn only for a person.
+// IsTerminal reports whether w is a terminal, so progress is drawn only for a
+// person. /dev/null and other character devices are not terminals.
 func IsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	return ok && term.IsTerminal(int(f.Fd()))
 }
