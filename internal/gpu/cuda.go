@@ -460,14 +460,17 @@ func withSmallerChunks(f func(chunk int64) error) error {
 // quant.Backend: bit-identical to quant.CPU). A run with a non-finite value
 // (when p.AllowNonFinite is off) is handed to the CPU backend, which names the
 // first one; when device memory runs out even for small chunks, the run goes
-// to the CPU and Warn, if set, says so once.
+// to the CPU (see BackendWithWarn).
 func (d *Device) Backend() quant.Backend { return &backend{d: d} }
+
+// BackendWithWarn is Backend with warn receiving the one-line warning of a
+// fallback to the CPU.
+func (d *Device) BackendWithWarn(warn func(string)) quant.Backend { return &backend{d: d, Warn: warn} }
 
 type backend struct {
 	d      *Device
 	warned bool
-	// Warn, when set, receives a one-line warning about a fallback to the CPU.
-	Warn func(string)
+	Warn   func(string)
 }
 
 func (b *backend) Name() string { return fmt.Sprintf("cuda:%d", b.d.ordinal) }

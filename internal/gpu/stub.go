@@ -25,6 +25,9 @@ func (d *Device) MemInfo() (free, total int64, err error) { return 0, 0, ErrNoCU
 // Backend returns a quant.Backend on the device; without CUDA it fails every run.
 func (d *Device) Backend() quant.Backend { return noBackend{} }
 
+// BackendWithWarn is Backend with a warning callback; without CUDA it fails every run.
+func (d *Device) BackendWithWarn(warn func(string)) quant.Backend { return noBackend{} }
+
 type noBackend struct{}
 
 func (noBackend) Name() string { return "cuda (not built)" }
