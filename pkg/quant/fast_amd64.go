@@ -13,9 +13,8 @@ import (
 // smallest nonzero magnitude; Go turns the largest into absmax and the scale
 // (the GPU's reciprocal, rcp.go, from a table for 16-bit inputs) and marks the
 // blocks the vector code must not take; then the quantization kernel computes
-// y = x*scale (one IEEE float32 multiply, as the reference does) and the code
-// as the number of sorted thresholds that y exceeds, which is what the
-// reference's decision tree of strict comparisons computes. Blocks holding a
+// y = x*scale (one IEEE float32 multiply, as the reference does) and walks the
+// reference's decision tree, eight values a step. Blocks holding a
 // NaN, an infinity or a float32 subnormal, or whose absmax is subnormal, go to
 // the Go kernels afterwards and overwrite what the vector pass wrote there.
 
@@ -87,25 +86,35 @@ func hasAVX2F16C() bool {
 // quantConsts is the constant table of the quantization kernels; the offsets
 // are the K_* macros of fast_amd64.s.
 type quantConsts struct {
-	thr    [15][8]float32 // ascending thresholds, each broadcast
-	abs    [8]uint32      // 0x7FFFFFFF
-	negMin [8]float32     // -2^-126
-	perm   [32]byte       // FP4: count + 8*sign -> code, per 128-bit lane
-	shuf   [32]byte       // pair bytes -> packed positions, per lane
+	q      [4][8]float32 // the counted thresholds, broadcast (three used)
+	lvl3   [8]float32    // next-level threshold by path
+	lvl4   [8]float32
+	abs    [8]uint32  // 0x7FFFFFFF
+	negMin [8]float32 // -2^-126
+	perm   [32]byte   // FP4: count + 8*sign -> code, per 128-bit lane
+	shuf   [32]byte   // pair bytes -> packed positions, per lane
 }
 
 var quantConstTables = sync.OnceValue(func() [2]*quantConsts {
 	return [2]*quantConsts{newQuantConsts(NF4), newQuantConsts(FP4)}
 })
 
+// newQuantConsts lays out the search (see fast_amd64.s): NF4's path after the
+// count is code>>2 (table t[4r+1]), then code>>1 (t[2r]); FP4's is
+// count>>1 + 4*sign (table t[2(r&3)]).
 func newQuantConsts(t Type) *quantConsts {
 	c := new(quantConsts)
-	for i, v := range thresholds(t) {
-		for j := range 8 {
-			c.thr[i][j] = v
-		}
-	}
 	for j := range 8 {
+		if t == NF4 {
+			th := nf4Thresholds
+			c.q[0][j], c.q[1][j], c.q[2][j] = th[3], th[7], th[11]
+			c.lvl3[j] = th[4*(j&3)+1]
+			c.lvl4[j] = th[2*j]
+		} else {
+			th := fp4Thresholds
+			c.q[0][j], c.q[1][j], c.q[2][j] = th[1], th[3], th[5]
+			c.lvl3[j] = th[2*(j&3)]
+		}
 		c.abs[j] = 0x7FFFFFFF
 		c.negMin[j] = -0x1p-126
 	}
@@ -149,26 +158,9 @@ func (q *blockQuantizer) simd() (int, error) {
 	if full == 0 {
 		return 0, nil
 	}
-	var kernel func(*byte, unsafe.Pointer, int, int, *float32, *quantConsts)
 	consts := quantConstTables()[0]
-	switch q.dt {
-	case BF16:
-		kernel = nf4BF16
-	case F16:
-		kernel = nf4F16
-	default:
-		kernel = nf4F32
-	}
 	if q.p.Type == FP4 {
 		consts = quantConstTables()[1]
-		switch q.dt {
-		case BF16:
-			kernel = fp4BF16
-		case F16:
-			kernel = fp4F16
-		default:
-			kernel = fp4F32
-		}
 	}
 	var tab *[1 << 15]float32
 	switch q.dt {
@@ -213,7 +205,21 @@ func (q *blockQuantizer) simd() (int, error) {
 			}
 			q.absmax[b0+i], scales[i] = a, s
 		}
-		kernel(&q.packed[b0*bs/2], src, nb, bs, &scales[0], consts)
+		dst := &q.packed[b0*bs/2]
+		switch { // direct calls, so that the scratch arrays stay on the stack
+		case q.p.Type == NF4 && q.dt == BF16:
+			nf4BF16(dst, src, nb, bs, &scales[0], consts)
+		case q.p.Type == NF4 && q.dt == F16:
+			nf4F16(dst, src, nb, bs, &scales[0], consts)
+		case q.p.Type == NF4:
+			nf4F32(dst, src, nb, bs, &scales[0], consts)
+		case q.dt == BF16:
+			fp4BF16(dst, src, nb, bs, &scales[0], consts)
+		case q.dt == F16:
+			fp4F16(dst, src, nb, bs, &scales[0], consts)
+		default:
+			fp4F32(dst, src, nb, bs, &scales[0], consts)
+		}
 		if odd {
 			for i, s := range scales[:nb] {
 				if s != s {
@@ -278,4 +284,49 @@ func (d *Decoder) decodeBlocksSIMD(out, packed []byte, absmax []float32) bool {
 		}
 	}
 	return true
+}
+
+//go:noescape
+func nestedCodes(dst *byte, x *float32, n int, scale float32, m *[256]float32, c *nestConsts)
+
+// nestConsts is the constant table of nestedCodes; the offsets are the N_*
+// macros of fast_amd64.s.
+type nestConsts struct {
+	abs, maxSub, sign [8]uint32
+	start, one        [8]int32
+	half              [8]float32
+	pick              [32]byte
+	steps             [7][2][8]int32
+}
+
+var nestConstTable = sync.OnceValue(func() *nestConsts {
+	c := new(nestConsts)
+	for j := range 8 {
+		c.abs[j], c.maxSub[j], c.sign[j] = 0x7FFFFFFF, 0x007FFFFF, 0x80000000
+		c.start[j], c.one[j], c.half[j] = 127, 1, 0.5
+		for k := range 7 {
+			i := int32(64 >> k)
+			c.steps[k][0][j], c.steps[k][1][j] = i, 2*i
+		}
+	}
+	for l := range 2 {
+		for k := range 16 {
+			c.pick[16*l+k] = 0x80
+			if k < 4 {
+				c.pick[16*l+k] = byte(4 * k)
+			}
+		}
+	}
+	return c
+})
+
+// nestedCodesSIMD writes the codes of x[:n] scaled, for n a multiple of 8 it
+// chooses, and returns n (0 without the vector kernels).
+func nestedCodesSIMD(dst []byte, x []float32, scale float32) int {
+	n := len(x) &^ 7
+	if !useSIMD || n == 0 {
+		return 0
+	}
+	nestedCodes(&dst[0], &x[0], n, scale, &NestedMap, nestConstTable())
+	return n
 }

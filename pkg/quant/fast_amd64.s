@@ -139,19 +139,32 @@ u32done:
 	RET
 
 // ---------------------------------------------------------------------------
-// Quantization. Registers: Y0-Y3 hold 32 values (y = x*scale), Y4-Y7 the
-// negated counts, Y8-Y11 compare masks, Y12 the block's scale, Y13 the FP4
-// code table, R9 the
-// constants (kernel tables, see quantConsts in fast_amd64.go).
+// Quantization. Registers: Y0-Y3 hold 32 values (y = x*scale), Y4-Y7 their
+// codes, Y8-Y11 scratch, Y12 the block's scale, Y13 the FP4 code table, R9
+// the constants (quantConsts in fast_amd64.go).
+//
+// The decision trees of tables.go are binary searches over the ascending
+// thresholds with strict >, so the code's top two bits are the number of the
+// three quartile thresholds that y exceeds: three independent compares. The
+// kernels then walk the remaining levels for eight values at once: r holds
+// the path so far, the next threshold is table[r] (vpermps, which reads r's
+// low three bits), and r = 2r + (y > threshold). NF4 counts t3, t7, t11 and
+// walks two levels. FP4 counts t1, t3, t5 on |y|, adds 4 for the sign (y <=
+// -2^-126: negative and not flushed to zero) and walks one level, so r ends
+// as count + 8*sign, which a pshufb maps to the code.
 
 // Constant layout (offsets into the table R9 points at), each 32 bytes:
-#define K_THR 0      // 15 thresholds, broadcast, ascending (NF4) / 7 (FP4)
-#define K_ABS 480    // 0x7FFFFFFF
-#define K_NEGMIN 512 // -2^-126
-#define K_PERM 544   // FP4: count+8*sign -> code (pshufb table, both lanes)
-#define K_SHUF 576   // pair bytes -> output positions (pshufb, per lane)
+#define K_Q1 0       // the three counted thresholds, broadcast
+#define K_Q2 32
+#define K_Q3 64
+#define K_LVL3 128   // next-level thresholds by path
+#define K_LVL4 160
+#define K_ABS 192    // 0x7FFFFFFF
+#define K_NEGMIN 224 // -2^-126
+#define K_PERM 256   // FP4: count + 8*sign -> code, per 128-bit lane
+#define K_SHUF 288   // pair bytes -> output positions (pshufb, per lane)
 
-// Widen 32 values at SI into Y0-Y3 and scale them.
+// Widen 32 values at SI into Y0-Y3.
 #define LOAD_BF16 \
 	VPMOVZXWD (SI), Y0; \
 	VPMOVZXWD 16(SI), Y1; \
@@ -183,57 +196,50 @@ u32done:
 	VMULPS Y12, Y2, Y2; \
 	VMULPS Y12, Y3, Y3
 
-// First threshold: the masks are the (negated) counts.
-#define CMP_FIRST \
-	VCMPPS $0x1E, K_THR(R9), Y0, Y4; \
-	VCMPPS $0x1E, K_THR(R9), Y1, Y5; \
-	VCMPPS $0x1E, K_THR(R9), Y2, Y6; \
-	VCMPPS $0x1E, K_THR(R9), Y3, Y7
+// One search level: r = 2r + (y > table[r]); the compare is ordered and
+// quiet (a NaN compares false, as in C).
+#define LEVEL(y, r, t, tab) \
+	VPERMPS tab(R9), r, t; \
+	VCMPPS  $0x1E, t, y, t; \
+	VPADDD  r, r, r; \
+	VPSUBD  t, r, r
 
-// y > threshold (ordered, quiet) adds -1 to the count.
-#define CMP(off) \
-	VCMPPS $0x1E, (K_THR+off)(R9), Y0, Y8; \
-	VCMPPS $0x1E, (K_THR+off)(R9), Y1, Y9; \
-	VCMPPS $0x1E, (K_THR+off)(R9), Y2, Y10; \
-	VCMPPS $0x1E, (K_THR+off)(R9), Y3, Y11; \
-	VPADDD Y8, Y4, Y4; \
-	VPADDD Y9, Y5, Y5; \
-	VPADDD Y10, Y6, Y6; \
-	VPADDD Y11, Y7, Y7
+// The compares give -1 for true: r sums them and takes the absolute value.
+#define NF4_ONE(y, r, t) \
+	VCMPPS $0x1E, K_Q1(R9), y, r; \
+	VCMPPS $0x1E, K_Q2(R9), y, t; \
+	VPADDD t, r, r; \
+	VCMPPS $0x1E, K_Q3(R9), y, t; \
+	VPADDD t, r, r; \
+	VPABSD r, r; \
+	LEVEL(y, r, t, K_LVL3); \
+	LEVEL(y, r, t, K_LVL4)
 
 #define NF4_CODES \
-	CMP_FIRST; \
-	CMP(32); CMP(64); CMP(96); CMP(128); CMP(160); CMP(192); CMP(224); \
-	CMP(256); CMP(288); CMP(320); CMP(352); CMP(384); CMP(416); CMP(448); \
-	VPABSD Y4, Y4; \
-	VPABSD Y5, Y5; \
-	VPABSD Y6, Y6; \
-	VPABSD Y7, Y7
+	NF4_ONE(Y0, Y4, Y8); \
+	NF4_ONE(Y1, Y5, Y9); \
+	NF4_ONE(Y2, Y6, Y10); \
+	NF4_ONE(Y3, Y7, Y11)
 
-// FP4: the sign (y <= -2^-126: negative and not flushed to zero) counts -8,
-// then the thresholds on |y|; the pshufb table maps count+8*sign to the code.
+#define FP4_ONE(y, r, t) \
+	VCMPPS $0x12, K_NEGMIN(R9), y, r; \
+	VANDPS K_ABS(R9), y, y; \
+	VPSLLD $2, r, r; \
+	VCMPPS $0x1E, K_Q1(R9), y, t; \
+	VPADDD t, r, r; \
+	VCMPPS $0x1E, K_Q2(R9), y, t; \
+	VPADDD t, r, r; \
+	VCMPPS $0x1E, K_Q3(R9), y, t; \
+	VPADDD t, r, r; \
+	VPABSD r, r; \
+	LEVEL(y, r, t, K_LVL3); \
+	VPSHUFB r, Y13, r
+
 #define FP4_CODES \
-	VCMPPS $0x12, K_NEGMIN(R9), Y0, Y4; \
-	VCMPPS $0x12, K_NEGMIN(R9), Y1, Y5; \
-	VCMPPS $0x12, K_NEGMIN(R9), Y2, Y6; \
-	VCMPPS $0x12, K_NEGMIN(R9), Y3, Y7; \
-	VPSLLD $3, Y4, Y4; \
-	VPSLLD $3, Y5, Y5; \
-	VPSLLD $3, Y6, Y6; \
-	VPSLLD $3, Y7, Y7; \
-	VANDPS K_ABS(R9), Y0, Y0; \
-	VANDPS K_ABS(R9), Y1, Y1; \
-	VANDPS K_ABS(R9), Y2, Y2; \
-	VANDPS K_ABS(R9), Y3, Y3; \
-	CMP(0); CMP(32); CMP(64); CMP(96); CMP(128); CMP(160); CMP(192); \
-	VPABSD Y4, Y4; \
-	VPABSD Y5, Y5; \
-	VPABSD Y6, Y6; \
-	VPABSD Y7, Y7; \
-	VPSHUFB Y4, Y13, Y4; \
-	VPSHUFB Y5, Y13, Y5; \
-	VPSHUFB Y6, Y13, Y6; \
-	VPSHUFB Y7, Y13, Y7
+	FP4_ONE(Y0, Y4, Y8); \
+	FP4_ONE(Y1, Y5, Y9); \
+	FP4_ONE(Y2, Y6, Y10); \
+	FP4_ONE(Y3, Y7, Y11)
 
 // Pack the 32 codes in Y4-Y7 (dwords) into 16 bytes at DI, high nibble first.
 #define PACK \
@@ -395,3 +401,92 @@ done: \
 
 DEQUANT(·dequantBF16, TABLE_BF16)
 DEQUANT(·dequantF16, TABLE_F16)
+
+// ---------------------------------------------------------------------------
+// Double quantization: the code of y = x*scale (flush-to-zero of operands and
+// result) in the signed dynamic map, by the reference's binary search done
+// with gathers, eight values at a time (see nestedCodeFast for why the
+// neighbours are pivot-1 and pivot+1).
+//
+// Constant layout (nestConsts in fast_amd64.go), each 32 bytes:
+#define N_ABS 0
+#define N_MAXSUB 32
+#define N_SIGN 64
+#define N_START 96   // 127
+#define N_ONE 128    // 1
+#define N_HALF 160   // 0.5
+#define N_PICK 192   // pshufb: low byte of each dword to bytes 0-3 of its lane
+#define N_STEPS 224  // per step k: i (at +64k) and 2i (at +64k+32)
+
+#define NFTZ(r, t) \
+	VPAND    N_ABS(R8), r, t; \
+	VPCMPGTD N_MAXSUB(R8), t, t; \
+	VPOR     N_SIGN(R8), t, t; \
+	VPAND    t, r, r
+
+// One search step: p += x > m[p] ? i : -i.
+#define NSTEP(k) \
+	VPCMPEQD   Y2, Y2, Y2; \
+	VPGATHERDD Y2, (R9)(Y1*4), Y3; \
+	VCMPPS     $0x1E, Y3, Y0, Y4; \
+	VPAND      (N_STEPS+64*k+32)(R8), Y4, Y4; \
+	VPADDD     Y4, Y1, Y1; \
+	VPSUBD     (N_STEPS+64*k)(R8), Y1, Y1
+
+// func nestedCodes(dst *byte, x *float32, n int, scale float32, m *[256]float32, c *nestConsts)
+// n is a multiple of 8.
+TEXT ·nestedCodes(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS scale+24(FP), Y14
+	MOVQ m+32(FP), R9
+	MOVQ c+40(FP), R8
+	SHRQ $3, CX
+	JZ   nestdone
+
+nestloop:
+	VMOVUPS (SI), Y0
+	NFTZ(Y0, Y1)
+	VMULPS  Y14, Y0, Y0
+	NFTZ(Y0, Y1)
+	VMOVDQU N_START(R8), Y1
+	NSTEP(0)
+	NSTEP(1)
+	NSTEP(2)
+	NSTEP(3)
+	NSTEP(4)
+	NSTEP(5)
+	NSTEP(6)
+	VPCMPEQD   Y2, Y2, Y2
+	VPGATHERDD Y2, (R9)(Y1*4), Y3  // v = m[p]
+	VPADDD     N_ONE(R8), Y1, Y4   // hi = p+1
+	VPSUBD     N_ONE(R8), Y1, Y5
+	VPXOR      Y6, Y6, Y6
+	VPMAXSD    Y6, Y5, Y5          // lo = max(p-1, 0)
+	VPCMPEQD   Y2, Y2, Y2
+	VPGATHERDD Y2, (R9)(Y4*4), Y6  // upper = m[hi]
+	VPCMPEQD   Y2, Y2, Y2
+	VPGATHERDD Y2, (R9)(Y5*4), Y7  // lower = m[lo]
+	VADDPS     Y3, Y6, Y6
+	VMULPS     N_HALF(R8), Y6, Y6  // (upper+v)*0.5
+	VADDPS     Y3, Y7, Y7
+	VMULPS     N_HALF(R8), Y7, Y7  // (lower+v)*0.5
+	VCMPPS     $0x1E, Y3, Y0, Y8   // y > v
+	VCMPPS     $0x1E, Y6, Y0, Y9   // y > (upper+v)*0.5
+	VCMPPS     $0x11, Y7, Y0, Y10  // y < (lower+v)*0.5
+	VPBLENDVB  Y9, Y4, Y1, Y11     // above v: hi or p
+	VPBLENDVB  Y10, Y5, Y1, Y12    // else: lo or p
+	VPBLENDVB  Y8, Y11, Y12, Y11
+	VPSHUFB    N_PICK(R8), Y11, Y11
+	VEXTRACTI128 $1, Y11, X12
+	VPUNPCKLDQ X12, X11, X11
+	VMOVQ      X11, (DI)
+	ADDQ       $32, SI
+	ADDQ       $8, DI
+	DECQ       CX
+	JNZ        nestloop
+
+nestdone:
+	VZEROUPPER
+	RET

@@ -368,14 +368,34 @@ func TestNestedSearchNeighbours(t *testing.T) {
 	}
 }
 
-// TestNestedCodeFast compares the branch-free search with the reference on
-// every map value and midpoint ± 64 ulps, specials, and random values.
+// TestNestedCodeFast compares the branch-free search and the vector kernel
+// with the reference on every map value and midpoint ± 64 ulps, specials
+// (NaN, ±Inf, ±0, subnormals), and random values, unscaled and scaled.
 func TestNestedCodeFast(t *testing.T) {
+	var all []float32
 	check := func(x float32) {
+		all = append(all, x)
 		if got, want := nestedCodeFast(x), nestedCode(&NestedMap, x); got != want {
 			t.Fatalf("x=%v (%08x): fast %d, reference %d", x, math.Float32bits(x), got, want)
 		}
 	}
+	defer func() {
+		if !hasSIMD || t.Failed() {
+			return
+		}
+		for _, scale := range []float32{1, 0.75, 3e-5, 1e30, 0, float32(math.Inf(1))} {
+			got := make([]byte, len(all))
+			done := nestedCodesSIMD(got, all, scale)
+			if done != len(all)&^7 {
+				t.Fatalf("vector kernel did %d of %d values", done, len(all))
+			}
+			for i, x := range all[:done] {
+				if want := nestedCode(&NestedMap, mulFTZ(x, scale)); got[i] != want {
+					t.Fatalf("scale %v, x=%v (%08x): vector %d, reference %d", scale, x, math.Float32bits(x), got[i], want)
+				}
+			}
+		}
+	}()
 	m := NestedMap
 	var points []float32
 	for i, v := range m {
@@ -421,11 +441,16 @@ func TestDoubleQuantizeThreads(t *testing.T) {
 		wantCodes := make([]byte, n)
 		wantNested := make([]float32, (n+255)/256)
 		nestQuantize(wantCodes, wantNested, a, offset)
-		for _, threads := range []int{1, 2, 7} {
-			codes, nested, off := doubleQuantize(a, threads)
-			if off != offset || !bytes.Equal(codes, wantCodes) || !equalBits(nested, wantNested) {
-				t.Fatalf("n=%d threads=%d: differs from the reference", n, threads)
+		for _, simd := range kernelModes() {
+			undo := setSIMD(simd)
+			for _, threads := range []int{1, 2, 7} {
+				codes, nested, off := doubleQuantize(a, threads)
+				if off != offset || !bytes.Equal(codes, wantCodes) || !equalBits(nested, wantNested) {
+					undo()
+					t.Fatalf("n=%d threads=%d %s: differs from the reference", n, threads, modeName(simd))
+				}
 			}
+			undo()
 		}
 	}
 }

@@ -79,8 +79,9 @@ func nestRange(codes []byte, nested []float32, absmax []float32, offset float32)
 		m := refBlockAbsmax(x, len(blk) < NestedBlockSize)
 		scale := gpuRecip(m)
 		out := codes[b*NestedBlockSize : b*NestedBlockSize+len(blk)]
-		for i, v := range x {
-			out[i] = nestedCodeFast(mulFTZ(v, scale))
+		done := nestedCodesSIMD(out, x, scale)
+		for i, v := range x[done:] {
+			out[done+i] = nestedCodeFast(mulFTZ(v, scale))
 		}
 		nested[b] = m
 	}
