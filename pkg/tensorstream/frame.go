@@ -63,10 +63,10 @@ const frameHeaderLen = 9
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-func putFrameHeader(b []byte, kind byte, body []byte) {
+func putFrameHeader(b []byte, kind byte, n int, crc uint32) {
 	b[0] = kind
-	binary.LittleEndian.PutUint32(b[1:5], uint32(len(body)))
-	binary.LittleEndian.PutUint32(b[5:9], crc32.Checksum(body, castagnoli))
+	binary.LittleEndian.PutUint32(b[1:5], uint32(n))
+	binary.LittleEndian.PutUint32(b[5:9], crc)
 }
 
 // marshal encodes v compactly with sorted map keys, so equal values give equal bytes.

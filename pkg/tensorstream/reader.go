@@ -45,6 +45,7 @@ type Reader struct {
 	curOff     int64  // offset of the current tensor's descriptor frame
 	tensorLeft int64  // payload bytes of cur not yet read
 	chunkLeft  int64  // bytes of the current chunk not yet read
+	chunkLen   int64  // bytes of the current chunk
 	chunkOff   int64  // offset of the current chunk frame
 	chunkWant  uint32 // CRC-32C the current chunk frame declared
 	chunkCRC   uint32
@@ -226,20 +227,9 @@ func (r *Reader) Read(p []byte) (int, error) {
 	}
 	name := r.cur.Name
 	if r.chunkLeft == 0 {
-		off := r.off
-		kind, n, crc, err := r.frame()
-		if err != nil {
-			return 0, r.fail(name, off, err)
+		if err := r.beginChunk(); err != nil {
+			return 0, err
 		}
-		switch {
-		case kind != frameChunk:
-			return 0, r.fail(name, off, fmt.Errorf("%w: frame kind %q inside a payload with %d bytes to go", ErrCorrupt, kind, r.tensorLeft))
-		case n > int64(r.lim.MaxChunk):
-			return 0, r.fail(name, off, fmt.Errorf("%w: chunk of %d bytes exceeds %d", ErrLimit, n, r.lim.MaxChunk))
-		case n == 0 || n > r.tensorLeft:
-			return 0, r.fail(name, off, fmt.Errorf("%w: chunk of %d bytes where %d payload bytes remain", ErrCorrupt, n, r.tensorLeft))
-		}
-		r.chunkLeft, r.chunkOff, r.chunkWant, r.chunkCRC = n, off, crc, 0
 	}
 	if int64(len(p)) > r.chunkLeft {
 		p = p[:r.chunkLeft]
@@ -247,7 +237,6 @@ func (r *Reader) Read(p []byte) (int, error) {
 	n, err := r.br.Read(p)
 	r.off += int64(n)
 	r.chunkCRC = crc32.Update(r.chunkCRC, castagnoli, p[:n])
-	r.payloadCRC = crc32.Update(r.payloadCRC, castagnoli, p[:n])
 	r.chunkLeft -= int64(n)
 	r.tensorLeft -= int64(n)
 	r.bytes += int64(n)
@@ -257,15 +246,69 @@ func (r *Reader) Read(p []byte) (int, error) {
 		}
 		return n, r.fail(name, r.off, err)
 	}
-	if r.chunkLeft == 0 && r.chunkCRC != r.chunkWant {
-		return n, r.fail(name, r.chunkOff, fmt.Errorf("%w: chunk has CRC-32C %08x, frame says %08x", ErrChecksum, r.chunkCRC, r.chunkWant))
-	}
-	if r.tensorLeft == 0 {
-		if err := r.readTrailer(); err != nil {
+	if r.chunkLeft == 0 {
+		if err := r.endChunk(); err != nil {
 			return n, err
 		}
 	}
 	return n, nil
+}
+
+// beginChunk reads the frame header of the next chunk of the current payload.
+func (r *Reader) beginChunk() error {
+	name := r.cur.Name
+	off := r.off
+	kind, n, crc, err := r.frame()
+	if err != nil {
+		return r.fail(name, off, err)
+	}
+	switch {
+	case kind != frameChunk:
+		return r.fail(name, off, fmt.Errorf("%w: frame kind %q inside a payload with %d bytes to go", ErrCorrupt, kind, r.tensorLeft))
+	case n > int64(r.lim.MaxChunk):
+		return r.fail(name, off, fmt.Errorf("%w: chunk of %d bytes exceeds %d", ErrLimit, n, r.lim.MaxChunk))
+	case n == 0 || n > r.tensorLeft:
+		return r.fail(name, off, fmt.Errorf("%w: chunk of %d bytes where %d payload bytes remain", ErrCorrupt, n, r.tensorLeft))
+	}
+	r.chunkLeft, r.chunkLen, r.chunkOff, r.chunkWant, r.chunkCRC = n, n, off, crc, 0
+	return nil
+}
+
+// endChunk verifies a chunk that has been read whole, folds its CRC into the
+// payload's, and reads the trailer after the last chunk.
+func (r *Reader) endChunk() error {
+	if r.chunkCRC != r.chunkWant {
+		return r.fail(r.cur.Name, r.chunkOff, fmt.Errorf("%w: chunk has CRC-32C %08x, frame says %08x", ErrChecksum, r.chunkCRC, r.chunkWant))
+	}
+	r.payloadCRC = crcCombine(r.payloadCRC, r.chunkCRC, r.chunkLen)
+	if r.tensorLeft == 0 {
+		return r.readTrailer()
+	}
+	return nil
+}
+
+// nextChunk reads the next chunk of the current payload whole into buf, when it
+// fits, and returns it with its verified CRC. When it does not fit it returns
+// nil and leaves the reader at the start of the chunk, for Read to serve.
+func (r *Reader) nextChunk(buf []byte) ([]byte, uint32, error) {
+	if err := r.beginChunk(); err != nil {
+		return nil, 0, err
+	}
+	if r.chunkLen > int64(cap(buf)) {
+		return nil, 0, nil
+	}
+	p := buf[:r.chunkLen]
+	if err := r.readFull(p); err != nil {
+		return nil, 0, r.fail(r.cur.Name, r.off, err)
+	}
+	r.chunkCRC = crc32.Checksum(p, castagnoli)
+	r.chunkLeft = 0
+	r.tensorLeft -= r.chunkLen
+	r.bytes += r.chunkLen
+	if err := r.endChunk(); err != nil {
+		return nil, 0, err
+	}
+	return p, r.chunkWant, nil
 }
 
 func (r *Reader) readTrailer() error {

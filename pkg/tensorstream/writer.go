@@ -50,7 +50,11 @@ func (w *Writer) fail(tensor string, err error) error {
 }
 
 func (w *Writer) writeFrame(kind byte, body []byte) error {
-	putFrameHeader(w.frame[:], kind, body)
+	return w.writeFrameCRC(kind, body, crc32.Checksum(body, castagnoli))
+}
+
+func (w *Writer) writeFrameCRC(kind byte, body []byte, crc uint32) error {
+	putFrameHeader(w.frame[:], kind, len(body), crc)
 	if _, err := w.bw.Write(w.frame[:]); err != nil {
 		return err
 	}
@@ -212,10 +216,15 @@ func (w *Writer) flushChunk() error {
 }
 
 func (w *Writer) emit(p []byte) error {
-	w.payloadCRC = crc32.Update(w.payloadCRC, castagnoli, p)
-	if err := w.writeFrame(frameChunk, p); err != nil {
+	return w.emitCRC(p, crc32.Checksum(p, castagnoli))
+}
+
+// emitCRC writes a chunk whose CRC-32C is already known.
+func (w *Writer) emitCRC(p []byte, crc uint32) error {
+	if err := w.writeFrameCRC(frameChunk, p, crc); err != nil {
 		return w.fail(w.cur.Name, err)
 	}
+	w.payloadCRC = crcCombine(w.payloadCRC, crc, int64(len(p)))
 	w.curLeft -= int64(len(p))
 	w.bytes += int64(len(p))
 	return nil
@@ -285,14 +294,37 @@ func (w *Writer) Close() error {
 
 // CopyTensor writes t to w and copies its payload from r, which must be positioned
 // on t (just returned by r.Next). The trailer carries what r learned from t's own
-// trailer, so the nested offset and checksum pass through unchanged.
+// trailer, so the nested offset and checksum pass through unchanged. Chunks that
+// fit the writer's chunk size are forwarded whole with the CRC the reader
+// verified, so each payload byte is checksummed once.
 func CopyTensor(w *Writer, r *Reader, t *Tensor) error {
 	if err := w.WriteTensor(t); err != nil {
 		return err
 	}
-	if !t.NoData {
-		if _, err := io.Copy(w, r); err != nil {
+	for !t.NoData && !r.payloadEOF {
+		if r.err != nil {
+			return r.err
+		}
+		if w.err != nil {
+			return w.err
+		}
+		if r.chunkLeft != 0 || len(w.buf) != 0 {
+			if _, err := io.Copy(w, r); err != nil {
+				return err
+			}
+			break
+		}
+		if w.buf == nil {
+			w.buf = make([]byte, 0, w.chunkSize)
+		}
+		p, crc, err := r.nextChunk(w.buf[:0])
+		if err != nil {
 			return err
+		}
+		if p != nil {
+			if err := w.emitCRC(p, crc); err != nil {
+				return err
+			}
 		}
 	}
 	return w.EndTensor()
