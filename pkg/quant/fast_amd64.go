@@ -182,28 +182,34 @@ func (q *blockQuantizer) simd() (int, error) {
 			statsU32((*uint32)(src), nb, bs, &stats[0])
 		}
 		odd := false
-		for i, st := range stats[:nb] {
-			m, mn := uint32(st), uint32(st>>32) // largest magnitude; smallest minus one
-			var a, s float32
-			var ok bool
-			switch q.dt {
-			case BF16:
-				ok = m < 0x7F80 && (m == 0 || m >= 0x0080 && mn >= 0x007F)
-				a, s = bf16ToF32(uint16(m)), tab[m&0x7FFF]
-			case F16: // every half is a normal float32 (or zero)
-				ok = m < 0x7C00
-				a, s = f16ToF32(uint16(m)), tab[m&0x7FFF]
-			default:
-				ok = m < 0x7F800000 && (m == 0 || m >= 0x00800000 && mn >= 0x007FFFFF)
-				a = math.Float32frombits(m)
-				if ok {
-					s = gpuRecip(a)
+		am, sc := q.absmax[b0:b0+nb], scales[:nb]
+		switch q.dt {
+		case BF16:
+			for i, st := range stats[:nb] {
+				m, mn := uint32(st), uint32(st>>32) // largest magnitude; smallest minus one
+				am[i], sc[i] = bf16ToF32(uint16(m)), tab[m&0x7FFF]
+				if m >= 0x7F80 || m != 0 && (m < 0x0080 || mn < 0x007F) {
+					odd, sc[i] = true, nan
 				}
 			}
-			if !ok {
-				odd, s = true, nan
+		case F16: // every half is a normal float32 (or zero)
+			for i, st := range stats[:nb] {
+				m := uint32(st)
+				am[i], sc[i] = f16ToF32(uint16(m)), tab[m&0x7FFF]
+				if m >= 0x7C00 {
+					odd, sc[i] = true, nan
+				}
 			}
-			q.absmax[b0+i], scales[i] = a, s
+		default:
+			for i, st := range stats[:nb] {
+				m, mn := uint32(st), uint32(st>>32)
+				am[i] = math.Float32frombits(m)
+				if m >= 0x7F800000 || m != 0 && (m < 0x00800000 || mn < 0x007FFFFF) {
+					odd, sc[i] = true, nan
+				} else {
+					sc[i] = gpuRecip(am[i])
+				}
+			}
 		}
 		dst := &q.packed[b0*bs/2]
 		switch { // direct calls, so that the scratch arrays stay on the stack
@@ -284,49 +290,4 @@ func (d *Decoder) decodeBlocksSIMD(out, packed []byte, absmax []float32) bool {
 		}
 	}
 	return true
-}
-
-//go:noescape
-func nestedCodes(dst *byte, x *float32, n int, scale float32, m *[256]float32, c *nestConsts)
-
-// nestConsts is the constant table of nestedCodes; the offsets are the N_*
-// macros of fast_amd64.s.
-type nestConsts struct {
-	abs, maxSub, sign [8]uint32
-	start, one        [8]int32
-	half              [8]float32
-	pick              [32]byte
-	steps             [7][2][8]int32
-}
-
-var nestConstTable = sync.OnceValue(func() *nestConsts {
-	c := new(nestConsts)
-	for j := range 8 {
-		c.abs[j], c.maxSub[j], c.sign[j] = 0x7FFFFFFF, 0x007FFFFF, 0x80000000
-		c.start[j], c.one[j], c.half[j] = 127, 1, 0.5
-		for k := range 7 {
-			i := int32(64 >> k)
-			c.steps[k][0][j], c.steps[k][1][j] = i, 2*i
-		}
-	}
-	for l := range 2 {
-		for k := range 16 {
-			c.pick[16*l+k] = 0x80
-			if k < 4 {
-				c.pick[16*l+k] = byte(4 * k)
-			}
-		}
-	}
-	return c
-})
-
-// nestedCodesSIMD writes the codes of x[:n] scaled, for n a multiple of 8 it
-// chooses, and returns n (0 without the vector kernels).
-func nestedCodesSIMD(dst []byte, x []float32, scale float32) int {
-	n := len(x) &^ 7
-	if !useSIMD || n == 0 {
-		return 0
-	}
-	nestedCodes(&dst[0], &x[0], n, scale, &NestedMap, nestConstTable())
-	return n
 }

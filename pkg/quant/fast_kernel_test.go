@@ -368,34 +368,15 @@ func TestNestedSearchNeighbours(t *testing.T) {
 	}
 }
 
-// TestNestedCodeFast compares the branch-free search and the vector kernel
-// with the reference on every map value and midpoint ± 64 ulps, specials
-// (NaN, ±Inf, ±0, subnormals), and random values, unscaled and scaled.
+// TestNestedCodeFast compares the branch-free search with the reference on
+// every map value and midpoint ± 64 ulps, specials (NaN, ±Inf, ±0,
+// subnormals), and random values.
 func TestNestedCodeFast(t *testing.T) {
-	var all []float32
 	check := func(x float32) {
-		all = append(all, x)
 		if got, want := nestedCodeFast(x), nestedCode(&NestedMap, x); got != want {
 			t.Fatalf("x=%v (%08x): fast %d, reference %d", x, math.Float32bits(x), got, want)
 		}
 	}
-	defer func() {
-		if !hasSIMD || t.Failed() {
-			return
-		}
-		for _, scale := range []float32{1, 0.75, 3e-5, 1e30, 0, float32(math.Inf(1))} {
-			got := make([]byte, len(all))
-			done := nestedCodesSIMD(got, all, scale)
-			if done != len(all)&^7 {
-				t.Fatalf("vector kernel did %d of %d values", done, len(all))
-			}
-			for i, x := range all[:done] {
-				if want := nestedCode(&NestedMap, mulFTZ(x, scale)); got[i] != want {
-					t.Fatalf("scale %v, x=%v (%08x): vector %d, reference %d", scale, x, math.Float32bits(x), got[i], want)
-				}
-			}
-		}
-	}()
 	m := NestedMap
 	var points []float32
 	for i, v := range m {
@@ -568,6 +549,57 @@ func TestDequantTableRounding(t *testing.T) {
 				if err != nil || !bytes.Equal(got, want) {
 					t.Fatalf("%s %s %s: differs from the reference (err %v)", out, typ, modeName(simd), err)
 				}
+			}
+		}
+	}
+}
+
+// TestNestedTable compares the table with the reference search at every
+// bucket boundary, every transition ± 64 keys, and random bit patterns.
+func TestNestedTable(t *testing.T) {
+	tab := nestedTable()
+	if tab == nil {
+		t.Fatal("nested code table has a bucket with two steps")
+	}
+	check := func(k uint32) {
+		b := nestedUnkey(k)
+		if nestedKey(b) != k {
+			t.Fatalf("key %08x does not round-trip", k)
+		}
+		x := math.Float32frombits(b)
+		if got, want := tab.code(b), nestedCode(&NestedMap, x); got != want {
+			t.Fatalf("x=%v (%08x): table %d, reference %d", x, b, got, want)
+		}
+	}
+	for h := range uint32(1 << 16) {
+		base := h << 16
+		check(base)
+		check(base | 0xFFFF)
+		if thr := tab[h] & 0xFFFF; thr != 0xFFFF {
+			for d := uint32(0); d <= 64; d++ {
+				check(base | max(thr, d) - d)
+				check(base | min(thr+d, 0xFFFF))
+			}
+		}
+	}
+	rng := rand.New(rand.NewPCG(19, 20))
+	for range 1 << 20 {
+		check(rng.Uint32())
+	}
+}
+
+func TestFTZBits(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	for _, b := range []uint32{0, 0x80000000, 1, 0x807FFFFF, 0x00800000, 0x80800000, 0x7F800000, 0x7FC00001, 0x3F800000} {
+		if got, want := ftzBits(b), math.Float32bits(ftz(math.Float32frombits(b))); got != want {
+			t.Fatalf("%08x: %08x, want %08x", b, got, want)
+		}
+	}
+	for range 1 << 16 {
+		b := rng.Uint32()
+		for _, b := range []uint32{b, b & 0x807FFFFF} {
+			if got, want := ftzBits(b), math.Float32bits(ftz(math.Float32frombits(b))); got != want {
+				t.Fatalf("%08x: %08x, want %08x", b, got, want)
 			}
 		}
 	}

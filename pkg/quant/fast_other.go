@@ -14,5 +14,3 @@ func (q *blockQuantizer) simd() (int, error) { return 0, nil }
 type dequantConsts struct{}
 
 func (d *Decoder) decodeBlocksSIMD(out, packed []byte, absmax []float32) bool { return false }
-
-func nestedCodesSIMD(dst []byte, x []float32, scale float32) int { return 0 }
