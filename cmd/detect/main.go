@@ -5,14 +5,10 @@ package main
 import (
 	"os"
 
+	"github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/detect"
 )
 
 func main() {
-	os.Exit(detect.Main(os.Args, os.Stdout, os.Stderr, isTerminal(os.Stdout)))
-}
-
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	os.Exit(detect.Main(os.Args, os.Stdout, os.Stderr, cli.IsTerminal(os.Stdout)))
 }

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/place"
 )
 
@@ -17,12 +18,7 @@ func main() {
 	// stops emitting and finishes the checkpoint) instead of killing it.
 	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	code := place.Main(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr, isTerminal(os.Stdout))
+	code := place.Main(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr, cli.IsTerminal(os.Stdout))
 	stop()
 	os.Exit(code)
-}
-
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

@@ -6,14 +6,10 @@ package main
 import (
 	"os"
 
+	"github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/plan"
 )
 
 func main() {
-	os.Exit(plan.Main(os.Args, os.Stdin, os.Stdout, os.Stderr, isTerminal(os.Stdout)))
-}
-
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	os.Exit(plan.Main(os.Args, os.Stdin, os.Stdout, os.Stderr, cli.IsTerminal(os.Stdout)))
 }

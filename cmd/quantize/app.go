@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	ucli "github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
@@ -84,10 +83,10 @@ func action(c *ucli.Context) error {
 		return fail(err)
 	}
 	inPath, outPath := c.String("input"), c.String("output")
-	if (inPath == "" || inPath == "-") && isTerminal(c.App.Reader, os.Stdin) {
+	if (inPath == "" || inPath == "-") && cli.IsTerminal(orStd(c.App.Reader, os.Stdin)) {
 		return cli.Usagef("no input: pipe a stream in (detect MODEL | quantize) or give -i FILE")
 	}
-	if (outPath == "" || outPath == "-") && isTerminal(c.App.Writer, os.Stdout) {
+	if (outPath == "" || outPath == "-") && cli.IsTerminal(orStd(c.App.Writer, os.Stdout)) {
 		return cli.Usagef("stdout is a terminal: pipe the stream into the next stage or give -o FILE")
 	}
 	in, err := cli.OpenInput(c, inPath)
@@ -100,7 +99,7 @@ func action(c *ucli.Context) error {
 		return err
 	}
 	defer out.Abort()
-	if isTerminal(c.App.ErrWriter, os.Stderr) && !c.Bool("quiet") {
+	if cli.IsTerminal(orStd(c.App.ErrWriter, os.Stderr)) && !c.Bool("quiet") {
 		opt.Progress = c.App.ErrWriter
 	}
 	sum, err := quantize.Run(in, out, opt)
@@ -141,10 +140,9 @@ func flagValues(c *ucli.Context, name string) []string {
 	return []string{fmt.Sprint(c.Value(name))}
 }
 
-// fail gives err its exit status and drops the package prefix of its message,
-// which cli.Run replaces with the tool's name.
+// fail gives err its exit status; cli.Run prints it once, as "quantize: ...".
 func fail(err error) error {
-	return cli.WithCode(exitCode(err), trimmed{err})
+	return cli.WithCode(exitCode(err), err)
 }
 
 func exitCode(err error) int {
@@ -160,17 +158,10 @@ func exitCode(err error) int {
 	return cli.Code(err)
 }
 
-// isTerminal reports whether v (def when nil) is a terminal. Unlike a
-// character-device test it says no for /dev/null.
-func isTerminal(v any, def *os.File) bool {
+// orStd is v, or the standard file def when v is nil (the app's default).
+func orStd(v any, def *os.File) any {
 	if v == nil {
-		v = def
+		return def
 	}
-	f, ok := v.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
+	return v
 }
-
-type trimmed struct{ err error }
-
-func (t trimmed) Error() string { return strings.TrimPrefix(t.err.Error(), "quantize: ") }
-func (t trimmed) Unwrap() error { return t.err }

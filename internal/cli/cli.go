@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
@@ -78,6 +79,10 @@ var usageErrors = []error{
 // RegisterInputErrors adds sentinels of other packages that mean bad input.
 func RegisterInputErrors(errs ...error) { inputErrors = append(inputErrors, errs...) }
 
+// RegisterUsageErrors adds sentinels of other packages that mean a bad flag or
+// argument.
+func RegisterUsageErrors(errs ...error) { usageErrors = append(usageErrors, errs...) }
+
 // Code maps an error to an exit status.
 func Code(err error) int {
 	if err == nil {
@@ -110,12 +115,30 @@ func Code(err error) int {
 	return ExitFailure
 }
 
+// errSilent marks a failure that the command has reported itself.
+var errSilent = errors.New("exit status already reported")
+
+// Status returns an error that makes Run exit with code and print nothing, for
+// a command that has reported the outcome itself (plan's report of a model
+// that does not fit); nil for ExitOK.
+func Status(code int) error {
+	if code == ExitOK {
+		return nil
+	}
+	return &Error{Code: code, Err: errSilent}
+}
+
 // Run runs app with args and returns the exit status, printing one line
-// "name: message" to the app's ErrWriter for a failure. A write to a closed
-// pipe (the next stage exited) ends quietly.
+// (Message) to the app's ErrWriter for a failure. It sets app.Version to
+// Version when the app has none. A write to a closed pipe (the next stage
+// exited) ends quietly with status 0; where SIGPIPE is not ignored, the Go
+// runtime ends the process by SIGPIPE before that, as quietly.
 func Run(app *ucli.App, args []string) int {
 	if app.ErrWriter == nil {
 		app.ErrWriter = os.Stderr
+	}
+	if app.Version == "" {
+		app.Version = Version
 	}
 	app.ExitErrHandler = func(*ucli.Context, error) {} // statuses are ours to decide
 	err := app.Run(args)
@@ -126,8 +149,23 @@ func Run(app *ucli.App, args []string) int {
 		return ExitOK
 	}
 	code := Code(err)
-	fmt.Fprintf(app.ErrWriter, "%s: %v\n", app.Name, err)
+	if !errors.Is(err, errSilent) {
+		fmt.Fprintln(app.ErrWriter, Message(app.Name, err))
+	}
 	return code
+}
+
+// Message is the one error line of the tool called name: "name: " once, then
+// the message without the "name: " that the tool's own package puts on its
+// sentinel errors ("place: interrupted", "verify: bad input"), wherever
+// wrapping put it, and with any line breaks folded into "; ".
+func Message(name string, err error) string {
+	msg := strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+	p := name + ": "
+	for strings.HasPrefix(msg, p) {
+		msg = msg[len(p):]
+	}
+	return p + strings.ReplaceAll(msg, ": "+p, ": ")
 }
 
 // Main runs app with os.Args and exits with its status.
@@ -202,9 +240,11 @@ func (o *Output) Abort() {
 	}
 }
 
-// IsTerminal reports whether w is a terminal, so progress is drawn only for a
-// person. /dev/null and other character devices are not terminals.
-func IsTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
+// IsTerminal reports whether v, a reader or writer, is a terminal: so that
+// progress is drawn only for a person, and a binary stream is neither written
+// to nor awaited from one. /dev/null and other character devices are not
+// terminals.
+func IsTerminal(v any) bool {
+	f, ok := v.(*os.File)
+	return ok && f != nil && term.IsTerminal(int(f.Fd()))
 }

@@ -1,8 +1,6 @@
 package detect
 
 import (
-	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -24,23 +22,26 @@ const (
 	ExitUsage = nf4cli.ExitUsage // bad flags or arguments
 )
 
-var errUsage = errors.New("usage")
+func init() { nf4cli.RegisterInputErrors(ErrInput, ErrConfig) }
 
 // Main runs the detect command line with args (args[0] is the program name)
 // and returns the exit status. stdoutIsTerminal makes it refuse to write a
 // binary stream to a terminal.
 func Main(args []string, stdout, stderr io.Writer, stdoutIsTerminal bool) int {
-	var status = ExitOK
 	app := &cli.App{
 		Name:      "detect",
 		Usage:     "identify a Hugging Face model and stream its tensors with roles and quantization decisions",
 		UsageText: "detect [flags] MODEL_DIR | MODEL.safetensors | config.json",
-		Description: "Writes a tensor stream to stdout (or -o FILE) and a report to stderr.\n" +
-			"With a config.json alone it writes tensor descriptors without data, so plan can run\n" +
-			"before the weights are downloaded.\n\n" +
+		Version:   nf4cli.Version,
+		Description: "Writes a tensor stream to stdout (or -o FILE, written whole or not at all) and a\n" +
+			"report to stderr. With a config.json alone it writes tensor descriptors without data,\n" +
+			"so plan can run before the weights are downloaded.\n\n" +
+			"Exit status: 0 done, 2 bad flags or arguments, 3 no model or an invalid config.json or\n" +
+			"safetensors file, 4 the output could not be written.\n\n" +
 			"Examples:\n" +
 			"   detect --info ~/models/Llama-3.1-8B            # report only\n" +
 			"   detect --info --json config.json               # machine-readable report\n" +
+			"   detect -q -o llama.stream ~/models/Llama-3.1-8B\n" +
 			"   detect MODEL | plan --gpus 24GiB | quantize | place --out MODEL-nf4",
 		Writer:    stdout,
 		ErrWriter: stderr,
@@ -56,38 +57,23 @@ func Main(args []string, stdout, stderr io.Writer, stdoutIsTerminal bool) int {
 		HideHelpCommand: true,
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return fmt.Errorf("%w: want exactly one MODEL path, got %d", errUsage, c.NArg())
+				return nf4cli.Usagef("want exactly one MODEL path, got %d (see detect --help)", c.NArg())
 			}
 			pol := arch.Policy{QuantizeExperts: c.Bool("quantize-experts"), Skip: c.StringSlice("skip"), Only: c.StringSlice("only")}
 			out := c.String("output")
-			if !c.Bool("info") && out == "" && stdoutIsTerminal {
-				return fmt.Errorf("%w: stdout is a terminal; pipe the stream into the next stage, give -o FILE, or use --info", errUsage)
+			if !c.Bool("info") && (out == "" || out == "-") && stdoutIsTerminal {
+				return nf4cli.Usagef("stdout is a terminal; pipe the stream into the next stage, give -o FILE, or use --info")
 			}
-			return run(c.Args().First(), pol, c.Bool("info"), c.Bool("json"), c.Bool("quiet"), out, args, stdout, stderr)
+			return run(c, c.Args().First(), pol, args)
 		},
-		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return fmt.Errorf("%w: %v", errUsage, err)
+			return nf4cli.Usagef("%v (see detect --help)", err)
 		},
 	}
-	if err := app.Run(args); err != nil {
-		status = nf4cli.Code(err)
-		switch {
-		case errors.Is(err, errUsage):
-			status = ExitUsage
-		case errors.Is(err, ErrInput), errors.Is(err, ErrConfig):
-			status = ExitInput
-		}
-		if status == ExitUsage {
-			fmt.Fprintf(stderr, "detect: %v (see detect --help)\n", err)
-		} else {
-			fmt.Fprintln(stderr, err)
-		}
-	}
-	return status
+	return nf4cli.Run(app, args)
 }
 
-func run(path string, pol arch.Policy, info, asJSON, quiet bool, out string, args []string, stdout, stderr io.Writer) (err error) {
+func run(c *cli.Context, path string, pol arch.Policy, args []string) error {
 	m, err := Open(path, pol)
 	if err != nil {
 		return err
@@ -95,38 +81,30 @@ func run(path string, pol arch.Policy, info, asJSON, quiet bool, out string, arg
 	defer m.Close()
 	rep := m.Report()
 	writeReport := func(w io.Writer) error {
-		if asJSON {
+		if c.Bool("json") {
 			return rep.WriteJSON(w)
 		}
 		return rep.WriteText(w)
 	}
-	if info {
-		return writeReport(stdout)
+	if c.Bool("info") {
+		return writeReport(c.App.Writer)
 	}
-	dst := stdout
-	if out != "" {
-		f, err := os.Create(out)
-		if err != nil {
-			return err
-		}
-		defer func() {
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				os.Remove(out)
-			}
-		}()
-		dst = f
-	}
-	stage := tensorstream.Stage{Name: "detect", Version: Version, Args: stageArgs(args)}
-	if err := m.Stream(dst, stage); err != nil {
+	out, err := nf4cli.CreateOutput(c, c.String("output"))
+	if err != nil {
 		return err
 	}
-	if quiet {
+	defer out.Abort()
+	stage := tensorstream.Stage{Name: "detect", Version: Version, Args: stageArgs(args)}
+	if err := m.Stream(out, stage); err != nil {
+		return err
+	}
+	if err := out.Commit(); err != nil {
+		return err
+	}
+	if c.Bool("quiet") {
 		return nil
 	}
-	return writeReport(stderr)
+	return writeReport(c.App.ErrWriter)
 }
 
 func stageArgs(args []string) []string {

@@ -34,6 +34,9 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 			"quantization_config, the source's tokenizer and generation files, and the plan (" + PlanFile + ")\n" +
 			"into DIR, atomically: nothing appears under DIR unless everything was written.\n" +
 			"When stdout is not a terminal the stream is passed on, so verify can follow.\n\n" +
+			"Exit status: 0 done, 2 bad flags, 3 an invalid or truncated stream, 4 DIR could not be\n" +
+			"written (it exists without --force, disk full, file-size limit, permission), 130\n" +
+			"interrupted (SIGINT/SIGTERM). On any failure nothing is left under DIR.\n\n" +
 			"Examples:\n" +
 			"   detect MODEL | plan --gpus 24GiB | quantize | place --out MODEL-nf4 | verify --reference MODEL\n" +
 			"   quantize -i model.stream | place --out MODEL-nf4 --max-shard-size 2GB\n" +
@@ -82,6 +85,9 @@ func action(ctx context.Context, c *ucli.Context, stdoutIsTerminal bool) error {
 	if opt.Out == "" && !opt.GPU {
 		return icli.Usagef("give --out DIR (and/or --gpu in a CUDA build)")
 	}
+	if p := c.String("input"); (p == "" || p == "-") && icli.IsTerminal(c.App.Reader) {
+		return icli.Usagef("no input: pipe a stream in (... | quantize | place --out DIR) or give -i FILE")
+	}
 	in, err := icli.OpenInput(c, c.String("input"))
 	if err != nil {
 		return err
@@ -106,6 +112,8 @@ func action(ctx context.Context, c *ucli.Context, stdoutIsTerminal bool) error {
 			return icli.WithCode(ExitInterrupted, err)
 		}
 		if errors.Is(err, ErrExists) {
+			// The output cannot be written where asked: status 4, as for a
+			// full disk, so that scripts tell it from bad input (3).
 			return icli.WithCode(icli.ExitOutput, err)
 		}
 		if errors.Is(err, ErrNoCUDA) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -25,7 +24,10 @@ const (
 	ExitNoFit = nf4cli.ExitNoFit // the plan was made, and it does not fit
 )
 
-var errUsage = errors.New("usage")
+func init() {
+	nf4cli.RegisterInputErrors(ErrModel)
+	nf4cli.RegisterUsageErrors(ErrSettings)
+}
 
 // DriverInventory is set by a CUDA build to list GPUs through the driver;
 // nil in the default build, where nvidia-smi is asked instead.
@@ -34,19 +36,21 @@ var DriverInventory gpus.Inventory
 // Main runs the plan command line with args (args[0] is the program name)
 // and returns the exit status.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, stdoutIsTerminal bool) int {
-	status := ExitOK
 	app := &cli.App{
 		Name:      "plan",
 		Usage:     "decide how a model trains with QLoRA on given GPUs and predict whether it fits",
 		UsageText: "detect MODEL | plan [flags] | quantize | ...",
+		Version:   nf4cli.Version,
 		Description: "Reads a tensor stream (a config-only one will do), writes it on with the plan in\n" +
 			"its header and a device on every tensor, and reports per device the predicted\n" +
 			"peak memory, item by item, with the decisions and their reasons (stderr).\n" +
-			"Exit status 5 when it does not fit, with advice.\n\n" +
+			"Exit status: 0 it fits, 2 bad flags, 3 an invalid stream or model description, 4 the\n" +
+			"output could not be written, 5 it does not fit (the plan is still written, with advice).\n\n" +
 			"Examples:\n" +
 			"   detect config.json | plan --gpus t4 --report        # does it fit on a T4 at 2048 tokens?\n" +
 			"   detect MODEL | plan --gpus rtx4090x2 --json\n" +
 			"   detect MODEL | plan --gpus 24GiB,24GiB --max-memory 0:20GiB --emit python\n" +
+			"   plan --gpus t4 -q -i model.stream -o planned.stream\n" +
 			"   detect MODEL | plan --gpus a100-80 | quantize | place --out MODEL-nf4\n\n" +
 			"GPU presets: " + strings.Join(gpus.PresetNames(), ", "),
 		Reader:    stdin,
@@ -74,93 +78,95 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, stdoutIsTerm
 		},
 		HideHelpCommand: true,
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 0 {
-				return fmt.Errorf("%w: plan takes no arguments, it reads a stream", errUsage)
-			}
-			s := Settings{SeqLen: c.Int64("seq-len"), Batch: c.Int64("batch-size"), Rank: c.Int64("lora-rank"),
-				Checkpointing: Checkpointing(c.String("gradient-checkpointing")), Optimizer: Optimizer(c.String("optimizer")),
-				Recipe: Recipe(c.String("recipe")), Strategy: Strategy(c.String("strategy")), Attention: Attention(c.String("attention"))}
-			if t := c.String("lora-targets"); t != "" && t != "all-linear" {
-				s.Targets = strings.Split(t, ",")
-			}
-			if err := s.Validate(); err != nil {
-				return fmt.Errorf("%w: %w", errUsage, err)
-			}
-			if e := c.String("emit"); e != "" && e != "python" {
-				return fmt.Errorf("%w: --emit %q: only python is known", errUsage, e)
-			}
-			gs, err := inventory(c.Context, c.String("gpus"), c.String("max-memory"))
-			if err != nil {
-				return err
-			}
-			toStdout := c.Bool("report") || c.Bool("json") || c.String("emit") != ""
-			out := io.Writer(io.Discard)
-			switch {
-			case c.String("output") != "":
-				f, err := os.Create(c.String("output"))
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				out = f
-			case !toStdout && stdoutIsTerminal:
-				return fmt.Errorf("%w: stdout is a terminal; pipe the stream on, give -o FILE, or use --report/--json", errUsage)
-			case !toStdout:
-				out = stdout
-			}
-			in := stdin
-			if name := c.String("input"); name != "" {
-				f, err := os.Open(name)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				in = f
-			}
-			stage := tensorstream.Stage{Name: "plan", Version: Version, Args: args[1:]}
-			p, err := Stream(in, out, gs, s, stage)
-			if err != nil {
-				return err
-			}
-			switch {
-			case c.Bool("json"):
-				err = p.WriteJSON(stdout)
-			case c.String("emit") == "python":
-				err = p.WritePython(stdout, c.String("model-path"))
-			case c.Bool("report"):
-				err = p.WriteReport(stdout)
-			case !c.Bool("quiet"):
-				err = p.WriteReport(stderr)
-			}
-			if err != nil {
-				return err
-			}
-			if !p.Fits {
-				status = ExitNoFit
-				if c.Bool("json") || c.Bool("report") || c.String("emit") != "" {
-					fmt.Fprintln(stderr, "plan: does not fit; see the advice")
-				}
-			}
-			return nil
+			return action(c, args, stdoutIsTerminal)
 		},
-		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return fmt.Errorf("%w: %v", errUsage, err)
+			return nf4cli.Usagef("%v (see plan --help)", err)
 		},
 	}
-	if err := app.Run(args); err != nil {
-		status = nf4cli.Code(err)
-		if errors.Is(err, ErrModel) {
-			status = ExitInput
+	return nf4cli.Run(app, args)
+}
+
+func action(c *cli.Context, args []string, stdoutIsTerminal bool) error {
+	if c.NArg() != 0 {
+		return nf4cli.Usagef("plan takes no arguments, it reads a stream (see plan --help)")
+	}
+	s := Settings{SeqLen: c.Int64("seq-len"), Batch: c.Int64("batch-size"), Rank: c.Int64("lora-rank"),
+		Checkpointing: Checkpointing(c.String("gradient-checkpointing")), Optimizer: Optimizer(c.String("optimizer")),
+		Recipe: Recipe(c.String("recipe")), Strategy: Strategy(c.String("strategy")), Attention: Attention(c.String("attention"))}
+	if t := c.String("lora-targets"); t != "" && t != "all-linear" {
+		s.Targets = strings.Split(t, ",")
+	}
+	if err := s.Validate(); err != nil {
+		return nf4cli.WithCode(nf4cli.ExitUsage, fmt.Errorf("%w (see plan --help)", err))
+	}
+	if e := c.String("emit"); e != "" && e != "python" {
+		return nf4cli.Usagef("--emit %q: only python is known", e)
+	}
+	gs, err := inventory(c.Context, c.String("gpus"), c.String("max-memory"))
+	if err != nil {
+		return err
+	}
+	toStdout := c.Bool("report") || c.Bool("json") || c.String("emit") != ""
+	inPath, outPath := c.String("input"), c.String("output")
+	if (inPath == "" || inPath == "-") && nf4cli.IsTerminal(c.App.Reader) {
+		return nf4cli.Usagef("no input: pipe a stream in (detect MODEL | plan) or give -i FILE")
+	}
+	var out *nf4cli.Output
+	dst := io.Writer(io.Discard)
+	switch {
+	case outPath != "" && outPath != "-":
+		if out, err = nf4cli.CreateOutput(c, outPath); err != nil {
+			return err
 		}
-		if errors.Is(err, errUsage) || errors.Is(err, ErrSettings) || errors.Is(err, gpus.ErrSpec) || errors.Is(err, gpus.ErrMaxMem) || errors.Is(err, gpus.ErrSize) {
-			status = ExitUsage
-			fmt.Fprintf(stderr, "plan: %v (see plan --help)\n", err)
-		} else {
-			fmt.Fprintf(stderr, "plan: %v\n", err)
+		defer out.Abort()
+		dst = out
+	case !toStdout && stdoutIsTerminal:
+		return nf4cli.Usagef("stdout is a terminal; pipe the stream on, give -o FILE, or use --report/--json")
+	case !toStdout:
+		dst = c.App.Writer
+	}
+	in, err := nf4cli.OpenInput(c, inPath)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	stage := tensorstream.Stage{Name: "plan", Version: Version, Args: args[1:]}
+	p, err := Stream(in, dst, gs, s, stage)
+	if err != nil {
+		return err
+	}
+	if out != nil {
+		if err := out.Commit(); err != nil {
+			return err
 		}
 	}
-	return status
+	reported := true
+	switch {
+	case c.Bool("json"):
+		err = p.WriteJSON(c.App.Writer)
+	case c.String("emit") == "python":
+		err = p.WritePython(c.App.Writer, c.String("model-path"))
+	case c.Bool("report"):
+		err = p.WriteReport(c.App.Writer)
+	case !c.Bool("quiet"):
+		err = p.WriteReport(c.App.ErrWriter)
+	default:
+		reported = false
+	}
+	if err != nil {
+		return err
+	}
+	if p.Fits {
+		return nil
+	}
+	switch {
+	case !reported:
+		return nf4cli.WithCode(ExitNoFit, errors.New("does not fit the GPUs (drop -q for the report and its advice)"))
+	case toStdout:
+		return nf4cli.WithCode(ExitNoFit, errors.New("does not fit the GPUs; see the advice"))
+	}
+	return nf4cli.Status(ExitNoFit) // the report on stderr says so, with the advice
 }
 
 // inventory lists the GPUs: given ones, else the driver's, else nvidia-smi's.

@@ -35,7 +35,7 @@ func App() *ucli.App {
 	return &ucli.App{
 		Name:      "verify",
 		Usage:     "check a 4-bit stream or checkpoint against its source model: error, integrity, round trip",
-		UsageText: "verify [--reference MODEL] [--checkpoint DIR] [-i STREAM] [--json]\n   verify --list [-i STREAM | --checkpoint DIR] [--json]",
+		UsageText: "verify [--reference MODEL] [--checkpoint DIR] [-i STREAM] [--json | -q]\n   verify --list [-i STREAM | --checkpoint DIR] [--json]",
 		Version:   cli.Version,
 		Description: "Reads a tensor stream from stdin (or -i FILE) and/or a bitsandbytes 4-bit checkpoint\n" +
 			"(--checkpoint), dequantizes every 4-bit tensor and compares it with --reference: relative\n" +
@@ -58,6 +58,7 @@ func App() *ucli.App {
 			&ucli.BoolFlag{Name: "json", Usage: "write the report as JSON"},
 			&ucli.Float64Flag{Name: "tolerance", Value: DefaultTolerance, Usage: "flag 4-bit tensors whose error exceeds `F` times the Gaussian error of their quant type and block size"},
 			&ucli.StringFlag{Name: "spool-dir", Usage: "temporary `DIR` for stream payloads over 64 MiB (default $TMPDIR)"},
+			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no report: only the exit status, and one line on stderr for a failure"},
 		},
 		HideHelpCommand: true,
 		Action:          action,
@@ -106,9 +107,11 @@ func action(c *ucli.Context) error {
 	if err != nil {
 		return cli.WithCode(ExitCode(err), err)
 	}
-	if c.Bool("json") {
+	switch {
+	case c.Bool("quiet"):
+	case c.Bool("json"):
 		err = rep.WriteJSON(out)
-	} else {
+	default:
 		err = rep.WriteTable(out)
 	}
 	if err != nil {
@@ -136,10 +139,8 @@ func openStream(c *ucli.Context) (io.Reader, func(), error) {
 	if in == nil {
 		in = os.Stdin
 	}
-	if f, ok := in.(*os.File); ok && path == "" {
-		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			return nil, func() {}, nil
-		}
+	if path == "" && cli.IsTerminal(in) {
+		return nil, func() {}, nil
 	}
 	br := bufio.NewReader(in)
 	if _, err := br.Peek(1); err == io.EOF && path == "" {

@@ -1,0 +1,80 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"testing"
+
+	ucli "github.com/urfave/cli/v2"
+)
+
+func TestMessage(t *testing.T) {
+	sentinel := errors.New("place: interrupted")
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{errors.New("x"), "place: x"},
+		{fmt.Errorf("%w: signal; nothing written", sentinel), "place: interrupted: signal; nothing written"},
+		{fmt.Errorf("/tmp/out: %w (use --force)", sentinel), "place: /tmp/out: interrupted (use --force)"},
+		{errors.New("place: place: twice"), "place: twice"},
+		{errors.New("replace: not ours"), "place: replace: not ours"},
+		{errors.New("first\nsecond\n"), "place: first; second"},
+	} {
+		if got := Message("place", c.err); got != c.want {
+			t.Errorf("Message(%q) = %q, want %q", c.err, got, c.want)
+		}
+	}
+}
+
+func run(t *testing.T, action ucli.ActionFunc, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	app := &ucli.App{Name: "tool", Writer: &out, ErrWriter: &errb, Action: action}
+	code := Run(app, append([]string{"tool"}, args...))
+	return code, out.String(), errb.String()
+}
+
+func TestRun(t *testing.T) {
+	for _, c := range []struct {
+		err      error
+		code     int
+		wantErrs string
+	}{
+		{nil, ExitOK, ""},
+		{Status(ExitNoFit), ExitNoFit, ""},
+		{Usagef("bad %s", "flag"), ExitUsage, "tool: bad flag\n"},
+		{fmt.Errorf("write: %w", syscall.EPIPE), ExitOK, ""},
+		{fmt.Errorf("write out: %w", syscall.ENOSPC), ExitOutput, "tool: write out: no space left on device\n"},
+		{WithCode(ExitQuality, errors.New("tool: worse")), ExitQuality, "tool: worse\n"},
+	} {
+		code, _, errs := run(t, func(*ucli.Context) error { return c.err }, nil...)
+		if code != c.code || errs != c.wantErrs {
+			t.Errorf("%v: exit %d, stderr %q; want %d, %q", c.err, code, errs, c.code, c.wantErrs)
+		}
+	}
+	if Status(ExitOK) != nil {
+		t.Error("Status(0) is not nil")
+	}
+	code, out, _ := run(t, func(*ucli.Context) error { return nil }, "--version")
+	if code != 0 || out != "tool version "+Version+"\n" {
+		t.Errorf("--version: exit %d, %q", code, out)
+	}
+}
+
+func TestIsTerminal(t *testing.T) {
+	if IsTerminal(&bytes.Buffer{}) || IsTerminal(nil) {
+		t.Error("a buffer or nil is a terminal")
+	}
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Skip(err)
+	}
+	defer f.Close()
+	if IsTerminal(f) {
+		t.Error("/dev/null is a terminal")
+	}
+}
