@@ -2,7 +2,6 @@ package verify
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"math"
@@ -38,10 +37,11 @@ type refTensor struct {
 
 // checker holds the buffers reused from tensor to tensor.
 type checker struct {
-	tol                     float64
-	all                     accum // over every compared 4-bit tensor
-	refBuf, packed, amaxRaw []byte
-	x, amax, nested         []float32
+	tol            float64
+	threads        int   // goroutines comparing chunks; 0: GOMAXPROCS
+	all            accum // over every compared 4-bit tensor
+	refBuf, packed []byte
+	works          []*chunkWork
 }
 
 func grow[T any](s []T, n int) []T {
@@ -97,42 +97,43 @@ func (c *checker) quant(qt *quantTensor, ref *refTensor) (TensorResult, []Findin
 			findings = append(findings, Finding{t.Name, KindDType, fmt.Sprintf("dequantizes to %s, reference is %s", t.DType, ref.dtype)})
 		}
 	}
-	n := t.NumElements()
 	bs := int64(q.BlockSize)
-	step := max(chunkElems/bs, quant.NestedBlockSize) * bs
-	k := &kernel{cb: cb, bs: q.BlockSize, round: rounder(t.DType), firstBad: -1}
+	k := &kernel{cb: cb, bs: q.BlockSize, round: rounder(t.DType)}
+	if compare {
+		k.fast = useFast(ref.dtype, t.DType, q.BlockSize)
+	}
+	job := &tensorJob{qt: qt, ref: ref, k: k, compare: compare, step: max(chunkElems/bs, quant.NestedBlockSize) * bs}
+	n := t.NumElements()
 	var acc accum
-	for e0 := int64(0); e0 < n; e0 += step {
-		e1 := min(e0+step, n)
-		b0, b1 := e0/bs, (e1+bs-1)/bs
-		if err := c.loadAbsmax(qt, b0, b1); err != nil {
-			return res, nil, err
+	var bad int64
+	badAt := int64(-1)
+	var stop *Finding
+	var ioErr error
+	c.eachChunk(int((n+job.step-1)/job.step), job.chunk, func(w *chunkWork) bool {
+		switch {
+		case w.err != nil:
+			ioErr = w.err
+			return false
+		case w.fail != nil:
+			stop = w.fail
+			return false
+		case !compare:
+			return true
 		}
-		if i, v, what := firstBadAbsmax(c.amax, c.nested, q.DoubleQuant); i >= 0 {
-			idx := b0 + int64(i)
-			if what == "nested absmax" {
-				idx = b0/quant.NestedBlockSize + int64(i)
-			}
-			return fail(KindAbsmax, "%s %d is %v", what, idx, v)
+		w.sums.fold(&acc, w.nblocks)
+		acc.n += w.e1 - w.e0
+		if w.bad > 0 && bad == 0 {
+			badAt = w.badAt
 		}
-		if !compare {
-			continue
-		}
-		c.packed = grow(c.packed, int((e1-e0+1)/2))
-		if err := readAt(qt.packed, c.packed, e0/2, "packed codes", t.Name); err != nil {
-			return res, nil, err
-		}
-		sz := int64(ref.dtype.Size())
-		c.refBuf = grow(c.refBuf, int((e1-e0)*sz))
-		if err := readAt(ref.r, c.refBuf, e0*sz, "reference", t.Name); err != nil {
-			return res, nil, err
-		}
-		c.x = grow(c.x, int(e1-e0))
-		widen(c.x, c.refBuf, ref.dtype)
-		k.chunk(&acc, e0, c.x, c.packed, c.amax)
-		if b, detail := c.absmaxMismatch(q, k.refMax); b >= 0 {
-			return fail(KindAbsmax, "block %d: %s: the absmax does not belong to this tensor", b0+int64(b), detail)
-		}
+		bad += w.bad
+		return true
+	})
+	if ioErr != nil {
+		return res, nil, ioErr
+	}
+	if stop != nil {
+		res.Status = StatusFailed
+		return res, []Finding{*stop}, nil
 	}
 	if !compare {
 		res.Status = StatusUnchecked
@@ -143,86 +144,20 @@ func (c *checker) quant(qt *quantTensor, ref *refTensor) (TensorResult, []Findin
 	env := EnvelopeFor(q.Type, q.BlockSize, c.tol)
 	res.Metrics, res.Envelope = &m, &env
 	res.Ratio = m.RelError / env.Gaussian
-	res.CodeMismatches = k.bad
+	res.CodeMismatches = bad
 	res.Status = StatusOK
 	switch {
-	case k.bad > 0:
+	case bad > 0:
 		res.Status = StatusFailed
 		findings = append(findings, Finding{t.Name, KindCodes, fmt.Sprintf(
 			"%d of %d codes are not the nearest code book value to the reference (first at element %d): the payload does not encode this tensor",
-			k.bad, n, k.firstBad)})
+			bad, n, badAt)})
 	case len(findings) > 0:
 		res.Status = StatusFailed
 	case m.RelError > env.Max:
 		res.Status = StatusFlagged
 	}
 	return res, findings, nil
-}
-
-// loadAbsmax reads and dequantizes the absmax of blocks [b0, b1) into c.amax;
-// with double quantization c.nested holds the nested absmax it used.
-func (c *checker) loadAbsmax(qt *quantTensor, b0, b1 int64) error {
-	q, name := qt.t.Quant, qt.t.Name
-	nb := int(b1 - b0)
-	c.amax = grow(c.amax, nb)
-	if !q.DoubleQuant {
-		c.amaxRaw = grow(c.amaxRaw, 4*nb)
-		c.nested = c.nested[:0]
-		if err := readAt(qt.absmax, c.amaxRaw, 4*b0, "absmax", name); err != nil {
-			return err
-		}
-		for i := range c.amax {
-			c.amax[i] = math.Float32frombits(binary.LittleEndian.Uint32(c.amaxRaw[4*i:]))
-		}
-		return nil
-	}
-	nbs := int64(quant.NestedBlockSize)
-	n0, n1 := b0/nbs, (b1+nbs-1)/nbs
-	c.amaxRaw = grow(c.amaxRaw, max(nb, int(4*(n1-n0))))
-	if err := readAt(qt.nested, c.amaxRaw[:4*(n1-n0)], 4*n0, "nested absmax", name); err != nil {
-		return err
-	}
-	c.nested = grow(c.nested, int(n1-n0))
-	for i := range c.nested {
-		c.nested[i] = math.Float32frombits(binary.LittleEndian.Uint32(c.amaxRaw[4*i:]))
-	}
-	codes := c.amaxRaw[:nb]
-	if err := readAt(qt.absmax, codes, b0, "absmax codes", name); err != nil {
-		return err
-	}
-	quant.NestDequantize(c.amax, codes, c.nested, q.NestedOffset)
-	return nil
-}
-
-// absmaxMismatch compares the stored absmax of the chunk's blocks (c.amax,
-// and with double quantization the codes and nested absmax they came from)
-// with each block's max |x| in the reference. A plain absmax must be that
-// maximum (to a relative 1e-6, or zero where it is subnormal: flush to zero);
-// a double-quantized one must have the 8-bit code whose cell of the nested map
-// holds (max - offset) / nested absmax. It returns the first bad block, or -1.
-func (c *checker) absmaxMismatch(q *tensorstream.QuantState, refMax []float32) (int, string) {
-	if !q.DoubleQuant {
-		for b, m := range refMax {
-			a := c.amax[b]
-			if math.Abs(float64(a)-float64(m)) > 1e-6*float64(m) && !(ftz(m) == 0 && a == 0) {
-				return b, fmt.Sprintf("stored absmax %g, reference max |x| %g", a, m)
-			}
-		}
-		return -1, ""
-	}
-	nc := nestedCells()
-	codes := c.amaxRaw[:len(refMax)]
-	for b, m := range refMax {
-		n := c.nested[b/quant.NestedBlockSize]
-		if n == 0 {
-			continue
-		}
-		y := (float64(m) - float64(q.NestedOffset)) / float64(n)
-		if code := codes[b]; y < nc.lo[code] || y > nc.hi[code] {
-			return b, fmt.Sprintf("absmax code %d (%g), reference max |x| %g", code, c.amax[b], m)
-		}
-	}
-	return -1, ""
 }
 
 // firstBadAbsmax returns the first stored value that a quantizer cannot have

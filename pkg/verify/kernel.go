@@ -7,105 +7,149 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
-// kernel compares one chunk of a 4-bit tensor with its reference. It holds the
-// per-block tables, so a chunk costs a table lookup, two compares and four
-// multiply-adds per element.
+// kernel compares chunks of one 4-bit tensor with its reference. It is read
+// only while chunks are compared, so several goroutines share it.
 type kernel struct {
 	cb    *codebook
 	bs    int
 	round func(float32) float32 // to the tensor's dtype, as dequantization rounds
-
-	bad      int64 // elements whose code is not the nearest to the reference
-	firstBad int64 // element index of the first, -1 if none
-
-	refMax []float32 // max |x| of each block of the last chunk
+	// fast is set when the vector kernel applies: BF16 reference, BF16
+	// dequantization, and a CPU that has it (kernel_amd64.go).
+	fast bool
 }
 
-// chunk compares elements [base, base+len(x)) given their packed codes and the
-// dequantized absmax of their blocks; base is a multiple of the block size.
+// The per-block results of a chunk, folded into the tensor's sums in block
+// order (fold) so that they do not depend on how chunks were scheduled.
+// Blocks come in groups of eight, field-major within a group, the layout the
+// vector kernel writes: field f of block b is v[(b/8)*groupWords + f*8 + b%8].
+const (
+	fSSE    = iota // float32 Σ(x-q)², in element order, pairs first
+	fXX            // float32 Σx²
+	fXQ            // float32 Σxq
+	fMaxD          // bits of max |x-q|: magnitudes order as their bits do
+	fInside        // sign bit set when every value passed the quick cell test
+	nFields
+	groupWords = 8 * nFields
+)
+
+// blockSums holds a chunk's per-block results.
+type blockSums struct {
+	v      []uint32
+	refMax []float32 // max |x| of each block
+	aftz   []float32 // the vector kernel's absmax, flushed to zero
+}
+
+func (s *blockSums) reset(nblocks int) {
+	s.v = grow(s.v, (nblocks+7)/8*groupWords)
+	s.refMax = grow(s.refMax, nblocks)
+}
+
+func (s *blockSums) at(b, f int) *uint32 { return &s.v[b>>3*groupWords+f*8+b&7] }
+
+// blocks compares whole blocks given as float32 values x (the last may be a
+// tensor's short last block), their packed codes and dequantized absmax,
+// writing block b's results at index off+b of s.
+func (k *kernel) blocks(s *blockSums, off int, x []float32, packed []byte, amax []float32) {
+	bs := k.bs
+	for b := 0; b*bs < len(x); b++ {
+		k.block(s, off+b, x[b*bs:min((b+1)*bs, len(x))], packed[b*bs/2:], amax[b])
+	}
+}
+
+// block compares block b, values xs (a whole block, or a tensor's last
+// elements) with codes ps and absmax a.
 //
 // The inner loop has no data-dependent branch: a value is inside its code's
 // cell when |x - mid| - halfwidth is negative, so the AND of those floats' bits
 // keeps the sign bit only if every value of the block is inside; a block that
-// loses it is rescanned to count and locate the strays.
-func (k *kernel) chunk(acc *accum, base int64, x []float32, packed []byte, amax []float32) {
+// loses it is rescanned (strays) to count and locate the strays. The products
+// are converted explicitly so that no compiler fuses them into FMAs: the
+// vector kernel computes the very same float32 operations.
+func (k *kernel) block(s *blockSums, b int, xs []float32, ps []byte, a float32) {
 	var q, mid, hw [16]float32
 	const sign = 1 << 31
-	bs := k.bs
-	k.refMax = grow(k.refMax, (len(x)+bs-1)/bs)
-	for b := 0; b*bs < len(x); b++ {
-		xs := x[b*bs : min((b+1)*bs, len(x))]
-		ps := packed[b*bs/2:]
-		a := amax[b]
-		var mb uint32 // magnitudes order as their bits do
-		for _, v := range xs {
-			mb = max(mb, math.Float32bits(v)&^sign)
-		}
-		m := math.Float32frombits(mb)
-		k.refMax[b] = m
-		for c := range 16 {
-			q[c] = k.round(mulFTZ(k.cb.deq[c], a))
-			mid[c], hw[c] = k.cb.mid[c]*m, k.cb.hw[c]*m
-			if m == 0 {
-				hw[c] = float32(math.Inf(1))
-			}
-		}
-		var sse, xx, xq float32
-		var mxb uint32
-		inside := uint32(math.MaxUint32)
-		half := len(xs) / 2
-		pairs := ps[:half]
-		xp := xs[:2*half]
-		for i, p := range pairs {
-			x0, x1 := xp[2*i], xp[2*i+1]
-			c0, c1 := p>>4, p&15
-			q0, q1 := q[c0], q[c1]
-			e0 := math.Float32frombits(math.Float32bits(x0-mid[c0])&^sign) - hw[c0]
-			e1 := math.Float32frombits(math.Float32bits(x1-mid[c1])&^sign) - hw[c1]
-			inside &= math.Float32bits(e0) & math.Float32bits(e1)
-			d0, d1 := x0-q0, x1-q1
-			sse += d0*d0 + d1*d1
-			xx += x0*x0 + x1*x1
-			xq += x0*q0 + x1*q1
-			mxb = max(mxb, math.Float32bits(d0)&^sign, math.Float32bits(d1)&^sign)
-		}
-		if len(xs)&1 == 1 { // a tensor's odd last element: the high nibble
-			v := xs[len(xs)-1]
-			c := ps[half] >> 4
-			e := math.Float32frombits(math.Float32bits(v-mid[c])&^sign) - hw[c]
-			inside &= math.Float32bits(e)
-			d := v - q[c]
-			sse += d * d
-			xx += v * v
-			xq += v * q[c]
-			mxb = max(mxb, math.Float32bits(d)&^sign)
-		}
-		if inside&sign == 0 {
-			k.strays(base+int64(b*bs), xs, ps, m)
-		}
-		acc.sse += float64(sse)
-		acc.xx += float64(xx)
-		acc.xq += float64(xq)
-		acc.qq += float64(sse) - float64(xx) + 2*float64(xq) // sum of q²
-		acc.maxAbs = math.Max(acc.maxAbs, float64(math.Float32frombits(mxb)))
+	var mb uint32 // magnitudes order as their bits do
+	for _, v := range xs {
+		mb = max(mb, math.Float32bits(v)&^sign)
 	}
-	acc.n += int64(len(x))
+	m := math.Float32frombits(mb)
+	s.refMax[b] = m
+	for c := range 16 {
+		q[c] = k.round(mulFTZ(k.cb.deq[c], a))
+		mid[c], hw[c] = k.cb.mid[c]*m, k.cb.hw[c]*m
+		if m == 0 {
+			hw[c] = float32(math.Inf(1))
+		}
+	}
+	var sse, xx, xq float32
+	var mxb uint32
+	inside := uint32(math.MaxUint32)
+	half := len(xs) / 2
+	pairs := ps[:half]
+	xp := xs[:2*half]
+	for i, p := range pairs {
+		x0, x1 := xp[2*i], xp[2*i+1]
+		c0, c1 := p>>4, p&15
+		q0, q1 := q[c0], q[c1]
+		e0 := math.Float32frombits(math.Float32bits(x0-mid[c0])&^sign) - hw[c0]
+		e1 := math.Float32frombits(math.Float32bits(x1-mid[c1])&^sign) - hw[c1]
+		inside &= math.Float32bits(e0) & math.Float32bits(e1)
+		d0, d1 := x0-q0, x1-q1
+		sse += float32(d0*d0) + float32(d1*d1)
+		xx += float32(x0*x0) + float32(x1*x1)
+		xq += float32(x0*q0) + float32(x1*q1)
+		mxb = max(mxb, math.Float32bits(d0)&^sign, math.Float32bits(d1)&^sign)
+	}
+	if len(xs)&1 == 1 { // a tensor's odd last element: the high nibble
+		v := xs[len(xs)-1]
+		c := ps[half] >> 4
+		e := math.Float32frombits(math.Float32bits(v-mid[c])&^sign) - hw[c]
+		inside &= math.Float32bits(e)
+		d := v - q[c]
+		sse += float32(d * d)
+		xx += float32(v * v)
+		xq += float32(v * q[c])
+		mxb = max(mxb, math.Float32bits(d)&^sign)
+	}
+	*s.at(b, fSSE) = math.Float32bits(sse)
+	*s.at(b, fXX) = math.Float32bits(xx)
+	*s.at(b, fXQ) = math.Float32bits(xq)
+	*s.at(b, fMaxD) = mxb
+	*s.at(b, fInside) = inside
 }
 
-// strays counts the values of a block that lie outside their code's cell.
-func (k *kernel) strays(first int64, xs []float32, ps []byte, m float32) {
+// fold adds the sums of a chunk's nblocks blocks to acc, in block order.
+func (s *blockSums) fold(acc *accum, nblocks int) {
+	for b := range nblocks {
+		sse := float64(math.Float32frombits(*s.at(b, fSSE)))
+		xx := float64(math.Float32frombits(*s.at(b, fXX)))
+		xq := float64(math.Float32frombits(*s.at(b, fXQ)))
+		acc.sse += sse
+		acc.xx += xx
+		acc.xq += xq
+		acc.qq += sse - xx + 2*xq // sum of q²
+		acc.maxAbs = math.Max(acc.maxAbs, float64(math.Float32frombits(*s.at(b, fMaxD))))
+	}
+}
+
+// strays counts the values of a block that lie outside their code's cell
+// (xs, ps and m as for block); first is the block's first element index.
+// It returns the count and the index of the first.
+func (k *kernel) strays(first int64, xs []float32, ps []byte, m float32) (n, at int64) {
+	at = -1
 	for j, v := range xs {
 		c := ps[j/2] >> 4
 		if j&1 == 1 {
 			c = ps[j/2] & 15
 		}
 		if v < k.cb.lo[c]*m || v > k.cb.hi[c]*m {
-			if k.bad == 0 {
-				k.firstBad = first + int64(j)
+			if n == 0 {
+				at = first + int64(j)
 			}
-			k.bad++
+			n++
 		}
 	}
+	return n, at
 }
 
 // mulFTZ is the float32 product with subnormal operands and result flushed to

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -114,3 +115,100 @@ func TestGaussianEnvelopeMonteCarlo(t *testing.T) {
 		t.Errorf("nf4/64 envelope %+v", e)
 	}
 }
+
+// TestFastMatchesPlain compares chunks with the vector kernel (where the CPU
+// has it) and with the Go kernel alone: every per-block field, every block
+// maximum, the stray count and its first index must be bit-identical. The
+// chunks hold strays (flipped codes), all-zero blocks, NaN and infinite
+// references, subnormals, values near the BF16 maximum, FP4's -0, short
+// groups and a short odd last block.
+func TestFastMatchesPlain(t *testing.T) {
+	if !useFast(tensorstream.BF16, tensorstream.BF16, 64) {
+		t.Skip("no vector kernel on this CPU or build")
+	}
+	r := rand.New(rand.NewPCG(11, 3))
+	var strays int64
+	defer func() {
+		if strays < 1000 {
+			t.Errorf("only %d strays: the test does not exercise the rescan", strays)
+		}
+	}()
+	for _, qt := range []quant.Type{quant.NF4, quant.FP4} {
+		for _, bs := range []int{32, 64, 128, 256, 4096} {
+			for _, n := range []int{8 * bs, 13*bs + 7, 40*bs - 1, 3 * bs} {
+				x := gaussian(n, 0.02, uint64(n+bs))
+				ref := bf16(x)
+				q, err := quant.Quantize(ref, quant.BF16, quant.Params{Type: qt, BlockSize: bs}, quant.CPU(1))
+				if err != nil {
+					t.Fatal(err)
+				}
+				amax := make([]float32, len(q.Absmax)/4)
+				for i := range amax {
+					amax[i] = math.Float32frombits(binary.LittleEndian.Uint32(q.Absmax[4*i:]))
+				}
+				packed := append([]byte(nil), q.Packed...)
+				for range max(1, n/97) { // strays
+					packed[r.IntN(len(packed))] ^= byte(1 + r.IntN(255))
+				}
+				put := func(i int, bits uint16) { binary.LittleEndian.PutUint16(ref[2*i:], bits) }
+				nb := (n + bs - 1) / bs
+				for b := range nb { // most blocks made special
+					i0 := b * bs
+					switch r.IntN(10) {
+					case 0:
+						for i := i0; i < min(i0+bs, n); i++ {
+							put(i, uint16(r.IntN(2))<<15) // ±0
+						}
+					case 1:
+						put(i0+r.IntN(min(bs, n-i0)), 0x7fc1) // NaN
+					case 2:
+						put(i0+r.IntN(min(bs, n-i0)), 0xff80) // -Inf
+					case 3:
+						put(i0+r.IntN(min(bs, n-i0)), 0x0003) // subnormal
+						amax[b] = 1e-40
+					case 4:
+						put(i0, 0x7f7f) // BF16 maximum: q may round to infinity
+						amax[b] = math.MaxFloat32
+					case 5:
+						amax[b] = -amax[b] // double quantization can make it negative
+					case 6, 7: // q = absmax for the ±1 codes: BF16 rounding ties and near ties
+						low := []uint32{0x8000, 0x7fff, 0x8001, 0x18000}[r.IntN(4)]
+						amax[b] = math.Float32frombits(math.Float32bits(amax[b])&^0x1ffff | low)
+					}
+				}
+				name := fmt.Sprintf("%s/bs%d/n%d", qt, bs, n)
+				k := &kernel{cb: codebookFor(string(qt)), bs: bs, round: roundBF16}
+				var got, want chunkWork
+				for _, w := range []*chunkWork{&got, &want} {
+					w.e0, w.e1, w.nblocks = int64(n), int64(2*n), nb
+					w.refBuf, w.packed, w.amax = ref, packed, amax
+					w.bad, w.badAt = 0, -1
+				}
+				k.fast = true
+				got.compare(k, tensorstream.BF16)
+				k.fast = false
+				want.compare(k, tensorstream.BF16)
+				strays += want.bad
+				if got.bad != want.bad || got.badAt != want.badAt {
+					t.Errorf("%s: strays %d at %d, plain %d at %d", name, got.bad, got.badAt, want.bad, want.badAt)
+				}
+				for b := range nb {
+					if math.Float32bits(got.sums.refMax[b]) != math.Float32bits(want.sums.refMax[b]) {
+						t.Fatalf("%s: block %d max %g, plain %g", name, b, got.sums.refMax[b], want.sums.refMax[b])
+					}
+					for f := range nFields {
+						g, w := *got.sums.at(b, f), *want.sums.at(b, f)
+						if f == fInside { // only the sign is a result; a zero block sets it either way
+							g, w = g>>31, w>>31
+						}
+						if g != w && !(f < fMaxD && isNaN32(g) && isNaN32(w)) {
+							t.Fatalf("%s: block %d field %d: %#08x, plain %#08x", name, b, f, g, w)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func isNaN32(b uint32) bool { return b&0x7fffffff > 0x7f800000 }

@@ -1,0 +1,89 @@
+//go:build amd64 && !purego
+
+package verify
+
+import (
+	"math"
+	"sync"
+
+	"golang.org/x/sys/cpu"
+
+	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
+)
+
+// The AVX2 kernel (kernel_amd64.s) compares eight blocks at a time, one block
+// per vector lane: it transposes eight rows of BF16 values and packed codes so
+// that each step takes the same element of eight blocks, and so computes for
+// each block exactly the float32 operations of kernel.block in the same
+// order. Its results are therefore bit for bit those of the Go kernel
+// (TestFastMatchesPlain), which still takes a chunk's last blocks (fewer than
+// eight, or a tensor's short last block) and any block whose reference holds a
+// NaN or an infinity.
+
+//go:noescape
+func blockMaxBF16(src *byte, nblocks, bs int, dst *float32)
+
+//go:noescape
+func compareBF16(src, packed *byte, bs, groups int, amax, refMax *float32, out *uint32, tabs *fastTables)
+
+// fastTables are the kernel's constants: the code book's values (flushed to
+// zero as mulFTZ does) and cells split into the two halves vpermps indexes,
+// and integer masks.
+type fastTables struct {
+	deq, mid, hw [16]float32
+	exp, abs, one, rnd, hi [8]uint32
+}
+
+var useAVX2 = cpu.X86.HasAVX2
+
+var fastTablesFor = sync.OnceValue(func() map[*codebook]*fastTables {
+	m := map[*codebook]*fastTables{}
+	for _, cb := range codebooks() {
+		t := &fastTables{}
+		for c := range 16 {
+			t.deq[c], t.mid[c], t.hw[c] = ftz(cb.deq[c]), cb.mid[c], cb.hw[c]
+		}
+		for i := range 8 {
+			t.exp[i], t.abs[i], t.one[i], t.rnd[i], t.hi[i] = 0x7f800000, 0x7fffffff, 1, 0x7fff, 0xffff0000
+		}
+		m[cb] = t
+	}
+	return m
+})
+
+// useFast reports whether the vector kernel compares a reference of dtype ref
+// with a tensor that dequantizes to deq in blocks of blockSize.
+func useFast(ref, deq tensorstream.DType, blockSize int) bool {
+	return useAVX2 && ref == tensorstream.BF16 && deq == tensorstream.BF16 && blockSize%32 == 0
+}
+
+// fastBF16 compares the chunk's first full blocks, in groups of eight, from
+// the reference's BF16 bytes raw; it returns how many blocks it did.
+func (k *kernel) fastBF16(s *blockSums, raw, packed []byte, amax []float32, full int) int {
+	const sign = 1 << 31
+	bs := k.bs
+	groups := full / 8
+	if groups == 0 {
+		return 0
+	}
+	nb := groups * 8
+	blockMaxBF16(&raw[0], nb, bs, &s.refMax[0])
+	s.aftz = grow(s.aftz, nb)
+	for b := range nb {
+		s.aftz[b] = ftz(amax[b])
+	}
+	compareBF16(&raw[0], &packed[0], bs, groups, &s.aftz[0], &s.refMax[0], &s.v[0], fastTablesFor()[k.cb])
+	var x []float32
+	for b := range nb {
+		m := s.refMax[b]
+		switch {
+		case m == 0: // the Go kernel's cells are infinite: every value is inside
+			*s.at(b, fInside) |= sign
+		case math.Float32bits(m) >= 0x7f800000: // NaN or infinity: the Go kernel's way
+			x = grow(x, bs)
+			widen(x, raw[b*bs*2:], tensorstream.BF16)
+			k.block(s, b, x, packed[b*bs/2:], amax[b])
+		}
+	}
+	return nb
+}
