@@ -219,7 +219,9 @@ func (w *chunkWork) loadAbsmax(qt *quantTensor, b0, b1 int64) error {
 	return nil
 }
 
-func leU32(b []byte) uint32 { return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24 }
+func leU32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
 
 // absmaxMismatch compares the stored absmax of the chunk's blocks (w.amax,
 // and with double quantization the codes and nested absmax they came from)

@@ -30,7 +30,7 @@ func compareBF16(src, packed *byte, bs, groups int, amax, refMax *float32, out *
 // zero as mulFTZ does) and cells split into the two halves vpermps indexes,
 // and integer masks.
 type fastTables struct {
-	deq, mid, hw [16]float32
+	deq, mid, hw           [16]float32
 	exp, abs, one, rnd, hi [8]uint32
 }
 
