@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"runtime"
@@ -197,7 +198,7 @@ func (w *chunkWork) loadAbsmax(qt *quantTensor, b0, b1 int64) error {
 			return err
 		}
 		for i := range w.amax {
-			w.amax[i] = math.Float32frombits(leU32(w.amaxRaw[4*i:]))
+			w.amax[i] = math.Float32frombits(binary.LittleEndian.Uint32(w.amaxRaw[4*i:]))
 		}
 		return nil
 	}
@@ -209,7 +210,7 @@ func (w *chunkWork) loadAbsmax(qt *quantTensor, b0, b1 int64) error {
 	}
 	w.nested = grow(w.nested, int(n1-n0))
 	for i := range w.nested {
-		w.nested[i] = math.Float32frombits(leU32(w.amaxRaw[4*i:]))
+		w.nested[i] = math.Float32frombits(binary.LittleEndian.Uint32(w.amaxRaw[4*i:]))
 	}
 	codes := w.amaxRaw[:nb]
 	if err := readAt(qt.absmax, codes, b0, "absmax codes", name); err != nil {
@@ -217,10 +218,6 @@ func (w *chunkWork) loadAbsmax(qt *quantTensor, b0, b1 int64) error {
 	}
 	quant.NestDequantize(w.amax, codes, w.nested, q.NestedOffset)
 	return nil
-}
-
-func leU32(b []byte) uint32 {
-	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
 }
 
 // absmaxMismatch compares the stored absmax of the chunk's blocks (w.amax,
