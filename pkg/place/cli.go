@@ -62,7 +62,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 			return action(ctx, c, stdoutIsTerminal)
 		},
 		OnUsageError: func(_ *ucli.Context, err error, _ bool) error {
-			return icli.WithCode(icli.ExitUsage, err)
+			return icli.Usagef("%v (see place --help)", err)
 		},
 	}
 	return icli.Run(app, args)
