@@ -36,7 +36,6 @@ const (
 type blockSums struct {
 	v      []uint32
 	refMax []float32 // max |x| of each block
-	aftz   []float32 // the vector kernel's absmax, flushed to zero
 }
 
 func (s *blockSums) reset(nblocks int) {
@@ -119,17 +118,25 @@ func (k *kernel) block(s *blockSums, b int, xs []float32, ps []byte, a float32) 
 }
 
 // fold adds the sums of a chunk's nblocks blocks to acc, in block order.
+// The largest error is taken over the chunk's bits first: magnitudes order as
+// their bits do, and a NaN's bits order above all, as math.Max keeps a NaN.
 func (s *blockSums) fold(acc *accum, nblocks int) {
-	for b := range nblocks {
-		sse := float64(math.Float32frombits(*s.at(b, fSSE)))
-		xx := float64(math.Float32frombits(*s.at(b, fXX)))
-		xq := float64(math.Float32frombits(*s.at(b, fXQ)))
-		acc.sse += sse
-		acc.xx += xx
-		acc.xq += xq
-		acc.qq += sse - xx + 2*xq // sum of q²
-		acc.maxAbs = math.Max(acc.maxAbs, float64(math.Float32frombits(*s.at(b, fMaxD))))
+	var mxb uint32
+	for g := 0; g < nblocks; g += 8 {
+		v := s.v[g/8*groupWords : (g/8+1)*groupWords]
+		sse, xx, xq, md := v[fSSE*8:fSSE*8+8], v[fXX*8:fXX*8+8], v[fXQ*8:fXQ*8+8], v[fMaxD*8:fMaxD*8+8]
+		for l := range min(8, nblocks-g) {
+			e := float64(math.Float32frombits(sse[l]))
+			x := float64(math.Float32frombits(xx[l]))
+			p := float64(math.Float32frombits(xq[l]))
+			acc.sse += e
+			acc.xx += x
+			acc.xq += p
+			acc.qq += e - x + 2*p // sum of q²
+			mxb = max(mxb, md[l])
+		}
 	}
+	acc.maxAbs = math.Max(acc.maxAbs, float64(math.Float32frombits(mxb)))
 }
 
 // strays counts the values of a block that lie outside their code's cell

@@ -21,9 +21,6 @@ import (
 // NaN or an infinity.
 
 //go:noescape
-func blockMaxBF16(src *byte, nblocks, bs int, dst *float32)
-
-//go:noescape
 func compareBF16(src, packed *byte, bs, groups int, amax, refMax *float32, out *uint32, tabs *fastTables)
 
 // fastTables are the kernel's constants: the code book's values (flushed to
@@ -32,6 +29,7 @@ func compareBF16(src, packed *byte, bs, groups int, amax, refMax *float32, out *
 type fastTables struct {
 	deq, mid, hw           [16]float32
 	exp, abs, one, rnd, hi [8]uint32
+	w7fff                  [16]uint16
 }
 
 var useAVX2 = cpu.X86.HasAVX2
@@ -45,6 +43,9 @@ var fastTablesFor = sync.OnceValue(func() map[*codebook]*fastTables {
 		}
 		for i := range 8 {
 			t.exp[i], t.abs[i], t.one[i], t.rnd[i], t.hi[i] = 0x7f800000, 0x7fffffff, 1, 0x7fff, 0xffff0000
+		}
+		for i := range t.w7fff {
+			t.w7fff[i] = 0x7fff
 		}
 		m[cb] = t
 	}
@@ -67,12 +68,7 @@ func (k *kernel) fastBF16(s *blockSums, raw, packed []byte, amax []float32, full
 		return 0
 	}
 	nb := groups * 8
-	blockMaxBF16(&raw[0], nb, bs, &s.refMax[0])
-	s.aftz = grow(s.aftz, nb)
-	for b := range nb {
-		s.aftz[b] = ftz(amax[b])
-	}
-	compareBF16(&raw[0], &packed[0], bs, groups, &s.aftz[0], &s.refMax[0], &s.v[0], fastTablesFor()[k.cb])
+	compareBF16(&raw[0], &packed[0], bs, groups, &amax[0], &s.refMax[0], &s.v[0], fastTablesFor()[k.cb])
 	var x []float32
 	for b := range nb {
 		m := s.refMax[b]

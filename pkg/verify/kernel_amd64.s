@@ -17,45 +17,7 @@
 #define T_ONE 256   // 1
 #define T_RND 288   // 0x7FFF
 #define T_HI 320    // 0xFFFF0000
-
-// func blockMaxBF16(src *byte, nblocks, bs int, dst *float32)
-// dst[b] = the largest magnitude of block b, as a float32: the BF16 bits with
-// the sign cleared, shifted up (magnitudes order as their bits do; a NaN
-// orders above infinity, as in the Go kernel). bs is a multiple of 32.
-TEXT ·blockMaxBF16(SB), NOSPLIT, $0-32
-	MOVQ src+0(FP), SI
-	MOVQ nblocks+8(FP), CX
-	MOVQ bs+16(FP), BX
-	MOVQ dst+24(FP), DI
-	SHRQ $5, BX                 // 64-byte steps per block
-	VPCMPEQD Y15, Y15, Y15      // all ones
-	VPSRLW $1, Y15, Y14         // 0x7FFF words
-max_block:
-	VPXOR Y0, Y0, Y0
-	VPXOR Y1, Y1, Y1
-	MOVQ BX, DX
-max_step:
-	VPAND (SI), Y14, Y2
-	VPAND 32(SI), Y14, Y3
-	VPMAXUW Y2, Y0, Y0
-	VPMAXUW Y3, Y1, Y1
-	ADDQ $64, SI
-	DECQ DX
-	JNZ max_step
-	VPMAXUW Y1, Y0, Y0
-	VEXTRACTI128 $1, Y0, X1
-	VPMAXUW X1, X0, X0
-	VPXOR X15, X0, X0           // max(x) = ^min(^x)
-	VPHMINPOSUW X0, X0
-	VMOVD X0, AX
-	NOTL AX
-	SHLL $16, AX                // drops phminposuw's index word
-	MOVL AX, (DI)
-	ADDQ $4, DI
-	DECQ CX
-	JNZ max_block
-	VZEROUPPER
-	RET
+#define T_W7FFF 352 // 0x7FFF words
 
 // COLUMN compares one element of eight blocks. Y9 holds, per block, the
 // 32 bits of packed codes of the current eight columns; the code of this
@@ -65,7 +27,7 @@ max_step:
 // Out: Y2 = x, Y3 = q = roundBF16(ftz(ftz(value[code]) * ftz(absmax))),
 // INSIDE (Y10) &= bits of |x - mid*m| - hw*m, with m the block's max |x|.
 // Registers: Y0 index, Y1 blend mask, Y4, Y5 temporaries, Y15 zero,
-// AX the blocks' flushed absmax, DX their max |x|, R8 the tables.
+// 264(SP) the blocks' flushed absmax, DX their max |x|, R8 the tables.
 #define COLUMN(unpk, uoff, s, ms) \
 	VPSRLD $s, Y9, Y0; \
 	VPSLLD $ms, Y9, Y1; \
@@ -85,7 +47,7 @@ max_step:
 	VPERMPS T_DEQLO(R8), Y0, Y3; \
 	VPERMPS T_DEQHI(R8), Y0, Y4; \
 	VBLENDVPS Y1, Y4, Y3, Y3; \
-	VMULPS (AX), Y3, Y3; \
+	VMULPS 264(SP), Y3, Y3; \
 	VPAND T_EXP(R8), Y3, Y4; \
 	VPCMPEQD Y15, Y4, Y4; \
 	VPAND T_ABS(R8), Y4, Y4; \
@@ -124,12 +86,14 @@ max_step:
 
 // func compareBF16(src, packed *byte, bs, groups int, amax, refMax *float32, out *uint32, tabs *fastTables)
 // For each group of eight blocks (bs a multiple of 32): src holds the BF16
-// reference, packed the codes, amax the absmax flushed to zero, refMax the
-// blocks' max |x| (blockMaxBF16); out receives the group's fields (blockSums).
+// reference, packed the codes, amax the absmax; the kernel writes each
+// block's largest magnitude to refMax, and the group's fields to out
+// (blockSums).
 // Frame: 0..127 the transposed codes of 32 columns (four vectors of eight
 // columns), 128..255 the transposed values of eight columns (four vectors of
-// two columns), 256 the output pointer.
-TEXT ·compareBF16(SB), NOSPLIT, $264-64
+// two columns), 256 the output pointer, 264..295 the group's absmax flushed
+// to zero.
+TEXT ·compareBF16(SB), NOSPLIT, $296-64
 	MOVQ src+0(FP), SI
 	MOVQ packed+8(FP), DI
 	MOVQ bs+16(FP), BX
@@ -147,6 +111,46 @@ TEXT ·compareBF16(SB), NOSPLIT, $264-64
 	VPXOR Y15, Y15, Y15
 
 group:
+	// each block's largest magnitude, as a float32: the BF16 bits with the
+	// sign cleared, shifted up (magnitudes order as their bits do; a NaN
+	// orders above infinity, as in the Go kernel). The blocks are contiguous.
+	VMOVDQU T_W7FFF(R8), Y4
+	VPCMPEQD Y5, Y5, Y5
+	MOVQ SI, R9
+	XORQ R12, R12
+blockmax:
+	VPXOR Y0, Y0, Y0
+	VPXOR Y1, Y1, Y1
+	MOVQ BX, R11
+	SHRQ $6, R11                // 64 bytes a step
+blockmax_step:
+	VPAND (R9), Y4, Y2
+	VPAND 32(R9), Y4, Y3
+	VPMAXUW Y2, Y0, Y0
+	VPMAXUW Y3, Y1, Y1
+	ADDQ $64, R9
+	DECQ R11
+	JNZ blockmax_step
+	VPMAXUW Y1, Y0, Y0
+	VEXTRACTI128 $1, Y0, X1
+	VPMAXUW X1, X0, X0
+	VPXOR X5, X0, X0            // max(x) = ^min(^x)
+	VPHMINPOSUW X0, X0
+	VPXOR X5, X0, X0
+	VPSLLD $16, X0, X0          // drops phminposuw's index word
+	VMOVD X0, (DX)(R12*4)
+	INCQ R12
+	CMPQ R12, $8
+	JNE blockmax
+
+	// the absmax flushed to zero, as mulFTZ does
+	VMOVDQU (AX), Y0
+	VPAND T_EXP(R8), Y0, Y1
+	VPCMPEQD Y15, Y1, Y1
+	VPAND T_ABS(R8), Y1, Y1
+	VPANDN Y0, Y1, Y0
+	VMOVDQU Y0, 264(SP)
+
 	VPXOR Y14, Y14, Y14         // SSE
 	VPXOR Y13, Y13, Y13         // XX
 	VPXOR Y12, Y12, Y12         // XQ
