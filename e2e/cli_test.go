@@ -183,3 +183,29 @@ func TestPlaceInterrupted(t *testing.T) {
 		t.Errorf("left behind: %v", got)
 	}
 }
+
+// TestVerifyQuiet: -q prints no report, only the status and, for a failure,
+// one line.
+func TestVerifyQuiet(t *testing.T) {
+	model := path("testdata", "models", "llama")
+	for _, c := range []struct {
+		stdin string
+		code  int
+	}{
+		{filepath.Join(gen, "llama-nf4.stream"), 0},
+		{filepath.Join(gen, "llama-nf4.stream.corrupt"), cli.ExitIntegrity},
+	} {
+		var out bytes.Buffer
+		r := run{dir: root, stdin: c.stdin, stdout: &out, stages: [][]string{{"verify", "-q", "--reference", model}}}.exec(t)[0]
+		if out.Len() != 0 {
+			t.Errorf("%s: -q printed a report:\n%s", c.stdin, out.String())
+		}
+		if c.code == 0 {
+			if r.code != 0 || r.stderr != "" {
+				t.Errorf("%s: status %s, stderr %q", c.stdin, r.status(), r.stderr)
+			}
+			continue
+		}
+		checkError(t, r, c.code, "verify: ", "checksum")
+	}
+}
