@@ -30,8 +30,13 @@
 // first bad element unless Params.AllowNonFinite is set.
 //
 // Backends: the Encoder hands runs of whole blocks to a Backend. CPU(threads)
-// splits each run over goroutines and uses table-driven kernels (fast.go)
-// checked against the literal decision tree (ref.go) by fuzzing. A CUDA
+// splits each run over goroutines. On amd64 CPUs with AVX2 and F16C it uses
+// vector kernels (fast_amd64.s, chosen at run time); elsewhere, under the
+// purego build tag, and for unusual blocks (NaN, ±Inf, subnormals) it uses
+// table-driven Go kernels (fast.go). Both are checked against the literal
+// decision tree (ref.go) by fuzzing, by tests at and around every threshold,
+// and by an exhaustive run over all float32 codes (NF4PIPE_EXHAUSTIVE=1).
+// Dequantization (Decoder) and double quantization have fast paths too. A CUDA
 // backend (internal/gpu, cuda build tag) implements the same one-method
 // interface, QuantizeBlocks, and must be bit-identical to CPU; double
 // quantization always runs in the Encoder on the CPU (it is 1/64 of the data).
