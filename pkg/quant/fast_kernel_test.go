@@ -604,3 +604,48 @@ func TestFTZBits(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecoderMatchesReference decodes fuzzed codes with fuzzed absmax bits,
+// in two chunks split anywhere, with both kernel sets, against refDecode.
+func FuzzDecoderMatchesReference(f *testing.F) {
+	f.Add([]byte{0x12, 0x34, 0xff, 0x00}, []byte{0x00, 0x00, 0x80, 0x3f}, uint8(0), uint16(1), false)
+	f.Add(bytes.Repeat([]byte{0x7e, 0x81}, 40), []byte{0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0xc0, 0x7f}, uint8(1), uint16(7), true)
+	f.Add(bytes.Repeat([]byte{0xa5}, 64), []byte{0xff, 0xff, 0x7f, 0x7f}, uint8(2), uint16(0), false)
+	f.Fuzz(func(t *testing.T, packed, amBytes []byte, outSel uint8, split uint16, fp4 bool) {
+		out := []DType{BF16, F16, F32}[outSel%3]
+		p := Params{Type: NF4, BlockSize: 32}
+		if fp4 {
+			p.Type = FP4
+		}
+		n := int64(len(packed) * 2)
+		if n > 0 && split&1 == 1 {
+			n-- // odd count: the last low nibble is a pad
+		}
+		blocks := SizesFor(n, p).Blocks
+		absmax := make([]float32, blocks)
+		for i := range absmax {
+			if len(amBytes) >= 4 {
+				j := 4 * (i % (len(amBytes) / 4))
+				absmax[i] = math.Float32frombits(binary.LittleEndian.Uint32(amBytes[j:]))
+			}
+		}
+		want := refDecode(p, n, absmax, out, packed)
+		k := int(split) % (len(packed) + 1)
+		for _, simd := range kernelModes() {
+			undo := setSIMD(simd)
+			d, err := NewDecoder(p, n, absmax, out)
+			if err != nil {
+				undo()
+				t.Fatal(err)
+			}
+			got, err := d.Decode(nil, packed[:k])
+			if err == nil {
+				got, err = d.Decode(got, packed[k:])
+			}
+			undo()
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("%s %s %s split %d: differs from the reference (err %v)", out, p.Type, modeName(simd), k, err)
+			}
+		}
+	})
+}
