@@ -9,9 +9,19 @@ import (
 )
 
 // BenchmarkCompare measures the CPU comparison of a 4096x4096 BF16 tensor
-// (NF4, block 64, double quantization) with its reference, on one core; bytes
-// are reference bytes.
-func BenchmarkCompare(b *testing.B) {
+// (NF4, block 64, double quantization) with its reference, with GOMAXPROCS
+// goroutines (-cpu 1: one core); bytes are reference bytes.
+func BenchmarkCompare(b *testing.B) { benchCompare(b) }
+
+// BenchmarkCompareGo is BenchmarkCompare with the Go kernel alone (the
+// kernel of other architectures and of the purego build).
+func BenchmarkCompareGo(b *testing.B) {
+	goKernelOnly = true
+	defer func() { goKernelOnly = false }()
+	benchCompare(b)
+}
+
+func benchCompare(b *testing.B) {
 	const rows, cols = 4096, 4096
 	s := synth(b, "w", []int64{rows, cols}, gaussian(rows*cols, 0.02, 1), quant.DefaultParams())
 	desc := &tensorstream.Tensor{Name: "w", DType: tensorstream.BF16, Shape: s.shape, Encoding: tensorstream.BNB4,

@@ -14,7 +14,10 @@ import (
 // chunkElems is the number of elements compared at a time: a multiple of every
 // block size times the nested block size, so chunks hold whole blocks and whole
 // nested blocks; about 2 MiB of BF16 reference.
-const chunkElems = 1 << 20
+const chunkElems = 1 << 18
+
+// goKernelOnly turns the vector kernel off (benchmarks of the Go kernel).
+var goKernelOnly = false
 
 // rawChunk is the byte chunk for kept tensors.
 const rawChunk = 4 << 20
@@ -100,7 +103,7 @@ func (c *checker) quant(qt *quantTensor, ref *refTensor) (TensorResult, []Findin
 	bs := int64(q.BlockSize)
 	k := &kernel{cb: cb, bs: q.BlockSize, round: rounder(t.DType)}
 	if compare {
-		k.fast = useFast(ref.dtype, t.DType, q.BlockSize)
+		k.fast = !goKernelOnly && useFast(ref.dtype, t.DType, q.BlockSize)
 	}
 	job := &tensorJob{qt: qt, ref: ref, k: k, compare: compare, step: max(chunkElems/bs, quant.NestedBlockSize) * bs}
 	n := t.NumElements()

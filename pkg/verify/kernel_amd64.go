@@ -21,15 +21,19 @@ import (
 // NaN or an infinity.
 
 //go:noescape
-func compareBF16(src, packed *byte, bs, groups int, amax, refMax *float32, out *uint32, tabs *fastTables)
+func compareBF16(src, packed *byte, bs, groups int, amax, refMax *float32, out *uint32, tabs *fastTables, flush bool)
 
-// fastTables are the kernel's constants: the code book's values (flushed to
-// zero as mulFTZ does) and cells split into the two halves vpermps indexes,
-// and integer masks.
+// fastTables are the kernel's constants: the code book's cells and values
+// (flushed to zero as mulFTZ does), each split into the two halves vpermps
+// indexes, and integer masks; the order is the kernel's (T_* offsets).
 type fastTables struct {
-	deq, mid, hw           [16]float32
-	exp, abs, one, rnd, hi [8]uint32
+	mid, hw, deq           [16]float32
+	abs, exp, one, rnd, hi [8]uint32
 	w7fff                  [16]uint16
+	// noFlush is the smallest absmax whose products with every nonzero
+	// code book value are normal (or a zero absmax): then mulFTZ needs no
+	// flush.
+	noFlush float32
 }
 
 var useAVX2 = cpu.X86.HasAVX2
@@ -47,6 +51,15 @@ var fastTablesFor = sync.OnceValue(func() map[*codebook]*fastTables {
 		for i := range t.w7fff {
 			t.w7fff[i] = 0x7fff
 		}
+		small := 1.0
+		for _, v := range cb.deq {
+			if v != 0 {
+				small = min(small, math.Abs(float64(v)))
+			}
+		}
+		// a little above 2^-126 / small: float32 rounding of the product
+		// is monotone, so |absmax| >= noFlush gives |product| >= 2^-126
+		t.noFlush = float32(0x1p-126 / small * (1 + 1e-6))
 		m[cb] = t
 	}
 	return m
@@ -68,7 +81,15 @@ func (k *kernel) fastBF16(s *blockSums, raw, packed []byte, amax []float32, full
 		return 0
 	}
 	nb := groups * 8
-	compareBF16(&raw[0], &packed[0], bs, groups, &amax[0], &s.refMax[0], &s.v[0], fastTablesFor()[k.cb])
+	tabs := fastTablesFor()[k.cb]
+	flush := false
+	for _, a := range amax[:nb] {
+		if a != 0 && math.Abs(float64(a)) < float64(tabs.noFlush) {
+			flush = true
+			break
+		}
+	}
+	compareBF16(&raw[0], &packed[0], bs, groups, &amax[0], &s.refMax[0], &s.v[0], tabs, flush)
 	var x []float32
 	for b := range nb {
 		m := s.refMax[b]

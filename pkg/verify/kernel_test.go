@@ -171,6 +171,8 @@ func TestFastMatchesPlain(t *testing.T) {
 						amax[b] = math.MaxFloat32
 					case 5:
 						amax[b] = -amax[b] // double quantization can make it negative
+					case 8: // normal absmax, subnormal products value*absmax: flushed
+						amax[b] = float32(1e-37 * (1 + r.Float64()))
 					case 6, 7: // q = absmax for the ±1 codes: BF16 rounding ties and near ties
 						low := []uint32{0x8000, 0x7fff, 0x8001, 0x18000}[r.IntN(4)]
 						amax[b] = math.Float32frombits(math.Float32bits(amax[b])&^0x1ffff | low)
