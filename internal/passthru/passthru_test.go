@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"os"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -91,20 +89,4 @@ func BenchmarkCopy(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-func TestGrowPipe(t *testing.T) {
-	r, w, err := os.Pipe()
-	require.NoError(t, err)
-	defer r.Close()
-	defer w.Close()
-	if runtime.GOOS != "linux" {
-		assert.Zero(t, GrowPipe(w, 1<<20))
-		return
-	}
-	assert.GreaterOrEqual(t, GrowPipe(w, 256<<10), 256<<10)
-	f, err := os.CreateTemp(t.TempDir(), "x")
-	require.NoError(t, err)
-	defer f.Close()
-	assert.Zero(t, GrowPipe(f, 1<<20), "not a pipe")
 }

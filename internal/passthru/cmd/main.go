@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/internal/passthru"
 )
 
@@ -21,11 +22,11 @@ func main() {
 	rss := flag.Bool("rss", os.Getenv("NF4PIPE_RSS") == "1", "print peak RSS and throughput to stderr at exit")
 	label := flag.String("label", "passthru", "name on the --rss line")
 	chunk := flag.Int("chunk", 0, "output chunk size in bytes (default: the stream writer's)")
-	pipe := flag.Int("pipe-size", 0, "grow stdin and stdout pipe buffers to this many bytes (0: leave the kernel's 64 KiB)")
+	pipe := flag.Int("pipe-size", cli.PipeSize, "grow stdin and stdout pipe buffers to this many bytes, as the tools do (0: leave the kernel's 64 KiB)")
 	flag.Parse()
 	if *pipe > 0 {
-		passthru.GrowPipe(os.Stdin, *pipe)
-		passthru.GrowPipe(os.Stdout, *pipe)
+		cli.GrowPipe(os.Stdin, *pipe)
+		cli.GrowPipe(os.Stdout, *pipe)
 	}
 
 	start := time.Now()

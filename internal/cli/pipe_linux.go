@@ -1,4 +1,4 @@
-package passthru
+package cli
 
 import (
 	"os"

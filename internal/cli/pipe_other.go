@@ -1,6 +1,6 @@
 //go:build !linux
 
-package passthru
+package cli
 
 import "os"
 
