@@ -1,7 +1,6 @@
 package checkpoint
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -11,8 +10,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/nf4pipe/nf4pipe/internal/fixtures"
@@ -22,48 +19,6 @@ import (
 
 // Models are the ten tiny models of ../shared/testdata/models.
 var Models = []string{"gemma2", "gemma3_text", "llama", "llava", "mistral", "mixtral", "phi3", "qwen2", "qwen3", "qwen3_moe"}
-
-func TestPyFloatReprGolden(t *testing.T) {
-	f, err := os.Open(filepath.Join("testdata", "pyrepr.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	n := 0
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") {
-			continue
-		}
-		hex, want, ok := strings.Cut(line, " ")
-		if !ok {
-			t.Fatalf("bad line %q", line)
-		}
-		bits, err := strconv.ParseUint(hex, 16, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := PyFloatRepr(math.Float64frombits(bits)); got != want {
-			t.Errorf("PyFloatRepr(%s) = %q, Python writes %q", hex, got, want)
-		}
-		n++
-	}
-	if n < 3000 {
-		t.Fatalf("only %d golden values", n)
-	}
-}
-
-func TestPyFloatReprSpecial(t *testing.T) {
-	for f, want := range map[float64]string{
-		math.NaN(): "NaN", math.Inf(1): "Infinity", math.Inf(-1): "-Infinity",
-		1e-5: "1e-05", 1e-4: "0.0001", 1e16: "1e+16", 123: "123.0", -2.5e-7: "-2.5e-07", 1e100: "1e+100",
-	} {
-		if got := PyFloatRepr(f); got != want {
-			t.Errorf("PyFloatRepr(%v) = %q, want %q", f, got, want)
-		}
-	}
-}
 
 // readEntries returns a safetensors file's tensors by name.
 func readEntries(t *testing.T, path string) (map[string]safetensors.Tensor, map[string]string) {

@@ -1,9 +1,10 @@
 package checkpoint
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
+
+	"github.com/nf4pipe/nf4pipe/pkg/pyjson"
 )
 
 // QuantizationConfig is what a checkpoint's config.json says about its
@@ -74,7 +75,7 @@ func WithQuantizationConfig(src []byte, qc QuantizationConfig) ([]byte, error) {
 	if qc.QuantType != "nf4" && qc.QuantType != "fp4" {
 		return nil, fmt.Errorf("%w: quant type %q is not nf4 or fp4", ErrConfig, qc.QuantType)
 	}
-	v, err := parsePyJSON(src)
+	v, err := pyjson.Parse(src)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
@@ -96,18 +97,17 @@ func WithQuantizationConfig(src []byte, qc QuantizationConfig) ([]byte, error) {
 // json.dumps(cfg, indent=2, sort_keys=True) + "\n". Values are those
 // encoding/json decodes into any (numbers as json.Number or float64).
 func FormatConfig(cfg map[string]any) ([]byte, error) {
-	var b bytes.Buffer
-	if err := writePyIndented(&b, cfg, 0); err != nil {
+	b, err := pyjson.MarshalIndent(cfg)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
-	b.WriteByte('\n')
-	return b.Bytes(), nil
+	return append(b, '\n'), nil
 }
 
 // ReformatConfig parses a config.json and writes it back as transformers
 // formats it; a config that transformers saved comes back byte for byte.
 func ReformatConfig(src []byte) ([]byte, error) {
-	v, err := parsePyJSON(src)
+	v, err := pyjson.Parse(src)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}

@@ -1,12 +1,12 @@
 package checkpoint
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
 
+	"github.com/nf4pipe/nf4pipe/pkg/pyjson"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
@@ -59,29 +59,27 @@ func QuantStateJSON(t *tensorstream.Tensor) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tensor %q: %w", t.Name, err)
 	}
-	var b bytes.Buffer
-	b.WriteString(`{"quant_type": `)
-	writePyString(&b, q.Type)
-	b.WriteString(`, "blocksize": `)
-	b.WriteString(strconv.Itoa(q.BlockSize))
-	b.WriteString(`, "dtype": `)
-	writePyString(&b, dt)
-	b.WriteString(`, "shape": [`)
+	b := []byte(`{"quant_type": `)
+	b = pyjson.AppendString(b, q.Type)
+	b = append(b, `, "blocksize": `...)
+	b = strconv.AppendInt(b, int64(q.BlockSize), 10)
+	b = append(b, `, "dtype": `...)
+	b = pyjson.AppendString(b, dt)
+	b = append(b, `, "shape": [`...)
 	for i, d := range t.Shape {
 		if i > 0 {
-			b.WriteString(", ")
+			b = append(b, ", "...)
 		}
-		b.WriteString(strconv.FormatInt(d, 10))
+		b = strconv.AppendInt(b, d, 10)
 	}
-	b.WriteByte(']')
+	b = append(b, ']')
 	if q.DoubleQuant {
-		b.WriteString(`, "nested_blocksize": `)
-		b.WriteString(strconv.Itoa(q.NestedBlockSize))
-		b.WriteString(`, "nested_dtype": "float32", "nested_offset": `)
-		b.WriteString(PyFloatRepr(float64(q.NestedOffset)))
+		b = append(b, `, "nested_blocksize": `...)
+		b = strconv.AppendInt(b, int64(q.NestedBlockSize), 10)
+		b = append(b, `, "nested_dtype": "float32", "nested_offset": `...)
+		b = append(b, pyjson.Float(float64(q.NestedOffset))...)
 	}
-	b.WriteByte('}')
-	return b.Bytes(), nil
+	return append(b, '}'), nil
 }
 
 // QuantState is a parsed quant_state JSON object.

@@ -1,16 +1,15 @@
 package safetensors
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/nf4pipe/nf4pipe/pkg/pyjson"
 )
 
 // DefaultMaxShardSize is "5GB" as huggingface_hub parses it (decimal). Note
@@ -153,9 +152,9 @@ func (p *ShardPlan) Index(totalParameters int64) *Index {
 
 // Marshal returns the index file as transformers writes it:
 // json.dumps(index, indent=2, sort_keys=True) + "\n" (ensure_ascii on).
-// Metadata values may be strings, integers, booleans, nil or json.Number.
+// Metadata values are what pyjson.MarshalIndent writes: those ParseIndex
+// returns (numbers as json.Number), ints and int64s.
 func (ix *Index) Marshal() ([]byte, error) {
-	var b bytes.Buffer
 	meta := ix.Metadata
 	if meta == nil {
 		meta = map[string]any{}
@@ -164,103 +163,11 @@ func (ix *Index) Marshal() ([]byte, error) {
 	for k, v := range ix.WeightMap {
 		wm[k] = v
 	}
-	if err := writePyJSON(&b, map[string]any{"metadata": meta, "weight_map": wm}, 0); err != nil {
-		return nil, err
+	b, err := pyjson.MarshalIndent(map[string]any{"metadata": meta, "weight_map": wm})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrIndex, err)
 	}
-	b.WriteByte('\n')
-	return b.Bytes(), nil
-}
-
-// writePyJSON writes v as Python's json.dumps(v, indent=2, sort_keys=True).
-func writePyJSON(b *bytes.Buffer, v any, depth int) error {
-	switch x := v.(type) {
-	case nil:
-		b.WriteString("null")
-	case bool:
-		b.WriteString(strconv.FormatBool(x))
-	case string:
-		writePyString(b, x)
-	case int:
-		b.WriteString(strconv.Itoa(x))
-	case int64:
-		b.WriteString(strconv.FormatInt(x, 10))
-	case json.Number:
-		if _, err := strconv.ParseInt(string(x), 10, 64); err != nil {
-			return fmt.Errorf("%w: number %s: only integers are written", ErrIndex, x)
-		}
-		b.WriteString(string(x))
-	case map[string]any:
-		if len(x) == 0 {
-			b.WriteString("{}")
-			return nil
-		}
-		keys := slices.Sorted(func(yield func(string) bool) {
-			for k := range x {
-				if !yield(k) {
-					return
-				}
-			}
-		})
-		b.WriteString("{\n")
-		for i, k := range keys {
-			b.WriteString(strings.Repeat("  ", depth+1))
-			writePyString(b, k)
-			b.WriteString(": ")
-			if err := writePyJSON(b, x[k], depth+1); err != nil {
-				return err
-			}
-			if i < len(keys)-1 {
-				b.WriteByte(',')
-			}
-			b.WriteByte('\n')
-		}
-		b.WriteString(strings.Repeat("  ", depth))
-		b.WriteByte('}')
-	default:
-		return fmt.Errorf("%w: cannot write a %T", ErrIndex, v)
-	}
-	return nil
-}
-
-// writePyString writes s as Python's json with ensure_ascii: short escapes
-// for " \ \n \r \t \b \f, \uxxxx (lower-case) for everything else outside
-// printable ASCII, surrogate pairs above U+FFFF.
-func writePyString(b *bytes.Buffer, s string) {
-	const hex = "0123456789abcdef"
-	u4 := func(r rune) {
-		b.WriteString(`\u`)
-		for sh := 12; sh >= 0; sh -= 4 {
-			b.WriteByte(hex[(r>>sh)&0xf])
-		}
-	}
-	b.WriteByte('"')
-	for _, r := range s {
-		switch {
-		case r == '"':
-			b.WriteString(`\"`)
-		case r == '\\':
-			b.WriteString(`\\`)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r == '\b':
-			b.WriteString(`\b`)
-		case r == '\f':
-			b.WriteString(`\f`)
-		case r >= 0x20 && r <= 0x7e:
-			b.WriteByte(byte(r))
-		case r > 0xffff:
-			r -= 0x10000
-			u4(0xd800 | (r>>10)&0x3ff)
-			u4(0xdc00 | r&0x3ff)
-		default:
-			u4(r)
-		}
-	}
-	b.WriteByte('"')
+	return append(b, '\n'), nil
 }
 
 // CheckpointWriter writes a checkpoint directory following a ShardPlan: each
