@@ -1,9 +1,11 @@
 package arch
 
 import (
-	"math"
 	"strconv"
 	"strings"
+
+	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
+	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
 // Facts are the model facts detect puts in the stream header's "model" section.
@@ -142,71 +144,13 @@ var dtypeBytes = map[string]int64{"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E
 // DTypeSize returns the bytes per element of a safetensors dtype, 0 if unknown.
 func DTypeSize(d string) int64 { return dtypeBytes[d] }
 
-var torchNames = map[string]string{"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
-
-// QuantStateJSON returns the bytes transformers stores as
+// quantStateJSON returns the bytes transformers stores as
 // <name>.quant_state.bitsandbytes__nf4 for an NF4 tensor with double
-// quantization: Python's json.dumps of the quant state, the offset written as
-// Python writes a float.
-func QuantStateJSON(dtype string, shape []int64, offset float32) []byte {
-	var b strings.Builder
-	b.WriteString(`{"quant_type": "nf4", "blocksize": 64, "dtype": "`)
-	b.WriteString(torchNames[dtype])
-	b.WriteString(`", "shape": [`)
-	for i, s := range shape {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(strconv.FormatInt(s, 10))
-	}
-	b.WriteString(`], "nested_blocksize": 256, "nested_dtype": "float32", "nested_offset": `)
-	b.WriteString(PyFloat(float64(offset)))
-	b.WriteString("}")
-	return []byte(b.String())
-}
-
-// PyFloat formats x as Python's repr(float) does: the shortest digits that
-// round-trip, positional for exponents in [-4, 16), else scientific with at
-// least two exponent digits.
-func PyFloat(x float64) string {
-	switch {
-	case math.IsNaN(x):
-		return "NaN" // json.dumps spelling
-	case math.IsInf(x, 1):
-		return "Infinity"
-	case math.IsInf(x, -1):
-		return "-Infinity"
-	}
-	e := strconv.FormatFloat(x, 'e', -1, 64) // d.ddde±XX
-	mant, expStr, _ := strings.Cut(e, "e")
-	exp, _ := strconv.Atoi(expStr)
-	sign := ""
-	if strings.HasPrefix(mant, "-") {
-		sign, mant = "-", mant[1:]
-	}
-	digits := strings.Replace(mant, ".", "", 1)
-	if exp < -4 || exp >= 16 {
-		m := digits[:1]
-		if len(digits) > 1 {
-			m += "." + digits[1:]
-		}
-		es := "+"
-		if exp < 0 {
-			es, exp = "-", -exp
-		}
-		ex := strconv.Itoa(exp)
-		if len(ex) < 2 {
-			ex = "0" + ex
-		}
-		return sign + m + "e" + es + ex
-	}
-	if exp < 0 {
-		return sign + "0." + strings.Repeat("0", -exp-1) + digits
-	}
-	if len(digits) <= exp+1 {
-		return sign + digits + strings.Repeat("0", exp+1-len(digits)) + ".0"
-	}
-	return sign + digits[:exp+1] + "." + digits[exp+1:]
+// quantization whose nested offset is offset (checkpoint.QuantStateJSON).
+func quantStateJSON(dtype string, shape []int64, offset float32) ([]byte, error) {
+	return checkpoint.QuantStateJSON(&tensorstream.Tensor{DType: tensorstream.DType(dtype), Shape: shape,
+		Encoding: tensorstream.BNB4, Quant: &tensorstream.QuantState{Type: "nf4", BlockSize: BlockSize,
+			DoubleQuant: true, NestedBlockSize: NestedBlockSize, NestedOffset: offset}})
 }
 
 // NF4Bytes returns the bytes of one quantized tensor in a transformers
@@ -220,8 +164,13 @@ func NF4Bytes(elements int64, jsonLen int64) int64 {
 
 // NominalQuantStateLen is the quant-state JSON length assuming a nested offset
 // of NominalOffsetChars characters.
+// A dtype bitsandbytes does not quantize (Decide quantizes none) counts as BF16.
 func NominalQuantStateLen(dtype string, shape []int64) int64 {
-	return int64(len(QuantStateJSON(dtype, shape, 0))) - 3 + NominalOffsetChars // "0.0" is 3 chars
+	js, err := quantStateJSON(dtype, shape, 0)
+	if err != nil {
+		js, _ = quantStateJSON("BF16", shape, 0)
+	}
+	return int64(len(js)) - 3 + NominalOffsetChars // "0.0" is 3 chars
 }
 
 // Summarize computes the facts of a model from its annotated tensors. m may be
