@@ -33,7 +33,7 @@ test: lint unit fuzz
 # default run; -tags purego runs the whole package on the Go kernels alone.
 unit:
 	$(GO) test -count=1 ./...
-	$(GO) test -count=1 -tags purego ./pkg/quant
+	$(GO) test -count=1 -tags purego ./pkg/quant ./pkg/verify
 
 # Every 4-bit and nested code against the reference on all 2^32 float32 values (~2 min).
 verify-exhaustive:
@@ -100,7 +100,7 @@ bench-cuda:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	$(GO) vet -tags purego ./pkg/quant
+	$(GO) vet -tags purego ./pkg/quant ./pkg/verify
 
 clean:
 	rm -rf $(BIN) out
