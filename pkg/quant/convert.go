@@ -2,10 +2,31 @@ package quant
 
 import "math"
 
-// bf16ToF32 widens a bfloat16 bit pattern exactly.
+// Conversions between float32 and the 16-bit float formats, exact where
+// widening and rounding as torch and CUDA do where narrowing. The package's
+// kernels call the unexported names; the exported ones are the same functions
+// for other packages.
+
+// BF16ToF32 widens a bfloat16 bit pattern exactly.
+func BF16ToF32(h uint16) float32 { return bf16ToF32(h) }
+
+// F16ToF32 widens an IEEE half bit pattern exactly, subnormals, ±Inf and NaN
+// (its payload kept) included.
+func F16ToF32(h uint16) float32 { return f16ToF32(h) }
+
+// F32ToBF16 rounds to the nearest bfloat16, ties to even, with overflow to
+// ±Inf. A NaN keeps its sign and top payload bits and is made quiet (0x0040
+// set); c10::BFloat16 (quantize --cast) writes every NaN as 0x7FC0.
+func F32ToBF16(f float32) uint16 { return f32ToBF16(f) }
+
+// F32ToF16 rounds to the nearest IEEE half, ties to even, with overflow to
+// ±Inf and gradual underflow, as torch and CUDA's __float2half do. A NaN
+// keeps its sign and top payload bits and is made quiet (0x0200 set);
+// c10::Half (quantize --cast) writes sign|0x7E00.
+func F32ToF16(f float32) uint16 { return f32ToF16(f) }
+
 func bf16ToF32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
 
-// f16ToF32 widens an IEEE half bit pattern exactly, subnormals, ±Inf and NaN included.
 func f16ToF32(h uint16) float32 {
 	sign := uint32(h&0x8000) << 16
 	mag := uint32(h & 0x7FFF)
@@ -18,8 +39,6 @@ func f16ToF32(h uint16) float32 {
 	return math.Float32frombits(math.Float32bits(f) | sign)
 }
 
-// f32ToBF16 rounds to the nearest bfloat16, ties to even, as torch does; NaN
-// becomes the quiet NaN 0x7FC0 (keeping the sign).
 func f32ToBF16(f float32) uint16 {
 	b := math.Float32bits(f)
 	if b&0x7FFFFFFF > 0x7F800000 {
@@ -28,8 +47,6 @@ func f32ToBF16(f float32) uint16 {
 	return uint16((b + 0x7FFF + (b>>16)&1) >> 16)
 }
 
-// f32ToF16 rounds to the nearest IEEE half, ties to even, with overflow to ±Inf
-// and gradual underflow, as torch and CUDA's __float2half do.
 func f32ToF16(f float32) uint16 {
 	b := math.Float32bits(f)
 	sign := uint16(b>>16) & 0x8000

@@ -462,7 +462,7 @@ func TestCast(t *testing.T) {
 // widening, round trips, and ties to even halfway between neighbours.
 func TestHalfConversions(t *testing.T) {
 	for h := range 1 << 16 {
-		f := f16ToF32(uint16(h))
+		f := quant.F16ToF32(uint16(h))
 		if h&0x7C00 == 0x7C00 && h&0x3FF != 0 {
 			if !math.IsNaN(float64(f)) || f32ToF16(f) != uint16(h)&0x8000|0x7E00 {
 				t.Fatalf("NaN %04x", h)
@@ -475,7 +475,7 @@ func TestHalfConversions(t *testing.T) {
 		if h&0x7FFF >= 0x7BFF { // the largest finite and Inf have no upper neighbour here
 			continue
 		}
-		next := f16ToF32(uint16(h + 1))
+		next := quant.F16ToF32(uint16(h + 1))
 		if h&0x8000 != 0 {
 			continue // mirrored by the positive side
 		}
