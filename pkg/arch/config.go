@@ -125,6 +125,7 @@ func (o obj) len(key string) int {
 
 // view reads keys from a config object, falling back to a defaults table (the
 // defaults of the transformers config class), and records the first error.
+// where names a sub-object ("vision_config"); the caller names the file.
 type view struct {
 	o, def obj
 	where  string
@@ -132,8 +133,12 @@ type view struct {
 }
 
 func (v *view) fail(err error) {
-	if v.err == nil {
+	switch {
+	case v.err != nil:
+	case v.where != "":
 		v.err = fmt.Errorf("%s: %w", v.where, err)
+	default:
+		v.err = err
 	}
 }
 

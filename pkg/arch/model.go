@@ -98,7 +98,7 @@ func Resolve(cfg *Config) (*Model, error) {
 			}
 		}
 	}
-	v := &view{o: textObj, def: fam.TextDefaults, where: "config.json"}
+	v := &view{o: textObj, def: fam.TextDefaults}
 	if err := m.resolveText(v, top); err != nil {
 		return nil, err
 	}
@@ -107,7 +107,7 @@ func Resolve(cfg *Config) (*Model, error) {
 		if vo == nil {
 			vo = obj{}
 		}
-		vv := &view{o: vo, def: fam.VisionDefaults, where: "config.json vision_config"}
+		vv := &view{o: vo, def: fam.VisionDefaults, where: "vision_config"}
 		m.Vision = resolveVision(fam.Vision, vv, m.Text.Hidden)
 		if vv.err != nil {
 			return nil, vv.err
@@ -170,12 +170,12 @@ func (m *Model) resolveText(v *view, top obj) error {
 	t.HeadDim = v.opt("head_dim", 0)
 	if t.HeadDim == 0 {
 		if t.Hidden%t.Heads != 0 {
-			return fmt.Errorf("config.json: %w: hidden_size %d is not a multiple of num_attention_heads %d", ErrShape, t.Hidden, t.Heads)
+			return fmt.Errorf("%w: hidden_size %d is not a multiple of num_attention_heads %d", ErrShape, t.Hidden, t.Heads)
 		}
 		t.HeadDim = t.Hidden / t.Heads
 	}
 	if t.Heads%t.KVHeads != 0 {
-		return fmt.Errorf("config.json: %w: num_attention_heads %d is not a multiple of num_key_value_heads %d", ErrShape, t.Heads, t.KVHeads)
+		return fmt.Errorf("%w: num_attention_heads %d is not a multiple of num_key_value_heads %d", ErrShape, t.Heads, t.KVHeads)
 	}
 	// tie_word_embeddings may sit at the top level of a multimodal config.
 	t.Tied = v.boolean("tie_word_embeddings", false)
@@ -262,7 +262,7 @@ func (m *Model) resolveText(v *view, top obj) error {
 		t.HeadDim = t.QKNopeDim + t.QKRopeDim
 	}
 	if t.Intermediate <= 0 {
-		return fmt.Errorf("config.json: %w: intermediate_size is missing", ErrConfig)
+		return fmt.Errorf("%w: intermediate_size is missing", ErrConfig)
 	}
 	return v.err
 }

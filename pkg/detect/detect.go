@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,7 +62,7 @@ func Open(path string, pol arch.Policy) (*Model, error) {
 	}
 	st, err := os.Stat(abs)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w: %v", path, ErrInput, err)
+		return nil, fmt.Errorf("%s: %w: %v", path, ErrInput, withoutPath(err))
 	}
 	m := &Model{Source: Source{Path: abs, Dir: abs}}
 	var configPath, weights string
@@ -138,17 +139,28 @@ func readConfig(path string) ([]byte, error) {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("%s: %w: %v", path, ErrConfig, err)
+		return nil, fmt.Errorf("%s: %w: %v", path, ErrConfig, withoutPath(err))
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w: %v", path, ErrConfig, err)
+		return nil, fmt.Errorf("%s: %w: %v", path, ErrConfig, withoutPath(err))
 	}
 	if len(data) > maxConfigSize {
 		return nil, fmt.Errorf("%s: %w: larger than %d bytes", path, ErrConfig, maxConfigSize)
 	}
 	return data, nil
+}
+
+// withoutPath returns what went wrong in err without the path an *fs.PathError
+// repeats ("permission denied", not "open /x/config.json: permission denied"):
+// the messages here name the path first.
+func withoutPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // dominantDType returns the dtype holding the most bytes among the weights.
