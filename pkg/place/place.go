@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -121,7 +123,7 @@ func Place(ctx context.Context, in io.Reader, opt Options) (*Report, error) {
 	}
 	if opt.Out != "" {
 		if err := j.prepare(); err != nil {
-			return nil, err
+			return nil, j.outputError(err)
 		}
 	}
 	type result struct {
@@ -133,6 +135,7 @@ func Place(ctx context.Context, in io.Reader, opt Options) (*Report, error) {
 		rep, err := j.run(in)
 		if err != nil {
 			j.abort()
+			err = j.outputError(err)
 		}
 		done <- result{rep, err}
 	}()
@@ -270,7 +273,13 @@ func (j *job) run(in io.Reader) (*Report, error) {
 				return nil, err
 			}
 			rep.Entries += len(entries)
-			if err := checkpoint.WriteTensor(dw, t, payload); err != nil {
+			in := &inputReader{r: payload}
+			if err := checkpoint.WriteTensor(dw, t, in); err != nil {
+				if in.err != nil {
+					// The stream's own error, not the writer's account of it,
+					// which names the shard's temporary file.
+					return nil, in.err
+				}
 				return nil, err
 			}
 		} else if _, err := io.Copy(io.Discard, payload); err != nil {
@@ -394,6 +403,50 @@ func (j *job) commit() error {
 		}
 	}
 	return nil
+}
+
+// outputError turns a failure to write the output directory, or the
+// temporary and replaced directories beside it, into "writing OUT: what went
+// wrong": the temporary names mean nothing to the user. The cause (ENOSPC,
+// EFBIG, ...) stays wrapped, and with it the exit status.
+func (j *job) outputError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && j.ours(pe.Path) {
+		return fmt.Errorf("writing %s: %w", j.out, pe.Err)
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) && (j.ours(le.Old) || j.ours(le.New)) {
+		return fmt.Errorf("writing %s: %w", j.out, le.Err)
+	}
+	return err
+}
+
+// ours reports whether path is the output directory or lies in one of the
+// directories place makes beside it (".OUT.tmp-*", ".OUT.old-*").
+func (j *job) ours(path string) bool {
+	if j.out == "" {
+		return false
+	}
+	if path == j.out {
+		return true
+	}
+	rel, err := filepath.Rel(filepath.Dir(j.out), path)
+	return err == nil && strings.HasPrefix(rel, "."+filepath.Base(j.out)+".")
+}
+
+// inputReader remembers the first error reading a payload (from the stream, or
+// from the pass-through tee).
+type inputReader struct {
+	r   io.Reader
+	err error
+}
+
+func (r *inputReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF && r.err == nil {
+		r.err = err
+	}
+	return n, err
 }
 
 func syncDir(dir string) error {

@@ -604,3 +604,29 @@ func TestOutputPermissions(t *testing.T) {
 		}
 	}
 }
+
+// TestOutputError: a write failure under the temporary (or replaced)
+// directory is reported against OUT, its cause kept for the exit status;
+// other errors pass unchanged.
+func TestOutputError(t *testing.T) {
+	j := &job{out: "/data/m-nf4", tmp: "/data/.m-nf4.tmp-123"}
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("x: %w (1 of 2 bytes)", &os.PathError{Op: "write", Path: "/data/.m-nf4.tmp-123/..shard-00001.safetensors.partial.spool-9", Err: syscall.EFBIG}),
+			"writing /data/m-nf4: file too large"},
+		{&os.PathError{Op: "mkdirtemp", Path: "/data/.m-nf4.tmp-*", Err: syscall.ENOSPC}, "writing /data/m-nf4: no space left on device"},
+		{&os.LinkError{Op: "rename", Old: "/data/.m-nf4.tmp-123", New: "/data/m-nf4", Err: syscall.EDQUOT}, "writing /data/m-nf4: disk quota exceeded"},
+		{&os.PathError{Op: "open", Path: "/data/m-nf4x/config.json", Err: syscall.ENOSPC}, "open /data/m-nf4x/config.json: no space left on device"},
+	} {
+		got := j.outputError(c.err)
+		if got.Error() != c.want {
+			t.Errorf("%v:\n got %s\nwant %s", c.err, got, c.want)
+		}
+		var errno syscall.Errno
+		if !errors.As(c.err, &errno) || !errors.Is(got, errno) {
+			t.Errorf("%v: cause %v lost", got, errno)
+		}
+	}
+}
