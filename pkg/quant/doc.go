@@ -20,11 +20,12 @@
 //     arithmetic flushes subnormals to zero;
 //   - an odd element count packs the code of a zero pad in the last low nibble
 //     (7 for NF4);
-//   - FP4 code 8 dequantizes to -0 though the checkpoint's quant_map says +0.
-//
-// Known divergence: the double-quantization offset is torch's float32 mean on
-// the GPU, whose summation order is not replayed; the exact sum rounded once is
-// one ulp off in 4 of the 64 golden double-quant cases (see absmaxMean).
+//   - FP4 code 8 dequantizes to -0 though the checkpoint's quant_map says +0;
+//   - the double-quantization offset is torch's float32 absmax.mean() on the
+//     GPU, summed in torch's reduction order: MeanF32 replays that order (mean.go)
+//     and matches every golden offset, where the exact sum rounded once is one
+//     ulp off in some. Past 8192 values the order follows torch's configuration
+//     for an H100/H200, which the golden vectors do not reach.
 //
 // Non-finite values fail with a *NonFiniteError (ErrNonFinite) naming the
 // first bad element unless Params.AllowNonFinite is set.
