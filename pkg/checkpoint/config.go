@@ -75,13 +75,9 @@ func WithQuantizationConfig(src []byte, qc QuantizationConfig) ([]byte, error) {
 	if qc.QuantType != "nf4" && qc.QuantType != "fp4" {
 		return nil, fmt.Errorf("%w: quant type %q is not nf4 or fp4", ErrConfig, qc.QuantType)
 	}
-	v, err := pyjson.Parse(src)
+	cfg, err := parseConfigObject(src)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
-	}
-	cfg, ok := v.(map[string]any)
-	if !ok {
-		return nil, fmt.Errorf("%w: not a JSON object", ErrConfig)
+		return nil, err
 	}
 	if td, ok := cfg["torch_dtype"]; ok {
 		if _, has := cfg["dtype"]; !has && td != nil {
@@ -107,6 +103,15 @@ func FormatConfig(cfg map[string]any) ([]byte, error) {
 // ReformatConfig parses a config.json and writes it back as transformers
 // formats it; a config that transformers saved comes back byte for byte.
 func ReformatConfig(src []byte) ([]byte, error) {
+	cfg, err := parseConfigObject(src)
+	if err != nil {
+		return nil, err
+	}
+	return FormatConfig(cfg)
+}
+
+// parseConfigObject parses a config.json as json.loads does; it must be an object.
+func parseConfigObject(src []byte) (map[string]any, error) {
 	v, err := pyjson.Parse(src)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
@@ -115,7 +120,7 @@ func ReformatConfig(src []byte) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrConfig)
 	}
-	return FormatConfig(cfg)
+	return cfg, nil
 }
 
 // ParseQuantizationConfig reads the quantization_config of a config.json. It
