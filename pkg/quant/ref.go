@@ -75,10 +75,8 @@ func refQuantize(x []float32, t Type, blocksize int) (packed []byte, absmax []fl
 // absmaxMean is the double-quantization offset. bitsandbytes takes it as
 // absmax.mean() in torch on the GPU: a float32 sum in the order of torch's CUDA
 // reduction kernel, times the float32 factor 1/n (measured: torch's mean equals
-// sum()*(1/n) on an H200 for every size tried). The summation order is not
-// replayed yet: the sum here is exact (float64) and rounded once, which equals
-// torch's float32 sum in most cases and is one ulp off in the rest (4 of the 64
-// double-quant golden cases; see testdata/gpu/torchmean.py).
+// sum()*(1/n) on an H200 for every size tried). MeanF32 replays that order,
+// so every golden offset matches (see mean.go and testdata/gpu/torchmean.py).
 func absmaxMean(absmax []float32) float32 { return MeanF32(absmax) }
 
 // nestQuantize is double quantization of the absmax values given their offset:
