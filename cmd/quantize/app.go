@@ -38,7 +38,7 @@ func newApp() *ucli.App {
 		Usage:     "quantize a tensor stream to bitsandbytes NF4/FP4 with double quantization",
 		UsageText: "quantize [flags] < STREAM > STREAM",
 		Version:   cli.Version,
-		Description: description + "\n\n   This build: " + map[bool]string{true: "with CUDA (--device auto uses the GPUs)",
+		Description: description + "\n\n   This build: " + map[bool]string{true: "with CUDA (--device cuda uses the GPUs; auto stays on the CPU, which keeps up with any pipe)",
 			false: "CPU only (make cuda builds the GPU path)"}[quantize.CUDABuilt],
 		Flags: []ucli.Flag{
 			&ucli.StringFlag{Name: "type", Value: "nf4", Usage: "4-bit data type: nf4 or fp4"},
