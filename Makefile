@@ -27,7 +27,7 @@ build:
 demo: build
 	@MODEL=$(MODEL) OUT=$(OUT) BIN=$(BIN) ./scripts/demo.sh
 
-test: lint unit fuzz
+test: lint fuzz unit
 
 # The quantizer's assembly kernels are checked against the pure-Go ones by the
 # default run; -tags purego runs the whole package on the Go kernels alone.
