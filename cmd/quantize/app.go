@@ -53,7 +53,7 @@ func newApp() *ucli.App {
 			&ucli.StringFlag{Name: "input", Aliases: []string{"i"}, Usage: "read the stream from `FILE` (- for stdin)"},
 			&ucli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the stream to `FILE` (- for stdout); written whole or not at all"},
 			&ucli.BoolFlag{Name: "json", Usage: "write the summary as JSON on stderr"},
-			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no summary"},
+			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no summary and no progress line"},
 		},
 		DisableSliceFlagSeparator: true, // a glob may hold a comma
 		HideHelpCommand:           true,
@@ -99,10 +99,11 @@ func action(c *ucli.Context) error {
 		return err
 	}
 	defer out.Abort()
-	if cli.IsTerminal(orStd(c.App.ErrWriter, os.Stderr)) && !c.Bool("quiet") {
-		opt.Progress = c.App.ErrWriter
+	if !c.Bool("quiet") {
+		opt.Progress = cli.NewProgress(c.App.ErrWriter, "quantize", 0)
 	}
 	sum, err := quantize.Run(in, out, opt)
+	opt.Progress.Done()
 	if err != nil {
 		return fail(err)
 	}

@@ -3,10 +3,10 @@ package quantize
 import (
 	"errors"
 	"fmt"
-	"io"
 	"path"
 	"strings"
 
+	"github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
@@ -58,9 +58,10 @@ type Options struct {
 	// Version and Args are recorded in the header's stage list.
 	Version string
 	Args    []string
-	// Progress, when set, receives a progress line rewritten in place with \r
-	// (tensors done, bytes/s, ETA) a few times a second; meant for a terminal.
-	Progress io.Writer
+	// Progress, when not nil, is told of every tensor and of the input bytes
+	// read, and learns the totals from the header's "model" section; the
+	// caller creates it (cli.NewProgress) and calls its Done.
+	Progress *cli.Progress
 	// ChunkSize is the input bytes fed to the encoder at a time; 0 picks a
 	// default for the device.
 	ChunkSize int

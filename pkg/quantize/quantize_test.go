@@ -11,7 +11,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/internal/fixtures"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
@@ -592,11 +594,19 @@ func TestProgress(t *testing.T) {
 	in := detectStream(t, fixtures.Path(t, "models", "llama"))
 	var p bytes.Buffer
 	o := cpuOptions()
-	o.Progress = &p
+	now := time.Unix(0, 0)
+	o.Progress = cli.NewProgressTo(&p, "quantize", 0, func() time.Time { now = now.Add(time.Second); return now })
 	o.ChunkSize = 64
 	mustRun(t, in, o)
-	// The run is fast, so at least the first line is drawn and then cleared.
-	if got := p.String(); !strings.HasPrefix(got, "\rquantize: ") || !strings.Contains(got, "/21 tensors") || !strings.HasSuffix(got, "\r\x1b[K") {
+	// A second passes at every clock read, so every count redraws; the totals
+	// come from detect's "model" section.
+	got := p.String()
+	if !strings.Contains(got, "\rquantize: 0/21 tensors, ") || !strings.Contains(got, "\rquantize: 20/21 tensors, ") ||
+		!strings.Contains(got, " (100%), ") || !strings.Contains(got, "model.layers.0.self_attn.q_proj.weight") {
 		t.Errorf("progress %q", got)
+	}
+	o.Progress.Done()
+	if !strings.HasSuffix(p.String(), "\r\x1b[K") {
+		t.Error("Done did not clear the line")
 	}
 }

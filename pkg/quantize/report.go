@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
-
-	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
 // Summary counts what a Run did.
@@ -81,92 +78,4 @@ func humanBytes(n int64) string {
 		f /= 1000
 	}
 	return fmt.Sprintf("%.2f TB", f)
-}
-
-// progress draws "tensors done, bytes, bytes/s, ETA" in place. A nil
-// *progress draws nothing.
-type progress struct {
-	w           io.Writer
-	start, last time.Time
-	total       int64 // expected input bytes, from detect's model facts; 0 unknown
-	tensors     int   // expected tensors; 0 unknown
-	done        int
-	n           int64
-	drawn       bool
-}
-
-// redraw is the least time between two progress lines.
-const redraw = 200 * time.Millisecond
-
-func newProgress(w io.Writer, start time.Time) *progress {
-	if w == nil {
-		return nil
-	}
-	return &progress{w: w, start: start}
-}
-
-// expect reads the totals from the "model" section detect writes.
-func (p *progress) expect(h *tensorstream.Header) {
-	if p == nil {
-		return
-	}
-	var facts struct {
-		Tensors int `msgpack:"tensors"`
-		Bytes   struct {
-			Source int64 `msgpack:"source"`
-		} `msgpack:"bytes"`
-	}
-	if ok, err := h.Get(tensorstream.SectionModel, &facts); ok && err == nil {
-		p.tensors, p.total = facts.Tensors, facts.Bytes.Source
-	}
-}
-
-func (p *progress) bytes(n int64) {
-	if p == nil {
-		return
-	}
-	p.n = n
-	if now := time.Now(); now.Sub(p.last) >= redraw {
-		p.last = now
-		p.draw(now)
-	}
-}
-
-func (p *progress) tensorDone(n int64) {
-	if p == nil {
-		return
-	}
-	p.done++
-	p.bytes(n)
-}
-
-func (p *progress) draw(now time.Time) {
-	el := now.Sub(p.start).Seconds()
-	var b strings.Builder
-	fmt.Fprintf(&b, "\rquantize: %d", p.done)
-	if p.tensors > 0 {
-		fmt.Fprintf(&b, "/%d", p.tensors)
-	}
-	fmt.Fprintf(&b, " tensors, %s", humanBytes(p.n))
-	if p.total > 0 {
-		fmt.Fprintf(&b, " of %s", humanBytes(p.total))
-	}
-	if el > 0 {
-		rate := float64(p.n) / el
-		fmt.Fprintf(&b, ", %s/s", humanBytes(int64(rate)))
-		if p.total > p.n && rate > 0 {
-			eta := time.Duration(float64(p.total-p.n) / rate * float64(time.Second))
-			fmt.Fprintf(&b, ", ETA %s", eta.Round(time.Second))
-		}
-	}
-	b.WriteString("\x1b[K")
-	io.WriteString(p.w, b.String())
-	p.drawn = true
-}
-
-// finish clears the progress line so the summary starts on a clean line.
-func (p *progress) finish() {
-	if p != nil && p.drawn {
-		io.WriteString(p.w, "\r\x1b[K")
-	}
 }

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
@@ -63,13 +64,11 @@ func Run(in io.Reader, out io.Writer, o Options) (*Summary, error) {
 			chunk = gpuChunk
 		}
 	}
-	cin := &countingReader{r: in}
+	cin := &countingReader{r: in, prog: o.Progress}
 	cout := &countingWriter{w: out}
-	s := &stage{o: o, sum: sum, backends: backends, buf: make([]byte, chunk), in: cin,
-		prog: newProgress(o.Progress, start)}
+	s := &stage{o: o, sum: sum, backends: backends, buf: make([]byte, chunk)}
 	err := s.run(tensorstream.NewReader(cin), tensorstream.NewWriter(cout))
 	sum.BytesIn, sum.BytesOut = cin.n.Load(), cout.n
-	s.prog.finish()
 	return sum, err
 }
 
@@ -81,8 +80,6 @@ type stage struct {
 	buf      []byte
 	bufs     [][]byte // buf and a second chunk for reading ahead
 	castBuf  []byte
-	in       *countingReader
-	prog     *progress
 }
 
 func (s *stage) run(r *tensorstream.Reader, w *tensorstream.Writer) error {
@@ -90,7 +87,7 @@ func (s *stage) run(r *tensorstream.Reader, w *tensorstream.Writer) error {
 	if err != nil {
 		return err
 	}
-	s.prog.expect(h)
+	expect(s.o.Progress, h)
 	h.AddStage(StageName, s.o.Version, s.o.Args)
 	p := s.o.Params
 	set := Settings{Type: string(p.Type), BlockSize: p.BlockSize, DoubleQuant: p.DoubleQuant,
@@ -115,10 +112,10 @@ func (s *stage) run(r *tensorstream.Reader, w *tensorstream.Writer) error {
 		if t.NoData {
 			return fmt.Errorf("%w: tensor %q is a descriptor without data (the stream was made from a config.json alone): nothing to quantize; run detect on the model directory with its weights", ErrNoData, t.Name)
 		}
+		s.o.Progress.Tensor(t.Name)
 		if err := s.tensor(r, w, t); err != nil {
 			return err
 		}
-		s.prog.tensorDone(s.in.n.Load())
 	}
 	return w.Close()
 }
@@ -171,7 +168,6 @@ func (s *stage) quantize(r *tensorstream.Reader, w *tensorstream.Writer, t *tens
 		if _, err := enc.Write(b); err != nil {
 			return fmt.Errorf("tensor %q: %w", t.Name, err)
 		}
-		s.prog.bytes(s.in.n.Load())
 		return nil
 	}); err != nil {
 		return err
@@ -212,7 +208,6 @@ func (s *stage) cast(r *tensorstream.Reader, w *tensorstream.Writer, t *tensorst
 			return err
 		}
 		left -= k
-		s.prog.bytes(s.in.n.Load())
 	}
 	// Reading the last byte verified the trailer; an empty payload has none to read.
 	if err := w.EndTensor(); err != nil {
@@ -272,16 +267,36 @@ func (s *stage) feed(r io.Reader, size int64, use func([]byte) error) error {
 	return nil
 }
 
-// countingReader counts for the summary and the progress line, which read
-// the count while feed's goroutine reads ahead.
+// expect reads the totals of the progress line from the "model" section
+// detect writes: the tensors and their payload bytes, which the stream's bytes
+// exceed only by its framing.
+func expect(p *cli.Progress, h *tensorstream.Header) {
+	if p == nil {
+		return
+	}
+	var facts struct {
+		Tensors int `msgpack:"tensors"`
+		Bytes   struct {
+			Source int64 `msgpack:"source"`
+		} `msgpack:"bytes"`
+	}
+	if ok, err := h.Get(tensorstream.SectionModel, &facts); ok && err == nil {
+		p.Expect(facts.Tensors, facts.Bytes.Source)
+	}
+}
+
+// countingReader counts the input for the summary and the progress line,
+// once per read of the input, while feed's goroutine reads ahead.
 type countingReader struct {
-	r io.Reader
-	n atomic.Int64
+	r    io.Reader
+	n    atomic.Int64
+	prog *cli.Progress
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n.Add(int64(n))
+	c.prog.Add(int64(n))
 	if err != nil && err != io.EOF {
 		err = &ioError{kind: ErrRead, err: err}
 	}
