@@ -52,7 +52,7 @@ func Main(args []string, stdout, stderr io.Writer, stdoutIsTerminal bool) int {
 			&cli.BoolFlag{Name: "quantize-experts", Usage: "also quantize MoE expert matrices (transformers keeps them 16-bit)"},
 			&cli.StringSliceFlag{Name: "skip", Usage: "keep tensors whose name matches the glob `PATTERN` (repeatable)"},
 			&cli.StringSliceFlag{Name: "only", Usage: "quantize only tensors whose name matches the glob `PATTERN` (repeatable)"},
-			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no report on stderr when streaming"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no report and no progress line on stderr when streaming"},
 		},
 		HideHelpCommand: true,
 		Action: func(c *cli.Context) error {
@@ -95,7 +95,12 @@ func run(c *cli.Context, path string, pol arch.Policy, args []string) error {
 	}
 	defer out.Abort()
 	stage := tensorstream.Stage{Name: "detect", Version: Version, Args: stageArgs(args)}
-	if err := m.Stream(out, stage); err != nil {
+	if !c.Bool("quiet") {
+		m.Progress = nf4cli.NewProgress(c.App.ErrWriter, "detect", m.PayloadBytes())
+	}
+	err = m.Stream(out, stage)
+	m.Progress.Done()
+	if err != nil {
 		return err
 	}
 	if err := out.Commit(); err != nil {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	nf4cli "github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
@@ -44,6 +45,9 @@ type Model struct {
 	Arch    *arch.Model // nil without config.json
 	Facts   *arch.Facts
 	Tensors []arch.Tensor
+	// Progress, when not nil, is told of every tensor Stream writes and of
+	// the checkpoint bytes it reads, per read; the caller calls its Done.
+	Progress *nf4cli.Progress
 
 	ck    *safetensors.Checkpoint
 	infos []safetensors.TensorInfo // parallel to Tensors when ck != nil
@@ -179,6 +183,16 @@ func dominantDType(ts []arch.Tensor) string {
 	return best
 }
 
+// PayloadBytes is the bytes of tensor data Stream reads from the checkpoint;
+// 0 for a config alone.
+func (m *Model) PayloadBytes() int64 {
+	var n int64
+	for _, ti := range m.infos {
+		n += ti.Size()
+	}
+	return n
+}
+
 // Close releases the checkpoint's files.
 func (m *Model) Close() error {
 	if m.ck != nil {
@@ -221,6 +235,9 @@ func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 	if err := sw.WriteHeader(h); err != nil {
 		return err
 	}
+	if m.ck != nil {
+		m.Progress.Expect(len(m.Tensors), m.PayloadBytes())
+	}
 	for i := range m.Tensors {
 		d, err := m.Descriptor(i)
 		if err != nil {
@@ -232,7 +249,8 @@ func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 		if m.ck == nil {
 			continue
 		}
-		if _, err := io.Copy(sw, m.ck.Section(m.infos[i])); err != nil {
+		m.Progress.Tensor(d.Name)
+		if _, err := io.Copy(sw, m.Progress.Reader(m.ck.Section(m.infos[i]))); err != nil {
 			return fmt.Errorf("%s: tensor %q: %w", m.infos[i].File, d.Name, err)
 		}
 	}
