@@ -109,6 +109,14 @@ func (p *Progress) Add(n int64) {
 	p.tick()
 }
 
+// Counted returns the tensors begun and the bytes counted so far.
+func (p *Progress) Counted() (tensors int, bytes int64) {
+	if p == nil {
+		return 0, 0
+	}
+	return int(p.begun.Load()), p.bytes.Load()
+}
+
 // Done clears the line, so that what the tool prints next starts on a clean
 // one, and stops all drawing. It may be called more than once.
 func (p *Progress) Done() {

@@ -129,6 +129,9 @@ func TestProgressNotTerminal(t *testing.T) {
 	p.Tensor("x")
 	p.Add(5)
 	p.Done()
+	if tensors, n := p.Counted(); tensors != 0 || n != 0 {
+		t.Error("a nil Progress counted")
+	}
 	r := strings.NewReader("abc")
 	if p.Reader(r) != io.Reader(r) || p.ReaderAt(r) != io.ReaderAt(r) {
 		t.Error("a nil Progress wraps readers")
@@ -170,8 +173,9 @@ func TestProgressReaders(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if got := p.bytes.Load(); got != 15 {
-		t.Errorf("counted %d bytes, want 15", got)
+	p.Tensor("t")
+	if tensors, n := p.Counted(); tensors != 1 || n != 15 {
+		t.Errorf("counted %d tensors, %d bytes; want 1, 15", tensors, n)
 	}
 }
 

@@ -31,6 +31,9 @@ func TestStreamProgress(t *testing.T) {
 	if total == 0 || m.Facts.Bytes.Source != total {
 		t.Fatalf("PayloadBytes %d, facts say %d", total, m.Facts.Bytes.Source)
 	}
+	if tensors, n := m.Progress.Counted(); tensors != len(m.Tensors) || n != total {
+		t.Errorf("counted %d tensors, %d bytes; streamed %d, %d", tensors, n, len(m.Tensors), total)
+	}
 	lines := strings.Split(strings.TrimPrefix(p.String(), "\r"), "\r")
 	last := lines[len(lines)-1]
 	want := fmt.Sprintf("detect: %d/%d tensors, ", len(m.Tensors)-1, len(m.Tensors))

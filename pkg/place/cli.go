@@ -55,7 +55,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 			&ucli.BoolFlag{Name: "no-emit", Usage: "do not pass the stream on"},
 			&ucli.BoolFlag{Name: "gpu", Usage: "upload every tensor to its planned GPU and report device memory (CUDA build)"},
 			&ucli.BoolFlag{Name: "json", Usage: "report as JSON"},
-			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no summary line"},
+			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no summary line and no progress line"},
 		},
 		HideHelpCommand: true,
 		Action: func(c *ucli.Context) error {
@@ -106,7 +106,11 @@ func action(ctx context.Context, c *ucli.Context, stdoutIsTerminal bool) error {
 	case c.Bool("emit-stream") || !stdoutIsTerminal:
 		opt.Emit, streamToStdout = c.App.Writer, true
 	}
+	if !c.Bool("quiet") {
+		opt.Progress = icli.NewProgress(c.App.ErrWriter, "place", 0)
+	}
 	rep, err := Place(ctx, in, opt)
+	opt.Progress.Done()
 	if err != nil {
 		if errors.Is(err, ErrInterrupted) {
 			return icli.WithCode(ExitInterrupted, err)

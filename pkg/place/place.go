@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	icli "github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
@@ -64,6 +65,9 @@ type Options struct {
 	GPU bool
 	// Log receives progress notes; nil discards them.
 	Log io.Writer
+	// Progress, when not nil, is told of every tensor and of the payload bytes
+	// received, per read; the caller calls its Done.
+	Progress *icli.Progress
 }
 
 // File is one file of the written checkpoint.
@@ -225,6 +229,15 @@ func (j *job) run(in io.Reader) (*Report, error) {
 		}
 		defer gp.close()
 	}
+	if j.opt.Progress != nil {
+		// The tensors are detect's; their bytes, once quantized, are not known.
+		var facts struct {
+			Tensors int `msgpack:"tensors"`
+		}
+		if ok, err := h.Get(tensorstream.SectionModel, &facts); ok && err == nil {
+			j.opt.Progress.Expect(facts.Tensors, 0)
+		}
+	}
 	var first *tensorstream.QuantState
 	var params int64
 	for {
@@ -255,12 +268,13 @@ func (j *job) run(in io.Reader) (*Report, error) {
 		if j.isAborted() {
 			return nil, ErrInterrupted
 		}
-		var payload io.Reader = r
+		j.opt.Progress.Tensor(t.Name)
+		payload := j.opt.Progress.Reader(r)
 		if em != nil && gp == nil {
 			if err := em.tensor(t); err != nil {
 				return nil, err
 			}
-			payload = io.TeeReader(r, em)
+			payload = io.TeeReader(payload, em)
 		}
 		if gp != nil {
 			if payload, err = gp.place(t, payload); err != nil {
