@@ -58,7 +58,7 @@ func App() *ucli.App {
 			&ucli.BoolFlag{Name: "json", Usage: "write the report as JSON"},
 			&ucli.Float64Flag{Name: "tolerance", Value: DefaultTolerance, Usage: "flag 4-bit tensors whose error exceeds `F` times the Gaussian error of their quant type and block size"},
 			&ucli.StringFlag{Name: "spool-dir", Usage: "temporary `DIR` for stream payloads over 64 MiB (default $TMPDIR)"},
-			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no report: only the exit status, and one line on stderr for a failure"},
+			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no report and no progress line: only the exit status, and one line on stderr for a failure"},
 		},
 		HideHelpCommand: true,
 		Action:          action,
@@ -102,8 +102,13 @@ func action(c *ucli.Context) error {
 	if stream == nil && c.String("checkpoint") == "" {
 		return cli.Usagef("nothing to verify: pipe a stream in, give -i FILE or --checkpoint DIR")
 	}
+	var prog *cli.Progress
+	if !c.Bool("quiet") && c.String("reference") != "" {
+		prog = cli.NewProgress(c.App.ErrWriter, "verify", 0)
+	}
 	rep, err := Run(Options{Stream: stream, Checkpoint: c.String("checkpoint"), Reference: c.String("reference"),
-		Tolerance: c.Float64("tolerance"), SpoolDir: c.String("spool-dir")})
+		Tolerance: c.Float64("tolerance"), SpoolDir: c.String("spool-dir"), Progress: prog})
+	prog.Done()
 	if err != nil {
 		return cli.WithCode(ExitCode(err), err)
 	}

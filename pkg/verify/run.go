@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 
+	"github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
@@ -33,6 +34,10 @@ type Options struct {
 	// else in a temporary file in SpoolDir (os.TempDir() when "").
 	SpoolDir    string
 	SpoolMemory int64
+	// Progress, when not nil, is told of every input tensor found in the
+	// reference and of the reference bytes read for comparison, per chunk,
+	// of all the reference's; the caller calls its Done.
+	Progress *cli.Progress
 }
 
 // Run verifies what opts name. The returned error is for a verification that
@@ -55,6 +60,15 @@ func Run(opts Options) (*Report, error) {
 		}
 		defer ref.Close()
 		v.ref = ref
+		if opts.Progress != nil {
+			all := ref.TensorsByName()
+			var n int64
+			for _, t := range all {
+				n += t.Size()
+			}
+			opts.Progress.Expect(len(all), n)
+			v.prog = opts.Progress
+		}
 	}
 	var err error
 	if opts.Checkpoint != "" {
@@ -88,6 +102,7 @@ type run struct {
 	ref     *safetensors.Checkpoint
 	seen    map[string]bool
 	aborted bool // the input could not be read to its end
+	prog    *cli.Progress
 }
 
 func (v *run) find(tensor, kind, format string, args ...any) {
@@ -109,7 +124,8 @@ func (v *run) reference(name string) *refTensor {
 		v.find(name, KindExtra, "in the input, not in the reference")
 		return nil
 	}
-	return &refTensor{name: name, dtype: tensorstream.DType(info.DType), shape: info.Shape, size: info.Size(), r: v.ref.Section(info)}
+	v.prog.Tensor(name)
+	return &refTensor{name: name, dtype: tensorstream.DType(info.DType), shape: info.Shape, size: info.Size(), r: v.prog.ReaderAt(v.ref.Section(info))}
 }
 
 // streamFailure turns a stream read error into a finding (a checksum) or a
