@@ -14,20 +14,23 @@ import (
 // clock is a fake time source advanced by hand.
 type clock struct{ t time.Time }
 
+func newClock() *clock                   { return &clock{t: time.Unix(1_700_000_000, 0)} }
 func (c *clock) now() time.Time          { return c.t }
 func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
-func newClock() *clock                   { return &clock{t: time.Unix(1_700_000_000, 0)} }
-func lines(s string) []string            { return strings.Split(strings.TrimPrefix(s, "\r"), "\r") }
+
+// lines splits what a Progress drew into its lines.
+func lines(s string) []string { return strings.Split(strings.TrimPrefix(s, "\r"), "\r") }
+
 func fakeTerminal(t *testing.T, is bool) {
 	old := isTerminal
 	isTerminal = func(any) bool { return is }
 	t.Cleanup(func() { isTerminal = old })
 }
-func drawn(b *bytes.Buffer) (string, bool) { s := b.String(); return s, s != "" }
+
 func mustNotDraw(t *testing.T, b *bytes.Buffer) {
 	t.Helper()
-	if s, ok := drawn(b); ok {
-		t.Fatalf("drew %q", s)
+	if b.Len() != 0 {
+		t.Fatalf("drew %q", b.String())
 	}
 }
 
