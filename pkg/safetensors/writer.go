@@ -31,8 +31,12 @@ type TensorSpec struct {
 //
 // A Writer made by NewWriterFor knows the layout in advance: it writes the
 // header first and each payload straight to its place. One made by NewWriter
-// spools payloads to a temporary file beside the target and assembles the
-// file at Close (copy_file_range on Linux). Either way memory stays bounded.
+// spools payloads to a temporary file beside the target (written from a
+// goroutine of its own, through a few large buffers) and assembles the file at
+// Close (copy_file_range on Linux, with the finished part of the file sent to
+// the device while the rest is copied). Either way memory stays bounded: a
+// spooling Writer holds spoolBufs × spoolBufSize bytes. Close or Abort must be
+// called, to remove the temporary files and stop the spooling goroutine.
 type Writer struct {
 	path     string
 	metadata map[string]string
@@ -40,6 +44,7 @@ type Writer struct {
 	out      *os.File // the final file under a temporary name
 	dataOff  int64    // where out's data section starts (planned mode)
 	spool    *os.File // payloads in arrival order (spool mode)
+	spw      *spoolWriter
 	spoolEnd int64
 	// entries: planned mode, the final layout; spool mode, Begin/End are
 	// positions in the spool.
@@ -60,7 +65,7 @@ func NewWriter(path string, metadata map[string]string) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Writer{path: path, metadata: metadata, spool: spool, byName: map[string]int{}}, nil
+	return &Writer{path: path, metadata: metadata, spool: spool, spw: newSpoolWriter(spool), byName: map[string]int{}}, nil
 }
 
 // NewWriterFor starts a file at path holding exactly the tensors in specs;
@@ -180,30 +185,33 @@ func (w *Writer) add(name string, dtype DType, shape []int64, r io.Reader) error
 	if err != nil {
 		return err
 	}
-	var dst io.Writer
-	if w.planned {
-		i, ok := w.byName[name]
-		if !ok {
-			return fmt.Errorf("tensor %q: %w: not declared to NewWriterFor", name, ErrNotFound)
-		}
-		e := w.entries[i]
-		if w.added[i] {
-			return fmt.Errorf("tensor %q: %w: added twice", name, ErrDuplicate)
-		}
-		if e.DType != dtype || !equalShape(e.Shape, shape) {
-			return fmt.Errorf("tensor %q: %w: added as %s%v, declared as %s%v", name, ErrShape, dtype, shape, e.DType, e.Shape)
-		}
-		w.added[i] = true
-		dst = io.NewOffsetWriter(w.out, w.dataOff+e.Begin)
-	} else {
+	if !w.planned {
 		w.byName[name] = len(w.entries)
 		w.entries = append(w.entries, TensorInfo{Name: name, DType: dtype, Shape: cloneShape(shape), Begin: w.spoolEnd, End: w.spoolEnd + size})
 		w.spoolEnd += size
-		dst = w.spool
+		n, err := w.spw.ReadFrom(io.LimitReader(r, size))
+		return payloadErr(name, n, size, err)
 	}
+	i, ok := w.byName[name]
+	if !ok {
+		return fmt.Errorf("tensor %q: %w: not declared to NewWriterFor", name, ErrNotFound)
+	}
+	e := w.entries[i]
+	if w.added[i] {
+		return fmt.Errorf("tensor %q: %w: added twice", name, ErrDuplicate)
+	}
+	if e.DType != dtype || !equalShape(e.Shape, shape) {
+		return fmt.Errorf("tensor %q: %w: added as %s%v, declared as %s%v", name, ErrShape, dtype, shape, e.DType, e.Shape)
+	}
+	w.added[i] = true
+	dst := io.NewOffsetWriter(w.out, w.dataOff+e.Begin)
 	buf := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(buf)
 	n, err := io.CopyBuffer(onlyWriter{dst}, io.LimitReader(r, size), *buf)
+	return payloadErr(name, n, size, err)
+}
+
+func payloadErr(name string, n, size int64, err error) error {
 	if err == nil && n < size {
 		err = io.ErrUnexpectedEOF
 	}
@@ -258,6 +266,16 @@ func (w *Writer) finish() error {
 		if err := w.assemble(); err != nil {
 			return err
 		}
+		// The spool is no longer needed: free its pages (a whole file's worth)
+		// while fsync waits for the device.
+		spool, removed := w.spool, make(chan struct{})
+		w.spool = nil
+		go func() {
+			spool.Close()
+			os.Remove(spool.Name())
+			close(removed)
+		}()
+		defer func() { <-removed }()
 	}
 	if err := w.out.Sync(); err != nil {
 		return err
@@ -270,16 +288,18 @@ func (w *Writer) finish() error {
 	}
 	w.out = nil
 	syncDir(filepath.Dir(w.path))
-	if w.spool != nil {
-		w.spool.Close()
-		os.Remove(w.spool.Name())
-		w.spool = nil
-	}
 	return nil
 }
 
+// writebackEvery is how many assembled bytes make assemble hand the kernel
+// the finished part of the file to write out (see startWriteback).
+const writebackEvery = 64 << 20
+
 // assemble writes the final file from the spool in write order.
 func (w *Writer) assemble() error {
+	if err := w.spw.finish(); err != nil {
+		return err
+	}
 	final := append([]TensorInfo(nil), w.entries...)
 	spoolPos := make(map[string]int64, len(final))
 	for i := range final {
@@ -298,18 +318,23 @@ func (w *Writer) assemble() error {
 	if err := writePreamble(out, header); err != nil {
 		return err
 	}
+	var written, sent int64 = 8 + int64(len(header)), 0 // file offsets: end of the copy, end of what writeback was asked for
 	for _, t := range final {
 		if _, err := w.spool.Seek(spoolPos[t.Name], io.SeekStart); err != nil {
 			return err
 		}
 		// *os.File.ReadFrom of an io.LimitedReader over an *os.File uses
-		// copy_file_range on Linux.
+		// copy_file_range on Linux: the kernel copies, page cache to page cache.
 		n, err := io.Copy(out, &io.LimitedReader{R: w.spool, N: t.Size()})
 		if err == nil && n < t.Size() {
 			err = io.ErrUnexpectedEOF
 		}
 		if err != nil {
 			return fmt.Errorf("tensor %q: copying from the spool: %w", t.Name, err)
+		}
+		if written += n; written-sent >= writebackEvery {
+			startWriteback(out, sent, written-sent)
+			sent = written
 		}
 	}
 	return nil
@@ -332,6 +357,7 @@ func (w *Writer) Abort() error {
 		w.out = nil
 	}
 	if w.spool != nil {
+		w.spw.finish()
 		w.spool.Close()
 		os.Remove(w.spool.Name())
 		w.spool = nil
