@@ -201,6 +201,7 @@ type Output struct {
 	io.Writer
 	f     *os.File
 	final string
+	dev   *os.File // a device or pipe written in place
 }
 
 // CreateOutput opens path for writing; "" and "-" mean stdout (app.Writer when set).
@@ -212,6 +213,15 @@ func CreateOutput(c *ucli.Context, path string) (*Output, error) {
 		}
 		return &Output{Writer: w}, nil
 	}
+	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+		// A device or a named pipe (-o /dev/null, -o /dev/stdout, a FIFO) is
+		// written as it is: renaming a temporary file over it would replace it.
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return nil, WithCode(ExitOutput, err)
+		}
+		return &Output{Writer: f, dev: f}, nil
+	}
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return nil, WithCode(ExitOutput, err)
@@ -219,8 +229,17 @@ func CreateOutput(c *ucli.Context, path string) (*Output, error) {
 	return &Output{Writer: f, f: f, final: path}, nil
 }
 
-// Commit syncs and renames a file output into place; a no-op for stdout.
+// Commit syncs and renames a file output into place; for stdout a no-op, for a
+// device or pipe a close.
 func (o *Output) Commit() error {
+	if o.dev != nil {
+		err := o.dev.Close()
+		o.dev = nil
+		if err != nil {
+			return WithCode(ExitOutput, err)
+		}
+		return nil
+	}
 	if o.f == nil {
 		return nil
 	}
@@ -241,6 +260,10 @@ func (o *Output) Commit() error {
 
 // Abort removes a file output that was not committed; safe to defer.
 func (o *Output) Abort() {
+	if o.dev != nil {
+		o.dev.Close()
+		o.dev = nil
+	}
 	if o.f != nil {
 		o.f.Close()
 		os.Remove(o.f.Name())

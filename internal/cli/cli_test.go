@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 
@@ -76,5 +77,34 @@ func TestIsTerminal(t *testing.T) {
 	defer f.Close()
 	if IsTerminal(f) {
 		t.Error("/dev/null is a terminal")
+	}
+}
+
+// TestCreateOutputDevice: -o /dev/null writes to the device and leaves it a
+// device (a temporary file renamed over it would replace it, as root).
+func TestCreateOutputDevice(t *testing.T) {
+	app := &ucli.App{}
+	c := ucli.NewContext(app, nil, nil)
+	before, err := os.Stat(os.DevNull)
+	if err != nil || before.Mode().IsRegular() {
+		t.Skipf("%s is not a device here", os.DevNull)
+	}
+	out, err := CreateOutput(c, os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := out.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.Stat(os.DevNull)
+	if err != nil || after.Mode() != before.Mode() {
+		t.Fatalf("%s changed: %v then %v (%v)", os.DevNull, before.Mode(), after.Mode(), err)
+	}
+	entries, _ := filepath.Glob(filepath.Join(filepath.Dir(os.DevNull), ".null.tmp-*"))
+	if len(entries) != 0 {
+		t.Fatalf("temporary files left: %v", entries)
 	}
 }

@@ -41,11 +41,21 @@ type Progress struct {
 // isTerminal is IsTerminal; tests replace it to fake a terminal.
 var isTerminal = IsTerminal
 
+// stdinIsPipe reports whether stdin is a pipe; tests replace it.
+var stdinIsPipe = func() bool {
+	st, err := os.Stdin.Stat()
+	return err == nil && st.Mode()&os.ModeNamedPipe != 0
+}
+
 // NewProgress returns the progress line of the stage called label, drawn on w
 // when w is a terminal, and nil (which draws nothing) otherwise. total is the
 // bytes expected, 0 when unknown (then the line shows the rate and no ETA).
+//
+// In a pipeline only the stage whose stdin is not a pipe draws: every stage
+// shares the terminal's last row, and the first stage's progress is the whole
+// pipeline's, since the pipes hold it back to the pace of the slowest stage.
 func NewProgress(w io.Writer, label string, total int64) *Progress {
-	if !isTerminal(w) {
+	if !isTerminal(w) || stdinIsPipe() {
 		return nil
 	}
 	p := NewProgressTo(w, label, total, nil)

@@ -22,9 +22,24 @@ func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
 func lines(s string) []string { return strings.Split(strings.TrimPrefix(s, "\r"), "\r") }
 
 func fakeTerminal(t *testing.T, is bool) {
-	old := isTerminal
+	old, oldPipe := isTerminal, stdinIsPipe
 	isTerminal = func(any) bool { return is }
-	t.Cleanup(func() { isTerminal = old })
+	stdinIsPipe = func() bool { return false }
+	t.Cleanup(func() { isTerminal, stdinIsPipe = old, oldPipe })
+}
+
+// TestProgressOnlyAtTheHead: a stage reading a pipe draws nothing, so that the
+// stages of a pipeline do not take turns on the terminal's last row.
+func TestProgressOnlyAtTheHead(t *testing.T) {
+	fakeTerminal(t, true)
+	stdinIsPipe = func() bool { return true }
+	if p := NewProgress(&bytes.Buffer{}, "quantize", 100); p != nil {
+		t.Fatal("a stage whose stdin is a pipe got a progress line")
+	}
+	stdinIsPipe = func() bool { return false }
+	if p := NewProgress(&bytes.Buffer{}, "detect", 100); p == nil {
+		t.Fatal("the head of the pipeline got no progress line")
+	}
 }
 
 func mustNotDraw(t *testing.T, b *bytes.Buffer) {
