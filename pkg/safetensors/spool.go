@@ -15,6 +15,10 @@ const (
 	spoolBufs    = 4
 )
 
+// minPunch is the smallest spool range assemble frees as soon as it has been
+// copied; smaller ones are freed with the spool.
+const minPunch = 1 << 20
+
 var spoolBufPool = sync.Pool{New: func() any { b := make([]byte, 0, spoolBufSize); return &b }}
 
 // spoolWriter appends to a file from a goroutine of its own.

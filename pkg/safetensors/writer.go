@@ -319,6 +319,16 @@ func (w *Writer) assemble() error {
 		return err
 	}
 	var written, sent int64 = 8 + int64(len(header)), 0 // file offsets: end of the copy, end of what writeback was asked for
+	// Free the spool's pages behind the copy, on another core: removing a
+	// whole spool after it would add that work to Close.
+	copied, freed := make(chan [2]int64, 64), make(chan struct{})
+	go func() {
+		for r := range copied {
+			punchHole(w.spool, r[0], r[1])
+		}
+		close(freed)
+	}()
+	defer func() { close(copied); <-freed }()
 	for _, t := range final {
 		if _, err := w.spool.Seek(spoolPos[t.Name], io.SeekStart); err != nil {
 			return err
@@ -331,6 +341,9 @@ func (w *Writer) assemble() error {
 		}
 		if err != nil {
 			return fmt.Errorf("tensor %q: copying from the spool: %w", t.Name, err)
+		}
+		if n >= minPunch {
+			copied <- [2]int64{spoolPos[t.Name], n}
 		}
 		if written += n; written-sent >= writebackEvery {
 			startWriteback(out, sent, written-sent)

@@ -13,3 +13,13 @@ import (
 func startWriteback(f *os.File, off, n int64) {
 	unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
 }
+
+// punchHole frees the whole pages of f's [off, off+n) (the file keeps its
+// size and reads zeros there), or does nothing where the file system cannot.
+func punchHole(f *os.File, off, n int64) {
+	const page = 4096
+	start, end := (off+page-1)/page*page, (off+n)/page*page
+	if end-start >= minPunch {
+		unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, start, end-start)
+	}
+}
