@@ -482,3 +482,91 @@ func TestDirWriterAbortLeavesNothing(t *testing.T) {
 		t.Errorf("left %v", ents)
 	}
 }
+
+// Shards finished in the background hold exactly what safetensors.Serialize
+// makes of their tensors.
+func TestDirWriterShardBytes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	var specs []safetensors.TensorSpec
+	data := map[string][]byte{}
+	for i := range 40 {
+		s := safetensors.TensorSpec{Name: fmt.Sprintf("t%02d", rng.IntN(1000)*100+i), DType: safetensors.BF16, Shape: []int64{int64(1 + rng.IntN(300_000))}}
+		if i%3 == 0 {
+			s.DType = safetensors.U8
+		}
+		n, _ := safetensors.ByteLen(s.DType, s.Shape)
+		p := make([]byte, n)
+		for j := range p {
+			p[j] = byte(rng.Uint32())
+		}
+		specs, data[s.Name] = append(specs, s), p
+	}
+	const limit = 1 << 20
+	plan, err := safetensors.PlanShards(specs, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	meta := map[string]string{"format": "pt"}
+	dw := NewDirWriter(dir, limit, meta)
+	for _, s := range specs {
+		if err := dw.Add(s.Name, s.DType, s.Shape, bytes.NewReader(data[s.Name])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := dw.Close(-1); err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Shards) < 5 {
+		t.Fatalf("only %d shards: the test wants several", len(plan.Shards))
+	}
+	for _, sh := range plan.Shards {
+		var ts []safetensors.Tensor
+		for _, s := range sh.Tensors {
+			ts = append(ts, safetensors.Tensor{Name: s.Name, DType: s.DType, Shape: s.Shape, Data: data[s.Name]})
+		}
+		want, err := safetensors.Serialize(ts, meta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := mustRead(t, filepath.Join(dir, sh.File)); !bytes.Equal(got, want) {
+			t.Errorf("%s: %d bytes differ from Serialize's %d", sh.File, len(got), len(want))
+		}
+	}
+}
+
+// A shard whose background finish fails fails the next Add or Close, and
+// nothing is left.
+func TestDirWriterBackgroundFailure(t *testing.T) {
+	boom := errors.New("disk on fire")
+	defer func(f func(*safetensors.Writer) error) { closeShard = f }(closeShard)
+	calls := 0
+	closeShard = func(w *safetensors.Writer) error {
+		if calls++; calls == 1 {
+			w.Abort()
+			return boom
+		}
+		return w.Close()
+	}
+	for _, tensors := range []int{2, 40} { // fails at Close; fails at a later Add
+		calls = 0
+		dir := t.TempDir()
+		dw := NewDirWriter(dir, 16, nil)
+		var err error
+		for i := 0; i < tensors && err == nil; i++ {
+			err = dw.Add(fmt.Sprint("t", i), safetensors.F32, []int64{3}, bytes.NewReader(make([]byte, 12)))
+		}
+		if err == nil {
+			_, err = dw.Close(-1)
+		}
+		if !errors.Is(err, boom) {
+			t.Errorf("%d tensors: got %v, want the background failure", tensors, err)
+		}
+		if _, err := dw.Close(-1); !errors.Is(err, boom) {
+			t.Errorf("%d tensors: Close after the failure: %v", tensors, err)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+			t.Errorf("%d tensors: left %v", tensors, ents)
+		}
+	}
+}

@@ -17,8 +17,10 @@ import (
 // tensor over the limit gets a shard of its own, placed before the shard
 // being filled) without knowing the tensors in advance: each shard is spooled
 // under a temporary name and renamed once the number of shards is known.
-// Memory stays bounded; each shard needs its size again in disk space while
-// it is assembled.
+// A full shard is assembled and fsynced in the background while the next one
+// is received (one at a time). Memory stays bounded; each shard needs its
+// size again in disk space while it is assembled, which may overlap with
+// spooling the next.
 type DirWriter struct {
 	dir      string
 	max      int64
@@ -30,6 +32,7 @@ type DirWriter struct {
 	files    []string
 	closed   bool
 	err      error
+	pending  chan error // the background finish of the last full shard; nil if none
 }
 
 type shard struct {
@@ -71,6 +74,16 @@ func (d *DirWriter) Add(name string, dtype safetensors.DType, shape []int64, r i
 	if d.err != nil {
 		return d.err
 	}
+	if d.pending != nil {
+		select {
+		case err := <-d.pending: // a background finish that failed fails now
+			d.pending = nil
+			if err != nil {
+				return d.fail(err)
+			}
+		default:
+		}
+	}
 	size, err := safetensors.ByteLen(dtype, shape)
 	if err != nil {
 		return d.fail(fmt.Errorf("%s: tensor %q: %w", d.dir, name, err))
@@ -80,7 +93,7 @@ func (d *DirWriter) Add(name string, dtype safetensors.DType, shape []int64, r i
 	case size > d.max:
 		target = nil
 	case d.cur != nil && d.cur.size+size > d.max:
-		if err := d.finish(d.cur); err != nil {
+		if err := d.finishLater(d.cur); err != nil {
 			return d.fail(err)
 		}
 		d.cur, target = nil, nil
@@ -103,27 +116,39 @@ func (d *DirWriter) Add(name string, dtype safetensors.DType, shape []int64, r i
 	target.names = append(target.names, name)
 	d.total += size
 	if target != d.cur {
-		return d.finishOrFail(target)
+		if err := d.finishLater(target); err != nil {
+			return d.fail(err)
+		}
 	}
 	return nil
 }
 
-func (d *DirWriter) finishOrFail(s *shard) error {
-	if err := d.finish(s); err != nil {
-		return d.fail(err)
-	}
-	return nil
-}
-
-// finish closes s's writer, which assembles the file, and appends s to done.
-func (d *DirWriter) finish(s *shard) error {
-	err := s.w.Close()
-	s.w = nil
-	if err != nil {
+// finishLater waits for the shard finishing in the background, if any, then
+// appends s to done and closes its writer (which assembles, fsyncs and
+// renames the file) in the background. A failed Close removes its files.
+func (d *DirWriter) finishLater(s *shard) error {
+	if err := d.wait(); err != nil {
 		return err
 	}
 	d.done = append(d.done, s)
+	w, ch := s.w, make(chan error, 1)
+	s.w = nil
+	go func() { ch <- closeShard(w) }()
+	d.pending = ch
 	return nil
+}
+
+// closeShard closes a shard's writer; tests make it fail.
+var closeShard = (*safetensors.Writer).Close
+
+// wait waits for the background finish, if any, and returns its error.
+func (d *DirWriter) wait() error {
+	if d.pending == nil {
+		return nil
+	}
+	err := <-d.pending
+	d.pending = nil
+	return err
 }
 
 // Close finishes the last shard, renames the shards to their final names and
@@ -143,9 +168,12 @@ func (d *DirWriter) Close(totalParameters int64) ([]string, error) {
 			}
 		}
 		d.cur = nil
-		if err := d.finish(s); err != nil {
+		if err := d.finishLater(s); err != nil {
 			return nil, d.fail(err)
 		}
+	}
+	if err := d.wait(); err != nil {
+		return nil, d.fail(err)
 	}
 	n := len(d.done)
 	ix := &safetensors.Index{Metadata: map[string]any{"total_size": d.total}, WeightMap: map[string]string{}}
@@ -190,6 +218,7 @@ func (d *DirWriter) Abort() {
 	if d.closed {
 		return
 	}
+	d.wait() // the background finish leaves its file or nothing: removed below
 	if d.cur != nil && d.cur.w != nil {
 		d.cur.w.Abort()
 	}
