@@ -548,25 +548,31 @@ func TestDirWriterBackgroundFailure(t *testing.T) {
 		}
 		return w.Close()
 	}
-	for _, tensors := range []int{2, 40} { // fails at Close; fails at a later Add
+	many := make([]int64, 40)
+	for i := range many {
+		many[i] = 3
+	}
+	// Elements of each F32 tensor, 16-byte shards: fails at Close; a tensor
+	// over the limit fails, then Close; fails at a later Add.
+	for _, tensors := range [][]int64{{3, 3}, {3, 5}, many} {
 		calls = 0
 		dir := t.TempDir()
 		dw := NewDirWriter(dir, 16, nil)
 		var err error
-		for i := 0; i < tensors && err == nil; i++ {
-			err = dw.Add(fmt.Sprint("t", i), safetensors.F32, []int64{3}, bytes.NewReader(make([]byte, 12)))
+		for i := 0; i < len(tensors) && err == nil; i++ {
+			err = dw.Add(fmt.Sprint("t", i), safetensors.F32, []int64{tensors[i]}, bytes.NewReader(make([]byte, 4*tensors[i])))
 		}
 		if err == nil {
 			_, err = dw.Close(-1)
 		}
 		if !errors.Is(err, boom) {
-			t.Errorf("%d tensors: got %v, want the background failure", tensors, err)
+			t.Errorf("%v: got %v, want the background failure", tensors, err)
 		}
 		if _, err := dw.Close(-1); !errors.Is(err, boom) {
-			t.Errorf("%d tensors: Close after the failure: %v", tensors, err)
+			t.Errorf("%v: Close after the failure: %v", tensors, err)
 		}
 		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
-			t.Errorf("%d tensors: left %v", tensors, ents)
+			t.Errorf("%v: left %v", tensors, ents)
 		}
 	}
 }

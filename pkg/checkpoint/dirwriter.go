@@ -125,9 +125,11 @@ func (d *DirWriter) Add(name string, dtype safetensors.DType, shape []int64, r i
 
 // finishLater waits for the shard finishing in the background, if any, then
 // appends s to done and closes its writer (which assembles, fsyncs and
-// renames the file) in the background. A failed Close removes its files.
+// renames the file) in the background. A failed Close removes its files; so
+// does finishLater when the wait fails.
 func (d *DirWriter) finishLater(s *shard) error {
 	if err := d.wait(); err != nil {
+		s.w.Abort()
 		return err
 	}
 	d.done = append(d.done, s)
