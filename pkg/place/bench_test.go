@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -12,7 +13,10 @@ import (
 
 // BenchmarkPlace writes a 128 MiB stream (half raw BF16, half bnb4 with double
 // quantization) as a checkpoint: stream decoding, spooling, assembling and
-// fsync, as one run of place does them.
+// fsync, as one run of place does them; as one file, and as 32 MB shards
+// (each assembled while the next is received). The output goes to
+// $NF4PIPE_BENCH_DIR when set (a tmpfs, say), else to the test's temporary
+// directory.
 func BenchmarkPlace(b *testing.B) {
 	var in bytes.Buffer
 	w := tensorstream.NewWriter(&in)
@@ -34,12 +38,30 @@ func BenchmarkPlace(b *testing.B) {
 	if err := w.Close(); err != nil {
 		b.Fatal(err)
 	}
-	b.SetBytes(int64(in.Len()))
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		out := filepath.Join(b.TempDir(), fmt.Sprint("out", i))
-		if _, err := Place(context.Background(), bytes.NewReader(in.Bytes()), Options{Out: out}); err != nil {
-			b.Fatal(err)
-		}
+	for _, c := range []struct {
+		name  string
+		shard int64
+	}{{"file", 0}, {"shards", 32_000_000}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(in.Len()))
+			b.ReportAllocs()
+			dir := os.Getenv("NF4PIPE_BENCH_DIR")
+			if dir == "" {
+				dir = b.TempDir()
+			}
+			for i := 0; b.Loop(); i++ {
+				out := filepath.Join(dir, fmt.Sprint("nf4pipe-bench-out", i))
+				rep, err := Place(context.Background(), bytes.NewReader(in.Bytes()), Options{Out: out, MaxShardSize: c.shard})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if c.shard > 0 && rep.Shards < 4 {
+					b.Fatalf("%d shards", rep.Shards)
+				}
+				b.StopTimer()
+				os.RemoveAll(out)
+				b.StartTimer()
+			}
+		})
 	}
 }
