@@ -7,22 +7,11 @@ import (
 	"testing"
 )
 
-// offsetOneULP lists golden cases whose offset (torch's float32 mean of the
-// absmax values, summed in the order of its CUDA reduction) may be one unit in
-// the last place off. MeanF32 replays torch's order, so it is empty: every
-// offset must match exactly.
-var offsetOneULP = map[string]bool{}
-
+// checkOffset demands the golden offset bit for bit: MeanF32 replays the order
+// of torch's CUDA reduction, so no case is allowed to be off by one ulp.
 func checkOffset(t *testing.T, file string, c goldenCase, got float32) {
 	t.Helper()
-	want := float32(*c.NestedOffset)
-	if offsetOneULP[file+"/"+c.Key] {
-		if d := int64(math.Float32bits(got)) - int64(math.Float32bits(want)); d != 1 && d != -1 {
-			t.Errorf("%s: %v: offset %v, want one ulp from %v (known divergence)", file, c, got, want)
-		}
-		return
-	}
-	if got != want {
+	if want := float32(*c.NestedOffset); got != want {
 		t.Errorf("%s: %v: offset %v, want %v", file, c, got, want)
 	}
 }
@@ -97,9 +86,6 @@ func TestEncoderGolden(t *testing.T) {
 					continue
 				}
 				checkOffset(t, name, c, res.NestedOffset)
-				if offsetOneULP[name+"/"+c.Key] {
-					continue // codes follow from the offset; checked with bitsandbytes' offset above
-				}
 				if !bytes.Equal(got[s.Packed:s.Packed+s.Absmax], f.get(t, c.Key+".absmax").Data) {
 					t.Errorf("%s: %v: absmax codes differ", name, c)
 				}
