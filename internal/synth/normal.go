@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"math"
 	"math/bits"
+
+	"github.com/nf4pipe/nf4pipe/pkg/quant"
 )
 
 // A value table holds 65536 encoded elements whose values are the quantiles
@@ -45,44 +47,17 @@ func newTable(dtype string, mean, std float64) *table {
 }
 
 // f32ToBF16 rounds to nearest even, as torch does when casting.
-func f32ToBF16(v float32) uint16 {
-	b := math.Float32bits(v)
-	b += 0x7fff + (b>>16)&1
-	return uint16(b >> 16)
-}
+func f32ToBF16(v float32) uint16 { return quant.F32ToBF16(v) }
 
-// f32ToF16 rounds a float32 of normal float16 range (or a subnormal, flushed
-// to a correctly rounded subnormal) to nearest even. Values in the table are
-// far from float16's overflow, so infinities need no care beyond saturation.
+// f32ToF16 rounds to nearest even, as torch does, except that a value beyond
+// float16's range saturates at the largest finite one instead of becoming
+// ±Inf: a generated weight is always finite.
 func f32ToF16(v float32) uint16 {
-	b := math.Float32bits(v)
-	sign := uint16(b>>16) & 0x8000
-	exp := int(b>>23&0xff) - 127 + 15
-	man := b & 0x7fffff
-	switch {
-	case exp >= 31:
-		return sign | 0x7bff // saturate at the largest finite value
-	case exp <= 0:
-		if exp < -10 {
-			return sign
-		}
-		man |= 0x800000
-		shift := uint(14 - exp)
-		half := uint32(1) << (shift - 1)
-		r := man >> shift
-		if rem := man & (1<<shift - 1); rem > half || rem == half && r&1 == 1 {
-			r++
-		}
-		return sign | uint16(r)
+	h := quant.F32ToF16(v)
+	if h&0x7fff >= 0x7c00 {
+		return h&0x8000 | 0x7bff
 	}
-	r := uint32(exp)<<10 | man>>13
-	if rem := man & 0x1fff; rem > 0x1000 || rem == 0x1000 && r&1 == 1 {
-		r++ // may carry into the exponent, which is the right answer
-	}
-	if r >= 0x7c00 {
-		return sign | 0x7bff
-	}
-	return sign | uint16(r)
+	return h
 }
 
 // rng is wyrand: one multiply-xorshift a draw, ample for picking table entries.
