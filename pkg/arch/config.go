@@ -152,14 +152,6 @@ func (v *view) lookup(key string) obj {
 	return v.def
 }
 
-func (v *view) int(key string) int64 {
-	n, _, err := v.lookup(key).int(key)
-	if err != nil {
-		v.fail(err)
-	}
-	return n
-}
-
 // pos reads a dimension that must be present (here or in the defaults) and > 0.
 func (v *view) pos(key string) int64 {
 	n, ok, err := v.lookup(key).int(key)

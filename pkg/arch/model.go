@@ -1,9 +1,6 @@
 package arch
 
-import (
-	"fmt"
-	"strings"
-)
+import "fmt"
 
 // Text holds the decoder's dimensions, resolved from config.json and the
 // family's defaults.
@@ -324,12 +321,4 @@ func resolveVision(kind VisionKind, v *view, textHidden int64) *Vision {
 		}
 	}
 	return vis
-}
-
-// dtypeName maps a config dtype string to its safetensors name.
-func dtypeName(s string) string {
-	if d, ok := torchDTypes[strings.ToLower(s)]; ok {
-		return d
-	}
-	return ""
 }

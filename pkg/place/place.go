@@ -63,8 +63,6 @@ type Options struct {
 	Args []string
 	// GPU uploads every tensor to its planned device (CUDA builds only).
 	GPU bool
-	// Log receives progress notes; nil discards them.
-	Log io.Writer
 	// Progress, when not nil, is told of every tensor and of the payload bytes
 	// received, per read; the caller calls its Done.
 	Progress *icli.Progress
@@ -189,12 +187,6 @@ func (j *job) abort() bool {
 		os.RemoveAll(j.tmp) // once more, for a file a writer created meanwhile
 	}
 	return true
-}
-
-func (j *job) logf(format string, args ...any) {
-	if j.opt.Log != nil {
-		fmt.Fprintf(j.opt.Log, format+"\n", args...)
-	}
 }
 
 func (j *job) run(in io.Reader) (*Report, error) {

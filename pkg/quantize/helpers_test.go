@@ -3,12 +3,9 @@ package quantize
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"io"
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
@@ -170,18 +167,3 @@ func putU32(b []byte, v uint32) { binary.LittleEndian.PutUint32(b, v) }
 func putU16(b []byte, v uint16) { binary.LittleEndian.PutUint16(b, v) }
 func getU32(b []byte) uint32    { return binary.LittleEndian.Uint32(b) }
 func getU16(b []byte) uint16    { return binary.LittleEndian.Uint16(b) }
-
-// sharedModel returns the shared fixture directory of model m, or "".
-func sharedModel(m string) string {
-	root, err := os.Getwd()
-	if err != nil {
-		return ""
-	}
-	dir := filepath.Join(root, "..", "..", "..", "shared", "testdata", "models", m)
-	if _, err := os.Stat(dir); err != nil {
-		return ""
-	}
-	return dir
-}
-
-func errorsAs(err error, target any) bool { return errors.As(err, target) }
