@@ -136,11 +136,12 @@ func sparseHeader(name string, n int64) error {
 	}
 	var l [8]byte
 	binary.LittleEndian.PutUint64(l[:], uint64(n))
-	if _, err := f.Write(l[:]); err == nil {
+	_, err = f.Write(l[:])
+	if err == nil {
 		_, err = f.Seek(n, io.SeekCurrent)
-		if err == nil {
-			_, err = f.Write([]byte("}"))
-		}
+	}
+	if err == nil {
+		_, err = f.Write([]byte("}"))
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
