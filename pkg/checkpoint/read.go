@@ -124,9 +124,7 @@ func (c *Checkpoint) group() error {
 		c.parts[e.Name] = []safetensors.TensorInfo{e}
 		c.Tensors = append(c.Tensors, t)
 	}
-	for _, t := range quantized {
-		c.Tensors = append(c.Tensors, t)
-	}
+	c.Tensors = append(c.Tensors, quantized...)
 	sortTensors(c.Tensors)
 	return nil
 }
