@@ -4,9 +4,12 @@ package quantize
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"math"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/nf4pipe/nf4pipe/internal/fixtures"
@@ -14,6 +17,19 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
+
+// sharedModel returns the shared fixture directory of model m, or "".
+func sharedModel(m string) string {
+	root, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	dir := filepath.Join(root, "..", "..", "..", "shared", "testdata", "models", m)
+	if _, err := os.Stat(dir); err != nil {
+		return ""
+	}
+	return dir
+}
 
 func needGPU(t *testing.T) []gpu.DeviceInfo {
 	t.Helper()
@@ -105,7 +121,7 @@ func TestCUDANonFinite(t *testing.T) {
 	o.Device = "cuda"
 	_, _, err := run(t, in, o)
 	var nf *quant.NonFiniteError
-	if !errorsAs(err, &nf) || nf.Index != 1234 {
+	if !errors.As(err, &nf) || nf.Index != 1234 {
 		t.Errorf("GPU: %v", err)
 	}
 }
