@@ -32,9 +32,6 @@ func openBackends(d Device, threads int) ([]quant.Backend, func(), error) {
 			err = gpu.ErrNoDevice
 		}
 		if err != nil {
-			if d.Kind == "auto" {
-				return cpu, func() {}, nil
-			}
 			return nil, nil, fmt.Errorf("--device %s: %w", d, err)
 		}
 		for _, in := range infos {
@@ -52,9 +49,6 @@ func openBackends(d Device, threads int) ([]quant.Backend, func(), error) {
 		dev, err := gpu.Open(o)
 		if err != nil {
 			release()
-			if d.Kind == "auto" {
-				return cpu, func() {}, nil
-			}
 			return nil, nil, fmt.Errorf("--device %s: GPU %d: %w", d, o, err)
 		}
 		devs = append(devs, dev)
