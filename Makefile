@@ -101,6 +101,8 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags purego ./pkg/quant ./pkg/verify
+	@if [ -f /usr/include/cuda.h ]; then echo "go vet -tags cuda ./..."; CGO_ENABLED=1 $(GO) vet -tags cuda ./...; \
+	 else echo "go vet -tags cuda: skipped (no cuda.h; make cuda installs the toolkit)"; fi
 
 clean:
 	rm -rf $(BIN) out
