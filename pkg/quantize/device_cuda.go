@@ -18,8 +18,10 @@ const CUDABuilt = true
 // of TinyLlama took 1.5 s through one pipe on the 16-core H200 machine, dd | cat
 // as fast) while the AVX2 kernels quantize about 2 GB/s a core, so the CPU keeps
 // up with any pipe; the GPU path adds the device's start-up and host<->device
-// copies per chunk (detect | quantize: 1.7 s on the CPU, 6.2 s with --device
-// cuda, same machine, 2026-11-26). The GPU is there for --device cuda.
+// copies. Same machine, 2026-11-27: detect | quantize | place took 2.7-3.2 s on
+// the CPU and 3.9-4.2 s with --device cuda (and 6.2 s for detect | quantize on
+// the first use, when the driver JIT-compiles the PTX). The GPU is there for
+// --device cuda.
 func openBackends(d Device, threads int) ([]quant.Backend, func(), error) {
 	cpu := []quant.Backend{quant.CPU(threads)}
 	if d.Kind == "cpu" || d.Kind == "auto" {
