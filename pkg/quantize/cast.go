@@ -39,9 +39,21 @@ func elementF32(src []byte, dt quant.DType, i int) float32 {
 	return quant.BF16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
 }
 
-// castInto converts the raw elements of src (type from) into dst (type to)
-// and returns the bytes written. dst must hold len(src)/from.Size()*to.Size().
-func castInto(dst, src []byte, from, to tensorstream.DType) []byte {
+// CanCast reports whether Cast converts from one dtype to the other: both
+// are F32, F16 or BF16.
+func CanCast(from, to tensorstream.DType) bool { return castable(from) && castable(to) }
+
+func castable(dt tensorstream.DType) bool {
+	return dt == tensorstream.F32 || dt == tensorstream.F16 || dt == tensorstream.BF16
+}
+
+// Cast converts the raw little-endian elements of src (type from) into dst
+// (type to), as quantize --cast does, and returns the bytes written: widening
+// is exact, narrowing rounds to nearest even (overflow to ±Inf, F16 underflow
+// gradual) and writes a NaN as c10 does (BF16 0x7FC0, F16 sign|0x7E00).
+// CanCast(from, to) must hold and dst must hold len(src)/from.Size()*to.Size()
+// bytes. verify casts the reference with it to check a cast tensor.
+func Cast(dst, src []byte, from, to tensorstream.DType) []byte {
 	n := len(src) / from.Size()
 	dst = dst[:n*to.Size()]
 	at := func(i int) float32 { return elementF32(src, quant.DType(from), i) }

@@ -204,7 +204,7 @@ func (s *stage) cast(r *tensorstream.Reader, w *tensorstream.Writer, t *tensorst
 		if _, err := io.ReadFull(r, in[:k]); err != nil {
 			return err
 		}
-		if _, err := w.Write(castInto(s.castBuf, in[:k], t.DType, s.o.Cast)); err != nil {
+		if _, err := w.Write(Cast(s.castBuf, in[:k], t.DType, s.o.Cast)); err != nil {
 			return err
 		}
 		left -= k

@@ -41,8 +41,9 @@ func App() *ucli.App {
 			"(--checkpoint), dequantizes every 4-bit tensor and compares it with --reference: relative\n" +
 			"error, RMSE, max error, SQNR, cosine; flags tensors above the error envelope of their quant\n" +
 			"type and block size; checks checksums, shapes, dtypes, quant state, that every reference\n" +
-			"tensor is there and kept tensors are byte-identical. With --checkpoint and a stream on\n" +
-			"stdin, also checks that the checkpoint reads back to exactly the stream.\n\n" +
+			"tensor is there and kept tensors are byte-identical (or, after quantize --cast, identical\n" +
+			"to the reference cast the same way). With --checkpoint and a stream on stdin, also checks\n" +
+			"that the checkpoint reads back to exactly the stream.\n\n" +
 			"Exit status: 0 all well, 2 usage, 3 unreadable input, 6 integrity failure,\n" +
 			"7 tensors outside the error envelope (worth keeping in 16 bits).\n\n" +
 			"Examples:\n" +

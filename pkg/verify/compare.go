@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
+	"github.com/nf4pipe/nf4pipe/pkg/quantize"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
@@ -44,6 +45,7 @@ type checker struct {
 	threads        int   // goroutines comparing chunks; 0: GOMAXPROCS
 	all            accum // over every compared 4-bit tensor
 	refBuf, packed []byte
+	castBuf        []byte // the reference cast to a kept tensor's dtype
 	works          []*chunkWork
 }
 
@@ -201,8 +203,10 @@ func (c *checker) raw(t *tensorstream.Tensor, r io.Reader, ref *refTensor) (Tens
 	switch {
 	case !slices.Equal(ref.shape, t.Shape):
 		return res, []Finding{{t.Name, KindShape, fmt.Sprintf("shape %v, reference has %v", t.Shape, ref.shape)}}, nil
-	case ref.dtype != t.DType:
+	case ref.dtype != t.DType && !quantize.CanCast(ref.dtype, t.DType):
 		return res, []Finding{{t.Name, KindDType, fmt.Sprintf("dtype %s, reference has %s", t.DType, ref.dtype)}}, nil
+	case ref.dtype != t.DType:
+		return c.cast(t, r, ref, res)
 	}
 	c.packed = grow(c.packed, rawChunk)
 	c.refBuf = grow(c.refBuf, rawChunk)
@@ -222,6 +226,44 @@ func (c *checker) raw(t *tensorstream.Tensor, r io.Reader, ref *refTensor) (Tens
 			return res, []Finding{{t.Name, KindKeptBytes, fmt.Sprintf("differs from the reference at byte %d", off+i)}}, nil
 		}
 	}
+	res.Status = StatusOK
+	return res, nil, nil
+}
+
+// cast compares a kept tensor whose dtype differs from the reference's with
+// the reference cast to it by quantize.Cast, the function quantize --cast
+// uses, chunk by chunk: the bytes must be identical.
+func (c *checker) cast(t *tensorstream.Tensor, r io.Reader, ref *refTensor, res TensorResult) (TensorResult, []Finding, error) {
+	from, to := int64(ref.dtype.Size()), int64(t.DType.Size())
+	n := ref.size / from
+	if ref.size%from != 0 || t.Size != n*to {
+		return res, []Finding{{t.Name, KindKeptBytes, fmt.Sprintf("%d payload bytes, the reference's %d bytes of %s cast to %s make %d",
+			t.Size, ref.size, ref.dtype, t.DType, n*to)}}, nil
+	}
+	step := int64(rawChunk / max(from, to)) // elements per chunk
+	c.packed = grow(c.packed, rawChunk)
+	c.refBuf = grow(c.refBuf, rawChunk)
+	c.castBuf = grow(c.castBuf, rawChunk)
+	for e := int64(0); e < n; e += step {
+		k := min(step, n-e)
+		in := c.packed[:k*to]
+		if _, err := io.ReadFull(r, in); err != nil {
+			return res, nil, fmt.Errorf("tensor %q: %w", t.Name, err)
+		}
+		if err := readAt(ref.r, c.refBuf[:k*from], e*from, "reference", t.Name); err != nil {
+			return res, nil, err
+		}
+		want := quantize.Cast(c.castBuf, c.refBuf[:k*from], ref.dtype, t.DType)
+		if !bytes.Equal(in, want) {
+			i := int64(0)
+			for in[i] == want[i] {
+				i++
+			}
+			return res, []Finding{{t.Name, KindKeptBytes, fmt.Sprintf("differs from the reference cast %s→%s at byte %d (element %d)",
+				ref.dtype, t.DType, e*to+i, e+i/to)}}, nil
+		}
+	}
+	res.CastFrom = string(ref.dtype)
 	res.Status = StatusOK
 	return res, nil, nil
 }

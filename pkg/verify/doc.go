@@ -10,7 +10,8 @@
 //   - integrity: the data is not what it claims to be. Checksums, shapes,
 //     dtypes, quantization state (sizes, finite non-negative absmax, code
 //     tables), tensors missing or extra against the reference, kept tensors
-//     that differ from the reference, round-trip differences between a stream
+//     that differ from the reference (or, when their float dtype differs, from
+//     the reference cast by quantize.Cast), round-trip differences between a stream
 //     and a checkpoint, and 4-bit codes that are not the code book entry
 //     nearest to the reference value (the per-element error bound that a
 //     correct quantizer guarantees from the block's own absmax).

@@ -38,7 +38,10 @@ type TensorResult struct {
 	// Gaussian weights give.
 	Ratio          float64 `json:"ratio,omitempty"`
 	CodeMismatches int64   `json:"code_mismatches,omitempty"`
-	Status         string  `json:"status"`
+	// CastFrom is the reference's dtype when a kept tensor is the reference
+	// cast to DType (quantize --cast), byte for byte.
+	CastFrom string `json:"cast_from,omitempty"`
+	Status   string `json:"status"`
 }
 
 func newResult(t *tensorstream.Tensor) TensorResult {
@@ -199,6 +202,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t", t.Status, t.Name, t.DType, shapeString(t.Shape), enc, t.Bytes)
 		if m := t.Metrics; m != nil {
 			fmt.Fprintf(tw, "%.4f\t%.2f\t%.5f\t%.3g\t%.3g\t%.2f\t\n", m.RelError, m.SQNR, m.Cosine, m.MaxAbs, m.RMSE, t.Ratio)
+		} else if t.Status == StatusOK && t.CastFrom != "" {
+			fmt.Fprintf(tw, "cast %s→%s\t\t\t\t\t\t\n", t.CastFrom, t.DType)
 		} else if t.Status == StatusOK {
 			fmt.Fprintf(tw, "identical\t\t\t\t\t\t\n")
 		} else {
