@@ -108,3 +108,31 @@ func checkCheckpoint(t *testing.T, dir, computeDType string) {
 		t.Errorf("%s/config.json quantization_config %+v, want bitsandbytes nf4 double quant, compute %s", dir, cfg.Q, computeDType)
 	}
 }
+
+// TestCastPipeline: kept tensors cast by quantize --cast still verify, as
+// processes over pipes, for every float target.
+func TestCastPipeline(t *testing.T) {
+	model := path("testdata", "models", "llama")
+	for _, to := range []string{"f32", "f16", "bf16"} {
+		t.Run(to, func(t *testing.T) {
+			var report bytes.Buffer
+			res := run{dir: root, stdout: &report, stages: [][]string{
+				{"detect", model},
+				{"quantize", "--cast", to},
+				{"place", "--out", filepath.Join(t.TempDir(), "llama-nf4")},
+				{"verify", "--reference", model},
+			}}.exec(t)
+			for _, r := range res {
+				if r.code != 0 {
+					t.Errorf("%s: status %s; stderr:\n%s", r.name, r.status(), r.stderr)
+				}
+			}
+			if !strings.HasSuffix(report.String(), "\nOK\n") {
+				t.Errorf("verify's report does not end in OK:\n%s", report.String())
+			}
+			if to != "bf16" && !strings.Contains(report.String(), "cast BF16→") {
+				t.Errorf("verify's report names no cast:\n%s", report.String())
+			}
+		})
+	}
+}
