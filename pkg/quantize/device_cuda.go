@@ -3,6 +3,7 @@
 package quantize
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/nf4pipe/nf4pipe/internal/gpu"
@@ -22,7 +23,13 @@ const CUDABuilt = true
 // the CPU and 3.9-4.2 s with --device cuda (and 6.2 s for detect | quantize on
 // the first use, when the driver JIT-compiles the PTX). The GPU is there for
 // --device cuda.
-func openBackends(d Device, threads int) ([]quant.Backend, func(), error) {
+//
+// A GPU out of device memory quantizes in smaller chunks, then on the CPU,
+// with one warning through warn (see gpu.Device.BackendWithWarn); one whose
+// context cannot even be created for lack of memory (another process holds it
+// all) is replaced by the CPU at once, with a warning too. The bytes are the
+// same either way.
+func openBackends(d Device, threads int, warn func(string)) ([]quant.Backend, func(), error) {
 	cpu := []quant.Backend{quant.CPU(threads)}
 	if d.Kind == "cpu" || d.Kind == "auto" {
 		return cpu, func() {}, nil
@@ -49,12 +56,24 @@ func openBackends(d Device, threads int) ([]quant.Backend, func(), error) {
 	var out []quant.Backend
 	for _, o := range ords {
 		dev, err := gpu.Open(o)
+		if errors.Is(err, gpu.ErrOutOfMemory) {
+			warn(fmt.Sprintf("cuda:%d: out of device memory opening it, quantizing on the CPU", o))
+			out = append(out, quant.CPU(threads))
+			continue
+		}
 		if err != nil {
 			release()
 			return nil, nil, fmt.Errorf("--device %s: GPU %d: %w", d, o, err)
 		}
 		devs = append(devs, dev)
-		out = append(out, dev.Backend())
+		out = append(out, dev.BackendWithWarn(warn))
+	}
+	if testHookOpened != nil {
+		testHookOpened(devs)
 	}
 	return out, release, nil
 }
+
+// testHookOpened, when a test sets it, sees the devices openBackends opened
+// before any work goes to them (to fill their memory).
+var testHookOpened func([]*gpu.Device)

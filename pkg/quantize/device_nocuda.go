@@ -12,7 +12,7 @@ import (
 const CUDABuilt = false
 
 // openBackends returns the CPU backend; this build has no other.
-func openBackends(d Device, threads int) ([]quant.Backend, func(), error) {
+func openBackends(d Device, threads int, warn func(string)) ([]quant.Backend, func(), error) {
 	if d.Kind == "cuda" {
 		return nil, nil, fmt.Errorf("%w (--device %s)", ErrNoCUDA, d)
 	}

@@ -3,6 +3,7 @@ package quantize
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path"
 	"strings"
 
@@ -65,6 +66,10 @@ type Options struct {
 	// ChunkSize is the input bytes fed to the encoder at a time; 0 picks a
 	// default for the device.
 	ChunkSize int
+	// Warn receives one-line warnings that do not stop the run: a GPU out of
+	// device memory hands its work to the CPU (same bytes) and says so once.
+	// nil writes them to os.Stderr as "quantize: warning: ...".
+	Warn func(msg string)
 }
 
 // DefaultOptions are NF4, block size 64, double quantization, device auto, all
@@ -104,6 +109,19 @@ func (o *Options) Validate() error {
 		return err
 	}
 	return nil
+}
+
+// warnFunc is o.Warn, or a writer of warning lines to os.Stderr that first
+// clears the progress line when one is drawn there.
+func (o *Options) warnFunc() func(string) {
+	if o.Warn != nil {
+		return o.Warn
+	}
+	clear := ""
+	if o.Progress != nil {
+		clear = "\r\x1b[K"
+	}
+	return func(msg string) { fmt.Fprintf(os.Stderr, "%squantize: warning: %s\n", clear, msg) }
 }
 
 // ParseCast turns a --cast value (bf16, f16, f32, any case; "" for none) into

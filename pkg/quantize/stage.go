@@ -46,7 +46,7 @@ func Run(in io.Reader, out io.Writer, o Options) (*Summary, error) {
 	if len(backends) == 0 {
 		var release func()
 		var err error
-		if backends, release, err = openBackends(dev, o.Threads); err != nil {
+		if backends, release, err = openBackends(dev, o.Threads, o.warnFunc()); err != nil {
 			return sum, err
 		}
 		defer release()
