@@ -9,7 +9,9 @@ import (
 	"io"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nf4pipe/nf4pipe/internal/fixtures"
@@ -123,6 +125,179 @@ func TestCUDANonFinite(t *testing.T) {
 	var nf *quant.NonFiniteError
 	if !errors.As(err, &nf) || nf.Index != 1234 {
 		t.Errorf("GPU: %v", err)
+	}
+}
+
+// fill uploads zeros to dev until not even 4 KiB more fits (sizes halving
+// from 1 GiB), and returns the buffers; closing dev frees them with its context.
+func fill(t *testing.T, dev *gpu.Device) []*gpu.Buffer {
+	t.Helper()
+	host := make([]byte, 1<<30)
+	var bufs []*gpu.Buffer
+	for size := len(host); size >= 4<<10; size /= 2 {
+		for {
+			b, err := dev.Upload(host[:size])
+			if errors.Is(err, gpu.ErrOutOfMemory) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("filling device memory: %v", err)
+			}
+			bufs = append(bufs, b)
+		}
+	}
+	free, total, err := dev.MemInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("filled: %d KiB of %d MiB free", free>>10, total>>20)
+	return bufs
+}
+
+// captureStderr runs f with os.Stderr going to a pipe and returns what it got.
+func captureStderr(t *testing.T, f func()) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		r.Close()
+		got <- string(b)
+	}()
+	old := os.Stderr
+	os.Stderr = w
+	func() {
+		defer func() {
+			os.Stderr = old
+			w.Close()
+		}()
+		f()
+	}()
+	return <-got
+}
+
+// TestCUDAOutOfMemoryFallsToCPU: with --device cuda:0 and the GPU's memory
+// filled right after quantize opened it, every tensor goes to the CPU: the
+// CPU's bytes, and one warning naming the device for the whole run, given to
+// Options.Warn, or without one written to stderr as one "quantize: warning:"
+// line.
+func TestCUDAOutOfMemoryFallsToCPU(t *testing.T) {
+	needGPU(t)
+	in := detectStream(t, fixtures.Path(t, "models", "llama"))
+	cpuOut, cpuSum := mustRun(t, in, cpuOptions())
+	if cpuSum.Quantized < 2 {
+		t.Fatalf("the fixture has %d tensors to quantize; the test needs several to see one warning for all", cpuSum.Quantized)
+	}
+	testHookOpened = func(devs []*gpu.Device) {
+		if len(devs) != 1 {
+			t.Errorf("opened %d devices for cuda:0", len(devs))
+			return
+		}
+		fill(t, devs[0])
+	}
+	defer func() { testHookOpened = nil }()
+
+	var warns []string
+	o := cpuOptions()
+	o.Device = "cuda:0"
+	o.Warn = func(s string) { warns = append(warns, s) }
+	out, sum, err := run(t, in, o)
+	if err != nil {
+		t.Fatalf("--device cuda:0 with the device full: %v", err)
+	}
+	sameTensors(t, "device full", cpuOut, out)
+	if sum.Device != "cuda:0" {
+		t.Errorf("summary device %q", sum.Device)
+	}
+	if len(warns) != 1 {
+		t.Errorf("%d warnings %q for %d tensors, want one", len(warns), warns, sum.Quantized)
+	} else if w := warns[0]; strings.Contains(w, "\n") || !strings.Contains(w, "cuda:0") || !strings.Contains(w, "CPU") {
+		t.Errorf("warning %q: want one line naming cuda:0 and the CPU", w)
+	}
+
+	o.Warn = nil
+	stderr := captureStderr(t, func() { out, _, err = run(t, in, o) })
+	if err != nil {
+		t.Fatalf("--device cuda:0 with the device full, no Warn: %v", err)
+	}
+	sameTensors(t, "device full, no Warn", cpuOut, out)
+	if strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "quantize: warning: cuda:0") {
+		t.Errorf("stderr %q: want one line \"quantize: warning: cuda:0...\"", stderr)
+	}
+}
+
+// TestCUDAOpenOutOfMemory: another context (as another process would) holds
+// all of GPU 0's memory before quantize starts; --device cuda:0 and --device
+// cuda must still give the CPU's bytes, with one warning, not fail.
+func TestCUDAOpenOutOfMemory(t *testing.T) {
+	infos := needGPU(t)
+	in := detectStream(t, fixtures.Path(t, "models", "llama"))
+	cpuOut, _ := mustRun(t, in, cpuOptions())
+	other, err := gpu.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	fill(t, other)
+	devices := []string{"cuda:0"}
+	if len(infos) == 1 {
+		devices = append(devices, "cuda") // with more GPUs, cuda would use the others
+	}
+	for _, dev := range devices {
+		var warns []string
+		o := cpuOptions()
+		o.Device = dev
+		o.Warn = func(s string) { warns = append(warns, s) }
+		out, sum, err := run(t, in, o)
+		if err != nil {
+			t.Errorf("--device %s with all device memory held elsewhere: %v, want the CPU's bytes and a warning"+
+				" (an error of ErrCUDA rather than ErrOutOfMemory means gpu.Open did not mark the driver's out of memory)", dev, err)
+			continue
+		}
+		sameTensors(t, "--device "+dev+", memory held elsewhere", cpuOut, out)
+		if sum.Device != "cpu" {
+			t.Errorf("--device %s: summary device %q, want cpu", dev, sum.Device)
+		}
+		if len(warns) != 1 || !strings.Contains(warns[0], "CPU") {
+			t.Errorf("--device %s: warnings %q, want one about the CPU", dev, warns)
+		}
+	}
+}
+
+// TestCUDANoDeviceOneLine runs this test binary again with
+// CUDA_VISIBLE_DEVICES="" (so cuInit finds no device), as a CUDA build of
+// quantize would run on a machine without a usable GPU: the process must say
+// so in one line on stderr, write nothing to stdout (the stream the next
+// stage reads) and exit with status 1.
+func TestCUDANoDeviceOneLine(t *testing.T) {
+	if os.Getenv("NF4PIPE_NO_DEVICE_CHILD") != "" {
+		t.Fatal("the test binary started with CUDA_VISIBLE_DEVICES=\"\": cuInit found a device after all")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^TestCUDANoDeviceOneLine$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "CUDA_VISIBLE_DEVICES=", "NF4PIPE_NO_DEVICE_CHILD=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("exit status %d, want 1", code)
+	}
+	if stdout.Len() > 0 {
+		t.Errorf("stdout (the stream) got %q: a message there corrupts the next stage's input", stdout.String())
+	}
+	line := stderr.String()
+	if strings.Count(line, "\n") != 1 || !strings.HasSuffix(line, "\n") || !strings.Contains(strings.ToLower(line), "gpu") {
+		t.Errorf("stderr %q: want one line that says no usable GPU was found", line)
 	}
 }
 

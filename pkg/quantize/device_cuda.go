@@ -40,6 +40,10 @@ func openBackends(d Device, threads int, warn func(string)) ([]quant.Backend, fu
 		if err == nil && len(infos) == 0 {
 			err = gpu.ErrNoDevice
 		}
+		if errors.Is(err, gpu.ErrOutOfMemory) {
+			warn(fmt.Sprintf("%s: out of device memory opening a GPU, quantizing on the CPU", d))
+			return cpu, func() {}, nil
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("--device %s: %w", d, err)
 		}
