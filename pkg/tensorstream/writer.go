@@ -14,6 +14,7 @@ const DefaultChunkSize = 4 << 20
 // WriteTensor followed by its payload through Write or ReadFrom, then Close.
 type Writer struct {
 	bw        *bufio.Writer
+	dst       io.Writer // what bw writes to: WriteFrom may splice into it (writefrom.go)
 	chunkSize int
 	off       int64
 	err       error // sticky
@@ -29,6 +30,8 @@ type Writer struct {
 
 	tensors int64
 	bytes   int64
+
+	splice spliceState // WriteFrom's fast path, per platform
 }
 
 // NewWriter returns a writer that emits chunks of DefaultChunkSize.
@@ -39,7 +42,7 @@ func NewWriterSize(w io.Writer, chunkSize int) *Writer {
 	if chunkSize <= 0 || chunkSize > DefaultLimits.MaxChunk {
 		chunkSize = DefaultChunkSize
 	}
-	return &Writer{bw: bufio.NewWriterSize(w, 64<<10), chunkSize: chunkSize}
+	return &Writer{bw: bufio.NewWriterSize(w, 64<<10), dst: w, chunkSize: chunkSize}
 }
 
 func (w *Writer) fail(tensor string, err error) error {
@@ -224,10 +227,15 @@ func (w *Writer) emitCRC(p []byte, crc uint32) error {
 	if err := w.writeFrameCRC(frameChunk, p, crc); err != nil {
 		return w.fail(w.cur.Name, err)
 	}
-	w.payloadCRC = crcCombine(w.payloadCRC, crc, int64(len(p)))
-	w.curLeft -= int64(len(p))
-	w.bytes += int64(len(p))
+	w.account(crc, int64(len(p)))
 	return nil
+}
+
+// account counts a chunk of n payload bytes with CRC crc as written.
+func (w *Writer) account(crc uint32, n int64) {
+	w.payloadCRC = crcCombine(w.payloadCRC, crc, n)
+	w.curLeft -= n
+	w.bytes += n
 }
 
 // EndTensor finishes the current tensor: it checks that its whole payload was
