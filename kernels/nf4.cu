@@ -14,6 +14,7 @@
 // Kernels (all persistent: any grid size works; launch about 4 waves):
 //   quant_tile_<dt>_<qt>_b<bs>_v<V>  full tiles of 256*V values, block sizes 32..256
 //   quant_warp_<dt>_<qt>             one warp per block, any block size, short last block
+//   mean_torch                       the double-quantization offset, in torch's order
 //   nest_quantize                    double quantization of the absmax values
 //   dequant_<dt>_v<V>                values from codes and (nested) absmax
 
@@ -169,10 +170,22 @@ __device__ __forceinline__ uint32_t code4(const Tab &tab, float y) {
 template <int DT> struct Raw { uint4 q; };
 template <> struct Raw<DT_F32> { float4 a, b; };
 
-template <int DT>
+// ld_pf is a 16-byte load through the non-coherent path, not kept in L1, with
+// the 128-byte prefetch-size hint (the 256-byte hint needs sm_80 PTX).
+__device__ __forceinline__ uint4 ld_pf(const void *p) {
+    uint4 q;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(q.x), "=r"(q.y), "=r"(q.z), "=r"(q.w)
+                 : "l"(p));
+    return q;
+}
+
+template <int DT, bool PF = false>
 __device__ __forceinline__ Raw<DT> load_raw(const void *base, u64 i) {
     Raw<DT> r;
-    if constexpr (DT == DT_F32) {
+    if constexpr (PF && DT != DT_F32) {
+        r.q = ld_pf(static_cast<const unsigned short *>(base) + i);
+    } else if constexpr (DT == DT_F32) {
         const float4 *p = reinterpret_cast<const float4 *>(static_cast<const float *>(base) + i);
         r.a = __ldcs(p);
         r.b = __ldcs(p + 1);
@@ -247,7 +260,7 @@ __device__ __forceinline__ uint32_t codes8(const Tab &tab, const float v[8], flo
 // (the host then finds it on the CPU); the codes are still bitsandbytes'.
 // ---------------------------------------------------------------------------
 
-template <int DT, int QT, int LOG2G, int V>
+template <int DT, int QT, int LOG2G, int V, bool PF = false, bool PIPE = false>
 __device__ __forceinline__ void quant_tile(const void *__restrict__ x, u64 ntiles, uint8_t *__restrict__ packed,
                                            float *__restrict__ absmax, int *__restrict__ bad) {
     __shared__ uint2 tab_s[TAB_COPIES][33];
@@ -257,11 +270,27 @@ __device__ __forceinline__ void quant_tile(const void *__restrict__ x, u64 ntile
     const int lane = threadIdx.x & 31;
     const u64 nwarps = ((u64)gridDim.x * blockDim.x) >> 5;
     bool nf = false;
-    for (u64 tile = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; tile < ntiles; tile += nwarps) {
+    u64 tile = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    // With PIPE, the next tile's loads are issued before this tile's work.
+    Raw<DT> next[V];
+    if (PIPE && tile < ntiles) {
+#pragma unroll
+        for (int v = 0; v < V; v++) next[v] = load_raw<DT, PF>(x, tile * (256 * V) + 8 * lane + 256 * v);
+    }
+    for (; tile < ntiles; tile += nwarps) {
         const u64 e0 = tile * (256 * V) + 8 * lane;
         Raw<DT> r[V];
+        if (PIPE) {
 #pragma unroll
-        for (int v = 0; v < V; v++) r[v] = load_raw<DT>(x, e0 + 256 * v);
+            for (int v = 0; v < V; v++) r[v] = next[v];
+            if (tile + nwarps < ntiles) {
+#pragma unroll
+                for (int v = 0; v < V; v++) next[v] = load_raw<DT, PF>(x, e0 + nwarps * (256 * V) + 256 * v);
+            }
+        } else {
+#pragma unroll
+            for (int v = 0; v < V; v++) r[v] = load_raw<DT, PF>(x, e0 + 256 * v);
+        }
 #pragma unroll
         for (int v = 0; v < V; v++) {
             float f[8];
@@ -312,6 +341,23 @@ QUANT_TILES(f32, fp4, DT_F32, QT_FP4, 2)
 // Other vector counts of the default case, for the benchmark.
 QUANT_TILE(bf16, nf4, DT_BF16, QT_NF4, 64, 3, 2)
 QUANT_TILE(bf16, nf4, DT_BF16, QT_NF4, 64, 3, 8)
+// The default case with ld_pf loads, for the benchmark.
+extern "C" __global__ void __launch_bounds__(256) quant_tile_bf16_nf4_b64_v4_pf(
+    const void *__restrict__ x, u64 ntiles, uint8_t *__restrict__ packed, float *__restrict__ absmax,
+    int *__restrict__ bad) {
+    quant_tile<DT_BF16, QT_NF4, 3, 4, true>(x, ntiles, packed, absmax, bad);
+}
+// The default case software-pipelined (next tile loaded during this one), for the benchmark.
+extern "C" __global__ void __launch_bounds__(256) quant_tile_bf16_nf4_b64_v4_pipe(
+    const void *__restrict__ x, u64 ntiles, uint8_t *__restrict__ packed, float *__restrict__ absmax,
+    int *__restrict__ bad) {
+    quant_tile<DT_BF16, QT_NF4, 3, 4, false, true>(x, ntiles, packed, absmax, bad);
+}
+extern "C" __global__ void __launch_bounds__(256) quant_tile_bf16_nf4_b64_v2_pipe(
+    const void *__restrict__ x, u64 ntiles, uint8_t *__restrict__ packed, float *__restrict__ absmax,
+    int *__restrict__ bad) {
+    quant_tile<DT_BF16, QT_NF4, 3, 2, false, true>(x, ntiles, packed, absmax, bad);
+}
 
 // ---------------------------------------------------------------------------
 // quant_warp: blocks blk0, blk0+1, ... of any size, one warp per block in a
@@ -377,60 +423,151 @@ QUANT_WARP(f32, nf4, DT_F32, QT_NF4)
 QUANT_WARP(f32, fp4, DT_F32, QT_FP4)
 
 // ---------------------------------------------------------------------------
-// Double quantization: absmax - offset (offset: the mean, computed by the host
-// in torch's order), blockwise 256, 8-bit codes of the signed dynamic map found
-// by bitsandbytes' binary search. One warp per block of 256, eight values a lane.
+// The double-quantization offset: the float32 mean of the absmax values in
+// torch's reduction order (quant.MeanF32, whose comment describes the tree).
+// Launched with exactly g.CTAs CTAs of g.Lanes * g.Warps threads
+// (quant.MeanGeometryFor); each CTA leaves its partial sum, and the last CTA to
+// finish adds the partials in the same tree and writes sum * factor (factor =
+// float32(1) / float32(n), from the host) to *out. *count must be 0 at launch;
+// the last CTA sets it back to 0.
 // ---------------------------------------------------------------------------
 
-__device__ __forceinline__ uint8_t dyn_code(const float *m, float y) {
-    int pivot = 127, lo = 0, hi = 255;
-    float lower = -1.0f, upper = 1.0f;
-    float v = m[pivot];
-#pragma unroll
-    for (int i = 64; i > 0; i >>= 1) {
-        if (y > v) {
-            lo = pivot;
-            lower = v;
-            pivot += i;
-        } else {
-            hi = pivot;
-            upper = v;
-            pivot -= i;
-        }
-        v = m[pivot];
+// block_sum adds v[0..lanes*warps) as torch's block reduction does: rows of
+// lanes values halve over the warps (row y adds row y + off), then lane 0 of
+// row 0 gathers by shfl_down 1, 2, 4, ... Thread 0 gets the sum.
+__device__ __forceinline__ float block_sum(float *v, int lanes, int warps) {
+    const int t = threadIdx.x;
+    for (int off = warps >> 1; off > 0; off >>= 1) {
+        __syncthreads();
+        if (t < off * lanes) v[t] = add_rn(v[t], v[t + off * lanes]);
     }
-    if (hi == 255) upper = m[255];
-    if (lo == 0) lower = m[0];
-    if (y > v) return (uint8_t)(y > mul_rn(add_rn(upper, v), 0.5f) ? hi : pivot);
-    return (uint8_t)(y < mul_rn(add_rn(lower, v), 0.5f) ? lo : pivot);
+    __syncthreads();
+    float x = 0.0f;
+    if (t < lanes) {
+        x = v[t];
+        const unsigned mask = lanes == 32 ? 0xFFFFFFFFu : (1u << lanes) - 1u;
+        for (int off = 1; off < lanes; off <<= 1) x = add_rn(x, __shfl_down_sync(mask, x, off));
+    }
+    return x;
 }
 
-// map: the 256 sorted values of the signed dynamic map (device memory).
-extern "C" __global__ void __launch_bounds__(256) nest_quantize(
-    const float *__restrict__ absmax, u64 n, float offset, const float *__restrict__ map,
-    uint8_t *__restrict__ codes, float *__restrict__ nested) {
-    __shared__ float m[256];
-    for (int i = threadIdx.x; i < 256; i += blockDim.x) m[i] = map[i];
+extern "C" __global__ void __launch_bounds__(512) mean_torch(
+    const float *__restrict__ a, u64 n, int lanes, int warps, float factor,
+    float *partials, unsigned int *count, float *out) {
+    __shared__ float v[512];
+    __shared__ bool last;
+    const int t = threadIdx.x, threads = lanes * warps;
+    const u64 step = (u64)threads * gridDim.x;
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    u64 idx = (u64)blockIdx.x * threads + t;
+    // torch's loop takes 4 values a round while idx + 3 step < n; here up to
+    // 4 rounds' loads are in flight before their adds, which stay in order.
+    while (idx + 3 * step < n) {
+        float x[4][4];
+        bool ok[4];
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            ok[r] = idx + (4 * r + 3) * step < n;
+#pragma unroll
+            for (int k = 0; k < 4; k++) x[r][k] = ok[r] ? __ldg(a + idx + (4 * r + k) * step) : 0.0f;
+        }
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            if (!ok[r]) break;
+#pragma unroll
+            for (int k = 0; k < 4; k++) acc[k] = add_rn(acc[k], x[r][k]);
+            idx += 4 * step;
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < 4; k++, idx += step)
+        if (idx < n) acc[k] = add_rn(acc[k], __ldg(a + idx));
+    v[t] = add_rn(add_rn(add_rn(acc[0], acc[1]), acc[2]), acc[3]);
+    const float s = block_sum(v, lanes, warps);
+    if (gridDim.x == 1) {
+        if (t == 0) *out = mul_rn(s, factor);
+        return;
+    }
+    if (t == 0) {
+        partials[blockIdx.x] = s;
+        __threadfence();
+        last = atomicAdd(count, 1u) == gridDim.x - 1;
+    }
     __syncthreads();
+    if (!last) return;
+    float p = 0.0f;
+    for (u64 i = t; i < gridDim.x; i += threads) p = add_rn(p, __ldcg(partials + i));
+    __syncthreads();  // every thread has read v's last use in block_sum
+    v[t] = p;
+    const float sum = block_sum(v, lanes, warps);
+    if (t == 0) {
+        *out = mul_rn(sum, factor);
+        *count = 0;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Double quantization: absmax - offset (*offset, from mean_torch), blockwise
+// 256, 8-bit codes of the signed dynamic map as bitsandbytes' binary search
+// finds them. The search is replaced by quant.NestedCodeTable (built on the
+// host from the search itself and checked against it for all 2^32 float32
+// values): entry k >> 16 of the order-preserving key k of y holds the one
+// threshold of its bucket and the codes below and above it. One warp per
+// block of 256, eight values a lane.
+// ---------------------------------------------------------------------------
+
+__device__ __forceinline__ uint8_t nested_code(const uint32_t *__restrict__ tab, float y) {
+    const uint32_t b = __float_as_uint(y);
+    const uint32_t k = b ^ ((uint32_t)((int32_t)b >> 31) | 0x80000000u);
+    const uint32_t e = __ldg(tab + (k >> 16));
+    const uint32_t above = ((e & 0xFFFFu) - (k & 0xFFFFu)) >> 31;
+    return (uint8_t)(e >> (16 + 8 * above));
+}
+
+extern "C" __global__ void __launch_bounds__(256) nest_quantize(
+    const float *__restrict__ absmax, u64 n, const float *__restrict__ offsetp, const uint32_t *__restrict__ tab,
+    uint8_t *__restrict__ codes, float *__restrict__ nested) {
+    const float offset = *offsetp;
     const int lane = threadIdx.x & 31;
     const u64 nwarps = ((u64)gridDim.x * blockDim.x) >> 5;
     for (u64 warp = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; warp * 256 < n; warp += nwarps) {
         const u64 start = warp * 256;
         float a[8];
         float mx = start + 256 > n ? 0.0f : -FLT_MAX_;
+        if (start + 256 <= n) {
+            // Lane l takes the 8 values at 8l: two 16-byte loads.
+            const float4 *p = reinterpret_cast<const float4 *>(absmax + start) + 2 * lane;
+            const float4 q0 = __ldcs(p), q1 = __ldcs(p + 1);
+            const float r[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
 #pragma unroll
-        for (int k = 0; k < 8; k++) {
-            const u64 i = start + (u64)k * 32 + lane;  // coalesced
-            a[k] = i < n ? sub_rn(absmax[i], offset) : 0.0f;
-            if (i < n) mx = max_ftz(mx, fabsf(a[k]));
+            for (int k = 0; k < 8; k++) {
+                a[k] = sub_rn(r[k], offset);
+                mx = max_ftz(mx, fabsf(a[k]));
+            }
+        } else {
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                const u64 i = start + 8 * lane + k;
+                a[k] = i < n ? sub_rn(absmax[i], offset) : 0.0f;
+                if (i < n) mx = max_ftz(mx, fabsf(a[k]));
+            }
         }
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, o));
         const float scale = rcp_ftz(mx);
+        const u64 i0 = start + 8 * lane;
+        if (i0 + 8 <= n) {
+            uint32_t w0 = 0, w1 = 0;
 #pragma unroll
-        for (int k = 0; k < 8; k++) {
-            const u64 i = start + (u64)k * 32 + lane;
-            if (i < n) codes[i] = dyn_code(m, mul_ftz(a[k], scale));
+            for (int k = 0; k < 4; k++) {
+                w0 |= (uint32_t)nested_code(tab, mul_ftz(a[k], scale)) << (8 * k);
+                w1 |= (uint32_t)nested_code(tab, mul_ftz(a[k + 4], scale)) << (8 * k);
+            }
+            __stcs(reinterpret_cast<uint2 *>(codes + i0), make_uint2(w0, w1));
+        } else {
+#pragma unroll
+            for (int k = 0; k < 8; k++)
+                if (i0 + k < n) codes[i0 + k] = nested_code(tab, mul_ftz(a[k], scale));
         }
         if (lane == 0) nested[warp] = mx;
     }

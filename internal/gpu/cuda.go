@@ -55,6 +55,8 @@ type Device struct {
 	mod     cu.Module
 	fn      map[string]cu.Function
 	dynmap  cu.DevicePtr // the nested map, 256 float32
+	nestTab cu.DevicePtr // quant.NestedCodeTable
+	mean    meanScratch
 	streams [2]cu.Stream
 	sms     int // multiprocessors
 	ws      *workspace
@@ -121,7 +123,63 @@ func (d *Device) init() error {
 	if d.dynmap, err = cu.MemAlloc(256 * 4); err != nil {
 		return fmt.Errorf("%w: %v", ErrOutOfMemory, err)
 	}
-	return cuErr("upload map", cu.MemcpyHtoD(d.dynmap, unsafe.Pointer(&m[0]), 256*4))
+	if err := cuErr("upload map", cu.MemcpyHtoD(d.dynmap, unsafe.Pointer(&m[0]), 256*4)); err != nil {
+		return err
+	}
+	tab := quant.NestedCodeTable()
+	if tab == nil {
+		return fmt.Errorf("%w: the double-quantization code table could not be built", ErrCUDA)
+	}
+	if d.nestTab, err = cu.MemAlloc(int64(4 * len(tab))); err != nil {
+		return cuErr("allocating the code table", err)
+	}
+	if err := cuErr("upload code table", cu.MemcpyHtoD(d.nestTab, unsafe.Pointer(&tab[0]), int64(4*len(tab)))); err != nil {
+		return err
+	}
+	return d.mean.alloc(meanScratchCTAs)
+}
+
+// meanScratchCTAs is the partial sums a device keeps room for: torch's
+// geometry uses at most 528 CTAs below 4.4 G values.
+const meanScratchCTAs = 1024
+
+// meanScratch is device memory for mean_torch: the CTAs' partial sums, the
+// count of finished CTAs (zero between launches) and the result.
+type meanScratch struct {
+	ptr  cu.DevicePtr
+	ctas int
+}
+
+func (m *meanScratch) alloc(ctas int) error {
+	p, err := cu.MemAlloc(int64(4*ctas + 16))
+	if err != nil {
+		return cuErr("allocating mean scratch", err)
+	}
+	if err := cuErr("clearing mean scratch", cu.MemsetD32(p, 0, int64(ctas+4))); err != nil {
+		cu.MemFree(p)
+		return err
+	}
+	m.ptr, m.ctas = p, ctas
+	return nil
+}
+
+func (m *meanScratch) count() cu.DevicePtr  { return m.ptr + cu.DevicePtr(4*m.ctas) }
+func (m *meanScratch) result() cu.DevicePtr { return m.ptr + cu.DevicePtr(4*m.ctas+4) }
+
+// launchMean writes quant.MeanF32 of the n float32 values at a to the
+// scratch's result, computed on the device in the same order.
+func (d *Device) launchMean(a cu.DevicePtr, n int64, st cu.Stream) error {
+	g := quant.MeanGeometryFor(n)
+	if g.CTAs > d.mean.ctas {
+		return fmt.Errorf("%w: mean of %d values needs %d CTAs, room for %d", ErrArgs, n, g.CTAs, d.mean.ctas)
+	}
+	args := []uint64{uint64(a), uint64(n), uint64(g.Lanes), uint64(g.Warps), f32arg(float32(1) / float32(n)),
+		uint64(d.mean.ptr), uint64(d.mean.count()), uint64(d.mean.result())}
+	ptrs := make([]unsafe.Pointer, len(args))
+	for i := range args {
+		ptrs[i] = unsafe.Pointer(&args[i])
+	}
+	return cuErr("launch mean_torch", d.fn["mean_torch"].Launch(g.CTAs, 1, 1, g.Lanes*g.Warps, 1, 1, 0, st, ptrs))
 }
 
 // do runs f on the device's thread.
@@ -201,6 +259,7 @@ func (p *pinned) free() {
 var (
 	QuantGridPerSM   = 4
 	DequantGridPerSM = 16
+	NestGridPerSM    = 8
 )
 
 // ChunkBytes is the input chunk size of the host pipelines: each chunk is
@@ -219,7 +278,7 @@ func tileVectors(dt quant.DType) int {
 }
 
 func kernelNames() []string {
-	names := []string{"nest_quantize", "quant_tile_bf16_nf4_b64_v2", "quant_tile_bf16_nf4_b64_v8"}
+	names := []string{"mean_torch", "nest_quantize", "quant_tile_bf16_nf4_b64_v2", "quant_tile_bf16_nf4_b64_v8", "quant_tile_bf16_nf4_b64_v4_pf", "quant_tile_bf16_nf4_b64_v4_pipe", "quant_tile_bf16_nf4_b64_v2_pipe"}
 	for _, k := range []string{"f32_v2", "f16_v4", "bf16_v4", "bf16_v2", "bf16_v8"} {
 		names = append(names, "dequant_"+k+"_f32", "dequant_"+k+"_dq")
 	}
@@ -523,8 +582,9 @@ func (b *backend) QuantizeBlocks(packed []byte, absmax []float32, src []byte, dt
 // Quantize quantizes n elements of src (raw little-endian dt) into dst, which
 // holds quant.SizesFor(n, p).Total() bytes laid out as a stream payload
 // (packed | absmax | nested absmax), and returns the double-quantization
-// offset (quant.MeanF32 of the absmax values, the same on CPU and GPU). Double
-// quantization runs on the device. Non-finite input fails as with quant.CPU.
+// offset (quant.MeanF32 of the absmax values, computed on the device in the
+// same order). Double quantization runs on the device. Non-finite input fails
+// as with quant.CPU.
 func (d *Device) Quantize(dst, src []byte, dt quant.DType, n int64, p quant.Params) (float32, error) {
 	if err := checkArgs(len(src), dt, n, p); err != nil {
 		return 0, fmt.Errorf("gpu quantize: %w", err)
@@ -553,8 +613,8 @@ func (d *Device) Quantize(dst, src []byte, dt quant.DType, n int64, p quant.Para
 			if bad, err = d.quantizeBlocks(dst[:sz.Packed], absmax, src, dt, p, chunk, devAbs); err != nil || (bad && !p.AllowNonFinite) || !p.DoubleQuant {
 				return err
 			}
-			offset = quant.MeanF32(absmax)
-			return d.nest(devAbs, sz, offset, dst[sz.Packed:])
+			offset, err = d.nest(devAbs, sz, dst[sz.Packed:])
+			return err
 		})
 	})
 	if err != nil {
@@ -577,28 +637,41 @@ func (d *Device) Quantize(dst, src []byte, dt quant.DType, n int64, p quant.Para
 	return offset, nil
 }
 
-// nest runs double quantization of the absmax values on the device and copies
-// the codes and nested absmax into sec (the payload after the packed codes).
-func (d *Device) nest(devAbs cu.DevicePtr, sz quant.Sizes, offset float32, sec []byte) error {
+// nest runs double quantization of the absmax values on the device (the
+// offset, then the codes), copies the codes and nested absmax into sec (the
+// payload after the packed codes) and returns the offset.
+func (d *Device) nest(devAbs cu.DevicePtr, sz quant.Sizes, sec []byte) (float32, error) {
 	var mem devBuf
 	defer mem.free()
 	out, err := mem.alloc(sz.Blocks + 256 + sz.Nested)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	codes, nested := out, out+cu.DevicePtr((sz.Blocks+255)&^255)
 	st := d.streams[0]
-	if err := d.launch("nest_quantize", QuantGridPerSM, sz.NestedBlocks(), st,
-		uint64(devAbs), uint64(sz.Blocks), f32arg(offset), uint64(d.dynmap), uint64(codes), uint64(nested)); err != nil {
+	var offset float32
+	for _, err := range []error{
+		d.launchNest(devAbs, sz.Blocks, codes, nested, st),
+		cuErr("copy codes", cu.MemcpyDtoHAsync(unsafe.Pointer(&sec[0]), codes, sz.Blocks, st)),
+		cuErr("copy nested", cu.MemcpyDtoHAsync(unsafe.Pointer(&sec[sz.Blocks]), nested, sz.Nested, st)),
+		cuErr("copy offset", cu.MemcpyDtoHAsync(unsafe.Pointer(&offset), d.mean.result(), 4, st)),
+		cuErr("sync", st.Synchronize()),
+	} {
+		if err != nil {
+			return 0, err
+		}
+	}
+	return offset, nil
+}
+
+// launchNest double-quantizes the n absmax values at devAbs: mean_torch
+// leaves the offset on the device, where nest_quantize reads it.
+func (d *Device) launchNest(devAbs cu.DevicePtr, n int64, codes, nested cu.DevicePtr, st cu.Stream) error {
+	if err := d.launchMean(devAbs, n, st); err != nil {
 		return err
 	}
-	if err := cuErr("copy codes", cu.MemcpyDtoHAsync(unsafe.Pointer(&sec[0]), codes, sz.Blocks, st)); err != nil {
-		return err
-	}
-	if err := cuErr("copy nested", cu.MemcpyDtoHAsync(unsafe.Pointer(&sec[sz.Blocks]), nested, sz.Nested, st)); err != nil {
-		return err
-	}
-	return cuErr("sync", st.Synchronize())
+	return d.launch("nest_quantize", NestGridPerSM, (n+255)/256, st,
+		uint64(devAbs), uint64(n), uint64(d.mean.result()), uint64(d.nestTab), uint64(codes), uint64(nested))
 }
 
 type devBuf struct{ ptrs []cu.DevicePtr }

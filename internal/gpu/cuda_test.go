@@ -355,6 +355,58 @@ func TestGPUNonFinite(t *testing.T) {
 	}
 }
 
+// TestMeanTorchGPU: mean_torch gives quant.MeanF32's bits for counts on both
+// sides of every change of the reduction's shape, absmax-like and signed
+// values, run twice (the finished-CTA count must be back at 0).
+func TestMeanTorchGPU(t *testing.T) {
+	d := openGPU(t)
+	r := rand.New(rand.NewPCG(11, 12))
+	sizes := []int64{1, 2, 3, 5, 31, 32, 33, 100, 2047, 2048, 2049, 8191, 8192, 8193, 65537,
+		131071, 131072, 131073, 262145, 1 << 20, 1<<22 + 3, 128256 * 4096 / 64}
+	for _, n := range sizes {
+		for _, signed := range []bool{false, true} {
+			a := make([]float32, n)
+			for i := range a {
+				a[i] = float32(r.ExpFloat64() * 0.03)
+				if signed {
+					a[i] = float32(r.NormFloat64() * 1e3)
+				}
+			}
+			want := quant.MeanF32(a)
+			for rep := range 2 {
+				var got float32
+				err := d.do(func() error {
+					var mem devBuf
+					defer mem.free()
+					p, err := mem.alloc(4 * n)
+					if err != nil {
+						return err
+					}
+					st := d.streams[0]
+					for _, err := range []error{
+						cuErr("upload", cu.MemcpyHtoD(p, unsafe.Pointer(&a[0]), 4*n)),
+						d.launchMean(p, n, st),
+						cuErr("download", cu.MemcpyDtoHAsync(unsafe.Pointer(&got), d.mean.result(), 4, st)),
+						cuErr("sync", st.Synchronize()),
+					} {
+						if err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if math.Float32bits(got) != math.Float32bits(want) {
+					t.Errorf("n=%d signed=%v run %d: device mean %v (%#x), quant.MeanF32 %v (%#x), geometry %+v",
+						n, signed, rep, got, math.Float32bits(got), want, math.Float32bits(want), quant.MeanGeometryFor(n))
+				}
+			}
+		}
+	}
+}
+
 // TestBenchReport prints device figures for docs/BENCHMARKS.md when
 // NF4PIPE_GPU_BENCH=1 (a timing report, not an assertion): device-to-device
 // copy, the quantize kernel variants, nested quantization and dequantization
@@ -423,34 +475,73 @@ func TestBenchReport(t *testing.T) {
 		})
 		qbytes := 2*n + sz.Packed + sz.Blocks*4
 		var quantBW float64
-		for _, v := range []int{2, 4, 8} {
-			for _, g := range []int{4, 8, 16} {
-				name := fmt.Sprintf("quant_tile_bf16_nf4_b64_v%d", v)
-				tiles := n / int64(256*v)
+		variants := []struct {
+			suffix string
+			v      int
+		}{{"v2", 2}, {"v4", 4}, {"v8", 8}, {"v4_pf", 4}, {"v4_pipe", 4}, {"v2_pipe", 2}}
+		best := map[string]float64{}
+		for _, vr := range variants {
+			for _, g := range []int{4, 5, 8} {
+				name := "quant_tile_bf16_nf4_b64_" + vr.suffix
+				tiles := n / int64(256*vr.v)
 				bw := timeIt(fmt.Sprintf("quantize %s grid %d/SM", name, g), qbytes, func() error {
 					return d.launch(name, g, tiles, st, uint64(x), uint64(tiles), uint64(packed), uint64(absmax), uint64(bad))
 				})
-				if v == 4 && g == QuantGridPerSM {
+				if vr.suffix == "v4" && g == QuantGridPerSM {
 					quantBW = bw
 				}
+				best[vr.suffix] = max(best[vr.suffix], bw)
 			}
 		}
+		t.Logf("best of grids, %% of copy: v2 %.1f, v4 %.1f, v8 %.1f, v4_pf %.1f, v4_pipe %.1f, v2_pipe %.1f",
+			100*best["v2"]/copyBW, 100*best["v4"]/copyBW, 100*best["v8"]/copyBW, 100*best["v4_pf"]/copyBW, 100*best["v4_pipe"]/copyBW, 100*best["v2_pipe"]/copyBW)
 		am := make([]float32, sz.Blocks)
 		cu.MemcpyDtoH(unsafe.Pointer(&am[0]), absmax, sz.Blocks*4)
 		t0 := time.Now()
 		off := quant.MeanF32(am)
 		t.Logf("host offset (quant.MeanF32) of %d absmax: %v", sz.Blocks, time.Since(t0))
-		nestBW := timeIt("nested quantize kernel (absmax f32 -> u8 + nested)", sz.Blocks*4+sz.Blocks+sz.Nested, func() error {
-			return d.launch("nest_quantize", QuantGridPerSM, sz.NestedBlocks(), st,
-				uint64(absmax), uint64(sz.Blocks), f32arg(off), uint64(d.dynmap), uint64(codes), uint64(nested))
+		meanBW := timeIt("mean_torch of the absmax (device offset)", sz.Blocks*4, func() error {
+			return d.launchMean(absmax, sz.Blocks, st)
 		})
-		both := timeIt("quantize + nested kernels (in + payload + absmax r/w)", 2*n+sz.Total()+2*sz.Blocks*4, func() error {
+		var devOff float32
+		cu.MemcpyDtoH(unsafe.Pointer(&devOff), d.mean.result(), 4)
+		if devOff != off {
+			t.Errorf("device offset %v, host %v", devOff, off)
+		}
+		nestBW := timeIt(fmt.Sprintf("nested quantize kernel (absmax f32 -> u8 + nested), grid %d/SM", NestGridPerSM), sz.Blocks*4+sz.Blocks+sz.Nested, func() error {
+			return d.launch("nest_quantize", NestGridPerSM, sz.NestedBlocks(), st,
+				uint64(absmax), uint64(sz.Blocks), uint64(d.mean.result()), uint64(d.nestTab), uint64(codes), uint64(nested))
+		})
+		moved := 2*n + sz.Packed + sz.Blocks*4 + sz.Blocks*4 + sz.Blocks*4 + sz.Blocks + sz.Nested
+		both := timeIt("quantize + mean + nested (all bytes moved)", moved, func() error {
 			if err := d.launchQuantize(x, n, quant.BF16, p, packed, absmax, bad, st); err != nil {
 				return err
 			}
-			return d.launch("nest_quantize", QuantGridPerSM, sz.NestedBlocks(), st,
-				uint64(absmax), uint64(sz.Blocks), f32arg(off), uint64(d.dynmap), uint64(codes), uint64(nested))
+			return d.launchNest(absmax, sz.Blocks, codes, nested, st)
 		})
+		effective := both * float64(2*n+sz.Total()) / float64(moved)
+		for _, vr := range []string{"v4_pipe", "v2_pipe"} {
+			v := map[string]int{"v4_pipe": 4, "v2_pipe": 2}[vr]
+			tiles := n / int64(256*v)
+			bw := timeIt("quantize "+vr+" + mean + nested (all bytes moved)", moved, func() error {
+				if err := d.launch("quant_tile_bf16_nf4_b64_"+vr, QuantGridPerSM, tiles, st, uint64(x), uint64(tiles), uint64(packed), uint64(absmax), uint64(bad)); err != nil {
+					return err
+				}
+				return d.launchNest(absmax, sz.Blocks, codes, nested, st)
+			})
+			t.Logf("%s + mean + nested: %.1f%% of copy (all bytes), %.1f%% (input + final payload)", vr, 100*bw/copyBW, 100*bw*float64(2*n+sz.Total())/float64(moved)/copyBW)
+		}
+		// The same double quantization must come out as the CPU's.
+		gotCodes, gotNested := make([]byte, sz.Blocks), make([]byte, sz.Nested)
+		cu.MemcpyDtoH(unsafe.Pointer(&gotCodes[0]), codes, sz.Blocks)
+		cu.MemcpyDtoH(unsafe.Pointer(&gotNested[0]), nested, sz.Nested)
+		wantPayload, err := quant.Quantize(src, quant.BF16, p, quant.CPU(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(gotCodes, wantPayload.Absmax) || !bytes.Equal(gotNested, wantPayload.Nested) || wantPayload.NestedOffset != off {
+			t.Errorf("double quantization on the device differs from the CPU's")
+		}
 		var deqBW float64
 		defGrid := DequantGridPerSM
 		for _, v := range []int{2, 4, 8} {
@@ -465,8 +556,8 @@ func TestBenchReport(t *testing.T) {
 			}
 		}
 		DequantGridPerSM = defGrid
-		t.Logf("RESULT copy %.1f GB/s; quantize (v4, default grid) %.1f%% of copy; quantize+nested %.1f%%; nested alone %.1f GB/s; dequantize (v4, default grid) %.1f%%",
-			copyBW, 100*quantBW/copyBW, 100*both/copyBW, nestBW, 100*deqBW/copyBW)
+		t.Logf("RESULT copy %.1f GB/s; quantize (v4, default grid) %.1f%% of copy; quantize+mean+nested %.1f%% of copy counting all bytes moved, %.1f%% counting input and final payload only; mean %.1f GB/s, nested %.1f GB/s; dequantize (v4, default grid) %.1f%%",
+			copyBW, 100*quantBW/copyBW, 100*both/copyBW, 100*effective/copyBW, meanBW, nestBW, 100*deqBW/copyBW)
 		return nil
 	})
 	if err != nil {

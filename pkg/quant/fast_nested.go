@@ -168,3 +168,19 @@ func ftzBits(b uint32) uint32 {
 	zero := uint32(int32(b>>23&0xFF-1) >> 31) // all ones when the exponent is 0
 	return b &^ (zero & 0x7FFFFFFF)
 }
+
+// NestedCodeTable returns the table behind the double-quantization codes, for
+// kernels that look codes up the same way (kernels/nf4.cu, nested_code): entry
+// h holds, for the keys k with k>>16 == h (k the order-preserving key of the
+// float32 bits: b ^ (sign-fill(b) | 1<<31)), the low 16 bits of the one
+// threshold in the bucket (0xFFFF if none), the code of keys at or below it
+// in bits 16-23 and of keys above it in bits 24-31. Its codes equal the
+// reference search's for all 2^32 float32 values (TestExhaustiveNestedTable).
+// It is nil if the table could not be built; the caller then must not use it.
+func NestedCodeTable() []uint32 {
+	t := nestedTable()
+	if t == nil {
+		return nil
+	}
+	return t[:]
+}
