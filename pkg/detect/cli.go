@@ -98,7 +98,7 @@ func run(c *cli.Context, path string, pol arch.Policy, args []string) error {
 	if !c.Bool("quiet") {
 		m.Progress = nf4cli.NewProgress(c.App.ErrWriter, "detect", m.PayloadBytes())
 	}
-	err = m.Stream(out, stage)
+	err = m.Stream(out.Writer, stage) // the file itself: a pipe is spliced into
 	m.Progress.Done()
 	if err != nil {
 		return err

@@ -220,7 +220,7 @@ func (m *Model) Descriptor(i int) (*tensorstream.Tensor, error) {
 }
 
 // Stream writes the header (sections "source" and "model") and every tensor,
-// payloads read in chunks from the checkpoint, to w. stage is recorded in the
+// payloads read in chunks from the checkpoint (spliced when w is a pipe), to w. stage is recorded in the
 // header's stage list.
 func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 	h := &tensorstream.Header{}
@@ -250,9 +250,33 @@ func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 			continue
 		}
 		m.Progress.Tensor(d.Name)
-		if _, err := io.Copy(sw, m.Progress.Reader(m.ck.Section(m.infos[i]))); err != nil {
+		if err := m.writePayload(sw, i); err != nil {
 			return fmt.Errorf("%s: tensor %q: %w", m.infos[i].File, d.Name, err)
 		}
 	}
 	return sw.Close()
+}
+
+// payloadPiece is how much of a tensor's payload Stream hands the writer at a
+// time, so that progress moves within large tensors. A multiple of the chunk
+// size, so that every piece is whole chunks the writer may splice.
+const payloadPiece = 16 * tensorstream.DefaultChunkSize
+
+// writePayload writes tensor i's payload from its file: by WriteFrom, which
+// splices it from the page cache when the stream goes to a pipe.
+func (m *Model) writePayload(sw *tensorstream.Writer, i int) error {
+	src, off, n := m.ck.Section(m.infos[i]).Outer()
+	for n > 0 {
+		k := min(n, payloadPiece)
+		if err := sw.WriteFrom(src, off, k); err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				// The header was checked against the file's size at Open.
+				return fmt.Errorf("%w: the file shrank while being read: %v", safetensors.ErrTruncated, err)
+			}
+			return err
+		}
+		m.Progress.Add(k)
+		off, n = off+k, n-k
+	}
+	return nil
 }

@@ -374,3 +374,46 @@ func TestWeightsWithoutConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestFileCutWhileStreaming: a weights file truncated after Open (its header
+// still claims the data) fails Stream with one line naming the file and the
+// tensor, on a pipe (the payload spliced, on Linux) and into a buffer.
+func TestFileCutWhileStreaming(t *testing.T) {
+	for _, to := range []string{"buffer", "pipe"} {
+		t.Run(to, func(t *testing.T) {
+			dir := copyDir(t, fixtures.Shared(t, "models", "llama"))
+			m, err := Open(dir, arch.Policy{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			weights := filepath.Join(dir, "model.safetensors")
+			st, err := os.Stat(weights)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(weights, st.Size()/2); err != nil {
+				t.Fatal(err)
+			}
+			stage := tensorstream.Stage{Name: "detect", Version: Version}
+			if to == "buffer" {
+				err = m.Stream(io.Discard, stage)
+			} else {
+				pr, pw, perr := os.Pipe()
+				if perr != nil {
+					t.Fatal(perr)
+				}
+				go io.Copy(io.Discard, pr)
+				err = m.Stream(pw, stage)
+				pw.Close()
+			}
+			if !errors.Is(err, safetensors.ErrTruncated) {
+				t.Fatalf("err %v, want errors.Is safetensors.ErrTruncated", err)
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, weights+": tensor ") || strings.Contains(msg, "\n") {
+				t.Errorf("message %q: want one line starting with the file and the tensor", msg)
+			}
+		})
+	}
+}
