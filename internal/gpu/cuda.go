@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"unsafe"
 
+	_ "github.com/nf4pipe/nf4pipe/internal/gpu/cudainit"
 	"github.com/nf4pipe/nf4pipe/kernels"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"gorgonia.org/cu"
@@ -77,6 +78,9 @@ func (d *Device) loop(errc chan<- error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := d.init(); err != nil {
+		if d.ctx != (cu.CUContext{}) {
+			d.ctx.Destroy()
+		}
 		errc <- err
 		return
 	}
@@ -99,10 +103,10 @@ func (d *Device) init() error {
 		return fmt.Errorf("%w: device %d: %v", ErrCUDA, d.ordinal, err)
 	}
 	if d.ctx, err = d.dev.MakeContext(cu.SchedAuto); err != nil {
-		return fmt.Errorf("%w: context on cuda:%d: %v", ErrCUDA, d.ordinal, err)
+		return cuErr(fmt.Sprintf("context on cuda:%d", d.ordinal), err)
 	}
 	if d.mod, err = cu.LoadData(kernels.NF4PTX); err != nil {
-		return fmt.Errorf("%w: loading kernels on cuda:%d: %v", ErrCUDA, d.ordinal, err)
+		return cuErr(fmt.Sprintf("loading kernels on cuda:%d", d.ordinal), err)
 	}
 	if d.sms, err = d.dev.Attribute(cu.MultiprocessorCount); err != nil {
 		return fmt.Errorf("%w: multiprocessor count: %v", ErrCUDA, err)
