@@ -55,6 +55,7 @@ type Reader struct {
 	tensors int64
 	bytes   int64
 	body    []byte // record scratch, reused
+	shift   crcShifter
 }
 
 // NewReader returns a reader with DefaultLimits.
@@ -280,7 +281,7 @@ func (r *Reader) endChunk() error {
 	if r.chunkCRC != r.chunkWant {
 		return r.fail(r.cur.Name, r.chunkOff, fmt.Errorf("%w: chunk has CRC-32C %08x, frame says %08x", ErrChecksum, r.chunkCRC, r.chunkWant))
 	}
-	r.payloadCRC = crcCombine(r.payloadCRC, r.chunkCRC, r.chunkLen)
+	r.payloadCRC = r.shift.combine(r.payloadCRC, r.chunkCRC, r.chunkLen)
 	if r.tensorLeft == 0 {
 		return r.readTrailer()
 	}
@@ -309,6 +310,163 @@ func (r *Reader) nextChunk(buf []byte) ([]byte, uint32, error) {
 		return nil, 0, err
 	}
 	return p, r.chunkWant, nil
+}
+
+// A Piece is payload bytes that ReadPiece read without checksumming them,
+// with the CRC-32C their chunk frames declared, so that Verify can check them
+// on another goroutine while the reader goes on reading.
+type Piece struct {
+	Data   []byte // the payload bytes read, a prefix of the buffer given
+	tensor string
+	chunks []pieceChunk // whole chunk frames in Data, in order, not yet verified
+}
+
+type pieceChunk struct {
+	at   int    // where the chunk starts in Data
+	n    int    // its length
+	off  int64  // stream offset of its frame
+	want uint32 // the CRC-32C its frame declared
+}
+
+// Verify checks the bytes of p against the CRC-32C their chunk frames
+// declared; it may run on any goroutine. The error, an *Error wrapping
+// ErrChecksum, names the tensor and the chunk frame's offset, as Read's does.
+func (p *Piece) Verify() error {
+	for _, c := range p.chunks {
+		if got := crc32.Checksum(p.Data[c.at:c.at+c.n], castagnoli); got != c.want {
+			return &Error{Tensor: p.tensor, Offset: c.off, Err: fmt.Errorf("%w: chunk has CRC-32C %08x, frame says %08x", ErrChecksum, got, c.want)}
+		}
+	}
+	return nil
+}
+
+// ReadPiece reads payload bytes of the current tensor into buf, whole chunk
+// frames while they fit, and leaves their checksums to the returned Piece's
+// Verify, so that a reading goroutine only moves bytes. The payload's trailer
+// is checked here as by Read, against the CRCs the chunk frames declared;
+// only Verify tells whether the bytes match those. A chunk frame larger than
+// buf is read in parts of len(buf) and checksummed here, as Read does (Verify
+// then has nothing left to check for it). ReadPiece returns io.EOF once the
+// payload and its trailer have been read. It may be mixed with Read.
+func (r *Reader) ReadPiece(buf []byte) (Piece, error) {
+	if r.err != nil {
+		return Piece{}, r.err
+	}
+	if r.cur == nil || r.payloadEOF {
+		return Piece{}, io.EOF
+	}
+	p := Piece{tensor: r.cur.Name}
+	if len(buf) == 0 {
+		return p, nil
+	}
+	if r.chunkLeft != 0 { // inside a chunk that Read began
+		n, err := io.ReadFull(r, buf[:min(int64(len(buf)), r.chunkLeft)])
+		p.Data = buf[:n]
+		return p, err
+	}
+	n := 0
+	for !r.payloadEOF && n < len(buf) {
+		if n > 0 {
+			hdr, err := r.br.Peek(frameHeaderLen)
+			if err != nil || hdr[0] != frameChunk || int64(binary.LittleEndian.Uint32(hdr[1:5])) > int64(len(buf)-n) {
+				break // the next chunk does not fit, or is bad: it starts the next piece
+			}
+		}
+		if err := r.beginChunk(); err != nil {
+			p.Data = buf[:n]
+			return p, err
+		}
+		if r.chunkLen > int64(len(buf)) { // n == 0 here: read the part that fits, checksummed
+			k, err := io.ReadFull(r, buf)
+			p.Data = buf[:k]
+			return p, err
+		}
+		b := buf[n : n+int(r.chunkLen)]
+		if err := r.readFull(b); err != nil {
+			p.Data = buf[:n]
+			return p, r.fail(r.cur.Name, r.off, err)
+		}
+		p.chunks = append(p.chunks, pieceChunk{at: n, n: len(b), off: r.chunkOff, want: r.chunkWant})
+		n += len(b)
+		r.chunkLeft = 0
+		r.tensorLeft -= r.chunkLen
+		r.bytes += r.chunkLen
+		r.payloadCRC = r.shift.combine(r.payloadCRC, r.chunkWant, r.chunkLen)
+		if r.tensorLeft == 0 {
+			if err := r.readTrailer(); err != nil {
+				p.Data = buf[:n]
+				return p, err
+			}
+		}
+	}
+	p.Data = buf[:n]
+	return p, nil
+}
+
+// crcShifter is crcCombine with the operator for the last two chunk lengths
+// kept: a stream's chunks are mostly of one length, and building the operator
+// costs tens of microseconds where applying it costs tens of nanoseconds.
+type crcShifter struct {
+	n  [2]int64
+	op [2][32]uint32
+}
+
+func (s *crcShifter) combine(crcA, crcB uint32, lenB int64) uint32 {
+	if lenB <= 0 {
+		return crcA
+	}
+	i := 0
+	switch lenB {
+	case s.n[0]:
+	case s.n[1]:
+		i = 1
+	default:
+		s.n[1], s.op[1] = s.n[0], s.op[0]
+		s.n[0], s.op[0] = lenB, zerosOperator(lenB)
+	}
+	return gf2Times(&s.op[i], crcA) ^ crcB
+}
+
+// zerosOperator returns the GF(2) matrix that appends n zero bytes to a
+// CRC-32C, built by the same chain of squarings as crcCombine: its column i
+// is crcCombine(1<<i, 0, n).
+func zerosOperator(n int64) [32]uint32 {
+	var op, even, odd [32]uint32
+	for i := range op {
+		op[i] = 1 << i
+	}
+	apply := func(m *[32]uint32) {
+		for i := range op {
+			op[i] = gf2Times(m, op[i])
+		}
+	}
+	odd[0] = crc32.Castagnoli
+	row := uint32(1)
+	for i := 1; i < 32; i++ {
+		odd[i] = row
+		row <<= 1
+	}
+	gf2Square(&even, &odd)
+	gf2Square(&odd, &even)
+	for {
+		gf2Square(&even, &odd)
+		if n&1 != 0 {
+			apply(&even)
+		}
+		n >>= 1
+		if n == 0 {
+			break
+		}
+		gf2Square(&odd, &even)
+		if n&1 != 0 {
+			apply(&odd)
+		}
+		n >>= 1
+		if n == 0 {
+			break
+		}
+	}
+	return op
 }
 
 func (r *Reader) readTrailer() error {
