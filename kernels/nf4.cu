@@ -170,22 +170,10 @@ __device__ __forceinline__ uint32_t code4(const Tab &tab, float y) {
 template <int DT> struct Raw { uint4 q; };
 template <> struct Raw<DT_F32> { float4 a, b; };
 
-// ld_pf is a 16-byte load through the non-coherent path, not kept in L1, with
-// the 128-byte prefetch-size hint (the 256-byte hint needs sm_80 PTX).
-__device__ __forceinline__ uint4 ld_pf(const void *p) {
-    uint4 q;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(q.x), "=r"(q.y), "=r"(q.z), "=r"(q.w)
-                 : "l"(p));
-    return q;
-}
-
-template <int DT, bool PF = false>
+template <int DT>
 __device__ __forceinline__ Raw<DT> load_raw(const void *base, u64 i) {
     Raw<DT> r;
-    if constexpr (PF && DT != DT_F32) {
-        r.q = ld_pf(static_cast<const unsigned short *>(base) + i);
-    } else if constexpr (DT == DT_F32) {
+    if constexpr (DT == DT_F32) {
         const float4 *p = reinterpret_cast<const float4 *>(static_cast<const float *>(base) + i);
         r.a = __ldcs(p);
         r.b = __ldcs(p + 1);
@@ -260,7 +248,7 @@ __device__ __forceinline__ uint32_t codes8(const Tab &tab, const float v[8], flo
 // (the host then finds it on the CPU); the codes are still bitsandbytes'.
 // ---------------------------------------------------------------------------
 
-template <int DT, int QT, int LOG2G, int V, bool PF = false, bool PIPE = false>
+template <int DT, int QT, int LOG2G, int V>
 __device__ __forceinline__ void quant_tile(const void *__restrict__ x, u64 ntiles, uint8_t *__restrict__ packed,
                                            float *__restrict__ absmax, int *__restrict__ bad) {
     __shared__ uint2 tab_s[TAB_COPIES][33];
@@ -270,27 +258,11 @@ __device__ __forceinline__ void quant_tile(const void *__restrict__ x, u64 ntile
     const int lane = threadIdx.x & 31;
     const u64 nwarps = ((u64)gridDim.x * blockDim.x) >> 5;
     bool nf = false;
-    u64 tile = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    // With PIPE, the next tile's loads are issued before this tile's work.
-    Raw<DT> next[V];
-    if (PIPE && tile < ntiles) {
-#pragma unroll
-        for (int v = 0; v < V; v++) next[v] = load_raw<DT, PF>(x, tile * (256 * V) + 8 * lane + 256 * v);
-    }
-    for (; tile < ntiles; tile += nwarps) {
+    for (u64 tile = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; tile < ntiles; tile += nwarps) {
         const u64 e0 = tile * (256 * V) + 8 * lane;
         Raw<DT> r[V];
-        if (PIPE) {
 #pragma unroll
-            for (int v = 0; v < V; v++) r[v] = next[v];
-            if (tile + nwarps < ntiles) {
-#pragma unroll
-                for (int v = 0; v < V; v++) next[v] = load_raw<DT, PF>(x, e0 + nwarps * (256 * V) + 256 * v);
-            }
-        } else {
-#pragma unroll
-            for (int v = 0; v < V; v++) r[v] = load_raw<DT, PF>(x, e0 + 256 * v);
-        }
+        for (int v = 0; v < V; v++) r[v] = load_raw<DT>(x, e0 + 256 * v);
 #pragma unroll
         for (int v = 0; v < V; v++) {
             float f[8];
@@ -341,24 +313,6 @@ QUANT_TILES(f32, fp4, DT_F32, QT_FP4, 2)
 // Other vector counts of the default case, for the benchmark.
 QUANT_TILE(bf16, nf4, DT_BF16, QT_NF4, 64, 3, 2)
 QUANT_TILE(bf16, nf4, DT_BF16, QT_NF4, 64, 3, 8)
-// The default case with ld_pf loads, for the benchmark.
-extern "C" __global__ void __launch_bounds__(256) quant_tile_bf16_nf4_b64_v4_pf(
-    const void *__restrict__ x, u64 ntiles, uint8_t *__restrict__ packed, float *__restrict__ absmax,
-    int *__restrict__ bad) {
-    quant_tile<DT_BF16, QT_NF4, 3, 4, true>(x, ntiles, packed, absmax, bad);
-}
-// The default case software-pipelined (next tile loaded during this one), for the benchmark.
-extern "C" __global__ void __launch_bounds__(256) quant_tile_bf16_nf4_b64_v4_pipe(
-    const void *__restrict__ x, u64 ntiles, uint8_t *__restrict__ packed, float *__restrict__ absmax,
-    int *__restrict__ bad) {
-    quant_tile<DT_BF16, QT_NF4, 3, 4, false, true>(x, ntiles, packed, absmax, bad);
-}
-extern "C" __global__ void __launch_bounds__(256) quant_tile_bf16_nf4_b64_v2_pipe(
-    const void *__restrict__ x, u64 ntiles, uint8_t *__restrict__ packed, float *__restrict__ absmax,
-    int *__restrict__ bad) {
-    quant_tile<DT_BF16, QT_NF4, 3, 2, false, true>(x, ntiles, packed, absmax, bad);
-}
-
 // ---------------------------------------------------------------------------
 // quant_warp: blocks blk0, blk0+1, ... of any size, one warp per block in a
 // grid-stride loop; each lane takes groups of 8. The tensor's short last block
@@ -451,28 +405,26 @@ __device__ __forceinline__ float block_sum(float *v, int lanes, int warps) {
     return x;
 }
 
-extern "C" __global__ void __launch_bounds__(512) mean_torch(
-    const float *__restrict__ a, u64 n, int lanes, int warps, float factor,
-    float *partials, unsigned int *count, float *out) {
-    __shared__ float v[512];
-    __shared__ bool last;
-    const int t = threadIdx.x, threads = lanes * warps;
-    const u64 step = (u64)threads * gridDim.x;
+// thread_sum is thread t's sum in CTA c of torch's reduction of n values by
+// ctas CTAs of threads threads: four running sums of the values c*threads + t
+// + j*step (value j to sum j mod 4), added in order, then combined.
+__device__ __forceinline__ float thread_sum(const float *__restrict__ a, u64 n, u64 c, int t, int threads, u64 step) {
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    u64 idx = (u64)blockIdx.x * threads + t;
+    u64 idx = c * threads + t;
     // torch's loop takes 4 values a round while idx + 3 step < n; here up to
-    // 4 rounds' loads are in flight before their adds, which stay in order.
+    // ROUNDS rounds' loads are in flight before their adds, which stay in order.
+    constexpr int ROUNDS = 2;
     while (idx + 3 * step < n) {
-        float x[4][4];
-        bool ok[4];
+        float x[ROUNDS][4];
+        bool ok[ROUNDS];
 #pragma unroll
-        for (int r = 0; r < 4; r++) {
+        for (int r = 0; r < ROUNDS; r++) {
             ok[r] = idx + (4 * r + 3) * step < n;
 #pragma unroll
             for (int k = 0; k < 4; k++) x[r][k] = ok[r] ? __ldg(a + idx + (4 * r + k) * step) : 0.0f;
         }
 #pragma unroll
-        for (int r = 0; r < 4; r++) {
+        for (int r = 0; r < ROUNDS; r++) {
             if (!ok[r]) break;
 #pragma unroll
             for (int k = 0; k < 4; k++) acc[k] = add_rn(acc[k], x[r][k]);
@@ -482,7 +434,28 @@ extern "C" __global__ void __launch_bounds__(512) mean_torch(
 #pragma unroll
     for (int k = 0; k < 4; k++, idx += step)
         if (idx < n) acc[k] = add_rn(acc[k], __ldg(a + idx));
-    v[t] = add_rn(add_rn(add_rn(acc[0], acc[1]), acc[2]), acc[3]);
+    return add_rn(add_rn(add_rn(acc[0], acc[1]), acc[2]), acc[3]);
+}
+
+// final_sum adds the ctas partial sums as torch's last step does (thread t
+// takes partials t, t + threads, ...), then the block tree. v is shared.
+__device__ __forceinline__ float final_sum(float *v, const float *partials, int ctas, int lanes, int warps) {
+    const int t = threadIdx.x, threads = lanes * warps;
+    float p = 0.0f;
+    if (t < threads)
+        for (int i = t; i < ctas; i += threads) p = add_rn(p, __ldcg(partials + i));
+    __syncthreads();  // v's earlier use is over
+    if (t < threads) v[t] = p;
+    return block_sum(v, lanes, warps);
+}
+
+extern "C" __global__ void __launch_bounds__(512) mean_torch(
+    const float *__restrict__ a, u64 n, int lanes, int warps, float factor,
+    float *partials, unsigned int *count, float *out) {
+    __shared__ float v[512];
+    __shared__ bool last;
+    const int t = threadIdx.x, threads = lanes * warps;
+    v[t] = thread_sum(a, n, blockIdx.x, t, threads, (u64)threads * gridDim.x);
     const float s = block_sum(v, lanes, warps);
     if (gridDim.x == 1) {
         if (t == 0) *out = mul_rn(s, factor);
@@ -495,11 +468,7 @@ extern "C" __global__ void __launch_bounds__(512) mean_torch(
     }
     __syncthreads();
     if (!last) return;
-    float p = 0.0f;
-    for (u64 i = t; i < gridDim.x; i += threads) p = add_rn(p, __ldcg(partials + i));
-    __syncthreads();  // every thread has read v's last use in block_sum
-    v[t] = p;
-    const float sum = block_sum(v, lanes, warps);
+    const float sum = final_sum(v, partials, gridDim.x, lanes, warps);
     if (t == 0) {
         *out = mul_rn(sum, factor);
         *count = 0;
@@ -524,13 +493,12 @@ __device__ __forceinline__ uint8_t nested_code(const uint32_t *__restrict__ tab,
     return (uint8_t)(e >> (16 + 8 * above));
 }
 
-extern "C" __global__ void __launch_bounds__(256) nest_quantize(
-    const float *__restrict__ absmax, u64 n, const float *__restrict__ offsetp, const uint32_t *__restrict__ tab,
-    uint8_t *__restrict__ codes, float *__restrict__ nested) {
-    const float offset = *offsetp;
+// nest_blocks double-quantizes the nested blocks warp, warp + nwarps, ...
+__device__ __forceinline__ void nest_blocks(const float *__restrict__ absmax, u64 n, float offset,
+                                            const uint32_t *__restrict__ tab, uint8_t *__restrict__ codes,
+                                            float *__restrict__ nested, u64 warp, u64 nwarps) {
     const int lane = threadIdx.x & 31;
-    const u64 nwarps = ((u64)gridDim.x * blockDim.x) >> 5;
-    for (u64 warp = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; warp * 256 < n; warp += nwarps) {
+    for (; warp * 256 < n; warp += nwarps) {
         const u64 start = warp * 256;
         float a[8];
         float mx = start + 256 > n ? 0.0f : -FLT_MAX_;
@@ -571,6 +539,13 @@ extern "C" __global__ void __launch_bounds__(256) nest_quantize(
         }
         if (lane == 0) nested[warp] = mx;
     }
+}
+
+extern "C" __global__ void __launch_bounds__(256) nest_quantize(
+    const float *__restrict__ absmax, u64 n, const float *__restrict__ offsetp, const uint32_t *__restrict__ tab,
+    uint8_t *__restrict__ codes, float *__restrict__ nested) {
+    nest_blocks(absmax, n, *offsetp, tab, codes, nested, ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5,
+                ((u64)gridDim.x * blockDim.x) >> 5);
 }
 
 // ---------------------------------------------------------------------------

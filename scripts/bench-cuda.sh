@@ -15,7 +15,8 @@ pack)
 	CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o bin/dev/cpu/synth ./internal/synth/cmd
 	CGO_ENABLED=1 go build -tags cuda -trimpath -ldflags '-s -w' -o bin/dev/cuda/ ./cmd/quantize ./cmd/place
 	CGO_ENABLED=1 go test -c -tags cuda -o bin/dev/gpu.test ./internal/gpu
-	tar -C bin/dev -cJf bin/dev.tar.xz cpu cuda gpu.test && rm -rf bin/dev
+	CGO_ENABLED=1 go test -c -tags cuda -o bin/dev/quantize.test ./pkg/quantize
+	tar -C bin/dev -cJf bin/dev.tar.xz cpu cuda gpu.test quantize.test && rm -rf bin/dev
 	ls -la bin/dev.tar.xz
 	exit 0 ;;
 run) ;;
@@ -30,8 +31,9 @@ cp bin/gpu/testdata/bnb/*.safetensors ../shared/testdata/bnb/
 	date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; nproc
 } 2>&1 | tee "$OUT/machine.txt"
 (cd internal/gpu && $T/gpu.test -test.v -test.count=1 \
-	-test.run 'TestGoldenGPU|TestThresholdSweep|TestGPUMatchesCPU|TestGPUNonFinite|TestMeanF32Golden|TestSpread' 2>&1) > "$OUT/tests.txt"
-grep -E '^(--- |FAIL|ok|PASS)' "$OUT/tests.txt" | head -20
+	-test.run 'TestGoldenGPU|TestThresholdSweep|TestGPUMatchesCPU|TestGPUNonFinite|TestMeanF32Golden|TestMeanTorchGPU|TestNestPathsMatchCPU|TestSpread|TestOutOfMemory' 2>&1) > "$OUT/tests.txt"
+(cd pkg/quantize && $T/quantize.test -test.v -test.count=1 -test.run 'TestCUDA' 2>&1) >> "$OUT/tests.txt"
+grep -E '^(--- |FAIL|ok|PASS)' "$OUT/tests.txt" | head -30
 grep -E 'differ|offset' "$OUT/tests.txt" | head -8
 (cd internal/gpu && NF4PIPE_GPU_BENCH=1 $T/gpu.test -test.v -test.count=1 -test.run TestBenchReport 2>&1) > "$OUT/bench.txt"
 grep -E 'copy|RESULT|v4 grid 8|host' "$OUT/bench.txt"

@@ -167,8 +167,10 @@ func (m *meanScratch) alloc(ctas int) error {
 	return nil
 }
 
+// After the partial sums: the count of finished CTAs, two unused words and
+// the offset.
 func (m *meanScratch) count() cu.DevicePtr  { return m.ptr + cu.DevicePtr(4*m.ctas) }
-func (m *meanScratch) result() cu.DevicePtr { return m.ptr + cu.DevicePtr(4*m.ctas+4) }
+func (m *meanScratch) result() cu.DevicePtr { return m.ptr + cu.DevicePtr(4*m.ctas+12) }
 
 // launchMean writes quant.MeanF32 of the n float32 values at a to the
 // scratch's result, computed on the device in the same order.
@@ -282,7 +284,7 @@ func tileVectors(dt quant.DType) int {
 }
 
 func kernelNames() []string {
-	names := []string{"mean_torch", "nest_quantize", "quant_tile_bf16_nf4_b64_v2", "quant_tile_bf16_nf4_b64_v8", "quant_tile_bf16_nf4_b64_v4_pf", "quant_tile_bf16_nf4_b64_v4_pipe", "quant_tile_bf16_nf4_b64_v2_pipe"}
+	names := []string{"mean_torch", "nest_quantize", "quant_tile_bf16_nf4_b64_v2", "quant_tile_bf16_nf4_b64_v8"}
 	for _, k := range []string{"f32_v2", "f16_v4", "bf16_v4", "bf16_v2", "bf16_v8"} {
 		names = append(names, "dequant_"+k+"_f32", "dequant_"+k+"_dq")
 	}
@@ -669,7 +671,9 @@ func (d *Device) nest(devAbs cu.DevicePtr, sz quant.Sizes, sec []byte) (float32,
 }
 
 // launchNest double-quantizes the n absmax values at devAbs: mean_torch
-// leaves the offset on the device, where nest_quantize reads it.
+// leaves the offset in the mean scratch's result, where nest_quantize reads
+// it. (One cooperative launch doing both, with a grid barrier between, was
+// measured on an H200 at 29 us against 28 us for the two launches.)
 func (d *Device) launchNest(devAbs cu.DevicePtr, n int64, codes, nested cu.DevicePtr, st cu.Stream) error {
 	if err := d.launchMean(devAbs, n, st); err != nil {
 		return err
