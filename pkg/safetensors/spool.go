@@ -1,9 +1,12 @@
 package safetensors
 
 import (
+	"errors"
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
+	"syscall"
 )
 
 // Spool buffers: a writer fills one while its goroutine writes the others, so
@@ -21,6 +24,9 @@ const minPunch = 1 << 20
 
 var spoolBufPool = sync.Pool{New: func() any { b := make([]byte, 0, spoolBufSize); return &b }}
 
+// preallocStep is how far the final file's preallocation moves at a time.
+const preallocStep = 16 << 20
+
 // spoolWriter appends to a file from a goroutine of its own.
 type spoolWriter struct {
 	f    *os.File
@@ -31,6 +37,76 @@ type spoolWriter struct {
 	over bool // finish has run
 	mu   sync.Mutex
 	err  error // the goroutine's first write error
+	pre  *preallocator
+}
+
+// preallocator keeps a file allocated as far as the spool is written, from a
+// goroutine of its own, so that the assembly copies into blocks (on tmpfs,
+// pages) that exist already: allocating them is as much work as copying into
+// them, and while the stream arrives it is done on a core that would wait.
+// It allocates no more than the spool holds, which is less than the final
+// file, so the file never needs truncating.
+type preallocator struct {
+	f       *os.File
+	target  atomic.Int64  // bytes written to the spool
+	wake    chan struct{} // buffered 1: target moved
+	stopped chan struct{} // closed when the goroutine has returned
+	alloc   int64         // allocated; the goroutine's until stopped is closed
+	off     bool          // stop has run
+}
+
+func newPreallocator(f *os.File) *preallocator {
+	p := &preallocator{f: f, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
+	go p.loop()
+	return p
+}
+
+func (p *preallocator) loop() {
+	defer close(p.stopped)
+	for range p.wake {
+		want := p.target.Load() / preallocStep * preallocStep
+		if want <= p.alloc {
+			continue
+		}
+		if preallocate(p.f, p.alloc, want-p.alloc) != nil {
+			// Unsupported, or no space: the copy allocates as it goes.
+			for range p.wake {
+			}
+			return
+		}
+		p.alloc = want
+	}
+}
+
+// grow tells the goroutine that the spool now holds n bytes.
+func (p *preallocator) grow(n int64) {
+	p.target.Store(n)
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// stop ends the goroutine and returns what it allocated. Safe to call more
+// than once.
+func (p *preallocator) stop() int64 {
+	if !p.off {
+		p.off = true
+		close(p.wake)
+	}
+	<-p.stopped
+	return p.alloc
+}
+
+// release stops the goroutine and frees what it allocated, for the spool to
+// use when the file system is full. It reports whether there was any.
+func (p *preallocator) release() bool {
+	if p.stop() == 0 {
+		return false
+	}
+	p.f.Truncate(0)
+	p.alloc = 0
+	return true
 }
 
 func newSpoolWriter(f *os.File) *spoolWriter {
@@ -42,14 +118,34 @@ func newSpoolWriter(f *os.File) *spoolWriter {
 	return s
 }
 
+// preallocate makes the goroutine keep out allocated as far as the spool is
+// written (see preallocator). Call it before the first ReadFrom.
+func (s *spoolWriter) preallocate(out *os.File) { s.pre = newPreallocator(out) }
+
 func (s *spoolWriter) loop(full <-chan *[]byte) {
 	defer close(s.done)
+	var written int64
 	for b := range full {
 		if s.failed() == nil {
-			if _, err := s.f.Write(*b); err != nil {
+			n, err := s.f.Write(*b)
+			if err != nil && errors.Is(err, syscall.ENOSPC) && s.pre != nil {
+				// The preallocation may have taken the space: give it back and
+				// go on without.
+				freed := s.pre.release()
+				s.pre = nil
+				if freed {
+					var m int
+					m, err = s.f.Write((*b)[n:])
+					n += m
+				}
+			}
+			if err != nil {
 				s.mu.Lock()
 				s.err = err
 				s.mu.Unlock()
+			}
+			if written += int64(n); s.pre != nil {
+				s.pre.grow(written)
 			}
 		}
 		*b = (*b)[:0]
@@ -104,6 +200,9 @@ func (s *spoolWriter) finish() error {
 	}
 	close(s.full)
 	<-s.done
+	if s.pre != nil {
+		s.pre.stop()
+	}
 	if s.buf != nil {
 		spoolBufPool.Put(s.buf)
 		s.buf = nil

@@ -85,3 +85,55 @@ func TestWriterSpoolWriteError(t *testing.T) {
 	hidden, _ := filepath.Glob(filepath.Join(dir, ".*"))
 	require.Empty(t, append(left, hidden...), "files left behind")
 }
+
+// While payloads are spooled, the final file is allocated as far as the spool
+// is written, in whole steps, never beyond; Close still writes exactly the
+// file Serialize makes.
+func TestWriterPreallocatesFinalFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "m.safetensors")
+	w, err := NewWriter(p, map[string]string{"format": "pt"})
+	require.NoError(t, err)
+	n := int64(2*preallocStep + preallocStep/2)
+	data := make([]byte, n)
+	rand.NewChaCha8([32]byte{2}).Read(data)
+	require.NoError(t, w.Add("w", U8, []int64{n}, bytes.NewReader(data)))
+	require.NoError(t, w.Add("b", BF16, []int64{3}, bytes.NewReader([]byte{1, 2, 3, 4, 5, 6})))
+	require.NoError(t, w.spw.finish()) // what Close does first; stops the preallocation
+	st, err := w.out.Stat()
+	require.NoError(t, err)
+	if st.Size() == 0 {
+		t.Skip("the file system of the test's temporary directory does not fallocate")
+	}
+	require.EqualValues(t, 2*preallocStep, st.Size(), "allocated as far as the spool in whole steps")
+	require.NoError(t, w.Close())
+	got, err := os.ReadFile(p)
+	require.NoError(t, err)
+	want, err := Serialize([]Tensor{{"w", U8, []int64{n}, data}, {"b", BF16, []int64{3}, []byte{1, 2, 3, 4, 5, 6}}}, map[string]string{"format": "pt"})
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(want, got), "assembled file differs from Serialize")
+	left, _ := filepath.Glob(filepath.Join(dir, ".*"))
+	require.Empty(t, left, "temporary files left behind")
+}
+
+// release gives the preallocated space back (for a spool out of space) and
+// says whether there was any; stop and release may be called again.
+func TestPreallocatorRelease(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	require.NoError(t, err)
+	defer f.Close()
+	p := newPreallocator(f)
+	p.grow(preallocStep - 1)
+	p.grow(3*preallocStep + 5)
+	alloc := p.stop()
+	if alloc == 0 {
+		t.Skip("the file system of the test's temporary directory does not fallocate")
+	}
+	require.EqualValues(t, 3*preallocStep, alloc)
+	require.EqualValues(t, alloc, p.stop())
+	require.True(t, p.release())
+	st, err := f.Stat()
+	require.NoError(t, err)
+	require.Zero(t, st.Size())
+	require.False(t, p.release(), "nothing left to give back")
+}

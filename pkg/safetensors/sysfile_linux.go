@@ -23,3 +23,10 @@ func punchHole(f *os.File, off, n int64) {
 		unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, start, end-start)
 	}
 }
+
+// preallocate allocates f's [off, off+n), extending its size to off+n if
+// needed (fallocate mode 0): on tmpfs the pages themselves, zeroed; on disk
+// file systems the blocks, as unwritten extents.
+func preallocate(f *os.File, off, n int64) error {
+	return unix.Fallocate(int(f.Fd()), 0, off, n)
+}

@@ -2,7 +2,10 @@
 
 package safetensors
 
-import "os"
+import (
+	"errors"
+	"os"
+)
 
 // startWriteback does nothing where sync_file_range is missing: fsync at
 // Close writes the whole file.
@@ -10,3 +13,6 @@ func startWriteback(f *os.File, off, n int64) {}
 
 // punchHole does nothing: the spool's space is freed when it is removed.
 func punchHole(f *os.File, off, n int64) {}
+
+// preallocate is not done: the copy allocates as it goes.
+func preallocate(f *os.File, off, n int64) error { return errors.ErrUnsupported }

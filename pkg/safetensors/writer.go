@@ -34,7 +34,11 @@ type TensorSpec struct {
 // spools payloads to a temporary file beside the target (written from a
 // goroutine of its own, through a few large buffers) and assembles the file at
 // Close (copy_file_range on Linux, with the finished part of the file sent to
-// the device while the rest is copied). Either way memory stays bounded: a
+// the device while the rest is copied). While payloads are spooled, the final
+// file is allocated (fallocate) as far as the spool is written, so that the
+// copy at Close finds its blocks, on tmpfs its pages, there already; it takes
+// the spool's size again in disk space before Close (given back if the spool
+// runs out of space). Either way memory stays bounded: a
 // spooling Writer holds spoolBufs × spoolBufSize bytes. Close or Abort must be
 // called, to remove the temporary files and stop the spooling goroutine.
 type Writer struct {
@@ -65,7 +69,15 @@ func NewWriter(path string, metadata map[string]string) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Writer{path: path, metadata: metadata, spool: spool, spw: newSpoolWriter(spool), byName: map[string]int{}}, nil
+	out, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		spool.Close()
+		os.Remove(spool.Name())
+		return nil, err
+	}
+	w := &Writer{path: path, metadata: metadata, out: out, spool: spool, spw: newSpoolWriter(spool), byName: map[string]int{}}
+	w.spw.preallocate(out)
+	return w, nil
 }
 
 // NewWriterFor starts a file at path holding exactly the tensors in specs;
@@ -310,11 +322,12 @@ func (w *Writer) assemble() error {
 	if err != nil {
 		return err
 	}
-	out, err := os.CreateTemp(filepath.Dir(w.path), "."+filepath.Base(w.path)+".tmp-*")
-	if err != nil {
+	// out was made by NewWriter and is allocated already as far as the
+	// spool was written (never beyond: it is smaller than the file).
+	out := w.out
+	if _, err := out.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	w.out = out
 	if err := writePreamble(out, header); err != nil {
 		return err
 	}
