@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"os"
 	"testing"
+	"time"
 
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
@@ -58,4 +60,47 @@ func BenchmarkStage(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkStageFile is the stage over a whole stream in a file, as detect
+// writes it (make one with `bin/detect -q MODEL > FILE`), to io.Discard:
+//
+//	NF4PIPE_STREAM=/tmp/tl.stream go test -run '^$' -bench StageFile -benchtime 5x ./pkg/quantize
+//
+// MB/s counts input stream bytes; the file should be in the page cache.
+// read-stall-ms is the time the reading waited for a free buffer (the work
+// was behind it), work-stall-ms the time the work waited for input (the
+// reading or checksumming was behind); bufs=N sets the input buffers.
+func BenchmarkStageFile(b *testing.B) {
+	name := os.Getenv("NF4PIPE_STREAM")
+	if name == "" {
+		b.Skip("NF4PIPE_STREAM names no stream file")
+	}
+	st, err := os.Stat(name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bufs := range []int{0, 4} {
+		b.Run(fmt.Sprintf("bufs=%d", bufs), func(b *testing.B) {
+			testInBufs = bufs
+			var readStall, workStall time.Duration
+			testPipelineDone = func(p *pipeline) { readStall += p.readStall; workStall += p.workStall }
+			defer func() { testInBufs, testPipelineDone = 0, nil }()
+			b.SetBytes(st.Size())
+			b.ReportAllocs()
+			for b.Loop() {
+				f, err := os.Open(name)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, err = Run(f, io.Discard, cpuOptions())
+				f.Close()
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(readStall.Milliseconds())/float64(b.N), "read-stall-ms/op")
+			b.ReportMetric(float64(workStall.Milliseconds())/float64(b.N), "work-stall-ms/op")
+		})
+	}
 }

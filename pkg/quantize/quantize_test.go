@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -595,7 +596,13 @@ func TestProgress(t *testing.T) {
 	var p bytes.Buffer
 	o := cpuOptions()
 	now := time.Unix(0, 0)
-	o.Progress = cli.NewProgressTo(&p, "quantize", 0, func() time.Time { now = now.Add(time.Second); return now })
+	var mu sync.Mutex // the clock is read by the reading goroutine and the work
+	o.Progress = cli.NewProgressTo(&p, "quantize", 0, func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(time.Second)
+		return now
+	})
 	o.ChunkSize = 64
 	mustRun(t, in, o)
 	// A second passes at every clock read, so every count redraws; the totals

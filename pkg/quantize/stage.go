@@ -66,7 +66,7 @@ func Run(in io.Reader, out io.Writer, o Options) (*Summary, error) {
 	}
 	cin := &countingReader{r: in, prog: o.Progress}
 	cout := &countingWriter{w: out}
-	s := &stage{o: o, sum: sum, backends: backends, buf: make([]byte, chunk)}
+	s := &stage{o: o, sum: sum, backends: backends, chunk: chunk}
 	err := s.run(tensorstream.NewReader(cin), tensorstream.NewWriter(cout))
 	sum.BytesIn, sum.BytesOut = cin.n.Load(), cout.n
 	return sum, err
@@ -77,8 +77,7 @@ type stage struct {
 	sum      *Summary
 	backends []quant.Backend
 	next     int // round-robin position in backends
-	buf      []byte
-	bufs     [][]byte // buf and a second chunk for reading ahead
+	chunk    int // input bytes handed to the work at a time
 	castBuf  []byte
 }
 
@@ -101,26 +100,39 @@ func (s *stage) run(r *tensorstream.Reader, w *tensorstream.Writer) error {
 	if err := w.WriteHeader(h); err != nil {
 		return err
 	}
+	// Input buffers hold at least one writer's chunk, so that kept tensors
+	// keep their chunk frames (tensorstream.CopyPiece); the work takes them
+	// s.chunk bytes at a time.
+	pl := startPipeline(r, w, max(s.chunk, tensorstream.DefaultChunkSize))
+	err = pl.finish(s.work(pl))
+	if testPipelineDone != nil {
+		testPipelineDone(pl)
+	}
+	return err
+}
+
+// work takes the input in stream order until its end and queues the output.
+func (s *stage) work(p *pipeline) error {
 	for {
-		t, err := r.Next()
-		if err == io.EOF {
-			break
-		}
+		it, err := p.next()
 		if err != nil {
 			return err
 		}
+		if it.eof {
+			return p.put(wop{kind: opClose})
+		}
+		t := it.t
 		if t.NoData {
 			return fmt.Errorf("%w: tensor %q is a descriptor without data (the stream was made from a config.json alone): nothing to quantize; run detect on the model directory with its weights", ErrNoData, t.Name)
 		}
 		s.o.Progress.Tensor(t.Name)
-		if err := s.tensor(r, w, t); err != nil {
+		if err := s.tensor(p, t); err != nil {
 			return err
 		}
 	}
-	return w.Close()
 }
 
-func (s *stage) tensor(r *tensorstream.Reader, w *tensorstream.Writer, t *tensorstream.Tensor) error {
+func (s *stage) tensor(p *pipeline, t *tensorstream.Tensor) error {
 	q, reason, override := s.o.decide(t)
 	if q && !quantizable(t.DType) {
 		return refusal(t)
@@ -135,40 +147,95 @@ func (s *stage) tensor(r *tensorstream.Reader, w *tensorstream.Writer, t *tensor
 	}
 	switch {
 	case q:
-		return s.quantize(r, w, t)
+		return s.quantize(p, t)
 	case s.o.Cast != "" && t.Encoding == tensorstream.Raw && quantizable(t.DType) && t.DType != s.o.Cast:
-		return s.cast(r, w, t)
+		return s.cast(p, t)
 	}
-	s.sum.Kept++
-	return tensorstream.CopyTensor(w, r, t)
+	return s.keep(p, t)
 }
 
-// quantize streams t's payload through a quant.Encoder into w.
-func (s *stage) quantize(r *tensorstream.Reader, w *tensorstream.Writer, t *tensorstream.Tensor) error {
-	p := s.o.Params
+// each hands b to use s.chunk bytes at a time.
+func (s *stage) each(b []byte, use func([]byte) error) error {
+	for len(b) > 0 {
+		k := min(len(b), s.chunk)
+		if err := use(b[:k]); err != nil {
+			return err
+		}
+		b = b[k:]
+	}
+	return nil
+}
+
+// payload hands each verified piece of the current tensor's payload to use,
+// which gives its buffer back, and returns the quant state of its trailer.
+func payload(p *pipeline, use func(it *step) error) (*tensorstream.QuantState, error) {
+	for {
+		it, err := p.next()
+		if err != nil {
+			return nil, err
+		}
+		if it.end {
+			return it.quant, nil
+		}
+		if err := use(it); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// keep passes t through unchanged, its chunks forwarded with the checksums
+// they came with where they can be (tensorstream.CopyPiece).
+func (s *stage) keep(p *pipeline, t *tensorstream.Tensor) error {
+	if err := p.put(wop{kind: opTensor, t: t}); err != nil {
+		return err
+	}
+	q, err := payload(p, func(it *step) error {
+		return p.put(wop{kind: opPiece, piece: it.piece, data: it.buf, free: p.inFree})
+	})
+	if err != nil {
+		return err
+	}
+	end := wop{kind: opEnd}
+	if q != nil {
+		end.nested = &q.NestedOffset
+	}
+	if err := p.put(end); err != nil {
+		return err
+	}
+	s.sum.Kept++
+	return nil
+}
+
+// quantize streams t's payload through a quant.Encoder to the output.
+func (s *stage) quantize(p *pipeline, t *tensorstream.Tensor) error {
+	prm := s.o.Params
 	n := t.NumElements()
-	sizes := quant.SizesFor(n, p)
+	sizes := quant.SizesFor(n, prm)
 	qt := t.Clone()
 	qt.Encoding = tensorstream.BNB4
-	qt.Quant = &tensorstream.QuantState{Type: string(p.Type), BlockSize: p.BlockSize, DoubleQuant: p.DoubleQuant}
-	if p.DoubleQuant {
+	qt.Quant = &tensorstream.QuantState{Type: string(prm.Type), BlockSize: prm.BlockSize, DoubleQuant: prm.DoubleQuant}
+	if prm.DoubleQuant {
 		qt.Quant.NestedBlockSize = quant.NestedBlockSize
 	}
 	qt.Size = sizes.Total()
-	if err := w.WriteTensor(qt); err != nil {
+	if err := p.put(wop{kind: opTensor, t: qt}); err != nil {
 		return err
 	}
 	backend := s.backends[s.next%len(s.backends)]
 	s.next++
-	enc, err := quant.NewEncoder(w, quant.DType(t.DType), n, p, backend)
+	out := &outWriter{p: p}
+	enc, err := quant.NewEncoder(out, quant.DType(t.DType), n, prm, backend)
 	if err != nil {
 		return fmt.Errorf("tensor %q: %w", t.Name, err)
 	}
-	if err := s.feed(r, t.Size, func(b []byte) error {
-		if _, err := enc.Write(b); err != nil {
-			return fmt.Errorf("tensor %q: %w", t.Name, err)
-		}
-		return nil
+	if _, err := payload(p, func(it *step) error {
+		defer p.release(it)
+		return s.each(it.piece.Data, func(b []byte) error {
+			if _, err := enc.Write(b); err != nil {
+				return fmt.Errorf("tensor %q: %w", t.Name, err)
+			}
+			return nil
+		})
 	}); err != nil {
 		return err
 	}
@@ -176,8 +243,10 @@ func (s *stage) quantize(r *tensorstream.Reader, w *tensorstream.Writer, t *tens
 	if err != nil {
 		return fmt.Errorf("tensor %q: %w", t.Name, err)
 	}
-	qt.Quant.NestedOffset = res.NestedOffset
-	if err := w.EndTensor(); err != nil {
+	if err := out.flush(); err != nil {
+		return err
+	}
+	if err := p.put(wop{kind: opEnd, nested: &res.NestedOffset}); err != nil {
 		return err
 	}
 	s.sum.Quantized++
@@ -186,84 +255,59 @@ func (s *stage) quantize(r *tensorstream.Reader, w *tensorstream.Writer, t *tens
 	return nil
 }
 
-// cast converts t's raw payload to s.o.Cast chunk by chunk.
-func (s *stage) cast(r *tensorstream.Reader, w *tensorstream.Writer, t *tensorstream.Tensor) error {
+// cast converts t's raw payload to s.o.Cast piece by piece; an element cut
+// by a piece's end waits in carry for the rest of its bytes.
+func (s *stage) cast(p *pipeline, t *tensorstream.Tensor) error {
 	ct := t.Clone()
 	ct.DType = s.o.Cast
 	ct.Size = t.NumElements() * int64(s.o.Cast.Size())
-	if err := w.WriteTensor(ct); err != nil {
+	if err := p.put(wop{kind: opTensor, t: ct}); err != nil {
 		return err
 	}
-	es := int64(t.DType.Size())
-	in := s.buf[:int64(len(s.buf))/es*es]
-	if need := len(in) / int(es) * s.o.Cast.Size(); cap(s.castBuf) < need {
-		s.castBuf = make([]byte, need)
-	}
-	for left := t.Size; left > 0; {
-		k := min(int64(len(in)), left)
-		if _, err := io.ReadFull(r, in[:k]); err != nil {
-			return err
+	es := t.DType.Size()
+	out := &outWriter{p: p}
+	var carry []byte
+	convert := func(b []byte) error {
+		if need := len(b) / es * s.o.Cast.Size(); cap(s.castBuf) < need {
+			s.castBuf = make([]byte, need)
 		}
-		if _, err := w.Write(Cast(s.castBuf, in[:k], t.DType, s.o.Cast)); err != nil {
-			return err
-		}
-		left -= k
+		_, err := out.Write(Cast(s.castBuf, b, t.DType, s.o.Cast))
+		return err
 	}
-	// Reading the last byte verified the trailer; an empty payload has none to read.
-	if err := w.EndTensor(); err != nil {
+	if _, err := payload(p, func(it *step) error {
+		defer p.release(it)
+		return s.each(it.piece.Data, func(b []byte) error {
+			if len(carry) > 0 {
+				k := min(es-len(carry), len(b))
+				carry, b = append(carry, b[:k]...), b[k:]
+				if len(carry) < es {
+					return nil
+				}
+				if err := convert(carry); err != nil {
+					return err
+				}
+				carry = carry[:0]
+			}
+			whole := len(b) / es * es
+			if err := convert(b[:whole]); err != nil {
+				return err
+			}
+			carry = append(carry, b[whole:]...)
+			return nil
+		})
+	}); err != nil {
+		return err
+	}
+	// A payload that is not whole elements leaves the output short: the
+	// writer says so at EndTensor.
+	if err := out.flush(); err != nil {
+		return err
+	}
+	if err := p.put(wop{kind: opEnd}); err != nil {
 		return err
 	}
 	s.sum.Kept++
 	s.sum.Cast++
-	return nil
-}
-
-// feed reads size payload bytes from r in chunks and hands them to use,
-// reading the next chunk (checksums included) while use works on the last.
-func (s *stage) feed(r io.Reader, size int64, use func([]byte) error) error {
-	if len(s.bufs) == 0 {
-		s.bufs = [][]byte{s.buf, make([]byte, len(s.buf))}
-	}
-	type chunk struct {
-		b   []byte
-		err error
-	}
-	full := make(chan chunk, len(s.bufs))
-	free := make(chan []byte, len(s.bufs))
-	for _, b := range s.bufs {
-		free <- b
-	}
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer close(full)
-		for left := size; left > 0; {
-			var b []byte
-			select {
-			case b = <-free:
-			case <-stop:
-				return
-			}
-			k := min(int64(len(b)), left)
-			_, err := io.ReadFull(r, b[:k])
-			full <- chunk{b[:k], err}
-			if err != nil {
-				return
-			}
-			left -= k
-		}
-	}()
-	defer func() { close(stop); <-done }()
-	for c := range full {
-		if c.err != nil {
-			return c.err
-		}
-		if err := use(c.b); err != nil {
-			return err
-		}
-		free <- c.b[:cap(c.b)]
-	}
 	return nil
 }
 
@@ -286,7 +330,7 @@ func expect(p *cli.Progress, h *tensorstream.Header) {
 }
 
 // countingReader counts the input for the summary and the progress line,
-// once per read of the input, while feed's goroutine reads ahead.
+// once per read of the input, on the pipeline's reading goroutine.
 type countingReader struct {
 	r    io.Reader
 	n    atomic.Int64

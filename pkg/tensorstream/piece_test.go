@@ -142,3 +142,64 @@ func TestCRCShifter(t *testing.T) {
 	}
 	assert.Equal(t, uint32(5), s.combine(5, 9, 0))
 }
+
+// copyWith passes a stream through a writer of chunk size wchunk, tensor by
+// tensor with CopyTensor, or with ReadPiece, Verify and CopyPiece into
+// buffers of bufSize.
+func copyWith(t *testing.T, data []byte, wchunk, bufSize int) []byte {
+	r := NewReader(bytes.NewReader(data))
+	h, err := r.Header()
+	require.NoError(t, err)
+	var out bytes.Buffer
+	w := NewWriterSize(&out, wchunk)
+	require.NoError(t, w.WriteHeader(h))
+	for {
+		tn, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+		if bufSize == 0 {
+			require.NoError(t, CopyTensor(w, r, tn))
+			continue
+		}
+		require.NoError(t, w.WriteTensor(tn))
+		rechunk := false
+		buf := make([]byte, bufSize)
+		for {
+			p, err := r.ReadPiece(buf)
+			if err == io.EOF {
+				break
+			}
+			require.NoError(t, err)
+			require.NoError(t, p.Verify())
+			rechunk, err = CopyPiece(w, &p, rechunk)
+			require.NoError(t, err)
+		}
+		require.NoError(t, w.EndTensor())
+	}
+	require.NoError(t, w.Close())
+	return out.Bytes()
+}
+
+func TestCopyPieceFramesAsCopyTensor(t *testing.T) {
+	samples := testTensors(rand.New(rand.NewPCG(11, 12)))
+	for _, in := range []int{7, 1000, 4096} {
+		data := writeStream(t, in, samples)
+		for _, wchunk := range []int{5, 1000, 3000, DefaultChunkSize} {
+			want := copyWith(t, data, wchunk, 0)
+			for _, bufSize := range []int{3, 1000, 2048, 1 << 20} {
+				got := copyWith(t, data, wchunk, bufSize)
+				if bufSize >= min(in, wchunk) { // every frame CopyTensor forwards fits a buffer
+					assert.True(t, bytes.Equal(want, got), "input chunks %d, writer chunks %d, buffer %d", in, wchunk, bufSize)
+					continue
+				}
+				back, err := readPieces(got, 1<<20, false) // frames cut: the same payloads
+				require.NoError(t, err)
+				for i, s := range samples {
+					assert.True(t, bytes.Equal(s.payload, back[i].payload), "input chunks %d, writer chunks %d, buffer %d: %s", in, wchunk, bufSize, s.t.Name)
+				}
+			}
+		}
+	}
+}

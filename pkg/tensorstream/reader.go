@@ -403,6 +403,46 @@ func (r *Reader) ReadPiece(buf []byte) (Piece, error) {
 	return p, nil
 }
 
+// CopyPiece writes a piece that passed Verify to w's current tensor. While
+// the payload comes in whole chunk frames that fit the writer's chunk size,
+// they go out as they came, with the CRC their frames declared (checked by
+// Verify), so each byte is checksummed once. Once a piece holds part of a
+// chunk frame, or a frame larger than the writer's chunk size, the rest of
+// the payload goes through Write, which cuts chunks of its own size: rechunk
+// says whether that has happened yet in this payload (false for its first
+// piece) and CopyPiece returns what it is after p. With buffers for
+// ReadPiece of at least the writer's chunk size, the frames written are
+// those CopyTensor writes.
+func CopyPiece(w *Writer, p *Piece, rechunk bool) (bool, error) {
+	if w.err != nil {
+		return rechunk, w.err
+	}
+	if w.cur == nil {
+		return rechunk, w.fail("", fmt.Errorf("%w: payload bytes without a tensor", ErrState))
+	}
+	if int64(len(p.Data)) > w.curLeft {
+		return rechunk, w.fail(w.cur.Name, fmt.Errorf("%w: %d more payload bytes than the %d declared", ErrSize, int64(len(p.Data))-w.curLeft, w.cur.Size))
+	}
+	at := 0
+	for _, c := range p.chunks {
+		if rechunk || c.at != at || len(w.buf) != 0 || c.n > w.chunkSize {
+			rechunk = true
+			break
+		}
+		if err := w.emitCRC(p.Data[c.at:c.at+c.n], c.want); err != nil {
+			return rechunk, err
+		}
+		at = c.at + c.n
+	}
+	if at < len(p.Data) {
+		rechunk = true
+		if _, err := w.Write(p.Data[at:]); err != nil {
+			return rechunk, err
+		}
+	}
+	return rechunk, nil
+}
+
 // crcShifter is crcCombine with the operator for the last two chunk lengths
 // kept: a stream's chunks are mostly of one length, and building the operator
 // costs tens of microseconds where applying it costs tens of nanoseconds.

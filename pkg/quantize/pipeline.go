@@ -1,0 +1,337 @@
+package quantize
+
+import (
+	"errors"
+	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
+)
+
+// pipeline runs the stage's input and output on goroutines of their own, so
+// that the input is read as fast as the pipe delivers it while the caller
+// works on what came before:
+//
+//	read:   Reader.Next and Reader.ReadPiece into buffers of a bounded pool
+//	verify: the CRC-32C of each piece, on a few goroutines
+//	work:   the caller, in stream order: decides, quantizes, casts or keeps
+//	write:  framing, checksumming and writing the output
+//
+// Memory is bounded whatever the model: len(inFree) input buffers of the
+// stage's chunk size and outBufs output buffers of one output chunk, plus
+// what the work holds (an encoder's absmax of one tensor).
+type pipeline struct {
+	steps   chan *step  // read -> work, in stream order
+	verify  chan *step  // read -> verify
+	inFree  chan []byte // input buffers not in use
+	outFree chan []byte // output buffers not in use
+	ops     chan wop    // work -> write, in stream order
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	wErr    atomic.Pointer[error] // the first error of the writing goroutine
+	closed  error                 // what the writer's Close returned
+
+	// Time the reading waited for a free buffer (the work or the writing
+	// was behind) and the work waited for input (the reading or the
+	// checksumming was behind); for benchmarks.
+	readStall, workStall time.Duration
+}
+
+// step is one step of the input: a tensor begins, a piece of its payload,
+// its payload ends, or the stream ends.
+type step struct {
+	t     *tensorstream.Tensor // a tensor begins: the worker's own copy of it
+	piece tensorstream.Piece   // payload bytes, in buf
+	buf   []byte
+	end   bool                     // the payload ended
+	quant *tensorstream.QuantState // at end: the quant state its trailer carried
+	eof   bool                     // the stream ended
+	err   error                    // of reading; of verifying once done is closed
+	done  chan struct{}            // for a piece: closed once it is verified
+}
+
+type opKind int
+
+const (
+	opTensor opKind = iota // WriteTensor(t)
+	opData                 // Write(data), then data's buffer back to free
+	opPiece                // a verified input piece passed through unchanged
+	opEnd                  // EndTensor, with the nested offset to record
+	opClose                // Close
+)
+
+type wop struct {
+	kind   opKind
+	t      *tensorstream.Tensor
+	data   []byte
+	free   chan []byte // where data's buffer goes once written
+	piece  tensorstream.Piece
+	nested *float32 // opEnd: the tensor's NestedOffset, when it has a quant state
+}
+
+// Pool sizes: enough input buffers that reading runs ahead of the work by
+// several chunks (32 MiB of CPU chunks), and output buffers for the writer
+// to lag by a few chunks.
+const (
+	inPoolBytes = 32 << 20
+	minInBufs   = 3
+	maxInBufs   = 16
+	outBufs     = 4
+)
+
+// Benchmark hooks: testInBufs, when set, overrides the number of input
+// buffers; testPipelineDone, when set, sees each pipeline once it is done.
+var (
+	testInBufs       int
+	testPipelineDone func(*pipeline)
+)
+
+func startPipeline(r *tensorstream.Reader, w *tensorstream.Writer, chunk int) *pipeline {
+	n := min(max(inPoolBytes/chunk, minInBufs), maxInBufs)
+	if testInBufs > 0 {
+		n = testInBufs
+	}
+	p := &pipeline{
+		steps:   make(chan *step, n+2),
+		verify:  make(chan *step, n),
+		inFree:  make(chan []byte, n),
+		outFree: make(chan []byte, outBufs),
+		ops:     make(chan wop, 2*(n+outBufs)),
+		stop:    make(chan struct{}),
+	}
+	for range n {
+		p.inFree <- make([]byte, chunk)
+	}
+	for range outBufs {
+		p.outFree <- make([]byte, 0, tensorstream.DefaultChunkSize)
+	}
+	verifiers := min(4, max(1, runtime.GOMAXPROCS(0)/4))
+	p.wg.Add(2 + verifiers)
+	go p.read(r)
+	for range verifiers {
+		go p.verifyPieces()
+	}
+	go p.write(w)
+	return p
+}
+
+// finish stops the goroutines and waits for them. After an error of the
+// work it writes nothing more; otherwise it returns what Close returned.
+func (p *pipeline) finish(err error) error {
+	if err != nil {
+		close(p.stop)
+	}
+	close(p.ops)
+	if err == nil {
+		// read has sent the end of the stream and returned.
+		p.wg.Wait()
+		return p.closed
+	}
+	p.wg.Wait()
+	return err
+}
+
+func (p *pipeline) send(it *step) bool {
+	select {
+	case p.steps <- it:
+		return true
+	case <-p.stop:
+		return false
+	}
+}
+
+func (p *pipeline) read(r *tensorstream.Reader) {
+	defer p.wg.Done()
+	defer close(p.verify)
+	for {
+		t, err := r.Next()
+		if err == io.EOF {
+			p.send(&step{eof: true})
+			return
+		}
+		if err != nil {
+			p.send(&step{err: err})
+			return
+		}
+		if !p.send(&step{t: t.Clone()}) {
+			return
+		}
+		for {
+			var buf []byte
+			select {
+			case buf = <-p.inFree:
+			default:
+				t0 := time.Now()
+				select {
+				case buf = <-p.inFree:
+				case <-p.stop:
+					return
+				}
+				p.readStall += time.Since(t0)
+			}
+			piece, err := r.ReadPiece(buf)
+			if err == io.EOF {
+				p.inFree <- buf
+				break
+			}
+			if err != nil {
+				p.inFree <- buf
+				p.send(&step{err: err})
+				return
+			}
+			it := &step{piece: piece, buf: buf, done: make(chan struct{})}
+			p.verify <- it // never blocks: it holds as many steps as there are buffers
+			if !p.send(it) {
+				return
+			}
+		}
+		end := &step{end: true}
+		if t.Quant != nil { // the trailer's, read with the last piece
+			q := *t.Quant
+			end.quant = &q
+		}
+		if !p.send(end) {
+			return
+		}
+	}
+}
+
+func (p *pipeline) verifyPieces() {
+	defer p.wg.Done()
+	for it := range p.verify {
+		it.err = it.piece.Verify()
+		close(it.done)
+	}
+}
+
+// next returns the next step of the input, its piece verified, or the first
+// error of reading, verifying or writing.
+func (p *pipeline) next() (*step, error) {
+	var it *step
+	var ok bool
+	select {
+	case it, ok = <-p.steps:
+	default:
+		t0 := time.Now()
+		it, ok = <-p.steps
+		p.workStall += time.Since(t0)
+	}
+	if !ok {
+		return nil, errors.New("quantize: internal error: input ended without its end")
+	}
+	if it.done != nil {
+		select {
+		case <-it.done:
+		default:
+			t0 := time.Now()
+			<-it.done
+			p.workStall += time.Since(t0)
+		}
+	}
+	if it.err != nil {
+		return nil, it.err
+	}
+	if err := p.writeErr(); err != nil {
+		return nil, err
+	}
+	return it, nil
+}
+
+// release hands an input buffer back to the reader.
+func (p *pipeline) release(it *step) { p.inFree <- it.buf[:cap(it.buf)] }
+
+// put queues an output operation. The writing goroutine takes every
+// operation until finish, also after an error, so put does not block for long.
+func (p *pipeline) put(op wop) error {
+	p.ops <- op
+	return p.writeErr()
+}
+
+func (p *pipeline) writeErr() error {
+	if e := p.wErr.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+func (p *pipeline) write(w *tensorstream.Writer) {
+	defer p.wg.Done()
+	var (
+		cur     *tensorstream.Tensor
+		rechunk bool
+		err     error
+	)
+	for op := range p.ops {
+		select {
+		case <-p.stop:
+			err = errStopped // the work failed: write nothing more
+		default:
+		}
+		if err == nil {
+			switch op.kind {
+			case opTensor:
+				cur, rechunk = op.t, false
+				err = w.WriteTensor(op.t)
+			case opData:
+				_, err = w.Write(op.data)
+			case opPiece:
+				rechunk, err = tensorstream.CopyPiece(w, &op.piece, rechunk)
+			case opEnd:
+				if op.nested != nil && cur.Quant != nil {
+					cur.Quant.NestedOffset = *op.nested
+				}
+				err = w.EndTensor()
+			case opClose:
+				err = w.Close()
+				p.closed = err
+			}
+			if err != nil {
+				p.wErr.Store(&err)
+			}
+		}
+		if op.free != nil {
+			op.free <- op.data[:cap(op.data)]
+		}
+	}
+}
+
+var errStopped = errors.New("quantize: stopped")
+
+// outWriter collects the work's output in buffers of one output chunk, so
+// that the writer frames and checksums them on its own goroutine without
+// copying them again.
+type outWriter struct {
+	p   *pipeline
+	buf []byte
+}
+
+func (o *outWriter) Write(b []byte) (int, error) {
+	n := len(b)
+	for len(b) > 0 {
+		if o.buf == nil {
+			o.buf = (<-o.p.outFree)[:0]
+		}
+		k := copy(o.buf[len(o.buf):cap(o.buf)], b)
+		o.buf = o.buf[:len(o.buf)+k]
+		b = b[k:]
+		if len(o.buf) == cap(o.buf) {
+			if err := o.flush(); err != nil {
+				return n - len(b), err
+			}
+		}
+	}
+	return n, o.p.writeErr()
+}
+
+// flush queues what is collected.
+func (o *outWriter) flush() error {
+	if len(o.buf) == 0 {
+		return o.p.writeErr()
+	}
+	err := o.p.put(wop{kind: opData, data: o.buf, free: o.p.outFree})
+	o.buf = nil
+	return err
+}
