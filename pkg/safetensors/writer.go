@@ -342,6 +342,17 @@ func (w *Writer) assemble() error {
 		close(freed)
 	}()
 	defer func() { close(copied); <-freed }()
+	// Start the device's writes on yet another: sync_file_range only queues
+	// them, but queueing blocks (for tens of ms on ext4) while the copy could
+	// go on.
+	toWrite, queued := make(chan [2]int64, 64), make(chan struct{})
+	go func() {
+		for r := range toWrite {
+			startWriteback(out, r[0], r[1])
+		}
+		close(queued)
+	}()
+	defer func() { close(toWrite); <-queued }()
 	for _, t := range final {
 		if _, err := w.spool.Seek(spoolPos[t.Name], io.SeekStart); err != nil {
 			return err
@@ -359,7 +370,7 @@ func (w *Writer) assemble() error {
 			copied <- [2]int64{spoolPos[t.Name], n}
 		}
 		if written += n; written-sent >= writebackEvery {
-			startWriteback(out, sent, written-sent)
+			toWrite <- [2]int64{sent, written - sent}
 			sent = written
 		}
 	}
