@@ -80,7 +80,7 @@ func BenchmarkStageFile(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, bufs := range []int{0, 4} {
+	for _, bufs := range []int{0, 8} {
 		b.Run(fmt.Sprintf("bufs=%d", bufs), func(b *testing.B) {
 			testInBufs = bufs
 			var readStall, workStall time.Duration

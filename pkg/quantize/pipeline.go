@@ -72,15 +72,22 @@ type wop struct {
 	nested *float32 // opEnd: the tensor's NestedOffset, when it has a quant state
 }
 
-// Pool sizes: enough input buffers that reading runs ahead of the work by
-// several chunks (32 MiB of CPU chunks), and output buffers for the writer
-// to lag by a few chunks.
+// Pool sizes. Reading runs ahead of the work by up to one input buffer per
+// two cores (3 to 8, at most 96 MiB): where the work keeps up, the buffers
+// stand empty and their bytes are still in cache when it takes them; where
+// it does not (few cores), a deeper pool would only let them go cold. The
+// writer may lag the work by a few output chunks.
 const (
-	inPoolBytes = 32 << 20
-	minInBufs   = 3
-	maxInBufs   = 16
-	outBufs     = 4
+	minInBufs  = 3
+	maxInBufs  = 8
+	maxInBytes = 96 << 20
+	outBufs    = 4
 )
+
+func inBufs(chunk int) int {
+	n := min(max(runtime.GOMAXPROCS(0)/2, minInBufs), maxInBufs)
+	return max(min(n, maxInBytes/chunk), minInBufs)
+}
 
 // Benchmark hooks: testInBufs, when set, overrides the number of input
 // buffers; testPipelineDone, when set, sees each pipeline once it is done.
@@ -90,7 +97,7 @@ var (
 )
 
 func startPipeline(r *tensorstream.Reader, w *tensorstream.Writer, chunk int) *pipeline {
-	n := min(max(inPoolBytes/chunk, minInBufs), maxInBufs)
+	n := inBufs(chunk)
 	if testInBufs > 0 {
 		n = testInBufs
 	}
