@@ -76,12 +76,13 @@ type wop struct {
 // two cores (3 to 8, at most 96 MiB): where the work keeps up, the buffers
 // stand empty and their bytes are still in cache when it takes them; where
 // it does not (few cores), a deeper pool would only let them go cold. The
-// writer may lag the work by a few output chunks.
+// output is double-buffered: the writer checksums and writes one chunk while
+// the work fills the other (one output chunk is four input chunks' worth).
 const (
 	minInBufs  = 3
 	maxInBufs  = 8
 	maxInBytes = 96 << 20
-	outBufs    = 4
+	outBufs    = 2
 )
 
 func inBufs(chunk int) int {
