@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -46,6 +47,13 @@ type spoolWriter struct {
 // them, and while the stream arrives it is done on a core that would wait.
 // It allocates no more than the spool holds, which is less than the final
 // file, so the file never needs truncating.
+//
+// Where fallocate reserves blocks but no pages (disk file systems, not tmpfs),
+// it also reads what it allocated, given cores to spare (minCoresToRead):
+// unwritten blocks read as zeros without touching the device, and the copy
+// then writes into pages in the cache. Reading costs about what it saves
+// (TinyLlama, 2-core dev VM: 0.3 s of reads took 0.1-0.2 s off Close), so it
+// is worth it only on a core that would otherwise wait for the stream.
 type preallocator struct {
 	f       *os.File
 	target  atomic.Int64  // bytes written to the spool
@@ -61,8 +69,20 @@ func newPreallocator(f *os.File) *preallocator {
 	return p
 }
 
+// minCoresToRead is how many CPUs make a preallocator read what it allocated
+// (a variable for tests).
+var minCoresToRead = 4
+
+// cacheBufSize is the buffer through which a preallocator reads what it
+// allocated on a disk file system.
+const cacheBufSize = 1 << 20
+
 func (p *preallocator) loop() {
 	defer close(p.stopped)
+	var buf []byte
+	if runtime.NumCPU() >= minCoresToRead && !allocatesPages(p.f) {
+		buf = make([]byte, cacheBufSize)
+	}
 	for range p.wake {
 		want := p.target.Load() / preallocStep * preallocStep
 		if want <= p.alloc {
@@ -73,6 +93,9 @@ func (p *preallocator) loop() {
 			for range p.wake {
 			}
 			return
+		}
+		for off := p.alloc; buf != nil && off < want; off += cacheBufSize {
+			p.f.ReadAt(buf, off) // zeros; a failure only leaves pages out of the cache
 		}
 		p.alloc = want
 	}

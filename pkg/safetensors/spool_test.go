@@ -3,6 +3,7 @@ package safetensors
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -90,6 +91,16 @@ func TestWriterSpoolWriteError(t *testing.T) {
 // is written, in whole steps, never beyond; Close still writes exactly the
 // file Serialize makes.
 func TestWriterPreallocatesFinalFile(t *testing.T) {
+	for _, cores := range []int{minCoresToRead, 0} {
+		t.Run(fmt.Sprintf("read_from_%d_cores", cores), func(t *testing.T) {
+			defer func(n int) { minCoresToRead = n }(minCoresToRead)
+			minCoresToRead = cores
+			testWriterPreallocates(t)
+		})
+	}
+}
+
+func testWriterPreallocates(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "m.safetensors")
 	w, err := NewWriter(p, map[string]string{"format": "pt"})

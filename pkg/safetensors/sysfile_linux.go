@@ -30,3 +30,10 @@ func punchHole(f *os.File, off, n int64) {
 func preallocate(f *os.File, off, n int64) error {
 	return unix.Fallocate(int(f.Fd()), 0, off, n)
 }
+
+// allocatesPages reports whether preallocate on f's file system allocates
+// the pages themselves (tmpfs) rather than blocks on a device.
+func allocatesPages(f *os.File) bool {
+	var st unix.Statfs_t
+	return unix.Fstatfs(int(f.Fd()), &st) == nil && st.Type == unix.TMPFS_MAGIC
+}

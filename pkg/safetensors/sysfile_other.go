@@ -16,3 +16,6 @@ func punchHole(f *os.File, off, n int64) {}
 
 // preallocate is not done: the copy allocates as it goes.
 func preallocate(f *os.File, off, n int64) error { return errors.ErrUnsupported }
+
+// allocatesPages: nothing is preallocated.
+func allocatesPages(f *os.File) bool { return true }
