@@ -275,14 +275,16 @@ func (w *Writer) finish() error {
 			}
 		}
 	} else {
-		if err := w.assemble(); err != nil {
+		punched, err := w.assemble()
+		if err != nil {
 			return err
 		}
-		// The spool is no longer needed: free its pages (a whole file's worth)
-		// while fsync waits for the device.
+		// The spool is no longer needed: free the rest of its pages while
+		// fsync waits for the device.
 		spool, removed := w.spool, make(chan struct{})
 		w.spool = nil
 		go func() {
+			<-punched
 			spool.Close()
 			os.Remove(spool.Name())
 			close(removed)
@@ -307,10 +309,12 @@ func (w *Writer) finish() error {
 // the finished part of the file to write out (see startWriteback).
 const writebackEvery = 64 << 20
 
-// assemble writes the final file from the spool in write order.
-func (w *Writer) assemble() error {
+// assemble writes the final file from the spool in write order. The spool's
+// pages are freed behind the copy; punched is closed when that is done (it
+// may go on after assemble has returned without error).
+func (w *Writer) assemble() (punched <-chan struct{}, err error) {
 	if err := w.spw.finish(); err != nil {
-		return err
+		return nil, err
 	}
 	final := append([]TensorInfo(nil), w.entries...)
 	spoolPos := make(map[string]int64, len(final))
@@ -320,16 +324,16 @@ func (w *Writer) assemble() error {
 	}
 	header, err := layout(final, w.metadata)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// out was made by NewWriter and is allocated already as far as the
 	// spool was written (never beyond: it is smaller than the file).
 	out := w.out
 	if _, err := out.Seek(0, io.SeekStart); err != nil {
-		return err
+		return nil, err
 	}
 	if err := writePreamble(out, header); err != nil {
-		return err
+		return nil, err
 	}
 	var written, sent int64 = 8 + int64(len(header)), 0 // file offsets: end of the copy, end of what writeback was asked for
 	// Free the spool's pages behind the copy, on another core: removing a
@@ -341,7 +345,12 @@ func (w *Writer) assemble() error {
 		}
 		close(freed)
 	}()
-	defer func() { close(copied); <-freed }()
+	defer func() {
+		close(copied)
+		if err != nil {
+			<-freed // before Abort closes the spool
+		}
+	}()
 	// Start the device's writes on yet another: sync_file_range only queues
 	// them, but queueing blocks (for tens of ms on ext4) while the copy could
 	// go on.
@@ -355,7 +364,7 @@ func (w *Writer) assemble() error {
 	defer func() { close(toWrite); <-queued }()
 	for _, t := range final {
 		if _, err := w.spool.Seek(spoolPos[t.Name], io.SeekStart); err != nil {
-			return err
+			return nil, err
 		}
 		// *os.File.ReadFrom of an io.LimitedReader over an *os.File uses
 		// copy_file_range on Linux: the kernel copies, page cache to page cache.
@@ -364,7 +373,7 @@ func (w *Writer) assemble() error {
 			err = io.ErrUnexpectedEOF
 		}
 		if err != nil {
-			return fmt.Errorf("tensor %q: copying from the spool: %w", t.Name, err)
+			return nil, fmt.Errorf("tensor %q: copying from the spool: %w", t.Name, err)
 		}
 		if n >= minPunch {
 			copied <- [2]int64{spoolPos[t.Name], n}
@@ -374,7 +383,7 @@ func (w *Writer) assemble() error {
 			sent = written
 		}
 	}
-	return nil
+	return freed, nil
 }
 
 func syncDir(dir string) {
