@@ -77,7 +77,7 @@ func BenchmarkAssemblyCopy(b *testing.B) {
 		if prealloc {
 			pa := newPreallocator(f)
 			pa.grow(total)
-			if pa.stop() == 0 {
+			if pa.complete() == 0 {
 				b.Skip("no fallocate here")
 			}
 			if err := f.Truncate(total); err != nil { // the last partial step

@@ -57,10 +57,11 @@ type spoolWriter struct {
 type preallocator struct {
 	f       *os.File
 	target  atomic.Int64  // bytes written to the spool
+	quit    atomic.Bool   // stop: give up what is not allocated yet
 	wake    chan struct{} // buffered 1: target moved
 	stopped chan struct{} // closed when the goroutine has returned
 	alloc   int64         // allocated; the goroutine's until stopped is closed
-	off     bool          // stop has run
+	off     bool          // stop or complete has run
 }
 
 func newPreallocator(f *os.File) *preallocator {
@@ -84,20 +85,19 @@ func (p *preallocator) loop() {
 		buf = make([]byte, cacheBufSize)
 	}
 	for range p.wake {
-		want := p.target.Load() / preallocStep * preallocStep
-		if want <= p.alloc {
-			continue
-		}
-		if preallocate(p.f, p.alloc, want-p.alloc) != nil {
-			// Unsupported, or no space: the copy allocates as it goes.
-			for range p.wake {
+		// A step at a time, so that stop waits for one at most.
+		for !p.quit.Load() && p.alloc+preallocStep <= p.target.Load() {
+			if preallocate(p.f, p.alloc, preallocStep) != nil {
+				// Unsupported, or no space: the copy allocates as it goes.
+				for range p.wake {
+				}
+				return
 			}
-			return
+			for off := p.alloc; buf != nil && off < p.alloc+preallocStep; off += cacheBufSize {
+				p.f.ReadAt(buf, off) // zeros; a failure only leaves pages out of the cache
+			}
+			p.alloc += preallocStep
 		}
-		for off := p.alloc; buf != nil && off < want; off += cacheBufSize {
-			p.f.ReadAt(buf, off) // zeros; a failure only leaves pages out of the cache
-		}
-		p.alloc = want
 	}
 }
 
@@ -110,9 +110,16 @@ func (p *preallocator) grow(n int64) {
 	}
 }
 
-// stop ends the goroutine and returns what it allocated. Safe to call more
-// than once.
+// stop ends the goroutine, leaving what it has not allocated yet to the
+// copy, and returns what it allocated. Safe to call more than once.
 func (p *preallocator) stop() int64 {
+	p.quit.Store(true)
+	return p.complete()
+}
+
+// complete ends the goroutine once it has allocated as far as the last grow
+// asked (tests and benchmarks), and returns what it allocated.
+func (p *preallocator) complete() int64 {
 	if !p.off {
 		p.off = true
 		close(p.wake)

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -110,13 +111,21 @@ func testWriterPreallocates(t *testing.T) {
 	rand.NewChaCha8([32]byte{2}).Read(data)
 	require.NoError(t, w.Add("w", U8, []int64{n}, bytes.NewReader(data)))
 	require.NoError(t, w.Add("b", BF16, []int64{3}, bytes.NewReader([]byte{1, 2, 3, 4, 5, 6})))
-	require.NoError(t, w.spw.finish()) // what Close does first; stops the preallocation
-	st, err := w.out.Stat()
-	require.NoError(t, err)
-	if st.Size() == 0 {
+	// The preallocation runs behind the spool; wait for it, then stop it as
+	// Close does.
+	size := func() int64 {
+		st, err := w.out.Stat()
+		require.NoError(t, err)
+		return st.Size()
+	}
+	for deadline := time.Now().Add(10 * time.Second); size() < 2*preallocStep && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	require.NoError(t, w.spw.finish())
+	if size() == 0 {
 		t.Skip("the file system of the test's temporary directory does not fallocate")
 	}
-	require.EqualValues(t, 2*preallocStep, st.Size(), "allocated as far as the spool in whole steps")
+	require.EqualValues(t, 2*preallocStep, size(), "allocated as far as the spool in whole steps")
 	require.NoError(t, w.Close())
 	got, err := os.ReadFile(p)
 	require.NoError(t, err)
@@ -136,12 +145,13 @@ func TestPreallocatorRelease(t *testing.T) {
 	p := newPreallocator(f)
 	p.grow(preallocStep - 1)
 	p.grow(3*preallocStep + 5)
-	alloc := p.stop()
+	alloc := p.complete()
 	if alloc == 0 {
 		t.Skip("the file system of the test's temporary directory does not fallocate")
 	}
 	require.EqualValues(t, 3*preallocStep, alloc)
 	require.EqualValues(t, alloc, p.stop())
+	require.EqualValues(t, alloc, p.complete())
 	require.True(t, p.release())
 	st, err := f.Stat()
 	require.NoError(t, err)

@@ -339,9 +339,10 @@ func (w *Writer) assemble() (punched <-chan struct{}, err error) {
 	// Free the spool's pages behind the copy, on another core: removing a
 	// whole spool after it would add that work to Close.
 	copied, freed := make(chan [2]int64, 64), make(chan struct{})
+	spool := w.spool // finish clears w.spool while this goroutine may go on
 	go func() {
 		for r := range copied {
-			punchHole(w.spool, r[0], r[1])
+			punchHole(spool, r[0], r[1])
 		}
 		close(freed)
 	}()
