@@ -140,7 +140,12 @@ func (d *Device) init() error {
 	if err := cuErr("upload code table", cu.MemcpyHtoD(d.nestTab, unsafe.Pointer(&tab[0]), int64(4*len(tab)))); err != nil {
 		return err
 	}
-	return d.mean.alloc(meanScratchCTAs)
+	if err := d.mean.alloc(meanScratchCTAs); err != nil {
+		return err
+	}
+	// The synchronous copies above run on the legacy stream, which the
+	// non-blocking streams do not wait for: let them land first.
+	return cuErr("synchronize", cu.Synchronize())
 }
 
 // meanScratchCTAs is the partial sums a device keeps room for: torch's
@@ -714,13 +719,17 @@ func (d *Device) Dequantize(dst, payload []byte, dt quant.DType, n int64, p quan
 	return d.do(func() error {
 		var mem devBuf
 		defer mem.free()
-		// Each section in its own allocation, so float32 sections are aligned.
+		// Each section in its own allocation, so float32 sections are
+		// aligned. The copies go on the kernel's stream, which is
+		// non-blocking: a synchronous copy (legacy stream) from pageable
+		// memory may still be in flight when it returns.
+		st := d.streams[0]
 		up := func(b []byte) (cu.DevicePtr, error) {
 			ptr, err := mem.alloc(int64(len(b)))
 			if err != nil || len(b) == 0 {
 				return ptr, err
 			}
-			return ptr, cuErr("copy payload", cu.MemcpyHtoD(ptr, unsafe.Pointer(&b[0]), int64(len(b))))
+			return ptr, cuErr("copy payload", cu.MemcpyHtoDAsync(ptr, unsafe.Pointer(&b[0]), int64(len(b)), st))
 		}
 		in, err := up(payload[:sz.Packed])
 		if err != nil {
@@ -738,10 +747,10 @@ func (d *Device) Dequantize(dst, payload []byte, dt quant.DType, n int64, p quan
 		if err != nil {
 			return err
 		}
-		if err := d.launchDequant(dt, n, p, in, sec, nest, offset, out, d.streams[0]); err != nil {
+		if err := d.launchDequant(dt, n, p, in, sec, nest, offset, out, st); err != nil {
 			return err
 		}
-		if err := cuErr("sync", d.streams[0].Synchronize()); err != nil {
+		if err := cuErr("sync", st.Synchronize()); err != nil {
 			return err
 		}
 		return cuErr("copy result", cu.MemcpyDtoH(unsafe.Pointer(&dst[0]), out, int64(len(dst))))

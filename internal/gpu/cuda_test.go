@@ -384,7 +384,7 @@ func TestMeanTorchGPU(t *testing.T) {
 					}
 					st := d.streams[0]
 					for _, err := range []error{
-						cuErr("upload", cu.MemcpyHtoD(p, unsafe.Pointer(&a[0]), 4*n)),
+						cuErr("upload", cu.MemcpyHtoDAsync(p, unsafe.Pointer(&a[0]), 4*n, st)),
 						d.launchMean(p, n, st),
 						cuErr("download", cu.MemcpyDtoHAsync(unsafe.Pointer(&got), d.mean.result(), 4, st)),
 						cuErr("sync", st.Synchronize()),
@@ -447,7 +447,7 @@ func TestNestPathsMatchCPU(t *testing.T) {
 					}
 					st := d.streams[0]
 					for _, err := range []error{
-						cuErr("upload", cu.MemcpyHtoD(abs, unsafe.Pointer(&a[0]), 4*n)),
+						cuErr("upload", cu.MemcpyHtoDAsync(abs, unsafe.Pointer(&a[0]), 4*n, st)),
 						launch(abs, dc, dn, st),
 						cuErr("codes", cu.MemcpyDtoHAsync(unsafe.Pointer(&codes[0]), dc, n, st)),
 						cuErr("nested", cu.MemcpyDtoHAsync(unsafe.Pointer(&nested[0]), dn, 4*nb, st)),
@@ -521,6 +521,9 @@ func TestBenchReport(t *testing.T) {
 		codes, _ := mem.alloc(sz.Blocks)
 		nested, _ := mem.alloc(sz.Nested)
 		if err := cu.MemcpyHtoD(x, unsafe.Pointer(&src[0]), 2*n); err != nil {
+			return err
+		}
+		if err := cu.Synchronize(); err != nil { // the copy ran on the legacy stream
 			return err
 		}
 		st := d.streams[0]
