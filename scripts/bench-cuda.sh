@@ -16,7 +16,8 @@ pack)
 	CGO_ENABLED=1 go build -tags cuda -trimpath -ldflags '-s -w' -o bin/dev/cuda/ ./cmd/quantize ./cmd/place
 	CGO_ENABLED=1 go test -c -tags cuda -o bin/dev/gpu.test ./internal/gpu
 	CGO_ENABLED=1 go test -c -tags cuda -o bin/dev/quantize.test ./pkg/quantize
-	tar -C bin/dev -cJf bin/dev.tar.xz cpu cuda gpu.test quantize.test && rm -rf bin/dev
+	nvcc -std=c++17 -O3 -arch=compute_75 -ptx -o bin/dev/probe.ptx kernels/probe/probe.cu
+	tar -C bin/dev -cJf bin/dev.tar.xz cpu cuda gpu.test quantize.test probe.ptx && rm -rf bin/dev
 	ls -la bin/dev.tar.xz
 	exit 0 ;;
 run) ;;
@@ -35,8 +36,8 @@ cp bin/gpu/testdata/bnb/*.safetensors ../shared/testdata/bnb/
 (cd pkg/quantize && $T/quantize.test -test.v -test.count=1 -test.run 'TestCUDA' 2>&1) >> "$OUT/tests.txt"
 grep -E '^(--- |FAIL|ok|PASS)' "$OUT/tests.txt" | head -30
 grep -E 'differ|offset' "$OUT/tests.txt" | head -8
-(cd internal/gpu && NF4PIPE_GPU_BENCH=1 $T/gpu.test -test.v -test.count=1 -test.run TestBenchReport 2>&1) > "$OUT/bench.txt"
-grep -E 'copy|RESULT|v4 grid 8|host' "$OUT/bench.txt"
+(cd internal/gpu && NF4PIPE_GPU_BENCH=1 NF4PIPE_PROBE_PTX=$T/probe.ptx $T/gpu.test -test.v -test.count=1 -test.run 'TestBenchReport|TestBenchProbe' 2>&1) > "$OUT/bench.txt"
+grep -E 'copy|RESULT|PROBE|v4 grid 8|host' "$OUT/bench.txt"
 # Whole pipeline on a TinyLlama-dimension checkpoint in the page cache.
 M=/tmp/tinyllama
 $T/cpu/synth model --quiet --preset tinyllama-1.1b $M > /dev/null

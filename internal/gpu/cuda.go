@@ -55,6 +55,7 @@ type Device struct {
 	ctx     cu.CUContext
 	mod     cu.Module
 	fn      map[string]cu.Function
+	fit     map[string]int // 256-thread CTAs of each kernel one multiprocessor holds at once
 	dynmap  cu.DevicePtr // the nested map, 256 float32
 	nestTab cu.DevicePtr // quant.NestedCodeTable
 	mean    meanScratch
@@ -65,7 +66,7 @@ type Device struct {
 
 // Open creates a context on GPU ordinal and loads the kernels.
 func Open(ordinal int) (*Device, error) {
-	d := &Device{ordinal: ordinal, work: make(chan func()), fn: map[string]cu.Function{}}
+	d := &Device{ordinal: ordinal, work: make(chan func()), fn: map[string]cu.Function{}, fit: map[string]int{}}
 	errc := make(chan error)
 	go d.loop(errc)
 	if err := <-errc; err != nil {
@@ -117,6 +118,9 @@ func (d *Device) init() error {
 			return fmt.Errorf("%w: kernel %s: %v", ErrCUDA, name, err)
 		}
 		d.fn[name] = f
+		if d.fit[name], err = f.MaxActiveBlocksPerMultiProcessor(256, 0); err != nil || d.fit[name] < 1 {
+			d.fit[name] = 1
+		}
 	}
 	for i := range d.streams {
 		if d.streams[i], err = cu.MakeStream(cu.NonBlocking); err != nil {
@@ -267,8 +271,11 @@ func (p *pinned) free() {
 // QuantGridPerSM and DequantGridPerSM are the numbers of 256-thread CTAs per
 // multiprocessor that the persistent kernels launch (they loop over their
 // work); the defaults were the fastest on an H200 (docs/BENCHMARKS.md).
+// Quantize launches no more than fit at once (its registers decide: 5 with
+// the driver's compile of the PTX there), since a second wave of a persistent
+// grid only adds a tail (72.6% of copy at 6 a multiprocessor against 85.8%).
 var (
-	QuantGridPerSM   = 4
+	QuantGridPerSM   = 5
 	DequantGridPerSM = 16
 	NestGridPerSM    = 8
 )
@@ -289,7 +296,7 @@ func tileVectors(dt quant.DType) int {
 }
 
 func kernelNames() []string {
-	names := []string{"mean_torch", "nest_quantize", "quant_tile_bf16_nf4_b64_v2", "quant_tile_bf16_nf4_b64_v8"}
+	names := []string{"mean_torch", "nest_quantize", "quant_tile_bf16_nf4_b64_v2", "quant_tile_bf16_nf4_b64_v8", "quant_tile_bf16_nf4_b64_v4_plain", "quant_tile_bf16_nf4_b64_v4_occ6"}
 	for _, k := range []string{"f32_v2", "f16_v4", "bf16_v4", "bf16_v2", "bf16_v8"} {
 		names = append(names, "dequant_"+k+"_f32", "dequant_"+k+"_dq")
 	}
@@ -338,7 +345,7 @@ func (d *Device) launchQuantize(x cu.DevicePtr, n int64, dt quant.DType, p quant
 		tile := int64(256 * v)
 		if ntiles := n / tile; ntiles > 0 {
 			name := fmt.Sprintf("quant_tile_%s_%s_b%d_v%d", dn, p.Type, bs, v)
-			if err := d.launch(name, QuantGridPerSM, ntiles, st, uint64(x), uint64(ntiles), uint64(packed), uint64(absmax), uint64(bad)); err != nil {
+			if err := d.launch(name, min(QuantGridPerSM, d.fit[name]), ntiles, st, uint64(x), uint64(ntiles), uint64(packed), uint64(absmax), uint64(bad)); err != nil {
 				return err
 			}
 			blk0 = ntiles * tile / bs

@@ -494,7 +494,8 @@ func TestBenchReport(t *testing.T) {
 	}
 	d := openGPU(t)
 	info, _ := d.Info()
-	t.Logf("device: %s, cc %d.%d, %d MiB, %d SMs", info.Name, info.Major, info.Minor, info.TotalBytes>>20, d.sms)
+	t.Logf("device: %s, cc %d.%d, %d MiB, %d SMs; quant_tile_bf16_nf4_b64_v4: %d CTAs of 256 fit a multiprocessor, launched with %d",
+		info.Name, info.Major, info.Minor, info.TotalBytes>>20, d.sms, d.fit["quant_tile_bf16_nf4_b64_v4"], min(QuantGridPerSM, d.fit["quant_tile_bf16_nf4_b64_v4"]))
 	const rows, cols = 128256, 4096
 	n := int64(rows * cols)
 	p := quant.DefaultParams()
@@ -557,10 +558,10 @@ func TestBenchReport(t *testing.T) {
 		variants := []struct {
 			suffix string
 			v      int
-		}{{"v2", 2}, {"v4", 4}, {"v8", 8}}
+		}{{"v2", 2}, {"v4", 4}, {"v8", 8}, {"v4_plain", 4}, {"v4_occ6", 4}}
 		best := map[string]float64{}
 		for _, vr := range variants {
-			for _, g := range []int{4, 5, 8} {
+			for _, g := range []int{4, 5, 6, 8} {
 				name := "quant_tile_bf16_nf4_b64_" + vr.suffix
 				tiles := n / int64(256*vr.v)
 				bw := timeIt(fmt.Sprintf("quantize %s grid %d/SM", name, g), qbytes, func() error {
@@ -572,7 +573,36 @@ func TestBenchReport(t *testing.T) {
 				best[vr.suffix] = max(best[vr.suffix], bw)
 			}
 		}
-		t.Logf("best of grids, %% of copy: v2 %.1f, v4 %.1f, v8 %.1f", 100*best["v2"]/copyBW, 100*best["v4"]/copyBW, 100*best["v8"]/copyBW)
+		t.Logf("best of grids, %% of copy: v2 %.1f, v4 %.1f, v8 %.1f, v4_plain %.1f, v4_occ6 %.1f", 100*best["v2"]/copyBW, 100*best["v4"]/copyBW, 100*best["v8"]/copyBW, 100*best["v4_plain"]/copyBW, 100*best["v4_occ6"]/copyBW)
+		outputs := map[string][]byte{}
+		for _, k := range []string{"v4", "v4_plain", "v4_occ6"} {
+			tiles := n / 1024
+			if err := d.launch("quant_tile_bf16_nf4_b64_"+k, QuantGridPerSM, tiles, st, uint64(x), uint64(tiles), uint64(packed), uint64(absmax), uint64(bad)); err != nil {
+				return err
+			}
+			out := make([]byte, sz.Packed+sz.Blocks*4)
+			if err := cuErr("sync", st.Synchronize()); err != nil {
+				return err
+			}
+			cu.MemcpyDtoH(unsafe.Pointer(&out[0]), packed, sz.Packed)
+			cu.MemcpyDtoH(unsafe.Pointer(&out[sz.Packed]), absmax, sz.Blocks*4)
+			outputs[k] = out
+		}
+		if !bytes.Equal(outputs["v4"], outputs["v4_plain"]) || !bytes.Equal(outputs["v4"], outputs["v4_occ6"]) {
+			t.Errorf("v4, v4_plain and v4_occ6 differ in codes or absmax")
+		}
+		for _, g := range []int{4, 5, 6} {
+			for _, k := range []string{"v4", "v4_occ6"} {
+				gtiles := n / 1024
+				gboth := timeIt(fmt.Sprintf("quantize %s %d/SM + mean + nested (all bytes moved)", k, g), 2*n+sz.Packed+3*sz.Blocks*4+sz.Blocks+sz.Nested, func() error {
+					if err := d.launch("quant_tile_bf16_nf4_b64_"+k, g, gtiles, st, uint64(x), uint64(gtiles), uint64(packed), uint64(absmax), uint64(bad)); err != nil {
+						return err
+					}
+					return d.launchNest(absmax, sz.Blocks, codes, nested, st)
+				})
+				t.Logf("DQ %s %d/SM + mean + nested: %.1f%% of copy (all bytes), %.1f%% (input + final payload)", k, g, 100*gboth/copyBW, 100*gboth*float64(2*n+sz.Total())/float64(2*n+sz.Packed+3*sz.Blocks*4+sz.Blocks+sz.Nested)/copyBW)
+			}
+		}
 		am := make([]float32, sz.Blocks)
 		cu.MemcpyDtoH(unsafe.Pointer(&am[0]), absmax, sz.Blocks*4)
 		t0 := time.Now()
@@ -648,5 +678,113 @@ func TestBenchReport(t *testing.T) {
 		}
 		el := time.Since(t0)
 		t.Logf("host Backend.QuantizeBlocks run %d: %v, %.1f GB/s of input", i, el, float64(2*n)/el.Seconds()/1e9)
+	}
+}
+
+// TestBenchProbe prints, next to the device-to-device copy and the quantize
+// kernel, what the memory system gives for the quantize kernel's bytes with
+// none of its work (kernels/probe): its loads alone, and its loads and stores.
+// It runs when NF4PIPE_PROBE_PTX names that PTX (scripts/bench-cuda.sh packs
+// it); a timing report, not an assertion.
+func TestBenchProbe(t *testing.T) {
+	path := os.Getenv("NF4PIPE_PROBE_PTX")
+	if path == "" {
+		t.Skip("set NF4PIPE_PROBE_PTX to the probe PTX to print memory-system figures")
+	}
+	ptx, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := openGPU(t)
+	const n = int64(128256 * 4096)
+	p := quant.DefaultParams()
+	sz := quant.SizesFor(n, p)
+	err = d.do(func() error {
+		mod, err := cu.LoadData(string(ptx))
+		if err != nil {
+			return err
+		}
+		defer mod.Unload()
+		readOnly, err := mod.Function("read_only")
+		if err != nil {
+			return err
+		}
+		sameBytes, err := mod.Function("same_bytes")
+		if err != nil {
+			return err
+		}
+		var mem devBuf
+		defer mem.free()
+		x, _ := mem.alloc(2 * n)
+		y, _ := mem.alloc(2 * n)
+		packed, _ := mem.alloc(sz.Packed)
+		absmax, _ := mem.alloc(sz.Blocks * 4)
+		bad, err := mem.alloc(16)
+		if err != nil {
+			return err
+		}
+		if err := cu.MemsetD32(x, 0x3C003C00, n/2); err != nil {
+			return err
+		}
+		if err := cu.Synchronize(); err != nil {
+			return err
+		}
+		st := d.streams[0]
+		e0, _ := cu.MakeEvent(cu.DefaultEvent)
+		e1, _ := cu.MakeEvent(cu.DefaultEvent)
+		timeIt := func(name string, bytesMoved int64, f func() error) float64 {
+			var ms []float64
+			for rep := 0; rep < 23; rep++ {
+				e0.Record(st)
+				if err := f(); err != nil {
+					t.Fatal(err)
+				}
+				e1.Record(st)
+				e1.Synchronize()
+				v, _ := e0.Elapsed(e1)
+				if rep >= 3 {
+					ms = append(ms, float64(v))
+				}
+			}
+			sort.Float64s(ms)
+			gbs := float64(bytesMoved) / (ms[len(ms)/2] * 1e-3) / 1e9
+			t.Logf("%-44s median %.3f ms %7.1f GB/s", name, ms[len(ms)/2], gbs)
+			return gbs
+		}
+		tiles := n / 1024
+		launch := func(f cu.Function, perSM int, args ...uint64) error {
+			ptrs := make([]unsafe.Pointer, len(args))
+			for i := range args {
+				ptrs[i] = unsafe.Pointer(&args[i])
+			}
+			return f.Launch(d.sms*perSM, 1, 1, 256, 1, 1, 0, st, ptrs)
+		}
+		qbytes := 2*n + sz.Packed + sz.Blocks*4
+		copyBW := timeIt("device-to-device copy (r+w)", 4*n, func() error { return cu.MemcpyDtoDAsync(y, x, 2*n, st) })
+		quantBW := timeIt("quantize kernel v4", qbytes, func() error {
+			return d.launch("quant_tile_bf16_nf4_b64_v4", QuantGridPerSM, tiles, st, uint64(x), uint64(tiles), uint64(packed), uint64(absmax), uint64(bad))
+		})
+		sameCoal, err := mod.Function("same_bytes_coalesced")
+		if err != nil {
+			return err
+		}
+		var rBW, sBW, cBW float64
+		for _, g := range []int{4, 8} {
+			cBW = max(cBW, timeIt(fmt.Sprintf("probe same_bytes_coalesced, %d CTAs/SM", g), qbytes, func() error {
+				return launch(sameCoal, g, uint64(x), uint64(tiles), uint64(packed), uint64(absmax))
+			}))
+			rBW = max(rBW, timeIt(fmt.Sprintf("probe read_only, %d CTAs/SM", g), 2*n, func() error {
+				return launch(readOnly, g, uint64(x), uint64(tiles), uint64(bad))
+			}))
+			sBW = max(sBW, timeIt(fmt.Sprintf("probe same_bytes, %d CTAs/SM", g), qbytes, func() error {
+				return launch(sameBytes, g, uint64(x), uint64(tiles), uint64(packed), uint64(absmax))
+			}))
+		}
+		t.Logf("PROBE copy %.1f GB/s; quantize %.1f%% of copy; its loads alone %.1f%%, its loads and stores with no work %.1f%%, the same with absmax stored 64 bytes at a time %.1f%%",
+			copyBW, 100*quantBW/copyBW, 100*rBW/copyBW, 100*sBW/copyBW, 100*cBW/copyBW)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
