@@ -15,14 +15,14 @@ const CUDABuilt = true
 
 // openBackends opens the GPUs d names (every visible one for plain cuda).
 //
-// auto means the CPU, also in this build: a stream arrives at pipe speed (2.2 GB
-// of TinyLlama took 1.5 s through one pipe on the 16-core H200 machine, dd | cat
-// as fast) while the AVX2 kernels quantize about 2 GB/s a core, so the CPU keeps
-// up with any pipe; the GPU path adds the device's start-up and host<->device
-// copies. Same machine, 2026-11-27: detect | quantize | place took 2.7-3.2 s on
-// the CPU and 3.9-4.2 s with --device cuda (and 6.2 s for detect | quantize on
-// the first use, when the driver JIT-compiles the PTX). The GPU is there for
-// --device cuda.
+// auto means the CPU, also in this build: the stage takes 4.4-4.8 GB/s on 16
+// cores (AVX2, about 2 GB/s a core), faster than detect's pipe delivers, while
+// the GPU path adds the device's start-up and a host round trip per piece. On
+// the 16-core H200 machine, 2026-11-27 (docs/BENCHMARKS.md, "Whole tool"):
+// detect | quantize | place --out took 1.0-1.2 s on the CPU and 2.0-2.2 s with
+// --device cuda (and the first CUDA run on a machine also waits for the
+// driver's JIT compile of the PTX: 6.2 s for detect | quantize). The GPU is
+// there for --device cuda.
 //
 // A GPU out of device memory quantizes in smaller chunks, then on the CPU,
 // with one warning through warn (see gpu.Device.BackendWithWarn); one whose
