@@ -56,8 +56,8 @@ type Device struct {
 	mod     cu.Module
 	fn      map[string]cu.Function
 	fit     map[string]int // 256-thread CTAs of each kernel one multiprocessor holds at once
-	dynmap  cu.DevicePtr // the nested map, 256 float32
-	nestTab cu.DevicePtr // quant.NestedCodeTable
+	dynmap  cu.DevicePtr   // the nested map, 256 float32
+	nestTab cu.DevicePtr   // quant.NestedCodeTable
 	mean    meanScratch
 	streams [2]cu.Stream
 	sms     int // multiprocessors
