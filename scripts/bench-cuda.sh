@@ -11,6 +11,7 @@ pack)
 	set -e
 	rm -rf bin/dev && mkdir -p bin/dev/cpu bin/dev/cuda bin/gpu/testdata/bnb
 	cp ../shared/testdata/bnb/golden_bnb_bfloat16.safetensors ../shared/testdata/bnb/golden_bnb_float16.safetensors bin/gpu/testdata/bnb/
+	rm -rf bin/gpu/testdata/models && cp -r ../shared/testdata/models bin/gpu/testdata/models
 	CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o bin/dev/cpu/ ./cmd/detect ./cmd/quantize ./cmd/place
 	CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o bin/dev/cpu/synth ./internal/synth/cmd
 	CGO_ENABLED=1 go build -tags cuda -trimpath -ldflags '-s -w' -o bin/dev/cuda/ ./cmd/quantize ./cmd/place
@@ -28,6 +29,7 @@ T=/tmp/nf4dev
 mkdir -p $T "$OUT" ../shared/testdata/bnb
 tar -C $T -xJf bin/dev.tar.xz
 cp bin/gpu/testdata/bnb/*.safetensors ../shared/testdata/bnb/
+[ -d bin/gpu/testdata/models ] && [ ! -d ../shared/testdata/models ] && cp -r bin/gpu/testdata/models ../shared/testdata/models
 {
 	date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; nproc
 } 2>&1 | tee "$OUT/machine.txt"
@@ -38,6 +40,14 @@ grep -E '^(--- |FAIL|ok|PASS)' "$OUT/tests.txt" | head -30
 grep -E 'differ|offset' "$OUT/tests.txt" | head -8
 (cd internal/gpu && NF4PIPE_GPU_BENCH=1 NF4PIPE_PROBE_PTX=$T/probe.ptx $T/gpu.test -test.v -test.count=1 -test.run 'TestBenchReport|TestBenchProbe' 2>&1) > "$OUT/bench.txt"
 grep -E 'copy|RESULT|PROBE|v4 grid 8|host' "$OUT/bench.txt"
+# Every tiny model through the GPU: the checkpoint must be transformers' own.
+for m in ../shared/testdata/models/*-bnb-nf4; do
+	src=${m%-bnb-nf4}; name=$(basename "$src")
+	$T/cpu/detect -q "$src" | $T/cuda/quantize -q --device cuda | $T/cuda/place -q --no-emit --force --out /tmp/gm-$name \
+		&& cmp -s /tmp/gm-$name/model.safetensors "$m/model.safetensors" \
+		&& echo "$name: detect | quantize --device cuda | place: model.safetensors identical to transformers'" \
+		|| echo "$name: CUDA checkpoint DIFFERS from transformers'"
+done 2>&1 | tee "$OUT/models.txt"
 # Whole pipeline on a TinyLlama-dimension checkpoint in the page cache.
 M=/tmp/tinyllama
 $T/cpu/synth model --quiet --preset tinyllama-1.1b $M > /dev/null
