@@ -483,6 +483,40 @@ func slicesEqualBits(a, b []float32) bool {
 	return true
 }
 
+// eventTimer returns a function that times f on stream st with CUDA events:
+// 3 warm-up runs, then the median of 20, logged and returned as GB/s of
+// bytesMoved.
+func eventTimer(t *testing.T, st cu.Stream) func(name string, bytesMoved int64, f func() error) float64 {
+	e0, err := cu.MakeEvent(cu.DefaultEvent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e1, err := cu.MakeEvent(cu.DefaultEvent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(name string, bytesMoved int64, f func() error) float64 {
+		var ms []float64
+		for rep := 0; rep < 23; rep++ {
+			e0.Record(st)
+			if err := f(); err != nil {
+				t.Fatal(err)
+			}
+			e1.Record(st)
+			e1.Synchronize()
+			v, _ := e0.Elapsed(e1)
+			if rep >= 3 {
+				ms = append(ms, float64(v))
+			}
+		}
+		sort.Float64s(ms)
+		med := ms[len(ms)/2]
+		gbs := float64(bytesMoved) / (med * 1e-3) / 1e9
+		t.Logf("%-52s median %.3f ms %7.1f GB/s (min %.3f max %.3f, %d reps)", name, med, gbs, ms[0], ms[len(ms)-1], len(ms))
+		return gbs
+	}
+}
+
 // TestBenchReport prints device figures for docs/BENCHMARKS.md when
 // NF4PIPE_GPU_BENCH=1 (a timing report, not an assertion): device-to-device
 // copy, the quantize kernel variants, nested quantization and dequantization
@@ -528,28 +562,7 @@ func TestBenchReport(t *testing.T) {
 			return err
 		}
 		st := d.streams[0]
-		e0, _ := cu.MakeEvent(cu.DefaultEvent)
-		e1, _ := cu.MakeEvent(cu.DefaultEvent)
-		timeIt := func(name string, bytesMoved int64, f func() error) float64 {
-			var ms []float64
-			for rep := 0; rep < 23; rep++ {
-				e0.Record(st)
-				if err := f(); err != nil {
-					t.Fatal(err)
-				}
-				e1.Record(st)
-				e1.Synchronize()
-				v, _ := e0.Elapsed(e1)
-				if rep >= 3 {
-					ms = append(ms, float64(v))
-				}
-			}
-			sort.Float64s(ms)
-			med := ms[len(ms)/2]
-			gbs := float64(bytesMoved) / (med * 1e-3) / 1e9
-			t.Logf("%-52s median %.3f ms %7.1f GB/s (min %.3f max %.3f, %d reps)", name, med, gbs, ms[0], ms[len(ms)-1], len(ms))
-			return gbs
-		}
+		timeIt := eventTimer(t, st)
 		copyBW := timeIt("device-to-device copy (bf16 tensor, r+w)", 4*n, func() error {
 			return cu.MemcpyDtoDAsync(y, x, 2*n, st)
 		})
@@ -730,27 +743,7 @@ func TestBenchProbe(t *testing.T) {
 			return err
 		}
 		st := d.streams[0]
-		e0, _ := cu.MakeEvent(cu.DefaultEvent)
-		e1, _ := cu.MakeEvent(cu.DefaultEvent)
-		timeIt := func(name string, bytesMoved int64, f func() error) float64 {
-			var ms []float64
-			for rep := 0; rep < 23; rep++ {
-				e0.Record(st)
-				if err := f(); err != nil {
-					t.Fatal(err)
-				}
-				e1.Record(st)
-				e1.Synchronize()
-				v, _ := e0.Elapsed(e1)
-				if rep >= 3 {
-					ms = append(ms, float64(v))
-				}
-			}
-			sort.Float64s(ms)
-			gbs := float64(bytesMoved) / (ms[len(ms)/2] * 1e-3) / 1e9
-			t.Logf("%-44s median %.3f ms %7.1f GB/s", name, ms[len(ms)/2], gbs)
-			return gbs
-		}
+		timeIt := eventTimer(t, st)
 		tiles := n / 1024
 		launch := func(f cu.Function, perSM int, args ...uint64) error {
 			ptrs := make([]unsafe.Pointer, len(args))
