@@ -22,6 +22,16 @@ import (
 	"gorgonia.org/cu"
 )
 
+// Count returns how many GPUs the driver sees, without creating a context on
+// any (Devices opens each, which costs a context and a module load apiece).
+func Count() (int, error) {
+	n, err := cu.NumDevices()
+	if err != nil {
+		return 0, fmt.Errorf("%w: counting devices: %v", ErrCUDA, err)
+	}
+	return n, nil
+}
+
 // Devices lists the GPUs with their free memory.
 func Devices() ([]DeviceInfo, error) {
 	n, err := cu.NumDevices()
@@ -425,7 +435,7 @@ func (d *Device) workspaceFor(chunk int64) (*workspace, error) {
 // it is large: one core copies about 10 GB/s, and pinned staging is on the
 // critical path of every chunk.
 func parallelCopy(dst, src []byte) {
-	const part = 4 << 20
+	const part = 1 << 20
 	if len(src) < 2*part {
 		copy(dst, src)
 		return

@@ -10,6 +10,9 @@ type Device struct{}
 // Devices lists the GPUs. Without CUDA it fails with ErrNoCUDA.
 func Devices() ([]DeviceInfo, error) { return nil, ErrNoCUDA }
 
+// Count reports ErrNoCUDA: this build has no GPU support.
+func Count() (int, error) { return 0, ErrNoCUDA }
+
 // Open opens GPU ordinal. Without CUDA it fails with ErrNoCUDA.
 func Open(ordinal int) (*Device, error) { return nil, ErrNoCUDA }
 

@@ -36,19 +36,16 @@ func openBackends(d Device, threads int, warn func(string)) ([]quant.Backend, fu
 	}
 	ords := d.Ordinals
 	if len(ords) == 0 {
-		infos, err := gpu.Devices()
-		if err == nil && len(infos) == 0 {
+		// Count, not gpu.Devices: that would open every GPU once more.
+		n, err := gpu.Count()
+		if err == nil && n == 0 {
 			err = gpu.ErrNoDevice
-		}
-		if errors.Is(err, gpu.ErrOutOfMemory) {
-			warn(fmt.Sprintf("%s: out of device memory opening a GPU, quantizing on the CPU", d))
-			return cpu, func() {}, nil
 		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("--device %s: %w", d, err)
 		}
-		for _, in := range infos {
-			ords = append(ords, in.Ordinal)
+		for i := range n {
+			ords = append(ords, i)
 		}
 	}
 	var devs []*gpu.Device
