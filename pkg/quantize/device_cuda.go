@@ -19,7 +19,7 @@ const CUDABuilt = true
 // cores (AVX2, about 2 GB/s a core), faster than detect's pipe delivers, while
 // the GPU path adds the device's start-up and a host round trip per piece. On
 // the 16-core H200 machine, 2026-11-27 (docs/BENCHMARKS.md, "Whole tool"):
-// detect | quantize | place --out took 1.0-1.2 s on the CPU and 2.0-2.2 s with
+// detect | quantize | place --out took 1.1-1.4 s on the CPU and 1.9 s with
 // --device cuda (and the first CUDA run on a machine also waits for the
 // driver's JIT compile of the PTX: 6.2 s for detect | quantize). The GPU is
 // there for --device cuda.
