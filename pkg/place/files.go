@@ -110,35 +110,11 @@ func writePlan(h *tensorstream.Header, path string) error {
 	if stages == nil {
 		stages = []tensorstream.Stage{}
 	}
-	data, err := json.MarshalIndent(PlanSide{Stages: stages, Plan: jsonable(plan)}, "", "  ")
+	data, err := json.MarshalIndent(PlanSide{Stages: stages, Plan: tensorstream.JSONValue(plan)}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("header section %q: %w", tensorstream.SectionPlan, err)
 	}
 	return checkpoint.WriteFileSync(path, append(data, '\n'))
-}
-
-// jsonable turns msgpack's generic maps (map[string]any, or map[any]any for
-// non-string keys) into values encoding/json takes.
-func jsonable(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			x[k] = jsonable(e)
-		}
-		return x
-	case map[any]any:
-		m := make(map[string]any, len(x))
-		for k, e := range x {
-			m[fmt.Sprint(k)] = jsonable(e)
-		}
-		return m
-	case []any:
-		for i, e := range x {
-			x[i] = jsonable(e)
-		}
-		return x
-	}
-	return v
 }
 
 // torchDType turns a dtype name (bf16, bfloat16, BF16, fp16, float16, half,

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
-	"unicode/utf8"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -96,41 +95,9 @@ func decodeRaw(m tensorstream.RawMap) map[string]any {
 			out[k] = fmt.Sprintf("<%d bytes of msgpack>", len(raw))
 			continue
 		}
-		out[k] = jsonable(v)
+		out[k] = tensorstream.JSONValue(v)
 	}
 	return out
-}
-
-// jsonable makes msgpack values encodable as JSON: byte strings holding JSON
-// (config.json) stay JSON, other UTF-8 ones become strings.
-func jsonable(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			x[k] = jsonable(e)
-		}
-		return x
-	case map[any]any:
-		m := make(map[string]any, len(x))
-		for k, e := range x {
-			m[fmt.Sprint(k)] = jsonable(e)
-		}
-		return m
-	case []any:
-		for i, e := range x {
-			x[i] = jsonable(e)
-		}
-		return x
-	case []byte:
-		if json.Valid(x) {
-			return json.RawMessage(x)
-		}
-		if utf8.Valid(x) {
-			return string(x)
-		}
-		return x
-	}
-	return v
 }
 
 // WriteJSON writes the listing as one indented JSON object.
