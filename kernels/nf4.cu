@@ -331,17 +331,11 @@ QUANT_TILES(f16, nf4, DT_F16, QT_NF4, 4)
 QUANT_TILES(f16, fp4, DT_F16, QT_FP4, 4)
 QUANT_TILES(f32, nf4, DT_F32, QT_NF4, 2)
 QUANT_TILES(f32, fp4, DT_F32, QT_FP4, 2)
-// For the benchmark: the default case with one 4-byte absmax store per block
-// (plain), and with room for 6 CTAs per multiprocessor (occ6).
+// For the benchmark: the default case with one 4-byte absmax store per block.
 extern "C" __global__ void __launch_bounds__(256) quant_tile_bf16_nf4_b64_v4_plain(
     const void *__restrict__ x, u64 ntiles, uint8_t *__restrict__ packed, float *__restrict__ absmax,
     int *__restrict__ bad) {
     quant_tile<DT_BF16, QT_NF4, 3, 4, false>(x, ntiles, packed, absmax, bad);
-}
-extern "C" __global__ void __launch_bounds__(256, 6) quant_tile_bf16_nf4_b64_v4_occ6(
-    const void *__restrict__ x, u64 ntiles, uint8_t *__restrict__ packed, float *__restrict__ absmax,
-    int *__restrict__ bad) {
-    quant_tile<DT_BF16, QT_NF4, 3, 4>(x, ntiles, packed, absmax, bad);
 }
 // Other vector counts of the default case, for the benchmark.
 QUANT_TILE(bf16, nf4, DT_BF16, QT_NF4, 64, 3, 2)

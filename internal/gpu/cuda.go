@@ -174,11 +174,11 @@ type meanScratch struct {
 }
 
 func (m *meanScratch) alloc(ctas int) error {
-	p, err := cu.MemAlloc(int64(4*ctas + 16))
+	p, err := cu.MemAlloc(int64(4*ctas + 8))
 	if err != nil {
 		return cuErr("allocating mean scratch", err)
 	}
-	if err := cuErr("clearing mean scratch", cu.MemsetD32(p, 0, int64(ctas+4))); err != nil {
+	if err := cuErr("clearing mean scratch", cu.MemsetD32(p, 0, int64(ctas+2))); err != nil {
 		cu.MemFree(p)
 		return err
 	}
@@ -186,10 +186,9 @@ func (m *meanScratch) alloc(ctas int) error {
 	return nil
 }
 
-// After the partial sums: the count of finished CTAs, two unused words and
-// the offset.
+// After the partial sums: the count of finished CTAs, then the offset.
 func (m *meanScratch) count() cu.DevicePtr  { return m.ptr + cu.DevicePtr(4*m.ctas) }
-func (m *meanScratch) result() cu.DevicePtr { return m.ptr + cu.DevicePtr(4*m.ctas+12) }
+func (m *meanScratch) result() cu.DevicePtr { return m.ptr + cu.DevicePtr(4*m.ctas+4) }
 
 // launchMean writes quant.MeanF32 of the n float32 values at a to the
 // scratch's result, computed on the device in the same order.
@@ -306,7 +305,7 @@ func tileVectors(dt quant.DType) int {
 }
 
 func kernelNames() []string {
-	names := []string{"mean_torch", "nest_quantize", "quant_tile_bf16_nf4_b64_v2", "quant_tile_bf16_nf4_b64_v8", "quant_tile_bf16_nf4_b64_v4_plain", "quant_tile_bf16_nf4_b64_v4_occ6"}
+	names := []string{"mean_torch", "nest_quantize", "quant_tile_bf16_nf4_b64_v2", "quant_tile_bf16_nf4_b64_v8", "quant_tile_bf16_nf4_b64_v4_plain"}
 	for _, k := range []string{"f32_v2", "f16_v4", "bf16_v4", "bf16_v2", "bf16_v8"} {
 		names = append(names, "dequant_"+k+"_f32", "dequant_"+k+"_dq")
 	}
