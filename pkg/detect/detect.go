@@ -15,6 +15,7 @@ import (
 
 	nf4cli "github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
+	"github.com/nf4pipe/nf4pipe/pkg/hfcache"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
@@ -31,11 +32,15 @@ const maxConfigSize = 16 << 20
 
 // Source is the stream header's "source" section.
 type Source struct {
-	Path   string `msgpack:"path" json:"path"`
-	Dir    string `msgpack:"dir" json:"dir"`       // the model directory, for tokenizer files
-	Config []byte `msgpack:"config" json:"-"`      // raw config.json bytes, nil when absent
-	Files  int    `msgpack:"files" json:"files"`   // safetensors files read; 0 for a config alone
-	NoData bool   `msgpack:"nodata" json:"nodata"` // config alone: descriptors without payloads
+	Path string `msgpack:"path" json:"path"`
+	Dir  string `msgpack:"dir" json:"dir"` // the model directory, for tokenizer files
+	// ID and Revision name the model when it was found in the Hugging Face
+	// cache by id (Path is then its snapshot there).
+	ID       string `msgpack:"id,omitempty" json:"id,omitempty"`
+	Revision string `msgpack:"revision,omitempty" json:"revision,omitempty"`
+	Config   []byte `msgpack:"config" json:"-"`      // raw config.json bytes, nil when absent
+	Files    int    `msgpack:"files" json:"files"`   // safetensors files read; 0 for a config alone
+	NoData   bool   `msgpack:"nodata" json:"nodata"` // config alone: descriptors without payloads
 }
 
 // Model is an opened model: its facts and annotated tensors, and the open
@@ -55,11 +60,36 @@ type Model struct {
 
 // Open reads the model at path: a directory (config.json with model.safetensors
 // or a sharded index), a .safetensors file, an index JSON, or a config.json
-// alone. The policy decides which tensors are marked for quantization.
-func Open(path string, pol arch.Policy) (*Model, error) {
+// alone; or, when no such path exists, a model id (ORG/NAME) in the local
+// Hugging Face cache at its main revision. The policy decides which tensors
+// are marked for quantization.
+func Open(path string, pol arch.Policy) (*Model, error) { return OpenRevision(path, "", pol) }
+
+// OpenRevision is Open with the revision of a model id (a branch, a tag or a
+// commit hash; "" for main). A revision with a local path is an error
+// (hfcache.ErrRevision).
+func OpenRevision(model, revision string, pol arch.Policy) (*Model, error) {
 	if err := pol.Validate(); err != nil {
 		return nil, err
 	}
+	path, err := hfcache.Locate(model, revision)
+	if err != nil {
+		return nil, err
+	}
+	m, err := open(path, pol)
+	if err != nil {
+		return nil, err
+	}
+	if path != model {
+		m.Source.ID, m.Source.Revision = model, revision
+		if revision == "" {
+			m.Source.Revision = hfcache.DefaultRevision
+		}
+	}
+	return m, nil
+}
+
+func open(path string, pol arch.Policy) (*Model, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %v", path, ErrInput, err)

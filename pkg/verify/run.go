@@ -10,6 +10,7 @@ import (
 
 	"github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
+	"github.com/nf4pipe/nf4pipe/pkg/hfcache"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
@@ -24,8 +25,11 @@ type Options struct {
 	// file or index JSON); "" for none.
 	Checkpoint string
 	// Reference is the original model (directory, .safetensors file or index
-	// JSON); "" checks integrity only.
+	// JSON, or a model id ORG/NAME in the local Hugging Face cache when no
+	// such path exists); "" checks integrity only.
 	Reference string
+	// ReferenceRevision is the revision of a Reference id ("" for main).
+	ReferenceRevision string
 	// Tolerance is the envelope factor over the Gaussian error
 	// (DefaultTolerance when 0).
 	Tolerance float64
@@ -54,7 +58,14 @@ func Run(opts Options) (*Report, error) {
 		seen: map[string]bool{},
 	}
 	if opts.Reference != "" {
-		ref, err := safetensors.Open(opts.Reference)
+		path, err := hfcache.Locate(opts.Reference, opts.ReferenceRevision)
+		if errors.Is(err, hfcache.ErrNotCached) {
+			return nil, fmt.Errorf("%w: reference: %w", ErrInput, err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reference: %w", err) // a bad --revision: a usage error
+		}
+		ref, err := safetensors.Open(path)
 		if err != nil {
 			return nil, fmt.Errorf("%w: reference: %w", ErrInput, err)
 		}
