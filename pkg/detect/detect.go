@@ -15,6 +15,7 @@ import (
 
 	nf4cli "github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
+	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
 	"github.com/nf4pipe/nf4pipe/pkg/hfcache"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
@@ -56,6 +57,10 @@ type Model struct {
 
 	ck    *safetensors.Checkpoint
 	infos []safetensors.TensorInfo // parallel to Tensors when ck != nil
+
+	// a checkpoint already in 4 bits, read through pkg/checkpoint instead
+	qck *checkpoint.Checkpoint
+	qts []*tensorstream.Tensor // parallel to Tensors when qck != nil
 }
 
 // Open reads the model at path: a directory (config.json with model.safetensors
@@ -135,11 +140,20 @@ func open(path string, pol arch.Policy) (*Model, error) {
 		m.Source.Config = data
 	}
 
+	var pq *arch.Prequantized
+	if m.Source.Config != nil {
+		pq = arch.PrequantizedFromConfig(m.Source.Config)
+	}
 	var descs []arch.Desc
-	if weights == "" {
+	switch {
+	case weights != "" && pq != nil:
+		if err := m.openPrequantized(weights, pol, pq); err != nil {
+			return nil, err
+		}
+	case weights == "":
 		m.Source.NoData = true
 		descs = m.Arch.Tensors()
-	} else {
+	default:
 		ck, err := safetensors.Open(weights)
 		if err != nil {
 			return nil, err
@@ -151,9 +165,18 @@ func open(path string, pol arch.Policy) (*Model, error) {
 			descs = append(descs, arch.Desc{Name: ti.Name, DType: string(ti.DType), Shape: ti.Shape})
 		}
 	}
-	m.Tensors = arch.Annotate(descs, pol)
+	if m.qck == nil {
+		m.Tensors = arch.Annotate(descs, pol)
+		if pq != nil { // a config alone: what the checkpoint it describes holds
+			arch.KeepSkipModules(m.Tensors, pq)
+		}
+	}
 	m.Facts = arch.Summarize(m.Arch, m.Tensors)
 	m.Facts.SourceDType = dominantDType(m.Tensors)
+	m.Facts.Prequantized = pq
+	if m.qck != nil {
+		m.Facts.Bytes.Source = m.PayloadBytes() // what is stored, not 16 bits a weight
+	}
 	return m, nil
 }
 
@@ -217,6 +240,9 @@ func dominantDType(ts []arch.Tensor) string {
 // 0 for a config alone.
 func (m *Model) PayloadBytes() int64 {
 	var n int64
+	for _, t := range m.qts {
+		n += t.Size
+	}
 	for _, ti := range m.infos {
 		n += ti.Size()
 	}
@@ -225,6 +251,9 @@ func (m *Model) PayloadBytes() int64 {
 
 // Close releases the checkpoint's files.
 func (m *Model) Close() error {
+	if m.qck != nil {
+		return m.qck.Close()
+	}
 	if m.ck != nil {
 		return m.ck.Close()
 	}
@@ -236,8 +265,11 @@ func (m *Model) Descriptor(i int) (*tensorstream.Tensor, error) {
 	t := m.Tensors[i]
 	d := &tensorstream.Tensor{Name: t.Name, DType: tensorstream.DType(t.DType),
 		Shape: append([]int64(nil), t.Shape...), Encoding: tensorstream.Raw,
-		Size: t.Elements() * arch.DTypeSize(t.DType), NoData: m.ck == nil}
-	if m.ck != nil {
+		Size: t.Elements() * arch.DTypeSize(t.DType), NoData: m.ck == nil && m.qck == nil}
+	switch {
+	case m.qck != nil:
+		d = m.qts[i].Clone() // bnb4 with its quant state, nested offset included
+	case m.ck != nil:
 		d.Size = m.infos[i].Size()
 	}
 	for k, v := range map[string]any{tensorstream.AnnRole: t.Role, tensorstream.AnnLayer: t.Layer,
@@ -265,7 +297,7 @@ func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 	if err := sw.WriteHeader(h); err != nil {
 		return err
 	}
-	if m.ck != nil {
+	if m.ck != nil || m.qck != nil {
 		m.Progress.Expect(len(m.Tensors), m.PayloadBytes())
 	}
 	for i := range m.Tensors {
@@ -275,6 +307,13 @@ func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 		}
 		if err := sw.WriteTensor(d); err != nil {
 			return err
+		}
+		if m.qck != nil {
+			m.Progress.Tensor(d.Name)
+			if err := m.copyPrequantized(sw, i); err != nil {
+				return err
+			}
+			continue
 		}
 		if m.ck == nil {
 			continue
