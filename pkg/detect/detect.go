@@ -158,6 +158,15 @@ func open(path string, pol arch.Policy) (*Model, error) {
 		if err != nil {
 			return nil, err
 		}
+		if hasQuantState(ck) {
+			// 4-bit weights whose config.json does not say so (or is absent)
+			ck.Close()
+			pq = &arch.Prequantized{Method: "bitsandbytes"}
+			if err := m.openPrequantized(weights, pol, pq); err != nil {
+				return nil, err
+			}
+			break
+		}
 		m.ck = ck
 		m.Source.Files = len(ck.Files)
 		m.infos = ck.Tensors()

@@ -3,10 +3,12 @@ package detect
 import (
 	"fmt"
 	"io"
+	"strings"
 
 	nf4cli "github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
+	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
@@ -80,4 +82,15 @@ func (pr progressReader) Read(b []byte) (int, error) {
 	n, err := pr.r.Read(b)
 	pr.p.Add(int64(n))
 	return n, err
+}
+
+// hasQuantState reports whether a checkpoint holds bitsandbytes 4-bit quant
+// states, whatever its config.json says.
+func hasQuantState(ck *safetensors.Checkpoint) bool {
+	for _, ti := range ck.Tensors() {
+		if strings.Contains(ti.Name, checkpoint.SuffixQuantState) {
+			return true
+		}
+	}
+	return false
 }

@@ -112,3 +112,27 @@ func TestPrequantizedConfigAlone(t *testing.T) {
 		t.Errorf("%d quantized tensors, want %d", got, want)
 	}
 }
+
+// TestPrequantizedWithoutConfig: 4-bit weights are recognized by their quant
+// states when no config.json says so.
+func TestPrequantizedWithoutConfig(t *testing.T) {
+	dir := t.TempDir()
+	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "models", "llama-bnb-nf4", "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "model.safetensors"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open(dir, arch.Policy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if pq := m.Facts.Prequantized; pq == nil || pq.Type != "nf4" || pq.BlockSize != 64 || !pq.DoubleQuant {
+		t.Errorf("stored format %+v", pq)
+	}
+	if m.Facts.Tensors != 21 || m.Facts.QuantizedTensors != 14 || m.Facts.Params.Total != 557696 {
+		t.Errorf("%d tensors, %d quantized, %d params; want 21, 14, 557696", m.Facts.Tensors, m.Facts.QuantizedTensors, m.Facts.Params.Total)
+	}
+}
