@@ -9,6 +9,7 @@ import (
 
 	nf4cli "github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
+	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
@@ -22,7 +23,9 @@ const (
 	ExitUsage = nf4cli.ExitUsage // bad flags or arguments
 )
 
-func init() { nf4cli.RegisterInputErrors(ErrInput, ErrConfig) }
+func init() {
+	nf4cli.RegisterInputErrors(ErrInput, ErrConfig, checkpoint.ErrLayout, checkpoint.ErrQuantState, checkpoint.ErrConfig, checkpoint.ErrDType)
+}
 
 // Main runs the detect command line with args (args[0] is the program name)
 // and returns the exit status. stdoutIsTerminal makes it refuse to write a

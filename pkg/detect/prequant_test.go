@@ -1,12 +1,15 @@
 package detect
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
+	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
@@ -134,5 +137,29 @@ func TestPrequantizedWithoutConfig(t *testing.T) {
 	}
 	if m.Facts.Tensors != 21 || m.Facts.QuantizedTensors != 14 || m.Facts.Params.Total != 557696 {
 		t.Errorf("%d tensors, %d quantized, %d params; want 21, 14, 557696", m.Facts.Tensors, m.Facts.QuantizedTensors, m.Facts.Params.Total)
+	}
+}
+
+// TestPrequantizedBadLayout: a 4-bit checkpoint whose quant states disagree
+// with its entries is refused with pkg/checkpoint's sentinel.
+func TestPrequantizedBadLayout(t *testing.T) {
+	src := filepath.Join("..", "..", "testdata", "models", "llama-bnb-nf4")
+	dir := t.TempDir()
+	for _, f := range []string{"config.json", "model.safetensors"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f == "model.safetensors" {
+			// one quant state claims a shape of twice the elements
+			b = bytes.Replace(b, []byte(`"shape": [128, 256]`), []byte(`"shape": [256, 256]`), 1)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := Open(dir, arch.Policy{})
+	if !errors.Is(err, checkpoint.ErrLayout) && !errors.Is(err, checkpoint.ErrQuantState) {
+		t.Errorf("got %v, want a checkpoint layout or quant state error", err)
 	}
 }
