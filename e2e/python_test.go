@@ -228,3 +228,23 @@ func TestPythonPassThroughQuantized(t *testing.T) {
 	}
 	checkCheckpoint(t, ck, "bfloat16")
 }
+
+// TestPythonConfigAlone: a stream of descriptors without data (detect on a
+// config.json) crosses the Python stage, which rewrites the annotations.
+func TestPythonConfigAlone(t *testing.T) {
+	py := python(t)
+	var list bytes.Buffer
+	res := run{dir: root, stdout: &list, stages: [][]string{
+		{"detect", path("testdata", "configs", "tiny-llama.json")},
+		{py, path("examples", "python", "keep16.py"), "*.mlp.*"},
+		{"verify", "--list"},
+	}}.exec(t)
+	for _, r := range res {
+		if r.code != 0 {
+			t.Errorf("%s: status %s; stderr:\n%s", r.name, r.status(), r.stderr)
+		}
+	}
+	if n := strings.Count(list.String(), "reason=kept 16-bit by keep16.py"); n != 6 {
+		t.Errorf("%d tensors kept by keep16.py in the listing, want 6:\n%s", n, list.String())
+	}
+}

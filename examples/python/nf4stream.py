@@ -336,7 +336,7 @@ class Reader:
             return
         self._pending = None
         crc, got = CRC32C(), 0
-        size = t.size
+        size = 0 if t.nodata else t.size
         while True:
             kind, body, fcrc = self._frame()
             if kind == b"Z":

@@ -40,7 +40,8 @@ func Main(args []string, stdout, stderr io.Writer, stdoutIsTerminal bool) int {
 			"report to stderr. With a config.json alone it writes tensor descriptors without data,\n" +
 			"so plan can run before the weights are downloaded. A model id ORG/NAME that is not a local\n" +
 			"path is read from the local Hugging Face cache ($HF_HUB_CACHE, else $HF_HOME/hub, else\n" +
-			"~/.cache/huggingface/hub), never downloaded.\n\n" +
+			"~/.cache/huggingface/hub), never downloaded. A checkpoint already in bitsandbytes 4-bit\n" +
+			"streams its 4-bit weights as stored, counted as the parameters they hold.\n\n" +
 			"Exit status: 0 done, 2 bad flags or arguments, 3 no model or an invalid config.json or\n" +
 			"safetensors file, 4 the output could not be written.\n\n" +
 			"Examples:\n" +
