@@ -60,8 +60,8 @@ def _table():
 
 _T = _table()
 _TNP = np.array(_T, dtype=np.uint32)
-_LANES = 1024
-_shift_cols = {}  # lane length -> the 32 images of the basis under "append that many zeros"
+_MAX_LANES = 4096
+_zero_cols = {}  # n -> the images of the 32 unit registers after n zero bytes
 
 
 def _update_py(state, data):
@@ -71,46 +71,54 @@ def _update_py(state, data):
     return state
 
 
-def _shift_columns(m):
-    """Images of the 32 unit states under the register update over m zero
-    bytes: the update is linear over GF(2), so these columns apply it to any
-    state."""
-    cols = _shift_cols.get(m)
-    if cols is None:
-        s = np.array([1 << k for k in range(32)], dtype=np.uint32)
-        for _ in range(m):
-            s = _TNP[s & 0xFF] ^ (s >> 8)
-        cols = [int(v) for v in s]
-        _shift_cols[m] = cols
-    return cols
+# The register update is linear over GF(2): the register after a message is
+# the register after its bytes from 0, XOR the starting register carried
+# over as many zero bytes. So lanes can run side by side from 0 and be
+# combined after, and "carry over n zero bytes" is a 32x32 bit matrix, kept
+# as the images of the 32 unit registers (its columns).
 
-
-def _apply(cols, state):
-    out, k = 0, 0
-    while state:
-        if state & 1:
-            out ^= cols[k]
-        state >>= 1
-        k += 1
+def _shift(cols, states):
+    """Applies the matrix with columns cols to every register in states."""
+    out = np.zeros_like(states)
+    one = np.uint32(1)
+    for k in range(32):
+        out ^= ((states >> np.uint32(k)) & one) * cols[k]
     return out
 
 
+def _zeros(n):
+    cols = _zero_cols.get(n)
+    if cols is None:
+        cols = np.array([1 << k for k in range(32)], dtype=np.uint32)
+        for _ in range(n):
+            cols = _TNP[cols & 0xFF] ^ (cols >> np.uint32(8))
+        _zero_cols[n] = cols
+    return cols
+
+
 def _update(state, data):
-    """The CRC register after data, from state. Large inputs run as 1024
-    lanes in numpy whose registers are then combined, so a payload costs
-    numpy time, not a Python loop per byte."""
+    """The CRC register after data, from state. Large inputs run as up to
+    4096 lanes in numpy, combined pairwise, so a payload costs numpy time,
+    not a Python loop per byte."""
     n = len(data)
-    m = n // _LANES
-    if m < 64:
+    lanes = _MAX_LANES
+    while lanes > 1 and n // lanes < 256:
+        lanes //= 2
+    m = n // lanes
+    if lanes < 64:
         return _update_py(state, data)
-    a = np.frombuffer(data, dtype=np.uint8, count=m * _LANES).reshape(_LANES, m)
-    lanes = np.zeros(_LANES, dtype=np.uint32)
-    for j in range(m):
-        lanes = _TNP[(lanes ^ a[:, j]) & 0xFF] ^ (lanes >> 8)
-    cols = _shift_columns(m)
-    for r in lanes.tolist():
-        state = _apply(cols, state) ^ r
-    return _update_py(state, memoryview(data)[m * _LANES:])
+    cols_m = _zeros(m)
+    rows = np.frombuffer(data, dtype=np.uint8, count=m * lanes).reshape(lanes, m).T.copy()
+    r = np.zeros(lanes, dtype=np.uint32)
+    eight, ff = np.uint32(8), np.uint32(0xFF)
+    for row in rows:
+        r = _TNP[(r ^ row) & ff] ^ (r >> eight)
+    cols = cols_m
+    while len(r) > 1:  # each level joins neighbouring lanes: shift the left one over the right one's bytes
+        r = _shift(cols, r[0::2]) ^ r[1::2]
+        cols = _shift(cols, cols)  # twice as many zero bytes
+    state = int(_shift(cols, np.array([state], dtype=np.uint32))[0]) ^ int(r[0])
+    return _update_py(state, memoryview(data)[m * lanes:])
 
 
 class CRC32C:
