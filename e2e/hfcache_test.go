@@ -80,6 +80,24 @@ func TestModelIDFromHFCache(t *testing.T) {
 	}
 }
 
+// TestModelIDPlanSnippet: plan's snippet loads a model detect found by id
+// by that id.
+func TestModelIDPlanSnippet(t *testing.T) {
+	fakeHFCache(t, "tiny-org/llama", path("testdata", "models", "llama"))
+	var snippet bytes.Buffer
+	res := run{dir: t.TempDir(), stdout: &snippet, stages: [][]string{
+		{"detect", "tiny-org/llama"}, {"plan", "--gpus", "t4", "--emit", "python"},
+	}}.exec(t)
+	for _, r := range res {
+		if r.code != 0 {
+			t.Errorf("%s: status %s; stderr:\n%s", r.name, r.status(), r.stderr)
+		}
+	}
+	if !strings.Contains(snippet.String(), `model_path = "tiny-org/llama"`) {
+		t.Errorf("the snippet does not load the model by its id:\n%s", snippet.String())
+	}
+}
+
 // TestModelIDNotCached: an id the cache lacks is one line naming the paths
 // looked at and how to download it, status 3; --revision with a local path is
 // a usage error.
