@@ -32,7 +32,7 @@ const DefaultRevision = "main"
 // Dir returns the hub cache directory as huggingface_hub computes it:
 // $HF_HUB_CACHE, else the legacy $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub,
 // else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub. A
-// leading ~ is expanded, as Python's expanduser does.
+// leading ~ and $VAR references are expanded, as huggingface_hub does.
 func Dir() string { return dirFrom(os.Getenv) }
 
 func dirFrom(getenv func(string) string) string {
@@ -50,7 +50,19 @@ func dirFrom(getenv func(string) string) string {
 	return filepath.Join(expandHome("~", getenv), ".cache", "huggingface", "hub")
 }
 
+// expandHome expands a leading ~ and then $VAR references, as huggingface_hub
+// does with expanduser and expandvars.
 func expandHome(p string, getenv func(string) string) string {
+	p = expandUser(p, getenv)
+	return os.Expand(p, func(k string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		return "$" + k // expandvars leaves unknown variables as they are
+	})
+}
+
+func expandUser(p string, getenv func(string) string) string {
 	if p != "~" && !strings.HasPrefix(p, "~/") {
 		return p
 	}

@@ -136,6 +136,8 @@ func TestDirPrecedence(t *testing.T) {
 	check("/legacy")
 	env["HF_HUB_CACHE"] = "/hubcache"
 	check("/hubcache")
+	env["HF_HUB_CACHE"] = "$HOME/c/$UNSET"
+	check("/home/u/c/$UNSET")
 }
 
 func TestLocate(t *testing.T) {
