@@ -125,3 +125,27 @@ func TestModelIDNotCached(t *testing.T) {
 		}
 	}
 }
+
+// TestPrequantizedModelID: a 4-bit repository in the cache, as users meet
+// them (the *-bnb-4bit ones): detect reads it by id and verify --checkpoint
+// takes the id too.
+func TestPrequantizedModelID(t *testing.T) {
+	fakeHFCache(t, "tiny-org/llama-bnb-4bit", path("testdata", "models", "llama-bnb-nf4"))
+	var report bytes.Buffer
+	res := run{dir: t.TempDir(), stdout: &report, stages: [][]string{
+		{"detect", "tiny-org/llama-bnb-4bit"},
+		{"verify", "--checkpoint", "tiny-org/llama-bnb-4bit"},
+	}}.exec(t)
+	for _, r := range res {
+		if r.code != 0 {
+			t.Errorf("%s: status %s; stderr:\n%s", r.name, r.status(), r.stderr)
+		}
+	}
+	if !strings.Contains(res[0].stderr, "already 4-bit: bitsandbytes nf4, blocksize 64, double quant true") ||
+		!strings.Contains(res[0].stderr, "557.7K total") {
+		t.Errorf("detect report:\n%s", res[0].stderr)
+	}
+	if !strings.Contains(report.String(), "21 of 21 stream tensors read back identically") || !strings.HasSuffix(report.String(), "\nOK\n") {
+		t.Errorf("verify --checkpoint by id:\n%s", report.String())
+	}
+}

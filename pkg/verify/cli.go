@@ -54,7 +54,7 @@ func App() *ucli.App {
 		Flags: []ucli.Flag{
 			&ucli.StringFlag{Name: "reference", Aliases: []string{"r"}, Usage: "the original model: `DIR`, .safetensors file, index JSON, or an ORG/NAME id in the local Hugging Face cache"},
 			&ucli.StringFlag{Name: "revision", Usage: "with a --reference id: the branch, tag or commit `REV` in the Hugging Face cache (default main)"},
-			&ucli.StringFlag{Name: "checkpoint", Aliases: []string{"c"}, Usage: "a bitsandbytes 4-bit checkpoint `DIR` to verify"},
+			&ucli.StringFlag{Name: "checkpoint", Aliases: []string{"c"}, Usage: "a bitsandbytes 4-bit checkpoint `DIR` (or an ORG/NAME id in the local Hugging Face cache) to verify"},
 			&ucli.StringFlag{Name: "input", Aliases: []string{"i"}, Usage: "read the stream from `FILE` (- for stdin); default stdin unless it is a terminal or empty"},
 			&ucli.BoolFlag{Name: "list", Usage: "print the header and tensor table and check nothing"},
 			&ucli.BoolFlag{Name: "json", Usage: "write the report as JSON"},

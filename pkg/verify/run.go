@@ -52,18 +52,22 @@ func Run(opts Options) (*Report, error) {
 	if opts.Stream == nil && opts.Checkpoint == "" {
 		return nil, fmt.Errorf("%w: nothing to verify: give a stream or a checkpoint", ErrInput)
 	}
+	if opts.Checkpoint != "" {
+		path, err := locate("checkpoint", opts.Checkpoint, "")
+		if err != nil {
+			return nil, err
+		}
+		opts.Checkpoint = path
+	}
 	v := &run{
 		rep:  &Report{Stream: opts.Stream != nil, Checkpoint: opts.Checkpoint, Reference: opts.Reference},
 		c:    &checker{tol: opts.Tolerance},
 		seen: map[string]bool{},
 	}
 	if opts.Reference != "" {
-		path, err := hfcache.Locate(opts.Reference, opts.ReferenceRevision)
-		if errors.Is(err, hfcache.ErrNotCached) {
-			return nil, fmt.Errorf("%w: reference: %w", ErrInput, err)
-		}
+		path, err := locate("reference", opts.Reference, opts.ReferenceRevision)
 		if err != nil {
-			return nil, fmt.Errorf("reference: %w", err) // a bad --revision: a usage error
+			return nil, err
 		}
 		ref, err := safetensors.Open(path)
 		if err != nil {
@@ -105,6 +109,18 @@ func Run(opts Options) (*Report, error) {
 	v.rep.all = v.c.all
 	v.rep.finish()
 	return v.rep, nil
+}
+
+// locate resolves a path or a model id in the local Hugging Face cache.
+func locate(what, model, revision string) (string, error) {
+	path, err := hfcache.Locate(model, revision)
+	if errors.Is(err, hfcache.ErrNotCached) {
+		return "", fmt.Errorf("%w: %s: %w", ErrInput, what, err)
+	}
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err) // a bad revision: a usage error
+	}
+	return path, nil
 }
 
 type run struct {
