@@ -182,12 +182,8 @@ func (m *Model) resolveText(v *view, top obj) error {
 	t.AttnBias = v.boolean("attention_bias", false) || fam.AlwaysQKVBias
 	t.MLPBias = v.boolean("mlp_bias", false)
 	t.MaxPosition = v.opt("max_position_embeddings", 0)
-	switch fam.QKNorm {
-	case QKNormHead:
-		t.QKNorm = true
-	}
-	if fam.Name == "cohere" && v.boolean("use_qk_norm", false) {
-		t.QKNorm = true
+	if fam.QKNorm != QKNormNone {
+		t.QKNorm = fam.QKNormKey == "" || v.boolean(fam.QKNormKey, false)
 	}
 	if fam.SlidingWindow && v.boolean("use_sliding_window", true) {
 		t.SlidingWindow = v.opt("sliding_window", 0)

@@ -98,7 +98,7 @@ func FromArch(m *arch.Model) (*Model, error) {
 		Family: m.Family.Name, Hidden: t.Hidden, Intermediate: t.Intermediate, Layers: t.Layers,
 		Heads: t.Heads, KVHeads: t.KVHeads, HeadDim: t.HeadDim, Vocab: t.Vocab, Tied: t.Tied,
 		SandwichNorm: m.Family.Norm == arch.NormSandwich, QKNorm: t.QKNorm,
-		GeluMLP: m.Family.Name == "gemma" || m.Family.Name == "gemma2" || m.Family.Name == "gemma3" || m.Family.Name == "gemma3_text",
+		GeluMLP: m.Family.GeluMLP,
 		Experts: t.Experts, ExpertsPerToken: t.ExpertsPerToken, MoEIntermediate: t.MoEIntermediate,
 		SharedIntermediate: t.SharedIntermediate, SparseLayers: t.SparseLayers,
 		SlidingWindow: t.SlidingWindow, AttnSoftcap: t.AttnSoftcap, FinalSoftcap: t.FinalSoftcap,
