@@ -17,7 +17,7 @@ func SI(n int64) string { return format(n, 1000, "kB", "MB", "GB", "TB", "PB", "
 func format(n, base int64, units ...string) string {
 	if n < 0 {
 		if n == -n { // math.MinInt64 has no positive counterpart
-			return "-" + format(-(n + 1), base, units...)
+			return "-" + format(-(n+1), base, units...)
 		}
 		return "-" + format(-n, base, units...)
 	}
