@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
+	"github.com/nf4pipe/nf4pipe/pkg/dtype"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
@@ -138,17 +139,11 @@ const (
 	SlackPerTensor     = 4
 )
 
-var dtypeBytes = map[string]int64{"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
-	"I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}
-
-// DTypeSize returns the bytes per element of a safetensors dtype, 0 if unknown.
-func DTypeSize(d string) int64 { return dtypeBytes[d] }
-
 // quantStateJSON returns the bytes transformers stores as
 // <name>.quant_state.bitsandbytes__nf4 for an NF4 tensor with double
 // quantization whose nested offset is offset (checkpoint.QuantStateJSON).
-func quantStateJSON(dtype string, shape []int64, offset float32) ([]byte, error) {
-	return checkpoint.QuantStateJSON(&tensorstream.Tensor{DType: tensorstream.DType(dtype), Shape: shape,
+func quantStateJSON(dt string, shape []int64, offset float32) ([]byte, error) {
+	return checkpoint.QuantStateJSON(&tensorstream.Tensor{DType: tensorstream.DType(dt), Shape: shape,
 		Encoding: tensorstream.BNB4, Quant: &tensorstream.QuantState{Type: "nf4", BlockSize: BlockSize,
 			DoubleQuant: true, NestedBlockSize: NestedBlockSize, NestedOffset: offset}})
 }
@@ -165,8 +160,8 @@ func NF4Bytes(elements int64, jsonLen int64) int64 {
 // NominalQuantStateLen is the quant-state JSON length assuming a nested offset
 // of NominalOffsetChars characters.
 // A dtype bitsandbytes does not quantize (Decide quantizes none) counts as BF16.
-func NominalQuantStateLen(dtype string, shape []int64) int64 {
-	js, err := quantStateJSON(dtype, shape, 0)
+func NominalQuantStateLen(dt string, shape []int64) int64 {
+	js, err := quantStateJSON(dt, shape, 0)
 	if err != nil {
 		js, _ = quantStateJSON("BF16", shape, 0)
 	}
@@ -197,7 +192,7 @@ func Summarize(m *Model, ts []Tensor) *Facts {
 	p := &f.Params
 	for _, t := range ts {
 		n := t.Elements()
-		src := n * DTypeSize(t.DType)
+		src := n * int64(dtype.DType(t.DType).Size())
 		f.Bytes.Source += src
 		out := src
 		if t.Quantize {

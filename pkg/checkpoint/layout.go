@@ -58,10 +58,10 @@ func (e Entry) Size() int64 {
 // depends on t.Quant.NestedOffset as it stands when Entries is called.
 func Entries(t *tensorstream.Tensor) ([]Entry, error) {
 	if t.Encoding == tensorstream.Raw {
-		if !safetensors.DType(t.DType).Valid() {
+		if !t.DType.Valid() {
 			return nil, fmt.Errorf("tensor %q: %w: %s", t.Name, ErrDType, t.DType)
 		}
-		return []Entry{{t.Name, safetensors.DType(t.DType), append([]int64(nil), t.Shape...), PartRaw}}, nil
+		return []Entry{{t.Name, t.DType, append([]int64(nil), t.Shape...), PartRaw}}, nil
 	}
 	if t.Encoding != tensorstream.BNB4 || t.Quant == nil {
 		return nil, fmt.Errorf("tensor %q: %w: encoding %q", t.Name, ErrQuantState, t.Encoding)

@@ -6,35 +6,29 @@ import (
 	"math"
 	"strconv"
 
+	"github.com/nf4pipe/nf4pipe/pkg/dtype"
 	"github.com/nf4pipe/nf4pipe/pkg/pyjson"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
-// torchNames maps the dtypes bitsandbytes quantizes to the names its quant
-// state JSON uses: str(torch.bfloat16).strip("torch.") and so on.
-var torchNames = map[tensorstream.DType]string{
-	tensorstream.BF16: "bfloat16",
-	tensorstream.F16:  "float16",
-	tensorstream.F32:  "float32",
+// bnbDType reports whether bitsandbytes quantizes elements of type d.
+func bnbDType(d tensorstream.DType) bool {
+	return d == tensorstream.BF16 || d == tensorstream.F16 || d == tensorstream.F32
 }
 
 // TorchDTypeName returns the torch name of a dtype bitsandbytes quantizes
-// ("bfloat16", "float16", "float32").
+// ("bfloat16", "float16", "float32"), as its quant state JSON writes it:
+// str(torch.bfloat16).strip("torch.") and so on.
 func TorchDTypeName(d tensorstream.DType) (string, error) {
-	s, ok := torchNames[d]
-	if !ok {
+	if !bnbDType(d) {
 		return "", fmt.Errorf("%w: %s (bitsandbytes quantizes BF16, F16 and F32)", ErrDType, d)
 	}
-	return s, nil
+	return d.TorchName(), nil
 }
 
 func dtypeFromTorch(name string) (tensorstream.DType, bool) {
-	for d, s := range torchNames {
-		if s == name {
-			return d, true
-		}
-	}
-	return "", false
+	d, ok := dtype.FromTorch(name)
+	return d, ok && bnbDType(d)
 }
 
 // QuantStateJSON returns the bytes bitsandbytes stores in a 4-bit weight's

@@ -116,8 +116,8 @@ func (c *Checkpoint) group() error {
 		if strings.Contains(e.Name, SuffixQuantState) {
 			return fmt.Errorf("%s: %q: %w: a quant_state entry of an unknown quant type", c.Dir, e.Name, ErrLayout)
 		}
-		dt := tensorstream.DType(e.DType)
-		if !dt.Valid() {
+		dt := e.DType
+		if !tensorstream.CanCarry(dt) {
 			return fmt.Errorf("%s: tensor %q: %w: %s cannot travel in a stream", c.Dir, e.Name, ErrDType, e.DType)
 		}
 		t := &tensorstream.Tensor{Name: e.Name, DType: dt, Shape: append([]int64(nil), e.Shape...), Encoding: tensorstream.Raw, Size: e.Size()}
@@ -168,7 +168,7 @@ func (c *Checkpoint) quantized(w string, stateEntry safetensors.TensorInfo) (*te
 		return nil, nil, err
 	}
 	// quant storage other than uint8 holds the same bytes under another dtype
-	if packed.Size() != packedLen || (packed.DType != safetensors.U8 && !tensorstream.DType(packed.DType).Valid()) {
+	if packed.Size() != packedLen || (packed.DType != safetensors.U8 && !tensorstream.CanCarry(packed.DType)) {
 		return nil, nil, fmt.Errorf("%w: %s is %s %v (%d bytes); %d elements pack into %d bytes", ErrLayout, w, packed.DType, packed.Shape, packed.Size(), n, packedLen)
 	}
 	absmax, err := get(w + SuffixAbsmax)

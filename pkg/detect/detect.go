@@ -15,6 +15,7 @@ import (
 
 	nf4cli "github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
+	"github.com/nf4pipe/nf4pipe/pkg/dtype"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
@@ -175,7 +176,7 @@ func dominantDType(ts []arch.Tensor) string {
 		if t.Role == arch.RoleScale {
 			continue
 		}
-		by[t.DType] += t.Elements() * arch.DTypeSize(t.DType)
+		by[t.DType] += t.Elements() * int64(dtype.DType(t.DType).Size())
 		if best == "" || by[t.DType] > by[best] {
 			best = t.DType
 		}
@@ -206,7 +207,7 @@ func (m *Model) Descriptor(i int) (*tensorstream.Tensor, error) {
 	t := m.Tensors[i]
 	d := &tensorstream.Tensor{Name: t.Name, DType: tensorstream.DType(t.DType),
 		Shape: append([]int64(nil), t.Shape...), Encoding: tensorstream.Raw,
-		Size: t.Elements() * arch.DTypeSize(t.DType), NoData: m.ck == nil}
+		Size: t.Elements() * int64(dtype.DType(t.DType).Size()), NoData: m.ck == nil}
 	if m.ck != nil {
 		d.Size = m.infos[i].Size()
 	}

@@ -27,7 +27,7 @@ func NewDecoder(p Params, n int64, absmax []float32, out DType) (*Decoder, error
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	if out.Size() == 0 {
+	if !Supported(out) {
 		return nil, fmt.Errorf("%w: %q", ErrDType, out)
 	}
 	if want := SizesFor(n, p).Blocks; int64(len(absmax)) != want {
@@ -117,7 +117,7 @@ type Quantized struct {
 
 // Quantize quantizes n = len(src)/dt.Size() values held in memory.
 func Quantize(src []byte, dt DType, p Params, backend Backend) (*Quantized, error) {
-	if dt.Size() == 0 {
+	if !Supported(dt) {
 		return nil, fmt.Errorf("%w: %q", ErrDType, dt)
 	}
 	n := int64(len(src) / dt.Size())

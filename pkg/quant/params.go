@@ -3,6 +3,8 @@ package quant
 import (
 	"errors"
 	"fmt"
+
+	"github.com/nf4pipe/nf4pipe/pkg/dtype"
 )
 
 // Sentinel errors. Every error the package returns wraps one of them.
@@ -27,25 +29,19 @@ const (
 	FP4 Type = "fp4"
 )
 
-// DType is an element type of raw tensor bytes, spelled as in safetensors.
-type DType string
+// DType is an element type of raw tensor bytes: dtype.DType, the one
+// definition every package shares.
+type DType = dtype.DType
 
+// The element types the package quantizes from and dequantizes to.
 const (
-	F32  DType = "F32"
-	F16  DType = "F16"
-	BF16 DType = "BF16"
+	F32  = dtype.F32
+	F16  = dtype.F16
+	BF16 = dtype.BF16
 )
 
-// Size returns the bytes per element, or 0 for a type the package does not handle.
-func (d DType) Size() int {
-	switch d {
-	case F32:
-		return 4
-	case F16, BF16:
-		return 2
-	}
-	return 0
-}
+// Supported reports whether the package quantizes from and dequantizes to d.
+func Supported(d DType) bool { return d == F32 || d == F16 || d == BF16 }
 
 // NestedBlockSize is the block size of double quantization, fixed by bitsandbytes.
 const NestedBlockSize = 256

@@ -224,7 +224,7 @@ func (s *stage) quantize(p *pipeline, t *tensorstream.Tensor) error {
 	backend := s.backends[s.next%len(s.backends)]
 	s.next++
 	out := &outWriter{p: p}
-	enc, err := quant.NewEncoder(out, quant.DType(t.DType), n, prm, backend)
+	enc, err := quant.NewEncoder(out, t.DType, n, prm, backend)
 	if err != nil {
 		return fmt.Errorf("tensor %q: %w", t.Name, err)
 	}

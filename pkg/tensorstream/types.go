@@ -5,6 +5,7 @@ import (
 	"math"
 	"sort"
 
+	"github.com/nf4pipe/nf4pipe/pkg/dtype"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -15,43 +16,35 @@ const (
 	MinorVersion = 0
 )
 
-// DType names an element type the way safetensors does.
-type DType string
+// DType names an element type the way safetensors does; it is dtype.DType,
+// the one definition every package shares.
+type DType = dtype.DType
 
-// The element types a stream may carry.
+// The element types a stream may carry (docs/tensorstream.md); CanCarry
+// reports whether a type is one of them.
 const (
-	F64    DType = "F64"
-	F32    DType = "F32"
-	F16    DType = "F16"
-	BF16   DType = "BF16"
-	F8E4M3 DType = "F8_E4M3"
-	F8E5M2 DType = "F8_E5M2"
-	I64    DType = "I64"
-	I32    DType = "I32"
-	I16    DType = "I16"
-	I8     DType = "I8"
-	U64    DType = "U64"
-	U32    DType = "U32"
-	U16    DType = "U16"
-	U8     DType = "U8"
-	Bool   DType = "BOOL"
+	F64    = dtype.F64
+	F32    = dtype.F32
+	F16    = dtype.F16
+	BF16   = dtype.BF16
+	F8E4M3 = dtype.F8E4M3
+	F8E5M2 = dtype.F8E5M2
+	I64    = dtype.I64
+	I32    = dtype.I32
+	I16    = dtype.I16
+	I8     = dtype.I8
+	U64    = dtype.U64
+	U32    = dtype.U32
+	U16    = dtype.U16
+	U8     = dtype.U8
+	Bool   = dtype.Bool
 )
 
-var dtypeSizes = map[DType]int{
-	F64: 8, F32: 4, F16: 2, BF16: 2, F8E4M3: 1, F8E5M2: 1,
-	I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, Bool: 1,
-}
-
-// Size returns the size of one element in bytes, or 0 for an unknown type.
-func (d DType) Size() int { return dtypeSizes[d] }
-
-// Valid reports whether d is a known element type.
-func (d DType) Valid() bool { return dtypeSizes[d] != 0 }
-
-// IsFloat reports whether d is a floating-point type.
-func (d DType) IsFloat() bool {
+// CanCarry reports whether a stream carries elements of type d: the fifteen
+// types above, a property of format version 1.
+func CanCarry(d DType) bool {
 	switch d {
-	case F64, F32, F16, BF16, F8E4M3, F8E5M2:
+	case F64, F32, F16, BF16, F8E4M3, F8E5M2, I64, I32, I16, I8, U64, U32, U16, U8, Bool:
 		return true
 	}
 	return false
@@ -240,7 +233,7 @@ func (t *Tensor) validate(lim Limits) error {
 	if t.Name == "" || len(t.Name) > lim.MaxName {
 		return fmt.Errorf("name length %d is not in [1, %d]", len(t.Name), lim.MaxName)
 	}
-	if !t.DType.Valid() {
+	if !CanCarry(t.DType) {
 		return fmt.Errorf("unknown dtype %q", t.DType)
 	}
 	if len(t.Shape) > lim.MaxDims {
