@@ -6,6 +6,7 @@ import (
 
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
 	"github.com/nf4pipe/nf4pipe/pkg/dtype"
+	"github.com/nf4pipe/nf4pipe/pkg/qtype"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
@@ -130,8 +131,8 @@ type Linear struct {
 
 // Bitsandbytes defaults transformers writes: NF4, blocksize 64, nested 256.
 const (
-	BlockSize       = 64
-	NestedBlockSize = 256
+	BlockSize       = qtype.DefaultBlockSize
+	NestedBlockSize = qtype.NestedBlockSize
 	// NominalOffsetChars is the assumed length of the nested offset's repr in
 	// the quant-state JSON, like "0.050658226013183594"; SlackPerTensor bounds
 	// how far a real one is from it for offsets in [1e-4, 1e3).
@@ -144,7 +145,7 @@ const (
 // quantization whose nested offset is offset (checkpoint.QuantStateJSON).
 func quantStateJSON(dt string, shape []int64, offset float32) ([]byte, error) {
 	return checkpoint.QuantStateJSON(&tensorstream.Tensor{DType: tensorstream.DType(dt), Shape: shape,
-		Encoding: tensorstream.BNB4, Quant: &tensorstream.QuantState{Type: "nf4", BlockSize: BlockSize,
+		Encoding: tensorstream.BNB4, Quant: &tensorstream.QuantState{Type: qtype.NF4.Name, BlockSize: BlockSize,
 			DoubleQuant: true, NestedBlockSize: NestedBlockSize, NestedOffset: offset}})
 }
 
@@ -153,8 +154,7 @@ func quantStateJSON(dt string, shape []int64, offset float32) ([]byte, error) {
 // nested_quant_map (256 F32), quant_map (16 F32) and the quant-state JSON,
 // whose length is given by jsonLen.
 func NF4Bytes(elements int64, jsonLen int64) int64 {
-	blocks := ceilDiv(elements, BlockSize)
-	return ceilDiv(elements, 2) + blocks + 4*ceilDiv(blocks, NestedBlockSize) + 256*4 + 16*4 + jsonLen
+	return qtype.SizesFor(elements, BlockSize, NestedBlockSize).Total() + 256*4 + 16*4 + jsonLen
 }
 
 // NominalQuantStateLen is the quant-state JSON length assuming a nested offset

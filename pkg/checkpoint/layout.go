@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 
+	"github.com/nf4pipe/nf4pipe/pkg/qtype"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
@@ -114,8 +115,11 @@ func WriteTensor(dst Sink, t *tensorstream.Tensor, payload io.Reader) error {
 		case PartRaw, PartPacked, PartAbsmax, PartNestedAbsmax:
 			r = io.LimitReader(payload, e.Size())
 		case PartQuantMap:
-			m := quant.Type(t.Quant.Type).Map()
-			r = bytes.NewReader(f32Bytes(m[:]))
+			info, err := qtype.Lookup(t.Quant.Type)
+			if err != nil {
+				return fmt.Errorf("tensor %q: %w: %w", t.Name, ErrQuantState, err)
+			}
+			r = bytes.NewReader(f32Bytes(info.Map[:]))
 		case PartNestedQuantMap:
 			r = bytes.NewReader(f32Bytes(quant.NestedMap[:]))
 		case PartQuantState:

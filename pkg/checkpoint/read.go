@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/nf4pipe/nf4pipe/pkg/qtype"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
@@ -136,7 +137,7 @@ func sortTensors(ts []*tensorstream.Tensor) {
 // quantized checks the entries of the 4-bit weight w and returns its stream
 // descriptor and the entries, payload sections first.
 func (c *Checkpoint) quantized(w string, stateEntry safetensors.TensorInfo) (*tensorstream.Tensor, []safetensors.TensorInfo, error) {
-	qtype := strings.TrimPrefix(stateEntry.Name, w+SuffixQuantState)
+	typeName := strings.TrimPrefix(stateEntry.Name, w+SuffixQuantState)
 	if stateEntry.DType != safetensors.U8 {
 		return nil, nil, fmt.Errorf("%w: %s is %s, not U8", ErrLayout, stateEntry.Name, stateEntry.DType)
 	}
@@ -148,8 +149,8 @@ func (c *Checkpoint) quantized(w string, stateEntry safetensors.TensorInfo) (*te
 	if err != nil {
 		return nil, nil, err
 	}
-	if qs.QuantType != qtype {
-		return nil, nil, fmt.Errorf("%w: quant_type %q in an entry named for %q", ErrQuantState, qs.QuantType, qtype)
+	if qs.QuantType != typeName {
+		return nil, nil, fmt.Errorf("%w: quant_type %q in an entry named for %q", ErrQuantState, qs.QuantType, typeName)
 	}
 	t := &tensorstream.Tensor{Name: w, DType: qs.DType, Shape: qs.Shape, Encoding: tensorstream.BNB4, Quant: qs.StreamQuant()}
 	n := t.NumElements()
@@ -186,8 +187,11 @@ func (c *Checkpoint) quantized(w string, stateEntry safetensors.TensorInfo) (*te
 	if err != nil {
 		return nil, nil, err
 	}
-	table := quant.Type(qs.QuantType).Map()
-	if err := c.checkTable(qmap, table[:]); err != nil {
+	info, err := qtype.Lookup(qs.QuantType)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrQuantState, err)
+	}
+	if err := c.checkTable(qmap, info.Map[:]); err != nil {
 		return nil, nil, err
 	}
 	parts := []safetensors.TensorInfo{packed, absmax}

@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/nf4pipe/nf4pipe/pkg/dtype"
+	"github.com/nf4pipe/nf4pipe/pkg/qtype"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -68,7 +69,7 @@ const (
 //
 // where n is the tensor's element count and floats are little-endian.
 type QuantState struct {
-	Type            string  `msgpack:"type"`      // "nf4" or "fp4"
+	Type            string  `msgpack:"type"`      // a name of pkg/qtype's registry: "nf4", "fp4"
 	BlockSize       int     `msgpack:"blocksize"` // elements per absmax block
 	DoubleQuant     bool    `msgpack:"double_quant"`
 	NestedBlockSize int     `msgpack:"nested_blocksize,omitempty"` // absmax values per nested block
@@ -76,41 +77,39 @@ type QuantState struct {
 }
 
 // Blocks returns the number of quantization blocks for n elements.
-func (q *QuantState) Blocks(n int64) int64 {
-	return ceilDiv(n, int64(q.BlockSize))
-}
+func (q *QuantState) Blocks(n int64) int64 { return q.sizes(n).Blocks }
 
 // Sections returns the byte lengths of the packed, absmax and nested sections of a
 // payload for n elements.
 func (q *QuantState) Sections(n int64) (packed, absmax, nested int64) {
-	packed = ceilDiv(n, 2)
-	blocks := q.Blocks(n)
-	if !q.DoubleQuant {
-		return packed, blocks * 4, 0
-	}
-	return packed, blocks, ceilDiv(blocks, int64(q.NestedBlockSize)) * 4
+	s := q.sizes(n)
+	return s.Packed, s.Absmax, s.Nested
 }
 
 // PayloadSize returns the total payload length for n elements.
-func (q *QuantState) PayloadSize(n int64) int64 {
-	p, a, s := q.Sections(n)
-	return p + a + s
+func (q *QuantState) PayloadSize(n int64) int64 { return q.sizes(n).Total() }
+
+// sizes asks the registry of quant types for the section sizes.
+func (q *QuantState) sizes(n int64) qtype.Sizes {
+	nbs := 0
+	if q.DoubleQuant {
+		nbs = q.NestedBlockSize
+	}
+	return qtype.SizesFor(n, q.BlockSize, nbs)
 }
 
 func (q *QuantState) validate() error {
-	if q.Type != "nf4" && q.Type != "fp4" {
-		return fmt.Errorf("quant type %q is not nf4 or fp4", q.Type)
+	if _, err := qtype.Lookup(q.Type); err != nil {
+		return err
 	}
-	if q.BlockSize < 2 || q.BlockSize > 1<<20 || q.BlockSize&(q.BlockSize-1) != 0 {
-		return fmt.Errorf("block size %d is not a power of two in [2, 2^20]", q.BlockSize)
+	if err := qtype.CheckBlockSize(q.BlockSize); err != nil {
+		return err
 	}
-	if q.DoubleQuant && (q.NestedBlockSize < 1 || q.NestedBlockSize > 1<<20) {
-		return fmt.Errorf("nested block size %d is out of range", q.NestedBlockSize)
+	if q.DoubleQuant {
+		return qtype.CheckNestedBlockSize(q.NestedBlockSize)
 	}
 	return nil
 }
-
-func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
 
 // Tensor is a tensor's descriptor: everything but its payload.
 type Tensor struct {
