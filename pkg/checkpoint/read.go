@@ -14,6 +14,7 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/qtype"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
+	"github.com/nf4pipe/nf4pipe/pkg/sections"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
@@ -268,14 +269,8 @@ func (c *Checkpoint) Payload(t *tensorstream.Tensor) (io.Reader, error) {
 	return io.MultiReader(rs...), nil
 }
 
-// Source is the stream header's "source" section, as detect writes it.
-type Source struct {
-	Path   string `msgpack:"path" json:"path"`
-	Dir    string `msgpack:"dir" json:"dir"`
-	Config []byte `msgpack:"config" json:"-"`
-	Files  int    `msgpack:"files" json:"files"`
-	NoData bool   `msgpack:"nodata" json:"nodata"`
-}
+// Source is the stream header's "source" section, as detect writes it (pkg/sections).
+type Source = sections.Source
 
 // Header returns a stream header whose "source" section names the checkpoint.
 func (c *Checkpoint) Header() (*tensorstream.Header, error) {
@@ -288,7 +283,7 @@ func (c *Checkpoint) Header() (*tensorstream.Header, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := h.Set(tensorstream.SectionSource, Source{Path: abs, Dir: dir, Config: c.Config, Files: len(c.st.Files)}); err != nil {
+	if err := sections.SetSource(h, &Source{Path: abs, Dir: dir, Config: c.Config, Files: len(c.st.Files)}); err != nil {
 		return nil, err
 	}
 	return h, nil

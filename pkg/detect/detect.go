@@ -17,6 +17,7 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
 	"github.com/nf4pipe/nf4pipe/pkg/dtype"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
+	"github.com/nf4pipe/nf4pipe/pkg/sections"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
@@ -30,14 +31,8 @@ var (
 // maxConfigSize bounds how much of a config.json is read.
 const maxConfigSize = 16 << 20
 
-// Source is the stream header's "source" section.
-type Source struct {
-	Path   string `msgpack:"path" json:"path"`
-	Dir    string `msgpack:"dir" json:"dir"`       // the model directory, for tokenizer files
-	Config []byte `msgpack:"config" json:"-"`      // raw config.json bytes, nil when absent
-	Files  int    `msgpack:"files" json:"files"`   // safetensors files read; 0 for a config alone
-	NoData bool   `msgpack:"nodata" json:"nodata"` // config alone: descriptors without payloads
-}
+// Source is the stream header's "source" section (pkg/sections).
+type Source = sections.Source
 
 // Model is an opened model: its facts and annotated tensors, and the open
 // checkpoint when there are weights.
@@ -226,10 +221,10 @@ func (m *Model) Descriptor(i int) (*tensorstream.Tensor, error) {
 func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 	h := &tensorstream.Header{}
 	h.AddStage(stage.Name, stage.Version, stage.Args)
-	if err := h.Set(tensorstream.SectionSource, m.Source); err != nil {
+	if err := sections.SetSource(h, &m.Source); err != nil {
 		return err
 	}
-	if err := h.Set(tensorstream.SectionModel, m.Facts); err != nil {
+	if err := sections.SetModel(h, m.Facts); err != nil {
 		return err
 	}
 	sw := tensorstream.NewWriter(w)

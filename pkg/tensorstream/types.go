@@ -3,6 +3,7 @@ package tensorstream
 import (
 	"fmt"
 	"math"
+	"reflect"
 	"sort"
 
 	"github.com/nf4pipe/nf4pipe/pkg/dtype"
@@ -222,7 +223,7 @@ func (t *Tensor) Clone() *Tensor {
 	if t.Annotations != nil {
 		c.Annotations = make(RawMap, len(t.Annotations))
 		for k, v := range t.Annotations {
-			c.Annotations[k] = append(msgpack.RawMessage(nil), v...)
+			c.Annotations[k] = append([]byte(nil), v...)
 		}
 	}
 	return &c
@@ -272,13 +273,20 @@ func (t *Tensor) validate(lim Limits) error {
 	return nil
 }
 
-// RawMap holds values that stay msgpack-encoded, so that stages pass on those
-// they do not understand byte for byte. It encodes with its keys sorted, so equal
-// maps give equal bytes.
-type RawMap map[string]msgpack.RawMessage
+// RawMap holds values that stay encoded (msgpack, docs/tensorstream.md), so
+// that stages pass on those they do not understand byte for byte; Header.Get
+// and Tensor.Ann decode them. It encodes with its keys sorted, so equal maps
+// give equal bytes.
+type RawMap map[string][]byte
 
-// EncodeMsgpack implements msgpack.CustomEncoder.
-func (m RawMap) EncodeMsgpack(enc *msgpack.Encoder) error {
+// The msgpack codec of RawMap is registered rather than written as methods,
+// so that no msgpack type appears in the package's API.
+func init() {
+	msgpack.Register(RawMap(nil), encodeRawMap, decodeRawMap)
+}
+
+func encodeRawMap(enc *msgpack.Encoder, v reflect.Value) error {
+	m := v.Interface().(RawMap)
 	if m == nil {
 		return enc.EncodeNil()
 	}
@@ -294,10 +302,35 @@ func (m RawMap) EncodeMsgpack(enc *msgpack.Encoder) error {
 		if err := enc.EncodeString(k); err != nil {
 			return err
 		}
-		if err := enc.Encode(m[k]); err != nil {
+		if err := enc.Encode(msgpack.RawMessage(m[k])); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+func decodeRawMap(dec *msgpack.Decoder, v reflect.Value) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return err
+	}
+	if n == -1 {
+		v.Set(reflect.Zero(v.Type()))
+		return nil
+	}
+	m := make(RawMap, n)
+	for range n {
+		k, err := dec.DecodeString()
+		if err != nil {
+			return err
+		}
+		raw, err := dec.DecodeRaw()
+		if err != nil {
+			return err
+		}
+		m[k] = raw
+	}
+	v.Set(reflect.ValueOf(m))
 	return nil
 }
 
