@@ -21,6 +21,8 @@ type (
 	Params      = sections.Params
 	Bytes       = sections.Bytes
 	Linear      = sections.Linear
+
+	Prequantized = sections.Prequantized
 )
 
 // Bitsandbytes defaults transformers writes: NF4, blocksize 64, nested 256.

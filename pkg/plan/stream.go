@@ -45,6 +45,9 @@ func Stream(in io.Reader, out io.Writer, gs []gpus.GPU, s Settings, stage tensor
 	if err != nil {
 		return nil, err
 	}
+	if src, err := sections.GetSource(h); err == nil && src != nil {
+		p.ModelID = src.ID
+	}
 	section, err := p.section()
 	if err != nil {
 		return nil, err

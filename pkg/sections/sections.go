@@ -29,11 +29,15 @@ var ErrSection = errors.New("sections: bad header section")
 
 // Source is detect's "source" section: where the model came from.
 type Source struct {
-	Path   string `msgpack:"path" json:"path"`
-	Dir    string `msgpack:"dir" json:"dir"`       // the model directory, for tokenizer files
-	Config []byte `msgpack:"config" json:"-"`      // raw config.json bytes, nil when absent
-	Files  int    `msgpack:"files" json:"files"`   // safetensors files read; 0 for a config alone
-	NoData bool   `msgpack:"nodata" json:"nodata"` // config alone: descriptors without payloads
+	Path string `msgpack:"path" json:"path"`
+	Dir  string `msgpack:"dir" json:"dir"` // the model directory, for tokenizer files
+	// ID and Revision name the model when it was found in the Hugging Face
+	// cache by id (Path is then its snapshot there).
+	ID       string `msgpack:"id,omitempty" json:"id,omitempty"`
+	Revision string `msgpack:"revision,omitempty" json:"revision,omitempty"`
+	Config   []byte `msgpack:"config" json:"-"`      // raw config.json bytes, nil when absent
+	Files    int    `msgpack:"files" json:"files"`   // safetensors files read; 0 for a config alone
+	NoData   bool   `msgpack:"nodata" json:"nodata"` // config alone: descriptors without payloads
 }
 
 // Quantize is quantize's "quantize" section: the settings it used.
