@@ -162,14 +162,11 @@ func (t *Tensor) ExpectedSize() int64 {
 
 // Ann decodes the annotation key into v and reports whether it was present.
 func (t *Tensor) Ann(key string, v any) (bool, error) {
-	raw, ok := t.Annotations[key]
-	if !ok {
-		return false, nil
-	}
-	if err := msgpack.Unmarshal(raw, v); err != nil {
+	ok, err := t.Annotations.Decode(key, v)
+	if err != nil {
 		return true, fmt.Errorf("tensorstream: annotation %q of %q: %w", key, t.Name, err)
 	}
-	return true, nil
+	return ok, nil
 }
 
 // SetAnn encodes v as the annotation key.
@@ -279,6 +276,16 @@ func (t *Tensor) validate(lim Limits) error {
 // give equal bytes.
 type RawMap map[string][]byte
 
+// Decode decodes the value of key into v (a pointer; an *any takes any value)
+// and reports whether key was present.
+func (m RawMap) Decode(key string, v any) (bool, error) {
+	raw, ok := m[key]
+	if !ok {
+		return false, nil
+	}
+	return true, msgpack.Unmarshal(raw, v)
+}
+
 // The msgpack codec of RawMap is registered rather than written as methods,
 // so that no msgpack type appears in the package's API.
 func init() {
@@ -367,14 +374,11 @@ func (h *Header) AddStage(name, version string, args []string) {
 
 // Get decodes section into v and reports whether it was present.
 func (h *Header) Get(section string, v any) (bool, error) {
-	raw, ok := h.Sections[section]
-	if !ok {
-		return false, nil
-	}
-	if err := msgpack.Unmarshal(raw, v); err != nil {
+	ok, err := h.Sections.Decode(section, v)
+	if err != nil {
 		return true, fmt.Errorf("tensorstream: header section %q: %w", section, err)
 	}
-	return true, nil
+	return ok, nil
 }
 
 // Set encodes v as section, replacing an earlier value of the same section.
