@@ -1,6 +1,10 @@
 package arch
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/nf4pipe/nf4pipe/pkg/dtype"
+)
 
 // Text holds the decoder's dimensions, resolved from config.json and the
 // family's defaults.
@@ -70,9 +74,14 @@ type Model struct {
 	Config        *Config
 }
 
-var torchDTypes = map[string]string{
-	"bfloat16": "BF16", "float16": "F16", "half": "F16", "float32": "F32", "float": "F32",
-	"float64": "F64",
+// configDType returns the safetensors name of a config's torch_dtype when it
+// is a 16-, 32- or 64-bit float; other values leave the default.
+func configDType(torch string) (string, bool) {
+	switch d, _ := dtype.FromTorch(torch); d {
+	case dtype.BF16, dtype.F16, dtype.F32, dtype.F64:
+		return string(d), true
+	}
+	return "", false
 }
 
 // Resolve identifies the family of a config and resolves its dimensions.
@@ -90,7 +99,7 @@ func Resolve(cfg *Config) (*Model, error) {
 	m.DType = "BF16"
 	for _, o := range []obj{top, textObj} {
 		for _, k := range []string{"torch_dtype", "dtype"} {
-			if d, ok := torchDTypes[o.str(k)]; ok {
+			if d, ok := configDType(o.str(k)); ok {
 				m.DType = d
 			}
 		}

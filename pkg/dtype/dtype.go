@@ -76,8 +76,16 @@ func (d DType) IsFloat() bool { return types[d].float }
 // ("bfloat16"), or "" when torch has none.
 func (d DType) TorchName() string { return types[d].torch }
 
-// FromTorch returns the DType whose torch name is name ("bfloat16" gives BF16).
+// torchAliases are the other names torch gives some dtypes (torch.half is
+// torch.float16), which configs also use.
+var torchAliases = map[string]DType{"half": F16, "float": F32}
+
+// FromTorch returns the DType whose torch name is name ("bfloat16" or "half"
+// gives BF16 or F16).
 func FromTorch(name string) (DType, bool) {
+	if d, ok := torchAliases[name]; ok {
+		return d, true
+	}
 	if name == "" {
 		return "", false
 	}

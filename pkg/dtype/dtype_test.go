@@ -21,6 +21,9 @@ func TestTable(t *testing.T) {
 			t.Errorf("FromTorch(%q) = %s, %v", d.TorchName(), got, ok)
 		}
 	}
+	if d, ok := FromTorch("half"); !ok || d != F16 {
+		t.Errorf(`FromTorch("half") = %s, %v`, d, ok)
+	}
 	if _, ok := FromTorch(""); ok {
 		t.Error(`FromTorch("") found a type`)
 	}
