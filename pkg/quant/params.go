@@ -67,6 +67,17 @@ type Params struct {
 	// AllowNonFinite quantizes NaN and ±Inf the way bitsandbytes' CUDA kernel
 	// does instead of failing with ErrNonFinite.
 	AllowNonFinite bool
+	// ReduceGPU is the GPU whose torch reduction order the double-quantization
+	// offset follows (mean.go); the zero value means DefaultReduceGPU.
+	ReduceGPU ReduceGPU
+}
+
+// OffsetGPU is p.ReduceGPU, or DefaultReduceGPU when unset.
+func (p Params) OffsetGPU() ReduceGPU {
+	if p.ReduceGPU == (ReduceGPU{}) {
+		return DefaultReduceGPU
+	}
+	return p.ReduceGPU
 }
 
 // DefaultParams returns NF4, block size 64, with double quantization: what
@@ -85,6 +96,9 @@ func (p Params) Validate() error {
 	if p.BlockSize < MinBlockSize || p.BlockSize > MaxBlockSize || p.BlockSize&(p.BlockSize-1) != 0 {
 		return &ParamError{Param: "blocksize", Value: strconv.Itoa(p.BlockSize),
 			Want: fmt.Sprintf("a power of two from %d to %d", MinBlockSize, MaxBlockSize)}
+	}
+	if p.ReduceGPU != (ReduceGPU{}) {
+		return p.ReduceGPU.Validate()
 	}
 	return nil
 }
