@@ -10,7 +10,6 @@ import (
 
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // maxCopySize bounds a file copied from the source directory: tokenizers are
@@ -100,13 +99,13 @@ type PlanSide struct {
 
 // writePlan writes the header's plan section, if any, as JSON.
 func writePlan(h *tensorstream.Header, path string) error {
-	raw, ok := h.Sections[tensorstream.SectionPlan]
+	var plan any
+	ok, err := h.Get(tensorstream.SectionPlan, &plan)
+	if err != nil {
+		return err
+	}
 	if !ok {
 		return nil
-	}
-	var plan any
-	if err := msgpack.Unmarshal(raw, &plan); err != nil {
-		return fmt.Errorf("header section %q: %w", tensorstream.SectionPlan, err)
 	}
 	stages := h.Stages
 	if stages == nil {

@@ -84,15 +84,16 @@ func DefaultOptions() Options {
 
 // Validate checks the options and says what is wrong in ErrUsage errors.
 func (o *Options) Validate() error {
-	p := o.Params
-	if p.Type != quant.NF4 && p.Type != quant.FP4 {
-		return fmt.Errorf("%w: --type %q: want nf4 or fp4", ErrUsage, p.Type)
-	}
-	if p.BlockSize < 32 || p.BlockSize > 4096 || p.BlockSize&(p.BlockSize-1) != 0 {
-		return fmt.Errorf("%w: --blocksize %d: want a power of two from 32 to 4096 (64 is bitsandbytes' default)", ErrUsage, p.BlockSize)
-	}
-	if err := p.Validate(); err != nil {
-		return fmt.Errorf("%w: %v", ErrUsage, err)
+	if err := o.Params.Validate(); err != nil {
+		var pe *quant.ParamError
+		if !errors.As(err, &pe) {
+			return fmt.Errorf("%w: %v", ErrUsage, err)
+		}
+		hint := ""
+		if pe.Param == "blocksize" {
+			hint = fmt.Sprintf(" (%d is bitsandbytes' default)", quant.DefaultBlockSize)
+		}
+		return fmt.Errorf("%w: --%s %s: want %s%s", ErrUsage, pe.Param, pe.Value, pe.Want, hint)
 	}
 	for _, list := range [][]string{o.Only, o.Skip} {
 		for _, pat := range list {
