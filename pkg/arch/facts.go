@@ -12,11 +12,15 @@ import (
 // Dimensions come from config.json; counts and bytes from the tensor list (the
 // real one when weights are there, else the one derived from the config).
 type Facts struct {
-	ModelType     string   `msgpack:"model_type" json:"model_type"`
-	Family        string   `msgpack:"family" json:"family"`
-	Fallback      bool     `msgpack:"fallback" json:"fallback"`
-	Architectures []string `msgpack:"architectures,omitempty" json:"architectures,omitempty"`
-	SourceDType   string   `msgpack:"source_dtype" json:"source_dtype"`
+	ModelType string `msgpack:"model_type" json:"model_type"`
+	Family    string `msgpack:"family" json:"family"`
+	Fallback  bool   `msgpack:"fallback" json:"fallback"`
+	// PolicyVerifiedOn is the family's Checked fixture: where the default
+	// policy was found byte-identical to transformers + bitsandbytes. Empty:
+	// never verified (a family without a fixture, or the fallback).
+	PolicyVerifiedOn string   `msgpack:"policy_verified_on,omitempty" json:"policy_verified_on"`
+	Architectures    []string `msgpack:"architectures,omitempty" json:"architectures,omitempty"`
+	SourceDType      string   `msgpack:"source_dtype" json:"source_dtype"`
 
 	Hidden             int64 `msgpack:"hidden" json:"hidden"`
 	Intermediate       int64 `msgpack:"intermediate" json:"intermediate"`
@@ -274,6 +278,7 @@ func Summarize(m *Model, ts []Tensor) *Facts {
 func (f *Facts) fill(m *Model) {
 	t := &m.Text
 	f.ModelType, f.Family, f.Fallback = m.ModelType, m.Family.Name, m.Family.Fallback
+	f.PolicyVerifiedOn = m.Family.Checked
 	f.Architectures = m.Architectures
 	f.SourceDType = m.DType
 	f.Hidden, f.Intermediate, f.Layers = t.Hidden, t.Intermediate, t.Layers
