@@ -226,7 +226,7 @@ var Families = []*Family{
 	{Name: "gemma3", Checked: "testdata/models/gemma3", ModelTypes: []string{"gemma3"}, Architectures: []string{"Gemma3ForConditionalGeneration"},
 		Vision: VisionSiglip, Norm: NormSandwich, QKNorm: QKNormHead, SoftCapping: true, SlidingWindow: true,
 		NestedText: true, TextPrefix: "language_model.model.", LMHead: "language_model.lm_head.weight",
-		VisionPrefix: "vision_tower.vision_model.", ProjPrefix: "multi_modal_projector.",
+		VisionPrefix: "vision_tower.", ProjPrefix: "multi_modal_projector.",
 		TextDefaults: gemma3TextDefaults,
 		VisionDefaults: obj{"hidden_size": n(768), "intermediate_size": n(3072), "num_hidden_layers": n(12),
 			"num_attention_heads": n(12), "num_channels": n(3), "image_size": n(224), "patch_size": n(16)}},
