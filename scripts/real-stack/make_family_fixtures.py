@@ -6,7 +6,7 @@ usage: make_family_fixtures.py OUTDIR [FAMILY ...]
 For each family: OUTDIR/<family>/ is save_pretrained of a tiny random model
 (bf16), OUTDIR/<family>-bnb-nf4/ is that model loaded with
 BitsAndBytesConfig(NF4, double quant, bf16 compute) and saved again, and
-OUTDIR/<family>-bnb-nf4/logits.safetensors holds its logits for fixed input ids
+OUTDIR/<family>-logits.safetensors holds its logits for fixed input ids
 (the check that our checkpoint loads to the same model). Prints one JSON line a
 family: which modules transformers made Linear4bit, or the error.
 """
@@ -53,7 +53,12 @@ def families():
     yield "mllama", lambda: c.MllamaConfig(
         text_config=dict(T, model_type="mllama_text_model", num_hidden_layers=4, cross_attention_layers=[1]),
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_global_layers=1,
-                           attention_heads=2, image_size=32, patch_size=8, max_num_tiles=2,
+                           attention_heads=2, image_size=32, patch_size=8,
+                           # transformers 5.17 accepts only 4 tiles with the default
+                           # supported_aspect_ratios (8 of them, so 9 rows of tile
+                           # embeddings); spelled out so the fixture does not move.
+                           max_num_tiles=4,
+                           supported_aspect_ratios=[[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]],
                            intermediate_layers_indices=[0], vision_output_dim=64)), AutoModelForImageTextToText
 
 def main():
