@@ -60,6 +60,15 @@ def families():
                            max_num_tiles=4,
                            supported_aspect_ratios=[[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]],
                            intermediate_layers_indices=[0], vision_output_dim=64)), AutoModelForImageTextToText
+    # Families nf4pipe claims with no fixture yet beyond mllama: cohere (v1,
+    # with its per-head q/k norms) and deepseek_v3 (q_lora_rank: q_a/q_b
+    # projections; the noaux_tc router's e_score_correction_bias).
+    yield "cohere", lambda: text("CohereConfig", use_qk_norm=True), AutoModelForCausalLM
+    yield "deepseek_v3", lambda: text("DeepseekV3Config", moe_intermediate_size=32, n_routed_experts=4,
+                                      num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
+                                      num_key_value_heads=4, kv_lora_rank=32, q_lora_rank=32,
+                                      qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=16,
+                                      n_group=1, topk_group=1), AutoModelForCausalLM
 
 def main():
     out = sys.argv[1]
