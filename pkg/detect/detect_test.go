@@ -17,7 +17,9 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
-var tinyModels = []string{"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "mixtral", "qwen3_moe", "llava"}
+// tinyModels: every tiny model with a transformers-written 4-bit checkpoint,
+// those in testdata/models (never skipped) first.
+var tinyModels = append(append([]string(nil), fixtures.RepoModels...), fixtures.SharedModels...)
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -110,7 +112,7 @@ func streamModel(t *testing.T, path string, pol arch.Policy) *streamed {
 }
 
 func bnbQuantized(t *testing.T, name string) map[string]bool {
-	ck, err := safetensors.Open(fixtures.Shared(t, "models", name+"-bnb-nf4"))
+	ck, err := safetensors.Open(fixtures.Model(t, name+"-bnb-nf4"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +129,7 @@ func bnbQuantized(t *testing.T, name string) map[string]bool {
 func TestTinyModelsStream(t *testing.T) {
 	for _, name := range tinyModels {
 		t.Run(name, func(t *testing.T) {
-			dir := fixtures.Shared(t, "models", name)
+			dir := fixtures.Model(t, name)
 			s := streamModel(t, dir, arch.Policy{})
 			want := fileCRCs(t, filepath.Join(dir, "model.safetensors"))
 			if len(s.tensors) != len(want) || s.facts.Tensors != len(want) {
