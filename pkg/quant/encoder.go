@@ -95,6 +95,8 @@ type Encoder struct {
 	carry    []byte // bytes of an incomplete block
 	absmax   []float32
 	out      []byte
+	sec      []byte    // Close's absmax section, kept for the next tensor
+	nested   []float32 // Close's nested absmax, kept likewise
 	err      error
 	closed   bool
 }
@@ -107,24 +109,43 @@ type Result struct {
 
 // NewEncoder starts quantizing n values of dt into w. A nil backend means CPU(0).
 func NewEncoder(w io.Writer, dt DType, n int64, p Params, backend Backend) (*Encoder, error) {
-	if err := p.Validate(); err != nil {
+	e := new(Encoder)
+	if err := e.Reset(w, dt, n, p, backend); err != nil {
 		return nil, err
 	}
+	return e, nil
+}
+
+// Reset makes e an encoder of n values of dt into w, as NewEncoder does,
+// keeping the buffers e grew for earlier tensors: a stage that quantizes one
+// tensor after another allocates (and the kernel zero-fills) only what a
+// larger tensor needs beyond them. A nil backend means CPU(0).
+func (e *Encoder) Reset(w io.Writer, dt DType, n int64, p Params, backend Backend) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
 	if !Supported(dt) {
-		return nil, fmt.Errorf("%w: %q (want F32, F16 or BF16)", ErrDType, dt)
+		return fmt.Errorf("%w: %q (want F32, F16 or BF16)", ErrDType, dt)
 	}
 	if n < 0 {
-		return nil, fmt.Errorf("%w: %d elements", ErrLength, n)
+		return fmt.Errorf("%w: %d elements", ErrLength, n)
 	}
 	if backend == nil {
 		backend = CPU(0)
 	}
 	blocks := SizesFor(n, p).Blocks
-	return &Encoder{
+	carry, absmax := e.carry[:0], e.absmax[:0]
+	if cap(carry) < p.BlockSize*dt.Size() {
+		carry = make([]byte, 0, p.BlockSize*dt.Size())
+	}
+	if int64(cap(absmax)) < blocks {
+		absmax = make([]float32, 0, blocks)
+	}
+	*e = Encoder{
 		w: w, p: p, dt: dt, n: n, backend: backend,
-		carry:  make([]byte, 0, p.BlockSize*dt.Size()),
-		absmax: make([]float32, 0, blocks),
-	}, nil
+		carry: carry, absmax: absmax, out: e.out, sec: e.sec, nested: e.nested,
+	}
+	return nil
 }
 
 // Write quantizes the raw little-endian values in b, which may end anywhere,
@@ -209,28 +230,43 @@ func (e *Encoder) Close() (Result, error) {
 	}
 	res := Result{Sizes: SizesFor(e.n, e.p)}
 	var sec []byte
-	if e.p.DoubleQuant {
+	if e.p.DoubleQuant && len(e.absmax) > 0 {
 		threads := runtime.GOMAXPROCS(0)
 		if c, ok := e.backend.(cpuBackend); ok {
 			threads = c.threads
 		}
-		codes, nested, offset := doubleQuantize(e.absmax, e.p.OffsetGPU(), threads)
-		res.NestedOffset = offset
-		sec = append(make([]byte, 0, len(codes)+4*len(nested)), codes...)
+		nb := (len(e.absmax) + NestedBlockSize - 1) / NestedBlockSize
+		sec = grow(e.sec, len(e.absmax)+4*nb)
+		if cap(e.nested) < nb {
+			e.nested = make([]float32, nb)
+		}
+		codes, nested := sec[:len(e.absmax)], e.nested[:nb]
+		res.NestedOffset = MeanF32On(e.absmax, e.p.OffsetGPU())
+		nestQuantizeFast(codes, nested, e.absmax, res.NestedOffset, threads)
+		sec = sec[:len(codes)]
 		for _, v := range nested {
 			sec = binary.LittleEndian.AppendUint32(sec, math.Float32bits(v))
 		}
-	} else {
-		sec = make([]byte, 0, 4*len(e.absmax))
+	} else if !e.p.DoubleQuant {
+		sec = grow(e.sec, 4*len(e.absmax))[:0]
 		for _, v := range e.absmax {
 			sec = binary.LittleEndian.AppendUint32(sec, math.Float32bits(v))
 		}
 	}
+	e.sec = sec
 	if _, err := e.w.Write(sec); err != nil {
 		e.err = fmt.Errorf("quant: writing absmax: %w", err)
 		return Result{}, e.err
 	}
 	return res, nil
+}
+
+// grow returns b resliced to n bytes, reallocated when its capacity is short.
+func grow(b []byte, n int) []byte {
+	if cap(b) < n {
+		return make([]byte, n)
+	}
+	return b[:n]
 }
 
 // Absmax returns the float32 absmax values so far (before double quantization).

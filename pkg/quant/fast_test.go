@@ -179,3 +179,72 @@ func TestConvertRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestEncoderReset demands that an encoder reused through Reset, tensor after
+// tensor (larger, smaller, another dtype or format, with and without double
+// quantization, after a failed tensor), writes exactly what a new one writes.
+func TestEncoderReset(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	encode := func(e *Encoder, src []byte, dt DType, p Params) ([]byte, Result, error) {
+		var out bytes.Buffer
+		n := int64(len(src) / dt.Size())
+		if e == nil {
+			var err error
+			if e, err = NewEncoder(&out, dt, n, p, CPU(2)); err != nil {
+				return nil, Result{}, err
+			}
+		} else if err := e.Reset(&out, dt, n, p, CPU(2)); err != nil {
+			return nil, Result{}, err
+		}
+		for b := src; len(b) > 0; {
+			k := min(len(b), 1+rng.IntN(70000))
+			if _, err := e.Write(b[:k]); err != nil {
+				return nil, Result{}, err
+			}
+			b = b[k:]
+		}
+		res, err := e.Close()
+		return out.Bytes(), res, err
+	}
+	var reused Encoder
+	for i, n := range []int{300000, 5, 0, 64 * 1100, 1 << 20, 777, 3} {
+		dt := []DType{BF16, F16, F32}[i%3]
+		p := DefaultParams()
+		p.DoubleQuant = i%2 == 0
+		if i == 3 {
+			p.Type, p.BlockSize = FP4, 128
+		}
+		src := make([]byte, n*dt.Size())
+		for j := 0; j < n; j++ {
+			v := float32(rng.NormFloat64() * 0.02)
+			switch dt {
+			case BF16:
+				binary.LittleEndian.PutUint16(src[2*j:], uint16(math.Float32bits(v)>>16))
+			case F16:
+				binary.LittleEndian.PutUint16(src[2*j:], f32ToF16(v))
+			default:
+				binary.LittleEndian.PutUint32(src[4*j:], math.Float32bits(v))
+			}
+		}
+		want, wantRes, err := encode(nil, src, dt, p)
+		if err != nil {
+			t.Fatalf("case %d: %v", i, err)
+		}
+		got, gotRes, err := encode(&reused, src, dt, p)
+		if err != nil {
+			t.Fatalf("case %d, reused: %v", i, err)
+		}
+		if !bytes.Equal(got, want) || gotRes != wantRes {
+			t.Fatalf("case %d (%d %s, %v): the reused encoder wrote other bytes or result (%v, want %v)", i, n, dt, p, gotRes, wantRes)
+		}
+		if i == 2 { // a failed tensor in between: too few bytes
+			if err := reused.Reset(&bytes.Buffer{}, BF16, 1000, p, CPU(2)); err != nil {
+				t.Fatal(err)
+			}
+			reused.Write(make([]byte, 999))
+			if _, err := reused.Close(); !errors.Is(err, ErrLength) {
+				t.Fatalf("short tensor: %v", err)
+			}
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nf4pipe/nf4pipe/internal/hugemem"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
@@ -33,6 +34,7 @@ type pipeline struct {
 	wg      sync.WaitGroup
 	wErr    atomic.Pointer[error] // the first error of the writing goroutine
 	closed  error                 // what the writer's Close returned
+	mem     *hugemem.Buffer       // the input and output buffers, freed by finish
 
 	// Time the reading waited for a free buffer (the work or the writing
 	// was behind) and the work waited for input (the reading or the
@@ -110,11 +112,17 @@ func startPipeline(r *tensorstream.Reader, w *tensorstream.Writer, chunk int) *p
 		ops:     make(chan wop, 2*(n+outBufs)),
 		stop:    make(chan struct{}),
 	}
-	for range n {
-		p.inFree <- make([]byte, chunk)
+	// One mapping holds every buffer: they are touched once and reused for
+	// the whole stream, so huge pages spare most of the page faults.
+	out := tensorstream.DefaultChunkSize
+	p.mem = hugemem.Alloc(n*chunk + outBufs*out)
+	mem := p.mem.Bytes()
+	for i := range n {
+		p.inFree <- mem[i*chunk : (i+1)*chunk : (i+1)*chunk]
 	}
-	for range outBufs {
-		p.outFree <- make([]byte, 0, tensorstream.DefaultChunkSize)
+	mem = mem[n*chunk:]
+	for i := range outBufs {
+		p.outFree <- mem[i*out : i*out : (i+1)*out]
 	}
 	verifiers := min(4, max(1, runtime.GOMAXPROCS(0)/4))
 	p.wg.Add(2 + verifiers)
@@ -128,17 +136,18 @@ func startPipeline(r *tensorstream.Reader, w *tensorstream.Writer, chunk int) *p
 
 // finish stops the goroutines and waits for them. After an error of the
 // work it writes nothing more; otherwise it returns what Close returned.
+// The buffers are unmapped then: nothing may hold a piece's bytes or an
+// output buffer beyond it.
 func (p *pipeline) finish(err error) error {
 	if err != nil {
 		close(p.stop)
 	}
 	close(p.ops)
+	p.wg.Wait() // without an error, read has sent the end of the stream and returned
+	p.mem.Free()
 	if err == nil {
-		// read has sent the end of the stream and returned.
-		p.wg.Wait()
 		return p.closed
 	}
-	p.wg.Wait()
 	return err
 }
 

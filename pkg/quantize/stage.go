@@ -70,6 +70,7 @@ type stage struct {
 	next     int // round-robin position in backends
 	chunk    int // input bytes handed to the work at a time
 	castBuf  []byte
+	enc      quant.Encoder // reset for each tensor: its buffers are reused
 }
 
 func (s *stage) run(r *tensorstream.Reader, w *tensorstream.Writer) error {
@@ -220,8 +221,8 @@ func (s *stage) quantize(p *pipeline, t *tensorstream.Tensor) error {
 	backend := s.backends[s.next%len(s.backends)]
 	s.next++
 	out := &outWriter{p: p}
-	enc, err := quant.NewEncoder(out, t.DType, n, prm, backend)
-	if err != nil {
+	enc := &s.enc
+	if err := enc.Reset(out, t.DType, n, prm, backend); err != nil {
 		return fmt.Errorf("tensor %q: %w", t.Name, err)
 	}
 	if _, err := payload(p, func(it *step) error {
