@@ -26,8 +26,13 @@ var rcpDelta = sync.OnceValue(func() []byte {
 	if err != nil {
 		panic("quant: embedded reciprocal table: " + err.Error()) // build-time data, never input
 	}
-	b, err := io.ReadAll(zr)
-	if err != nil || len(b) != 1<<21 {
+	// Read into the table's exact size: io.ReadAll would grow its buffer
+	// through twice the memory, each new page a page fault.
+	b := make([]byte, 1<<21)
+	if _, err := io.ReadFull(zr, b); err != nil {
+		panic("quant: embedded reciprocal table is corrupt")
+	}
+	if n, _ := zr.Read(make([]byte, 1)); n != 0 {
 		panic("quant: embedded reciprocal table is corrupt")
 	}
 	return b
