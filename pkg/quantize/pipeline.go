@@ -17,7 +17,8 @@ import (
 // works on what came before:
 //
 //	read:   Reader.Next and Reader.ReadPiece into buffers of a bounded pool
-//	verify: the CRC-32C of each piece, on a few goroutines
+//	verify: the CRC-32C of each piece, on a few goroutines (on few cores,
+//	        the reading checksums as it reads instead: checkOnRead)
 //	work:   the caller, in stream order: decides, quantizes, casts or keeps
 //	write:  framing, checksumming and writing the output
 //
@@ -94,9 +95,11 @@ func inBufs(chunk int) int {
 
 // Benchmark hooks: testInBufs, when set, overrides the number of input
 // buffers; testPipelineDone, when set, sees each pipeline once it is done.
+// testCheckOnRead, when set, overrides checkOnRead.
 var (
 	testInBufs       int
 	testPipelineDone func(*pipeline)
+	testCheckOnRead  *bool
 )
 
 func startPipeline(r *tensorstream.Reader, w *tensorstream.Writer, chunk int) *pipeline {
@@ -125,8 +128,11 @@ func startPipeline(r *tensorstream.Reader, w *tensorstream.Writer, chunk int) *p
 		p.outFree <- mem[i*out : i*out : (i+1)*out]
 	}
 	verifiers := min(4, max(1, runtime.GOMAXPROCS(0)/4))
+	if checkOnRead() {
+		verifiers = 0
+	}
 	p.wg.Add(2 + verifiers)
-	go p.read(r)
+	go p.read(r, verifiers == 0)
 	for range verifiers {
 		go p.verifyPieces()
 	}
@@ -160,9 +166,30 @@ func (p *pipeline) send(it *step) bool {
 	}
 }
 
-func (p *pipeline) read(r *tensorstream.Reader) {
+// checkOnRead says whether the reading goroutine checksums the input as it
+// reads it (Reader.ReadPieceChecked) rather than leaving it to verifying
+// goroutines. On few cores the stage is bound by its CPU time, and a chunk
+// checksummed a read at a time, still in cache, costs about half of one
+// checksummed once the whole piece is in (2-core VM, docs/BENCHMARKS.md);
+// with cores to spare, the reading keeps to moving bytes, as cat does.
+func checkOnRead() bool {
+	if testCheckOnRead != nil {
+		return *testCheckOnRead
+	}
+	return runtime.GOMAXPROCS(0) < minCoresToVerifyApart
+}
+
+// minCoresToVerifyApart is the fewest cores on which pieces are verified by
+// goroutines of their own.
+const minCoresToVerifyApart = 4
+
+func (p *pipeline) read(r *tensorstream.Reader, check bool) {
 	defer p.wg.Done()
 	defer close(p.verify)
+	readPiece := r.ReadPiece
+	if check {
+		readPiece = r.ReadPieceChecked
+	}
 	for {
 		t, err := r.Next()
 		if err == io.EOF {
@@ -189,7 +216,7 @@ func (p *pipeline) read(r *tensorstream.Reader) {
 				}
 				p.readStall += time.Since(t0)
 			}
-			piece, err := r.ReadPiece(buf)
+			piece, err := readPiece(buf)
 			if err == io.EOF {
 				p.inFree <- buf
 				break
@@ -199,8 +226,11 @@ func (p *pipeline) read(r *tensorstream.Reader) {
 				p.send(&step{err: err})
 				return
 			}
-			it := &step{piece: piece, buf: buf, done: make(chan struct{})}
-			p.verify <- it // never blocks: it holds as many steps as there are buffers
+			it := &step{piece: piece, buf: buf}
+			if !check {
+				it.done = make(chan struct{})
+				p.verify <- it // never blocks: it holds as many steps as there are buffers
+			}
 			if !p.send(it) {
 				return
 			}

@@ -26,6 +26,20 @@ func afterHeader(tb testing.TB, b []byte) []byte {
 	return b[n:]
 }
 
+// bothCheckModes runs f with the input checksummed on reading and by
+// verifying goroutines (checkOnRead), whatever the cores.
+func bothCheckModes(t *testing.T, f func(t *testing.T)) {
+	for _, on := range []bool{false, true} {
+		testCheckOnRead = &on
+		name := "verify-apart"
+		if on {
+			name = "check-on-read"
+		}
+		t.Run(name, f)
+		testCheckOnRead = nil
+	}
+}
+
 // Kept tensors go through with the chunk frames they came in, as
 // tensorstream.CopyTensor forwards them, whatever the input buffer size:
 // the output after the header is the input's byte for byte. The input has
@@ -64,17 +78,19 @@ func TestKeptTensorsKeepTheirFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := b.Bytes()
-	for _, chunk := range []int{1000, 2500, 0} {
-		o := cpuOptions()
-		o.ChunkSize = chunk
-		out, sum := mustRun(t, in, o)
-		if !bytes.Equal(afterHeader(t, out), afterHeader(t, in)) {
-			t.Errorf("chunk %d: kept tensors are not the input's frames byte for byte", chunk)
+	bothCheckModes(t, func(t *testing.T) {
+		for _, chunk := range []int{1000, 2500, 0} {
+			o := cpuOptions()
+			o.ChunkSize = chunk
+			out, sum := mustRun(t, in, o)
+			if !bytes.Equal(afterHeader(t, out), afterHeader(t, in)) {
+				t.Errorf("chunk %d: kept tensors are not the input's frames byte for byte", chunk)
+			}
+			if sum.Kept != 3 || sum.Quantized != 0 {
+				t.Errorf("chunk %d: summary %+v", chunk, sum)
+			}
 		}
-		if sum.Kept != 3 || sum.Quantized != 0 {
-			t.Errorf("chunk %d: summary %+v", chunk, sum)
-		}
-	}
+	})
 }
 
 // An error of the work stops the reading, checksumming and writing
@@ -89,15 +105,17 @@ func TestErrorStopsThePipeline(t *testing.T) {
 	specs[0].payload = bad
 	in := makeStream(t, specs...)
 	before := runtime.NumGoroutine()
-	for _, chunk := range []int{1000, 0} {
-		o := cpuOptions()
-		o.ChunkSize = chunk
-		_, err := Run(bytes.NewReader(in), &bytes.Buffer{}, o)
-		var nf *quant.NonFiniteError
-		if !errors.As(err, &nf) || nf.Index != 3000 {
-			t.Fatalf("chunk %d: %v, want the NaN at 3000", chunk, err)
+	bothCheckModes(t, func(t *testing.T) {
+		for _, chunk := range []int{1000, 0} {
+			o := cpuOptions()
+			o.ChunkSize = chunk
+			_, err := Run(bytes.NewReader(in), &bytes.Buffer{}, o)
+			var nf *quant.NonFiniteError
+			if !errors.As(err, &nf) || nf.Index != 3000 {
+				t.Fatalf("chunk %d: %v, want the NaN at 3000", chunk, err)
+			}
 		}
-	}
+	})
 	for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > before; {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d goroutines left running after Run returned (%d before)", runtime.NumGoroutine()-before, before)
@@ -118,13 +136,15 @@ func TestChecksumErrorInOrder(t *testing.T) {
 	}
 	bad := bytes.Clone(in)
 	bad[at+100] ^= 1
-	for _, chunk := range []int{64, 0} {
-		o := cpuOptions()
-		o.ChunkSize = chunk
-		_, _, err := run(t, bad, o)
-		var se *tensorstream.Error
-		if !errors.Is(err, tensorstream.ErrChecksum) || !errors.As(err, &se) || se.Tensor != target.t.Name {
-			t.Errorf("chunk %d: %v, want a checksum error in %s", chunk, err, target.t.Name)
+	bothCheckModes(t, func(t *testing.T) {
+		for _, chunk := range []int{64, 0} {
+			o := cpuOptions()
+			o.ChunkSize = chunk
+			_, _, err := run(t, bad, o)
+			var se *tensorstream.Error
+			if !errors.Is(err, tensorstream.ErrChecksum) || !errors.As(err, &se) || se.Tensor != target.t.Name {
+				t.Errorf("chunk %d: %v, want a checksum error in %s", chunk, err, target.t.Name)
+			}
 		}
-	}
+	})
 }

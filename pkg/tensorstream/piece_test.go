@@ -12,10 +12,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// readPieces reads a whole stream with ReadPiece into buffers of bufSize,
-// verifying every piece, and returns each tensor's payload and trailer facts.
-// With mix set it reads the first few bytes of each payload with Read.
-func readPieces(data []byte, bufSize int, mix bool) ([]sample, error) {
+// readPieces reads a whole stream with ReadPiece (ReadPieceChecked when
+// checked is set) into buffers of bufSize, verifying every piece, and returns
+// each tensor's payload and trailer facts. With mix set it reads the first
+// few bytes of each payload with Read.
+func readPieces(data []byte, bufSize int, mix, checked bool) ([]sample, error) {
 	r := NewReader(bytes.NewReader(data))
 	var out []sample
 	for {
@@ -36,7 +37,11 @@ func readPieces(data []byte, bufSize int, mix bool) ([]sample, error) {
 		}
 		buf := make([]byte, bufSize)
 		for {
-			p, err := r.ReadPiece(buf)
+			read := r.ReadPiece
+			if checked {
+				read = r.ReadPieceChecked
+			}
+			p, err := read(buf)
 			if err == io.EOF {
 				break
 			}
@@ -61,14 +66,16 @@ func TestReadPieceSameAsRead(t *testing.T) {
 		data := writeStream(t, chunk, samples)
 		for _, bufSize := range []int{1, 5, 1000, 2500, 1 << 20} {
 			for _, mix := range []bool{false, true} {
-				got, err := readPieces(data, bufSize, mix)
-				require.NoError(t, err, "chunk %d buf %d mix %v", chunk, bufSize, mix)
-				require.Len(t, got, len(samples))
-				for i, s := range samples {
-					assert.True(t, bytes.Equal(s.payload, got[i].payload), "chunk %d buf %d mix %v: %s", chunk, bufSize, mix, s.t.Name)
-					assert.Equal(t, s.t.Checksum, got[i].t.Checksum, s.t.Name)
-					if s.t.Quant != nil {
-						assert.Equal(t, float32(0.0505), got[i].t.Quant.NestedOffset, "trailer read by ReadPiece")
+				for _, checked := range []bool{false, true} {
+					got, err := readPieces(data, bufSize, mix, checked)
+					require.NoError(t, err, "chunk %d buf %d mix %v checked %v", chunk, bufSize, mix, checked)
+					require.Len(t, got, len(samples))
+					for i, s := range samples {
+						assert.True(t, bytes.Equal(s.payload, got[i].payload), "chunk %d buf %d mix %v checked %v: %s", chunk, bufSize, mix, checked, s.t.Name)
+						assert.Equal(t, s.t.Checksum, got[i].t.Checksum, s.t.Name)
+						if s.t.Quant != nil {
+							assert.Equal(t, float32(0.0505), got[i].t.Quant.NestedOffset, "trailer read by ReadPiece")
+						}
 					}
 				}
 			}
@@ -103,14 +110,17 @@ func TestPieceVerifyCatchesCorruption(t *testing.T) {
 	first := bytes.Index(data, samples[0].payload[:32])
 	require.Positive(t, first)
 	for _, bufSize := range []int{500, 4000} { // a chunk split (checked on reading) or whole (checked by Verify)
-		d := bytes.Clone(data)
-		d[first+1500] ^= 0x40
-		_, err := readPieces(d, bufSize, false)
-		require.ErrorIs(t, err, ErrChecksum, "buf %d", bufSize)
-		var se *Error
-		require.ErrorAs(t, err, &se)
-		assert.Equal(t, "model.embed_tokens.weight", se.Tensor)
-		assert.Greater(t, se.Offset, int64(first))
+		for _, checked := range []bool{false, true} {
+			d := bytes.Clone(data)
+			d[first+1500] ^= 0x40
+			_, err := readPieces(d, bufSize, false, checked)
+			require.ErrorIs(t, err, ErrChecksum, "buf %d checked %v", bufSize, checked)
+			var se *Error
+			require.ErrorAs(t, err, &se)
+			assert.Equal(t, "model.embed_tokens.weight", se.Tensor)
+			assert.Greater(t, se.Offset, int64(first))
+			assert.Less(t, se.Offset, int64(first+1500), "the offset of the bad chunk's frame")
+		}
 	}
 	// A chunk frame whose data and declared CRC were both changed consistently
 	// passes Verify; the trailer, checked against the declared CRCs, fails.
@@ -119,17 +129,21 @@ func TestPieceVerifyCatchesCorruption(t *testing.T) {
 	hdr := first + 1000 // frame of the second chunk
 	crc := crc32.Checksum(d[hdr+frameHeaderLen:hdr+frameHeaderLen+1000], castagnoli)
 	d[hdr+5], d[hdr+6], d[hdr+7], d[hdr+8] = byte(crc), byte(crc>>8), byte(crc>>16), byte(crc>>24)
-	_, err := readPieces(d, 4000, false)
-	require.ErrorIs(t, err, ErrChecksum)
-	assert.Contains(t, err.Error(), "trailer")
+	for _, checked := range []bool{false, true} {
+		_, err := readPieces(d, 4000, false, checked)
+		require.ErrorIs(t, err, ErrChecksum)
+		assert.Contains(t, err.Error(), "trailer")
+	}
 }
 
 func TestReadPieceTruncated(t *testing.T) {
 	data := writeStream(t, 100, testTensors(rand.New(rand.NewPCG(7, 8))))
 	for cut := 0; cut < len(data); cut += 1 + cut/50 {
-		_, err := readPieces(data[:cut], 250, false)
-		require.Error(t, err, "cut at %d", cut)
-		assert.ErrorIs(t, err, io.ErrUnexpectedEOF, "cut at %d", cut)
+		for _, checked := range []bool{false, true} {
+			_, err := readPieces(data[:cut], 250, false, checked)
+			require.Error(t, err, "cut at %d", cut)
+			assert.ErrorIs(t, err, io.ErrUnexpectedEOF, "cut at %d", cut)
+		}
 	}
 }
 
@@ -145,8 +159,8 @@ func TestCRCShifter(t *testing.T) {
 
 // copyWith passes a stream through a writer of chunk size wchunk, tensor by
 // tensor with CopyTensor, or with ReadPiece, Verify and CopyPiece into
-// buffers of bufSize.
-func copyWith(t *testing.T, data []byte, wchunk, bufSize int) []byte {
+// buffers of bufSize (ReadPieceChecked when checked is set).
+func copyWith(t *testing.T, data []byte, wchunk, bufSize int, checked bool) []byte {
 	r := NewReader(bytes.NewReader(data))
 	h, err := r.Header()
 	require.NoError(t, err)
@@ -167,7 +181,11 @@ func copyWith(t *testing.T, data []byte, wchunk, bufSize int) []byte {
 		rechunk := false
 		buf := make([]byte, bufSize)
 		for {
-			p, err := r.ReadPiece(buf)
+			read := r.ReadPiece
+			if checked {
+				read = r.ReadPieceChecked
+			}
+			p, err := read(buf)
 			if err == io.EOF {
 				break
 			}
@@ -187,14 +205,14 @@ func TestCopyPieceFramesAsCopyTensor(t *testing.T) {
 	for _, in := range []int{7, 1000, 4096} {
 		data := writeStream(t, in, samples)
 		for _, wchunk := range []int{5, 1000, 3000, DefaultChunkSize} {
-			want := copyWith(t, data, wchunk, 0)
-			for _, bufSize := range []int{3, 1000, 2048, 1 << 20} {
-				got := copyWith(t, data, wchunk, bufSize)
+			want := copyWith(t, data, wchunk, 0, false)
+			for i, bufSize := range []int{3, 1000, 2048, 1 << 20} {
+				got := copyWith(t, data, wchunk, bufSize, i%2 == 1)
 				if bufSize >= min(in, wchunk) { // every frame CopyTensor forwards fits a buffer
 					assert.True(t, bytes.Equal(want, got), "input chunks %d, writer chunks %d, buffer %d", in, wchunk, bufSize)
 					continue
 				}
-				back, err := readPieces(got, 1<<20, false) // frames cut: the same payloads
+				back, err := readPieces(got, 1<<20, false, false) // frames cut: the same payloads
 				require.NoError(t, err)
 				for i, s := range samples {
 					assert.True(t, bytes.Equal(s.payload, back[i].payload), "input chunks %d, writer chunks %d, buffer %d: %s", in, wchunk, bufSize, s.t.Name)

@@ -316,9 +316,10 @@ func (r *Reader) nextChunk(buf []byte) ([]byte, uint32, error) {
 // with the CRC-32C their chunk frames declared, so that Verify can check them
 // on another goroutine while the reader goes on reading.
 type Piece struct {
-	Data   []byte // the payload bytes read, a prefix of the buffer given
-	tensor string
-	chunks []pieceChunk // whole chunk frames in Data, in order, not yet verified
+	Data    []byte // the payload bytes read, a prefix of the buffer given
+	tensor  string
+	chunks  []pieceChunk // whole chunk frames in Data, in order
+	checked bool         // the chunks were verified on reading (ReadPieceChecked)
 }
 
 type pieceChunk struct {
@@ -332,6 +333,9 @@ type pieceChunk struct {
 // declared; it may run on any goroutine. The error, an *Error wrapping
 // ErrChecksum, names the tensor and the chunk frame's offset, as Read's does.
 func (p *Piece) Verify() error {
+	if p.checked {
+		return nil
+	}
 	for _, c := range p.chunks {
 		if got := crc32.Checksum(p.Data[c.at:c.at+c.n], castagnoli); got != c.want {
 			return &Error{Tensor: p.tensor, Offset: c.off, Err: fmt.Errorf("%w: chunk has CRC-32C %08x, frame says %08x", ErrChecksum, got, c.want)}
@@ -348,14 +352,49 @@ func (p *Piece) Verify() error {
 // buf is read in parts of len(buf) and checksummed here, as Read does (Verify
 // then has nothing left to check for it). ReadPiece returns io.EOF once the
 // payload and its trailer have been read. It may be mixed with Read.
-func (r *Reader) ReadPiece(buf []byte) (Piece, error) {
+func (r *Reader) ReadPiece(buf []byte) (Piece, error) { return r.readPiece(buf, false) }
+
+// ReadPieceChecked is ReadPiece that checksums each chunk as its bytes
+// arrive, a read at a time, while they are still in the cache of the core
+// that read them, and fails as Read does on a mismatch: the returned Piece
+// is verified (its Verify has nothing left to check). Checksumming data just
+// read costs a fraction of checksumming it later, once it left the cache, so
+// where cores are few this is cheaper than ReadPiece and Verify elsewhere;
+// where they are many, ReadPiece keeps the reading goroutine to moving bytes.
+func (r *Reader) ReadPieceChecked(buf []byte) (Piece, error) { return r.readPiece(buf, true) }
+
+// checkedRead bounds the bytes checksummed after one read, so that they are
+// still in a core's second-level cache (1 MiB on the development VM's EPYC,
+// 2 MiB on the Xeons), the pipe's size: a read from a pipe returns at most that.
+const checkedRead = 1 << 20
+
+// readFullCRC is readFull that also returns the CRC-32C of what it read,
+// computed after each read of at most checkedRead bytes.
+func (r *Reader) readFullCRC(b []byte) (uint32, error) {
+	var crc uint32
+	for k := 0; k < len(b); {
+		n, err := r.br.Read(b[k:min(len(b), k+checkedRead)])
+		r.off += int64(n)
+		crc = crc32.Update(crc, castagnoli, b[k:k+n])
+		k += n
+		if err != nil && k < len(b) {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return crc, err
+		}
+	}
+	return crc, nil
+}
+
+func (r *Reader) readPiece(buf []byte, check bool) (Piece, error) {
 	if r.err != nil {
 		return Piece{}, r.err
 	}
 	if r.cur == nil || r.payloadEOF {
 		return Piece{}, io.EOF
 	}
-	p := Piece{tensor: r.cur.Name}
+	p := Piece{tensor: r.cur.Name, checked: check}
 	if len(buf) == 0 {
 		return p, nil
 	}
@@ -382,7 +421,17 @@ func (r *Reader) ReadPiece(buf []byte) (Piece, error) {
 			return p, err
 		}
 		b := buf[n : n+int(r.chunkLen)]
-		if err := r.readFull(b); err != nil {
+		if check {
+			crc, err := r.readFullCRC(b)
+			if err != nil {
+				p.Data = buf[:n]
+				return p, r.fail(r.cur.Name, r.off, err)
+			}
+			if crc != r.chunkWant {
+				p.Data = buf[:n]
+				return p, r.fail(r.cur.Name, r.chunkOff, fmt.Errorf("%w: chunk has CRC-32C %08x, frame says %08x", ErrChecksum, crc, r.chunkWant))
+			}
+		} else if err := r.readFull(b); err != nil {
 			p.Data = buf[:n]
 			return p, r.fail(r.cur.Name, r.off, err)
 		}
