@@ -144,6 +144,14 @@ func (w *Writer) Write(p []byte) (int, error) {
 			p = p[w.chunkSize:]
 			continue
 		}
+		if len(w.buf) == 0 && int64(len(p)) == w.curLeft {
+			// The payload's last, short chunk, whole: the frame it would
+			// get from the buffer at EndTensor, without copying it there.
+			if err := w.emit(p); err != nil {
+				return n - len(p), err
+			}
+			break
+		}
 		if w.buf == nil {
 			w.buf = make([]byte, 0, w.chunkSize)
 		}
