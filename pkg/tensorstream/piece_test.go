@@ -147,16 +147,6 @@ func TestReadPieceTruncated(t *testing.T) {
 	}
 }
 
-func TestCRCShifter(t *testing.T) {
-	rng := rand.New(rand.NewPCG(2, 3))
-	var s crcShifter
-	for _, n := range []int64{1, 4 << 20, 4 << 20, 1000, 4 << 20, 3, 1000, 1<<40 + 17} {
-		a, b := rng.Uint32(), rng.Uint32()
-		assert.Equal(t, crcCombine(a, b, n), s.combine(a, b, n), "length %d", n)
-	}
-	assert.Equal(t, uint32(5), s.combine(5, 9, 0))
-}
-
 // copyWith passes a stream through a writer of chunk size wchunk, tensor by
 // tensor with CopyTensor, or with ReadPiece, Verify and CopyPiece into
 // buffers of bufSize (ReadPieceChecked when checked is set).

@@ -55,7 +55,6 @@ type Reader struct {
 	tensors int64
 	bytes   int64
 	body    []byte // record scratch, reused
-	shift   crcShifter
 }
 
 // NewReader returns a reader with DefaultLimits.
@@ -281,7 +280,7 @@ func (r *Reader) endChunk() error {
 	if r.chunkCRC != r.chunkWant {
 		return r.fail(r.cur.Name, r.chunkOff, fmt.Errorf("%w: chunk has CRC-32C %08x, frame says %08x", ErrChecksum, r.chunkCRC, r.chunkWant))
 	}
-	r.payloadCRC = r.shift.combine(r.payloadCRC, r.chunkCRC, r.chunkLen)
+	r.payloadCRC = crcCombine(r.payloadCRC, r.chunkCRC, r.chunkLen)
 	if r.tensorLeft == 0 {
 		return r.readTrailer()
 	}
@@ -440,7 +439,7 @@ func (r *Reader) readPiece(buf []byte, check bool) (Piece, error) {
 		r.chunkLeft = 0
 		r.tensorLeft -= r.chunkLen
 		r.bytes += r.chunkLen
-		r.payloadCRC = r.shift.combine(r.payloadCRC, r.chunkWant, r.chunkLen)
+		r.payloadCRC = crcCombine(r.payloadCRC, r.chunkWant, r.chunkLen)
 		if r.tensorLeft == 0 {
 			if err := r.readTrailer(); err != nil {
 				p.Data = buf[:n]
@@ -490,72 +489,6 @@ func CopyPiece(w *Writer, p *Piece, rechunk bool) (bool, error) {
 		}
 	}
 	return rechunk, nil
-}
-
-// crcShifter is crcCombine with the operator for the last two chunk lengths
-// kept: a stream's chunks are mostly of one length, and building the operator
-// costs tens of microseconds where applying it costs tens of nanoseconds.
-type crcShifter struct {
-	n  [2]int64
-	op [2][32]uint32
-}
-
-func (s *crcShifter) combine(crcA, crcB uint32, lenB int64) uint32 {
-	if lenB <= 0 {
-		return crcA
-	}
-	i := 0
-	switch lenB {
-	case s.n[0]:
-	case s.n[1]:
-		i = 1
-	default:
-		s.n[1], s.op[1] = s.n[0], s.op[0]
-		s.n[0], s.op[0] = lenB, zerosOperator(lenB)
-	}
-	return gf2Times(&s.op[i], crcA) ^ crcB
-}
-
-// zerosOperator returns the GF(2) matrix that appends n zero bytes to a
-// CRC-32C, built by the same chain of squarings as crcCombine: its column i
-// is crcCombine(1<<i, 0, n).
-func zerosOperator(n int64) [32]uint32 {
-	var op, even, odd [32]uint32
-	for i := range op {
-		op[i] = 1 << i
-	}
-	apply := func(m *[32]uint32) {
-		for i := range op {
-			op[i] = gf2Times(m, op[i])
-		}
-	}
-	odd[0] = crc32.Castagnoli
-	row := uint32(1)
-	for i := 1; i < 32; i++ {
-		odd[i] = row
-		row <<= 1
-	}
-	gf2Square(&even, &odd)
-	gf2Square(&odd, &even)
-	for {
-		gf2Square(&even, &odd)
-		if n&1 != 0 {
-			apply(&even)
-		}
-		n >>= 1
-		if n == 0 {
-			break
-		}
-		gf2Square(&odd, &even)
-		if n&1 != 0 {
-			apply(&odd)
-		}
-		n >>= 1
-		if n == 0 {
-			break
-		}
-	}
-	return op
 }
 
 func (r *Reader) readTrailer() error {

@@ -30,7 +30,6 @@ type Writer struct {
 
 	tensors int64
 	bytes   int64
-	shift   crcShifter // the payload CRC's combine operators, kept
 
 	splice spliceState // WriteFrom's fast path, per platform
 }
@@ -242,7 +241,7 @@ func (w *Writer) emitCRC(p []byte, crc uint32) error {
 
 // account counts a chunk of n payload bytes with CRC crc as written.
 func (w *Writer) account(crc uint32, n int64) {
-	w.payloadCRC = w.shift.combine(w.payloadCRC, crc, n)
+	w.payloadCRC = crcCombine(w.payloadCRC, crc, n)
 	w.curLeft -= n
 	w.bytes += n
 }
