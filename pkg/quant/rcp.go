@@ -7,6 +7,8 @@ import (
 	"io"
 	"math"
 	"sync"
+
+	"github.com/nf4pipe/nf4pipe/internal/hugemem"
 )
 
 // bitsandbytes builds its CUDA kernels with --use_fast_math, so the scale of a
@@ -26,9 +28,10 @@ var rcpDelta = sync.OnceValue(func() []byte {
 	if err != nil {
 		panic("quant: embedded reciprocal table: " + err.Error()) // build-time data, never input
 	}
-	// Read into the table's exact size: io.ReadAll would grow its buffer
-	// through twice the memory, each new page a page fault.
-	b := make([]byte, 1<<21)
+	// Read into the table's exact size, in a huge page: io.ReadAll would
+	// grow its buffer through twice the memory, and each new 4 KiB page is a
+	// page fault (internal/hugemem). The table lives as long as the process.
+	b := hugemem.Alloc(1 << 21).Bytes()
 	if _, err := io.ReadFull(zr, b); err != nil {
 		panic("quant: embedded reciprocal table is corrupt")
 	}
