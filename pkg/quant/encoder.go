@@ -183,26 +183,59 @@ func (e *Encoder) Write(b []byte) (int, error) {
 	return total, nil
 }
 
+// BufferLender is an io.Writer that lends the Encoder the free part of its
+// buffer, so that packed codes are quantized in place rather than into a
+// buffer of the Encoder's and copied (as bufio.Writer.AvailableBuffer).
+type BufferLender interface {
+	io.Writer
+	// AvailableBuffer returns an empty slice whose capacity is free room of
+	// the writer's buffer. Write, given bytes appended to it (its start),
+	// takes them without copying them.
+	AvailableBuffer() []byte
+}
+
+// minLent is the least room in a lender's buffer that the Encoder
+// quantizes into; in less it uses its own buffer.
+const minLent = 64 << 10
+
+const _ = uint(minLent - MaxBlockSize/2) // a block's codes fit in minLent
+
 // encode quantizes whole blocks (or the tensor's last, short block) and writes
 // their packed codes.
 func (e *Encoder) encode(src []byte) error {
 	es := e.dt.Size()
-	n := len(src) / es
-	blocks := (n + e.p.BlockSize - 1) / e.p.BlockSize
-	if cap(e.out) < (n+1)/2 {
-		e.out = make([]byte, (n+1)/2)
-	}
-	out := e.out[:(n+1)/2]
-	start := len(e.absmax)
-	e.absmax = e.absmax[:start+blocks]
-	if err := e.backend.QuantizeBlocks(out, e.absmax[start:], src, e.dt, e.p, e.consumed); err != nil {
-		e.err = err
-		return err
-	}
-	e.consumed += int64(n)
-	if _, err := e.w.Write(out); err != nil {
-		e.err = fmt.Errorf("quant: writing packed codes: %w", err)
-		return e.err
+	bs := e.p.BlockSize
+	for len(src) > 0 {
+		n := len(src) / es
+		var out []byte
+		if l, ok := e.w.(BufferLender); ok {
+			switch room := l.AvailableBuffer(); {
+			case cap(room) >= (n+1)/2:
+				out = room[:(n+1)/2]
+			case cap(room) >= minLent: // the whole blocks that fit (> 0: minLent ≥ MaxBlockSize/2)
+				n = cap(room) * 2 / bs * bs
+				out = room[:n/2]
+			}
+		}
+		if out == nil {
+			if cap(e.out) < (n+1)/2 {
+				e.out = make([]byte, (n+1)/2)
+			}
+			out = e.out[:(n+1)/2]
+		}
+		blocks := (n + bs - 1) / bs
+		start := len(e.absmax)
+		e.absmax = e.absmax[:start+blocks]
+		if err := e.backend.QuantizeBlocks(out, e.absmax[start:], src[:n*es], e.dt, e.p, e.consumed); err != nil {
+			e.err = err
+			return err
+		}
+		e.consumed += int64(n)
+		src = src[n*es:]
+		if _, err := e.w.Write(out); err != nil {
+			e.err = fmt.Errorf("quant: writing packed codes: %w", err)
+			return e.err
+		}
 	}
 	return nil
 }

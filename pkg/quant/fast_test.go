@@ -248,3 +248,75 @@ func TestEncoderReset(t *testing.T) {
 		}
 	}
 }
+
+// lender is a BufferLender whose buffers have random sizes, some below
+// minLent, some above a whole chunk's codes; full ones go to out.
+type lender struct {
+	rng     *rand.Rand
+	buf     []byte
+	out     bytes.Buffer
+	inPlace int // bytes taken without a copy
+}
+
+func (l *lender) AvailableBuffer() []byte {
+	if l.buf == nil || len(l.buf) == cap(l.buf) {
+		l.out.Write(l.buf)
+		l.buf = make([]byte, 0, 1+l.rng.IntN(3*minLent))
+	}
+	return l.buf[len(l.buf):len(l.buf)]
+}
+
+func (l *lender) Write(b []byte) (int, error) {
+	if len(b) > 0 && len(b) <= cap(l.buf)-len(l.buf) && &b[0] == &l.buf[:len(l.buf)+1][len(l.buf)] {
+		l.buf = l.buf[:len(l.buf)+len(b)]
+		l.inPlace += len(b)
+		return len(b), nil
+	}
+	l.out.Write(l.buf)
+	l.buf = nil
+	return l.out.Write(b)
+}
+
+// TestEncoderLender demands that an encoder quantizing into a lender's
+// buffers writes exactly what it writes to a plain writer.
+func TestEncoderLender(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for i, n := range []int{1 << 20, 300001, 64*4096 + 3, 5} {
+		p := DefaultParams()
+		p.BlockSize = []int{64, 4096, 32, 64}[i]
+		src := make([]byte, 2*n)
+		for j := range n {
+			binary.LittleEndian.PutUint16(src[2*j:], uint16(math.Float32bits(float32(rng.NormFloat64()*0.02))>>16))
+		}
+		var want bytes.Buffer
+		enc, err := NewEncoder(&want, BF16, int64(n), p, CPU(2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc.Write(src)
+		if _, err := enc.Close(); err != nil {
+			t.Fatal(err)
+		}
+		l := &lender{rng: rng}
+		if err := enc.Reset(l, BF16, int64(n), p, CPU(2)); err != nil {
+			t.Fatal(err)
+		}
+		for b := src; len(b) > 0; {
+			k := min(len(b), 1+rng.IntN(1<<20))
+			if _, err := enc.Write(b[:k]); err != nil {
+				t.Fatal(err)
+			}
+			b = b[k:]
+		}
+		if _, err := enc.Close(); err != nil {
+			t.Fatal(err)
+		}
+		l.out.Write(l.buf)
+		if !bytes.Equal(l.out.Bytes(), want.Bytes()) {
+			t.Fatalf("case %d (%d values, block %d): the lender got other bytes", i, n, p.BlockSize)
+		}
+		if n > 1000 && l.inPlace == 0 {
+			t.Errorf("case %d: nothing quantized in place", i)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/nf4pipe/nf4pipe/internal/hugemem"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
@@ -355,8 +356,28 @@ type outWriter struct {
 	buf []byte
 }
 
+// AvailableBuffer lends the free part of the current buffer
+// (quant.BufferLender): the encoder quantizes into it, and Write of what it
+// appended there only takes it.
+func (o *outWriter) AvailableBuffer() []byte {
+	if o.buf == nil {
+		o.buf = (<-o.p.outFree)[:0]
+	}
+	return o.buf[len(o.buf):len(o.buf)]
+}
+
 func (o *outWriter) Write(b []byte) (int, error) {
 	n := len(b)
+	if n > 0 && n <= cap(o.buf)-len(o.buf) && unsafe.SliceData(b) == unsafe.SliceData(o.buf[len(o.buf):]) {
+		// Written in place, into AvailableBuffer's slice.
+		o.buf = o.buf[:len(o.buf)+n]
+		if len(o.buf) == cap(o.buf) {
+			if err := o.flush(); err != nil {
+				return n, err
+			}
+		}
+		return n, o.p.writeErr()
+	}
 	for len(b) > 0 {
 		if o.buf == nil {
 			o.buf = (<-o.p.outFree)[:0]
