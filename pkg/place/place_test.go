@@ -151,21 +151,23 @@ func dirNames(t *testing.T, dir string) []string {
 // comes out byte for byte, with config.json and generation_config.json.
 func TestPlaceMatchesFixtures(t *testing.T) {
 	for _, m := range models {
-		src, ref := fixtures.Shared(t, "models", m), fixtures.Shared(t, "models", m+"-bnb-nf4")
-		out := filepath.Join(t.TempDir(), m+"-nf4")
-		rep, err := Place(context.Background(), bytes.NewReader(referenceStream(t, ref, src)), Options{Out: out})
-		if err != nil {
-			t.Fatalf("%s: %v", m, err)
-		}
-		for _, f := range []string{"model.safetensors", "config.json", "generation_config.json"} {
-			sameBytes(t, m, filepath.Join(ref, f), filepath.Join(out, f))
-		}
-		if got := dirNames(t, out); fmt.Sprint(got) != "[config.json generation_config.json model.safetensors]" {
-			t.Errorf("%s: files %v", m, got)
-		}
-		if rep.Shards != 1 || rep.Quantized == 0 || rep.Dir != out {
-			t.Errorf("%s: report %+v", m, rep)
-		}
+		t.Run(m, func(t *testing.T) {
+			src, ref := fixtures.Shared(t, "models", m), fixtures.Shared(t, "models", m+"-bnb-nf4")
+			out := filepath.Join(t.TempDir(), m+"-nf4")
+			rep, err := Place(context.Background(), bytes.NewReader(referenceStream(t, ref, src)), Options{Out: out})
+			if err != nil {
+				t.Fatalf("%s: %v", m, err)
+			}
+			for _, f := range []string{"model.safetensors", "config.json", "generation_config.json"} {
+				sameBytes(t, m, filepath.Join(ref, f), filepath.Join(out, f))
+			}
+			if got := dirNames(t, out); fmt.Sprint(got) != "[config.json generation_config.json model.safetensors]" {
+				t.Errorf("%s: files %v", m, got)
+			}
+			if rep.Shards != 1 || rep.Quantized == 0 || rep.Dir != out {
+				t.Errorf("%s: report %+v", m, rep)
+			}
+		})
 	}
 }
 
@@ -177,14 +179,16 @@ func TestPipelineMatchesFixtures(t *testing.T) {
 		list = []string{"llama"}
 	}
 	for _, m := range list {
-		src, ref := fixtures.Shared(t, "models", m), fixtures.Shared(t, "models", m+"-bnb-nf4")
-		out := filepath.Join(t.TempDir(), m+"-nf4")
-		if _, err := Place(context.Background(), bytes.NewReader(pipelineStream(t, src)), Options{Out: out}); err != nil {
-			t.Fatalf("%s: %v", m, err)
-		}
-		for _, f := range []string{"model.safetensors", "config.json", "generation_config.json"} {
-			sameBytes(t, m, filepath.Join(ref, f), filepath.Join(out, f))
-		}
+		t.Run(m, func(t *testing.T) {
+			src, ref := fixtures.Shared(t, "models", m), fixtures.Shared(t, "models", m+"-bnb-nf4")
+			out := filepath.Join(t.TempDir(), m+"-nf4")
+			if _, err := Place(context.Background(), bytes.NewReader(pipelineStream(t, src)), Options{Out: out}); err != nil {
+				t.Fatalf("%s: %v", m, err)
+			}
+			for _, f := range []string{"model.safetensors", "config.json", "generation_config.json"} {
+				sameBytes(t, m, filepath.Join(ref, f), filepath.Join(out, f))
+			}
+		})
 	}
 }
 
