@@ -2,6 +2,7 @@ package safetensors
 
 import (
 	"bytes"
+	"github.com/stretchr/testify/require"
 	"maps"
 	"path/filepath"
 	"testing"
@@ -19,18 +20,14 @@ func fuzzSeeds(f *testing.F) [][]byte {
 	models, _ := filepath.Glob(filepath.Join(fixtures.Path(f, "models"), "*", SingleFileName))
 	for _, p := range models {
 		sf, err := OpenFile(p)
-		if err != nil {
-			f.Fatal(err)
-		}
+		require.NoError(f, err)
 		var ts []Tensor
 		for _, ti := range sf.Tensors[:min(len(sf.Tensors), 6)] {
 			ts = append(ts, Tensor{ti.Name, ti.DType, []int64{1}, make([]byte, ti.DType.Size())})
 		}
 		sf.Close()
 		b, err := Serialize(ts, sf.Metadata)
-		if err != nil {
-			f.Fatal(err)
-		}
+		require.NoError(f, err)
 		seeds = append(seeds, b)
 	}
 	for _, c := range badCases() {

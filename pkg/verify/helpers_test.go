@@ -3,6 +3,7 @@ package verify
 import (
 	"bytes"
 	"encoding/binary"
+	"github.com/stretchr/testify/require"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -22,14 +23,10 @@ var models = []string{"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_te
 func streamOf(t testing.TB, dir string) []byte {
 	t.Helper()
 	ck, err := checkpoint.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer ck.Close()
 	var b bytes.Buffer
-	if err := ck.WriteStream(tensorstream.NewWriter(&b), nil); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, ck.WriteStream(tensorstream.NewWriter(&b), nil))
 	return b.Bytes()
 }
 
@@ -42,16 +39,12 @@ type stFile struct {
 func readST(t testing.TB, path string) *stFile {
 	t.Helper()
 	f, err := safetensors.OpenFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer f.Close()
 	s := &stFile{meta: f.Metadata}
 	for _, ti := range f.Tensors {
 		data, err := f.ReadTensor(ti.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		s.tensors = append(s.tensors, safetensors.Tensor{Name: ti.Name, DType: ti.DType, Shape: ti.Shape, Data: data})
 	}
 	return s
@@ -82,29 +75,21 @@ func copyModel(t *testing.T, name string, edit func(*stFile)) string {
 	t.Helper()
 	src := fixtures.Shared(t, "models", name)
 	dst := filepath.Join(t.TempDir(), name)
-	if err := os.Mkdir(dst, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.Mkdir(dst, 0o755))
 	entries, _ := os.ReadDir(src)
 	for _, e := range entries {
 		if e.Name() == safetensors.SingleFileName {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644))
 	}
 	s := readST(t, filepath.Join(src, safetensors.SingleFileName))
 	if edit != nil {
 		edit(s)
 	}
-	if err := safetensors.WriteFile(filepath.Join(dst, safetensors.SingleFileName), s.tensors, s.meta); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, safetensors.WriteFile(filepath.Join(dst, safetensors.SingleFileName), s.tensors, s.meta))
 	return dst
 }
 
@@ -140,9 +125,7 @@ func synth(t testing.TB, name string, shape []int64, x []float32, p quant.Params
 	t.Helper()
 	ref := bf16(x)
 	q, err := quant.Quantize(ref, quant.BF16, p, quant.CPU(1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return synthTensor{name, shape, ref, q}
 }
 
@@ -152,9 +135,7 @@ func writeSynth(t testing.TB, dir string, ts []synthTensor) (refPath string, str
 	var st []safetensors.Tensor
 	var b bytes.Buffer
 	w := tensorstream.NewWriter(&b)
-	if err := w.WriteHeader(&tensorstream.Header{}); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, w.WriteHeader(&tensorstream.Header{}))
 	for _, s := range ts {
 		st = append(st, safetensors.Tensor{Name: s.name, DType: safetensors.BF16, Shape: s.shape, Data: s.ref})
 		q := s.q
@@ -164,9 +145,7 @@ func writeSynth(t testing.TB, dir string, ts []synthTensor) (refPath string, str
 			desc.Quant.NestedBlockSize = quant.NestedBlockSize
 		}
 		desc.Size = desc.ExpectedSize()
-		if err := w.WriteTensor(desc); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, w.WriteTensor(desc))
 		desc.Quant.NestedOffset = q.NestedOffset
 		for _, p := range [][]byte{q.Packed, q.Absmax, q.Nested} {
 			if _, err := w.Write(p); err != nil {
@@ -174,12 +153,8 @@ func writeSynth(t testing.TB, dir string, ts []synthTensor) (refPath string, str
 			}
 		}
 	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, w.Close())
 	refPath = filepath.Join(dir, "ref.safetensors")
-	if err := safetensors.WriteFile(refPath, st, nil); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, safetensors.WriteFile(refPath, st, nil))
 	return refPath, b.Bytes()
 }

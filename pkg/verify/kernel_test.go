@@ -3,6 +3,7 @@ package verify
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/stretchr/testify/require"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -30,13 +31,9 @@ func TestTableMatchesDecoder(t *testing.T) {
 			round := rounder(tensorstream.DType(dt))
 			for _, a := range absmax {
 				d, err := quant.NewDecoder(quant.Params{Type: qt, BlockSize: 32}, 32, []float32{a}, dt)
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				out, err := d.Decode(nil, packed)
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				got := make([]float32, 32)
 				widen(got, out, tensorstream.DType(dt))
 				for c := range 16 {
@@ -92,13 +89,9 @@ func TestGaussianEnvelopeMonteCarlo(t *testing.T) {
 			binary.LittleEndian.PutUint32(ref[4*i:], math.Float32bits(v))
 		}
 		q, err := quant.Quantize(ref, quant.F32, p, quant.CPU(1))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		deq, err := q.Dequantize(quant.F32)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		var sse, xx float64
 		for i, v := range x {
 			d := float64(math.Float32frombits(binary.LittleEndian.Uint32(deq[4*i:]))) - float64(v)
@@ -139,9 +132,7 @@ func TestFastMatchesPlain(t *testing.T) {
 				x := gaussian(n, 0.02, uint64(n+bs))
 				ref := bf16(x)
 				q, err := quant.Quantize(ref, quant.BF16, quant.Params{Type: qt, BlockSize: bs}, quant.CPU(1))
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				amax := make([]float32, len(q.Absmax)/4)
 				for i := range amax {
 					amax[i] = math.Float32frombits(binary.LittleEndian.Uint32(q.Absmax[4*i:]))
