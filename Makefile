@@ -63,13 +63,15 @@ fuzz:
 # Fuzz each target for FUZZTIME (say FUZZTIME=2m) and keep the new inputs the
 # fuzzer found as seed corpus files in the package's testdata/fuzz/<target>/,
 # which go test runs as ordinary test cases and every fuzz run starts from.
-# Inputs over 4 KiB are left out to keep the repository small.
+# Inputs over 4 KiB are left out to keep the repository small. The target's
+# fuzz cache is emptied first so that only this run's finds are kept.
 fuzz-corpus:
 	@cache=$$($(GO) env GOCACHE)/fuzz; \
 	for pkg in $$($(GO) list ./...); do \
 	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
 	    echo "fuzz-corpus $$pkg $$f ($(FUZZTIME))"; \
+	    rm -rf $$cache/$$pkg/$$f; \
 	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) $$pkg >/tmp/nf4pipe-fuzz.log 2>&1 || { cat /tmp/nf4pipe-fuzz.log; exit 1; }; \
 	    mkdir -p $$dir/testdata/fuzz/$$f; \
 	    find $$cache/$$pkg/$$f -type f -size -4k -exec cp {} $$dir/testdata/fuzz/$$f/ \; 2>/dev/null; \
