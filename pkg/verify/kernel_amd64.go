@@ -106,12 +106,16 @@ func (k *kernel) fastBF16(s *blockSums, raw, packed []byte, amax []float32, full
 	for b := range nb {
 		m := s.refMax[b]
 		switch {
-		case m == 0: // the Go kernel's cells are infinite: every value is inside
-			*s.at(b, fInside) |= sign
-		case math.Float32bits(m) >= 0x7f800000: // NaN or infinity: the Go kernel's way
+		case math.Float32bits(m) >= 0x7f800000, amax[b] != amax[b]:
+			// A reference holding a NaN or an infinity, or a NaN absmax,
+			// whose NaN products the kernel's integer BF16 rounding can
+			// carry into the sign and exponent (0xffffffff rounds to 0,
+			// found by FuzzFastMatchesPlain): the Go kernel's way.
 			x = grow(x, bs)
 			widen(x, raw[b*bs*2:], tensorstream.BF16)
 			k.block(s, b, x, packed[b*bs/2:], amax[b])
+		case m == 0: // the Go kernel's cells are infinite: every value is inside
+			*s.at(b, fInside) |= sign
 		}
 	}
 	return nb
