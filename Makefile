@@ -52,7 +52,7 @@ fuzz:
 	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
 	    for try in 1 2; do \
 	      if $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) $$pkg >/tmp/nf4pipe-fuzz.log 2>&1; then \
-	        grep -o 'elapsed: [^)]*), new interesting: [0-9]*' /tmp/nf4pipe-fuzz.log | tail -n 1 | sed 's/^/  /'; break; \
+	        grep -o 'elapsed: [^)]*), new interesting: [0-9]*' /tmp/nf4pipe-fuzz.log | tail -n 1 | sed 's/ ([0-9]*\/sec)//; s/^/  /'; break; \
 	      fi; \
 	      if [ $$try = 1 ] && grep -q 'context deadline exceeded' /tmp/nf4pipe-fuzz.log; then echo "  retry: fuzzer timed out gathering its baseline"; continue; fi; \
 	      cat /tmp/nf4pipe-fuzz.log; exit 1; \

@@ -23,6 +23,7 @@ var publishedTotals = map[string]struct {
 	source string
 }{
 	"meta-llama__Llama-3.1-8B.json":                  {8_030_261_248, "issue text; index total_size 16060522496 / 2"},
+	"tiny-llama.json":                                {557_696, "testdata/models/llama/model.safetensors: the elements of its tensors (the same config)"},
 	"meta-llama__Llama-3.1-8B-Instruct.json":         {8_030_261_248, "same weights shape as the base model; index total_size 16060522496 / 2"},
 	"meta-llama__Llama-3.1-70B.json":                 {70_553_706_496, "index total_size 141107412992 / 2"},
 	"meta-llama__Llama-3.2-1B-Instruct.json":         {1_235_814_400, "numel, quoted as Llama-3.2-1B parameter count in several repos"},

@@ -288,7 +288,7 @@ func copyDir(t *testing.T, src string) string {
 }
 
 func TestHostileInputs(t *testing.T) {
-	tiny := fixtures.Path(t, "models", "llama", "config.json")
+	tiny := fixtures.Path(t, "configs", "tiny-llama.json")
 	cfg, _ := os.ReadFile(tiny)
 	write := func(dir, name, s string) {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o644); err != nil {
