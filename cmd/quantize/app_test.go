@@ -34,7 +34,7 @@ func runApp(t *testing.T, stdin []byte, out interface{ Write([]byte) (int, error
 		app.Writer = out
 	}
 	app.ErrWriter = &e
-	code := cli.Run(app, append([]string{"quantize"}, args...))
+	code := cli.Run(app, exitTable, append([]string{"quantize"}, args...))
 	return result{code, o.Bytes(), e.Bytes()}
 }
 
@@ -218,7 +218,7 @@ func TestOutputError(t *testing.T) {
 
 func TestHelpAndVersion(t *testing.T) {
 	r := runApp(t, nil, nil, "--help")
-	if r.code != 0 || !strings.Contains(string(r.stdout), "detect ~/models/Llama-3.2-1B | quantize | place") {
+	if r.code != 0 || !strings.Contains(string(r.stdout), "detect testdata/models/llama | quantize | place") {
 		t.Errorf("--help: %d %s", r.code, r.stdout)
 	}
 	r = runApp(t, nil, nil, "--version")

@@ -22,3 +22,10 @@ func GrowPipe(f *os.File, size int) int {
 	}
 	return int(n)
 }
+
+// umask is the process's file-mode creation mask.
+func umask() os.FileMode {
+	m := syscall.Umask(0)
+	syscall.Umask(m)
+	return os.FileMode(m)
+}

@@ -13,8 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	nf4cli "github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
+	"github.com/nf4pipe/nf4pipe/pkg/progress"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
@@ -46,8 +46,8 @@ type Model struct {
 	Facts   *arch.Facts
 	Tensors []arch.Tensor
 	// Progress, when not nil, is told of every tensor Stream writes and of
-	// the checkpoint bytes it reads, per read; the caller calls its Done.
-	Progress *nf4cli.Progress
+	// the checkpoint bytes it reads, per read.
+	Progress progress.Meter
 
 	ck    *safetensors.Checkpoint
 	infos []safetensors.TensorInfo // parallel to Tensors when ck != nil
@@ -236,7 +236,7 @@ func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 		return err
 	}
 	if m.ck != nil {
-		m.Progress.Expect(len(m.Tensors), m.PayloadBytes())
+		progress.Or(m.Progress).Expect(len(m.Tensors), m.PayloadBytes())
 	}
 	for i := range m.Tensors {
 		d, err := m.Descriptor(i)
@@ -249,7 +249,7 @@ func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 		if m.ck == nil {
 			continue
 		}
-		m.Progress.Tensor(d.Name)
+		progress.Or(m.Progress).Tensor(d.Name)
 		if err := m.writePayload(sw, i); err != nil {
 			return fmt.Errorf("%s: tensor %q: %w", m.infos[i].File, d.Name, err)
 		}
@@ -275,7 +275,7 @@ func (m *Model) writePayload(sw *tensorstream.Writer, i int) error {
 			}
 			return err
 		}
-		m.Progress.Add(k)
+		progress.Or(m.Progress).Add(k)
 		off, n = off+k, n-k
 	}
 	return nil

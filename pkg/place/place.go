@@ -17,13 +17,10 @@ import (
 	"syscall"
 	"time"
 
-	icli "github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
+	"github.com/nf4pipe/nf4pipe/pkg/progress"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
-
-// Version is the stage version recorded in the stream header.
-const Version = "0.1.0"
 
 // PlanFile is the side file that holds the stream's plan section.
 const PlanFile = "nf4pipe_plan.json"
@@ -32,6 +29,10 @@ const PlanFile = "nf4pipe_plan.json"
 var (
 	// ErrExists: the output directory exists and Force is off.
 	ErrExists = errors.New("place: output directory exists")
+	// ErrReplace: Force was given, and the output names something place must
+	// not replace: a file or directory this tool did not write (and not
+	// empty), the source model, or the working directory or one above it.
+	ErrReplace = errors.New("place: refusing to replace")
 	// ErrInterrupted: the context was cancelled (SIGINT, SIGTERM) before the end.
 	ErrInterrupted = errors.New("place: interrupted")
 	// ErrStream: a stream place cannot write: descriptors without payloads, or
@@ -59,13 +60,14 @@ type Options struct {
 	// nil emits nothing. A consumer that closes its end early (EPIPE) stops
 	// the emission, not the placement.
 	Emit io.Writer
-	// Args are recorded in the stage record.
-	Args []string
+	// Version and Args are recorded in the stage record: what ran.
+	Version string
+	Args    []string
 	// GPU uploads every tensor to its planned device (CUDA builds only).
 	GPU bool
 	// Progress, when not nil, is told of every tensor and of the payload bytes
-	// received, per read; the caller calls its Done.
-	Progress *icli.Progress
+	// received, per read.
+	Progress progress.Meter
 }
 
 // File is one file of the written checkpoint.
@@ -116,7 +118,7 @@ type job struct {
 func Place(ctx context.Context, in io.Reader, opt Options) (*Report, error) {
 	j := &job{opt: opt}
 	if opt.Out == "" && !opt.GPU {
-		return nil, fmt.Errorf("%w: nothing to do: give --out DIR, --gpu or both", ErrStream)
+		return nil, fmt.Errorf("%w: nothing to do: neither an output directory nor GPU placement", ErrStream)
 	}
 	if opt.GPU {
 		if err := gpuAvailable(); err != nil {
@@ -160,8 +162,13 @@ func (j *job) prepare() error {
 		return err
 	}
 	j.out = out
-	if _, err := os.Lstat(out); err == nil && !j.opt.Force {
-		return fmt.Errorf("%s: %w (use --force to replace it)", out, ErrExists)
+	if _, err := os.Lstat(out); err == nil {
+		if !j.opt.Force {
+			return fmt.Errorf("%s: %w", out, ErrExists)
+		}
+		if err := replaceable(out); err != nil {
+			return err
+		}
 	}
 	tmp, err := os.MkdirTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-")
 	if err != nil {
@@ -201,10 +208,15 @@ func (j *job) run(in io.Reader) (*Report, error) {
 	if _, err := h.Get(tensorstream.SectionSource, &src); err != nil {
 		return nil, err
 	}
+	if j.out != "" && src.Dir != "" {
+		if err := notSource(j.out, src.Dir); err != nil {
+			return nil, err
+		}
+	}
 	em := newEmitter(j.opt.Emit)
 	if em != nil {
 		eh := *h
-		eh.Stages = append(append([]tensorstream.Stage(nil), h.Stages...), tensorstream.Stage{Name: "place", Version: Version, Args: j.opt.Args})
+		eh.Stages = append(append([]tensorstream.Stage(nil), h.Stages...), tensorstream.Stage{Name: "place", Version: j.opt.Version, Args: j.opt.Args})
 		if err := em.header(&eh); err != nil {
 			return nil, err
 		}
@@ -260,8 +272,8 @@ func (j *job) run(in io.Reader) (*Report, error) {
 		if j.isAborted() {
 			return nil, ErrInterrupted
 		}
-		j.opt.Progress.Tensor(t.Name)
-		payload := j.opt.Progress.Reader(r)
+		progress.Or(j.opt.Progress).Tensor(t.Name)
+		payload := progress.Reader(j.opt.Progress, r)
 		if em != nil && gp == nil {
 			if err := em.tensor(t); err != nil {
 				return nil, err
@@ -355,7 +367,7 @@ func (j *job) finishDir(dw *checkpoint.DirWriter, src *source, h *tensorstream.H
 		return err
 	}
 	j.rep.Copied = copied
-	if err := writePlan(h, filepath.Join(j.tmp, PlanFile)); err != nil {
+	if err := writePlan(h, filepath.Join(j.tmp, PlanFile), j.opt.Version); err != nil {
 		return err
 	}
 	ents, err := os.ReadDir(j.tmp)
@@ -388,7 +400,10 @@ func (j *job) commit() error {
 	var old string
 	if _, err := os.Lstat(j.out); err == nil {
 		if !j.opt.Force {
-			return fmt.Errorf("%s: %w (it appeared while placing; use --force to replace it)", j.out, ErrExists)
+			return fmt.Errorf("%s: %w (it appeared while placing)", j.out, ErrExists)
+		}
+		if err := replaceable(j.out); err != nil {
+			return err
 		}
 		old = filepath.Join(parent, "."+filepath.Base(j.out)+".old-"+filepath.Base(j.tmp))
 		if err := os.Rename(j.out, old); err != nil {

@@ -10,9 +10,6 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
-// Version is the stage version recorded in the stream header.
-const Version = "0.1.0"
-
 // source is the part of detect's "source" header section the planner reads.
 type source struct {
 	Config []byte `msgpack:"config"`

@@ -7,7 +7,7 @@ import (
 	"path"
 	"strings"
 
-	"github.com/nf4pipe/nf4pipe/internal/cli"
+	"github.com/nf4pipe/nf4pipe/pkg/progress"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
@@ -61,8 +61,8 @@ type Options struct {
 	Args    []string
 	// Progress, when not nil, is told of every tensor and of the input bytes
 	// read, and learns the totals from the header's "model" section; the
-	// caller creates it (cli.NewProgress) and calls its Done.
-	Progress *cli.Progress
+	// caller draws it (cmd/quantize: a progress line).
+	Progress progress.Meter
 	// ChunkSize is the input bytes fed to the encoder at a time; 0 picks a
 	// default for the device.
 	ChunkSize int

@@ -597,12 +597,13 @@ func TestProgress(t *testing.T) {
 	o := cpuOptions()
 	now := time.Unix(0, 0)
 	var mu sync.Mutex // the clock is read by the reading goroutine and the work
-	o.Progress = cli.NewProgressTo(&p, "quantize", 0, func() time.Time {
+	prog := cli.NewProgressTo(&p, "quantize", 0, func() time.Time {
 		mu.Lock()
 		defer mu.Unlock()
 		now = now.Add(time.Second)
 		return now
 	})
+	o.Progress = prog
 	o.ChunkSize = 64
 	mustRun(t, in, o)
 	// A second passes at every clock read, so every count redraws; the totals
@@ -612,7 +613,7 @@ func TestProgress(t *testing.T) {
 		!strings.Contains(got, " (100%), ") || !strings.Contains(got, "model.layers.0.self_attn.q_proj.weight") {
 		t.Errorf("progress %q", got)
 	}
-	o.Progress.Done()
+	prog.Done()
 	if !strings.HasSuffix(p.String(), "\r\x1b[K") {
 		t.Error("Done did not clear the line")
 	}

@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"errors"
 	"bytes"
 	"encoding/binary"
 	"math"
@@ -182,4 +183,19 @@ func writeSynth(t testing.TB, dir string, ts []synthTensor) (refPath string, str
 		t.Fatal(err)
 	}
 	return refPath, b.Bytes()
+}
+
+// statusOf is the exit status cmd/verify gives err: 6, 7 or 3 by sentinel.
+func statusOf(err error) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, ErrIntegrity):
+		return 6
+	case errors.Is(err, ErrQuality):
+		return 7
+	case errors.Is(err, ErrInput):
+		return 3
+	}
+	return 1
 }

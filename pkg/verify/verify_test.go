@@ -104,7 +104,7 @@ func expectFinding(t *testing.T, rep *Report, kind, tensor string, status int) {
 	if !slices.ContainsFunc(rep.Findings, func(f Finding) bool { return f.Kind == kind && (tensor == "" || f.Tensor == tensor) }) {
 		t.Fatalf("no %s finding for %q among %v", kind, tensor, rep.Findings)
 	}
-	if got := ExitCode(rep.Err()); got != status {
+	if got := statusOf(rep.Err()); got != status {
 		t.Fatalf("status %d, want %d (%v)", got, status, rep.Err())
 	}
 }
@@ -190,7 +190,7 @@ func TestQualityFlag(t *testing.T) {
 	if !slices.Equal(rep.KeepIn16, []string{"outlier.weight"}) || rep.Tensors[0].Status != StatusFlagged {
 		t.Fatalf("keep in 16 bits: %v; worst %+v", rep.KeepIn16, rep.Tensors[0])
 	}
-	if got := ExitCode(rep.Err()); got != cli.ExitQuality {
+	if got := statusOf(rep.Err()); got != cli.ExitQuality {
 		t.Fatalf("status %d (%v)", got, rep.Err())
 	}
 	// a looser tolerance passes it

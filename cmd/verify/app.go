@@ -1,71 +1,69 @@
-package verify
+package main
 
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/nf4pipe/nf4pipe/internal/cli"
+	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
+	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
+	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
+	"github.com/nf4pipe/nf4pipe/pkg/verify"
 )
 
-// ExitCode maps an error from Run, Report.Err or the listing functions to the
-// exit status that internal/cli documents for every tool: 0 all well,
-// 6 (cli.ExitIntegrity) an integrity failure, 7 (cli.ExitQuality) tensors
-// outside the envelope, 3 (cli.ExitInput) input that cannot be verified.
-func ExitCode(err error) int {
-	switch {
-	case err == nil:
-		return cli.ExitOK
-	case errors.Is(err, ErrIntegrity):
-		return cli.ExitIntegrity
-	case errors.Is(err, ErrQuality):
-		return cli.ExitQuality
-	case errors.Is(err, ErrInput):
-		return cli.ExitInput
-	}
-	return cli.Code(err)
+func main() { cli.Main(newApp(), exitTable) }
+
+// exitTable maps verify's errors to its exit statuses.
+var exitTable = cli.Table{
+	{Code: cli.ExitOK, Meaning: "all well"},
+	{Code: cli.ExitUsage, Meaning: "bad flags or arguments"},
+	{Code: cli.ExitInput, Meaning: "input that cannot be verified: unreadable, empty, or with no 4-bit tensor", Errs: []error{verify.ErrInput,
+		tensorstream.ErrCorrupt, tensorstream.ErrVersion, tensorstream.ErrLimit, tensorstream.ErrSize,
+		safetensors.ErrHeader, safetensors.ErrTruncated, safetensors.ErrNotFound, safetensors.ErrIndex, safetensors.ErrMissingShard,
+		checkpoint.ErrConfig}},
+	{Code: cli.ExitOutput, Meaning: "the report could not be written"},
+	{Code: cli.ExitIntegrity, Meaning: "integrity failure (checksums, shapes, quant state, a stream that did not end)", Errs: []error{verify.ErrIntegrity}},
+	{Code: cli.ExitQuality, Meaning: "tensors outside the error envelope (worth keeping in 16 bits)", Errs: []error{verify.ErrQuality}},
 }
 
-// App returns the verify command. Set Reader, Writer and ErrWriter to run it
-// in-process; cli.Run(app, args) returns its exit status.
-func App() *ucli.App {
+// newApp returns the verify command. Set Reader, Writer and ErrWriter to run
+// it in-process; cli.Run(app, exitTable, args) returns its exit status.
+func newApp() *ucli.App {
 	return &ucli.App{
 		Name:      "verify",
 		Usage:     "check a 4-bit stream or checkpoint against its source model: error, integrity, round trip",
 		UsageText: "verify [--reference MODEL] [--checkpoint DIR] [-i STREAM] [--json | -q]\n   verify --list [-i STREAM | --checkpoint DIR] [--json]",
-		Version:   cli.Version,
 		Description: "Reads a tensor stream from stdin (or -i FILE) and/or a bitsandbytes 4-bit checkpoint\n" +
 			"(--checkpoint), dequantizes every 4-bit tensor and compares it with --reference: relative\n" +
 			"error, RMSE, max error, SQNR, cosine; flags tensors above the error envelope of their quant\n" +
 			"type and block size; checks checksums, shapes, dtypes, quant state, that every reference\n" +
 			"tensor is there and kept tensors are byte-identical (or, after quantize --cast, identical\n" +
 			"to the reference cast the same way). With --checkpoint and a stream on stdin, also checks\n" +
-			"that the checkpoint reads back to exactly the stream.\n\n" +
-			"Exit status: 0 all well, 2 usage, 3 unreadable input, 6 integrity failure,\n" +
-			"7 tensors outside the error envelope (worth keeping in 16 bits).\n\n" +
+			"that the checkpoint reads back to exactly the stream; the checkpoint is read only\n" +
+			"after the stream's end record, which place sends once the checkpoint is complete.\n" +
+			"An empty stream on a pipe is an error (the stage before failed).\n\n" +
 			"Examples:\n" +
-			"   verify --checkpoint llama-bnb-nf4 --reference llama          # anyone's checkpoint\n" +
-			"   detect M | quantize | place --out M-nf4 | verify --checkpoint M-nf4 --reference M\n" +
-			"   quantize -i m.stream | verify --reference M --json\n" +
-			"   verify --list -i m.stream",
+			"   verify --checkpoint testdata/models/llama-bnb-nf4 --reference testdata/models/llama   # anyone's checkpoint\n" +
+			"   detect testdata/models/llama | quantize | place --out llama-nf4 | verify --checkpoint llama-nf4 --reference testdata/models/llama\n" +
+			"   quantize -i llama.stream | verify --reference testdata/models/llama --json\n" +
+			"   verify --list -i llama.stream",
 		Flags: []ucli.Flag{
-			&ucli.StringFlag{Name: "reference", Aliases: []string{"r"}, Usage: "the original model: `DIR`, .safetensors file or index JSON"},
+			&ucli.StringFlag{Name: "reference", Aliases: []string{"r"}, Usage: "the original model: `MODEL` (directory, a .safetensors file or an index JSON)"},
 			&ucli.StringFlag{Name: "checkpoint", Aliases: []string{"c"}, Usage: "a bitsandbytes 4-bit checkpoint `DIR` to verify"},
 			&ucli.StringFlag{Name: "input", Aliases: []string{"i"}, Usage: "read the stream from `FILE` (- for stdin); default stdin unless it is a terminal or empty"},
 			&ucli.BoolFlag{Name: "list", Usage: "print the header and tensor table and check nothing"},
 			&ucli.BoolFlag{Name: "json", Usage: "write the report as JSON"},
-			&ucli.Float64Flag{Name: "tolerance", Value: DefaultTolerance, Usage: "flag 4-bit tensors whose error exceeds `F` times the Gaussian error of their quant type and block size"},
+			&ucli.Float64Flag{Name: "tolerance", Value: verify.DefaultTolerance, Usage: "flag 4-bit tensors whose error exceeds `F` times the Gaussian error of their quant type and block size"},
 			&ucli.StringFlag{Name: "spool-dir", Usage: "temporary `DIR` for stream payloads over 64 MiB (default $TMPDIR)"},
 			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no report and no progress line: only the exit status, and one line on stderr for a failure"},
 		},
 		HideHelpCommand: true,
 		Action:          action,
-		OnUsageError: func(_ *ucli.Context, err error, _ bool) error {
-			return cli.Usagef("%v (see verify --help)", err)
-		},
 	}
 }
 
@@ -83,17 +81,17 @@ func action(c *ucli.Context) error {
 	defer closeStream()
 	out := c.App.Writer
 	if c.Bool("list") {
-		var l *Listing
+		var l *verify.Listing
 		switch {
 		case stream != nil:
-			l, err = ListStream(stream)
+			l, err = verify.ListStream(stream)
 		case c.String("checkpoint") != "":
-			l, err = ListCheckpoint(c.String("checkpoint"))
+			l, err = verify.ListCheckpoint(c.String("checkpoint"))
 		default:
 			return cli.Usagef("--list needs a stream (stdin or -i) or --checkpoint")
 		}
 		if err != nil {
-			return cli.WithCode(ExitCode(err), err)
+			return err
 		}
 		if c.Bool("json") {
 			return l.WriteJSON(out)
@@ -103,15 +101,24 @@ func action(c *ucli.Context) error {
 	if stream == nil && c.String("checkpoint") == "" {
 		return cli.Usagef("nothing to verify: pipe a stream in, give -i FILE or --checkpoint DIR")
 	}
-	var prog *cli.Progress
+	opt := verify.Options{Stream: stream, Checkpoint: c.String("checkpoint"), Reference: c.String("reference"),
+		Tolerance: c.Float64("tolerance"), SpoolDir: c.String("spool-dir")}
 	if !c.Bool("quiet") && c.String("reference") != "" {
-		prog = cli.NewProgress(c.App.ErrWriter, "verify", 0)
+		if p := cli.NewProgress(c.App.ErrWriter, "verify", 0); p != nil {
+			opt.Progress = p
+			defer p.Done()
+		}
 	}
-	rep, err := Run(Options{Stream: stream, Checkpoint: c.String("checkpoint"), Reference: c.String("reference"),
-		Tolerance: c.Float64("tolerance"), SpoolDir: c.String("spool-dir"), Progress: prog})
-	prog.Done()
+	rep, err := verify.Run(opt)
 	if err != nil {
-		return cli.WithCode(ExitCode(err), err)
+		return err
+	}
+	if rep.Totals.Tensors > 0 && rep.Totals.Quantized == 0 {
+		what := "the stream"
+		if c.String("checkpoint") != "" {
+			what = c.String("checkpoint")
+		}
+		return cli.WithCode(cli.ExitInput, fmt.Errorf("%s holds no 4-bit tensor: it is not quantized (put quantize in the pipeline: detect MODEL | quantize | place --out DIR)", what))
 	}
 	switch {
 	case c.Bool("quiet"):
@@ -124,7 +131,7 @@ func action(c *ucli.Context) error {
 		return err
 	}
 	if err := rep.Err(); err != nil {
-		return cli.WithCode(ExitCode(err), err)
+		return err
 	}
 	return nil
 }
@@ -150,6 +157,12 @@ func openStream(c *ucli.Context) (io.Reader, func(), error) {
 	}
 	br := bufio.NewReader(in)
 	if _, err := br.Peek(1); err == io.EOF && path == "" {
+		if cli.IsPipe(in) {
+			// A pipeline whose stage before verify wrote nothing has failed:
+			// verifying a checkpoint left from an earlier run would say OK
+			// about output this run did not make.
+			return nil, nil, cli.WithCode(cli.ExitInput, errors.New("no stream on stdin: the stage before verify wrote nothing (see its message); to verify a checkpoint alone, run verify without a pipe or with </dev/null"))
+		}
 		return nil, func() {}, nil
 	}
 	return br, func() {}, nil

@@ -1,0 +1,98 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// One place handles the signals of every tool:
+//
+//   - SIGINT and SIGTERM cancel the command's context, remove every temporary
+//     output registered with OnInterrupt, wait for work that holds the exit
+//     (Hold: place removing its partial checkpoint), print "tool: interrupted"
+//     and end the process by the same signal, so that the shell reports 130 or
+//     143 and a script sees the interruption.
+//   - SIGPIPE is ignored: a write to a closed pipe returns EPIPE, and Run ends
+//     the tool quietly with status 0 (the next stage chose to stop reading).
+var (
+	cleanMu     sync.Mutex
+	cleanups    = map[int]func(){}
+	cleanNext   int
+	holds       sync.WaitGroup
+	interrupted atomic.Bool
+)
+
+// OnInterrupt registers f to run if the process is interrupted; drop forgets it.
+func OnInterrupt(f func()) (drop func()) {
+	cleanMu.Lock()
+	defer cleanMu.Unlock()
+	id := cleanNext
+	cleanNext++
+	cleanups[id] = f
+	return func() {
+		cleanMu.Lock()
+		delete(cleanups, id)
+		cleanMu.Unlock()
+	}
+}
+
+// Hold delays the exit after an interruption until release is called: for a
+// command that watches its context and cleans up after itself.
+func Hold() (release func()) {
+	holds.Add(1)
+	var once sync.Once
+	return func() { once.Do(holds.Done) }
+}
+
+// Interrupted reports whether SIGINT or SIGTERM has arrived.
+func Interrupted() bool { return interrupted.Load() }
+
+func runCleanups() {
+	cleanMu.Lock()
+	fs := make([]func(), 0, len(cleanups))
+	for id, f := range cleanups {
+		fs = append(fs, f)
+		delete(cleanups, id)
+	}
+	cleanMu.Unlock()
+	for _, f := range fs {
+		f()
+	}
+}
+
+// signalContext installs the handling above for the tool called name.
+func signalContext(name string, stderr interface{ Write([]byte) (int, error) }) (context.Context, func()) {
+	signal.Ignore(syscall.SIGPIPE)
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		var sig os.Signal
+		select {
+		case sig = <-ch:
+		case <-done:
+			return
+		}
+		interrupted.Store(true)
+		cancel()
+		runCleanups()
+		holds.Wait()
+		runCleanups()
+		fmt.Fprintf(stderr, "%s: interrupted\n", name)
+		s, _ := sig.(syscall.Signal)
+		signal.Reset(s)
+		syscall.Kill(os.Getpid(), s)
+		os.Exit(128 + int(s)) // if the signal did not end the process
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		close(done)
+		cancel()
+	}
+}
