@@ -18,7 +18,11 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
-func main() { cli.Main(newApp(), exitTable) }
+func main() {
+	// A next stage that stops reading stops the emission, not the placement.
+	cli.PassSIGPIPE()
+	cli.Main(newApp(), exitTable)
+}
 
 // exitTable maps place's errors to its exit statuses.
 var exitTable = cli.Table{
@@ -28,7 +32,7 @@ var exitTable = cli.Table{
 		checkpoint.ErrConfig, checkpoint.ErrQuantState, checkpoint.ErrLayout, checkpoint.ErrDType,
 		tensorstream.ErrCorrupt, tensorstream.ErrChecksum, tensorstream.ErrVersion, tensorstream.ErrLimit, tensorstream.ErrSize}},
 	{Code: cli.ExitOutput, Meaning: "DIR could not be written (it exists without --force, --force would replace what place must not, disk full, permission)",
-		Errs: []error{place.ErrExists, place.ErrReplace}},
+		Errs: []error{place.ErrExists, place.ErrReplace, place.ErrOutput}},
 	{Code: 130, Meaning: "interrupted (SIGINT; 143 for SIGTERM): nothing is left under DIR"},
 }
 

@@ -113,7 +113,7 @@ func action(c *ucli.Context) error {
 	if err != nil {
 		return err
 	}
-	if rep.Totals.Tensors > 0 && rep.Totals.Quantized == 0 {
+	if rep.Err() == nil && rep.Totals.Tensors > 0 && rep.Totals.Quantized == 0 {
 		what := "the stream"
 		if c.String("checkpoint") != "" {
 			what = c.String("checkpoint")
@@ -146,7 +146,12 @@ func openStream(c *ucli.Context) (io.Reader, func(), error) {
 		if err != nil {
 			return nil, nil, cli.WithCode(cli.ExitInput, err)
 		}
-		return f, func() { f.Close() }, nil
+		br := bufio.NewReader(f)
+		if err := cli.CheckStream(br, path); err != nil {
+			f.Close()
+			return nil, nil, err
+		}
+		return br, func() { f.Close() }, nil
 	}
 	in := c.App.Reader
 	if in == nil {
@@ -164,6 +169,9 @@ func openStream(c *ucli.Context) (io.Reader, func(), error) {
 			return nil, nil, cli.WithCode(cli.ExitInput, errors.New("no stream on stdin: the stage before verify wrote nothing (see its message); to verify a checkpoint alone, run verify without a pipe or with </dev/null"))
 		}
 		return nil, func() {}, nil
+	}
+	if err := cli.CheckStream(br, "stdin"); err != nil {
+		return nil, nil, err
 	}
 	return br, func() {}, nil
 }

@@ -5,6 +5,7 @@
 package cli
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -206,20 +207,63 @@ const PipeSize = 1 << 20
 // Main runs app with os.Args and exits with its status.
 func Main(app *ucli.App, table Table) { os.Exit(Run(app, table, os.Args)) }
 
-// OpenInput opens path for reading; "" and "-" mean stdin (from app.Reader when set).
+// OpenInput opens path for reading a stream; "" and "-" mean stdin (from
+// app.Reader when set). An empty input, or one that starts with text, is
+// refused here with a line that says so (see CheckStream).
 func OpenInput(c *ucli.Context, path string) (io.ReadCloser, error) {
+	what := path
+	var r io.Reader
+	var closer io.Closer = io.NopCloser(nil)
 	if path == "" || path == "-" {
-		r := c.App.Reader
+		what = "stdin"
+		r = c.App.Reader
 		if r == nil {
 			r = os.Stdin
 		}
-		return io.NopCloser(r), nil
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, WithCode(ExitInput, err)
+		}
+		r, closer = f, f
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, WithCode(ExitInput, err)
+	br := bufio.NewReaderSize(r, 1<<16)
+	if err := CheckStream(br, what); err != nil {
+		closer.Close()
+		return nil, err
 	}
-	return f, nil
+	return struct {
+		io.Reader
+		io.Closer
+	}{br, closer}, nil
+}
+
+// CheckStream peeks at the start of a stream and refuses, with ExitInput and
+// one clear line, an empty one (the stage before failed or wrote nothing) or
+// one that starts with text (a report: --info, --report and --emit end a
+// pipeline). A stream starts with binary magic and version bytes.
+func CheckStream(br *bufio.Reader, what string) error {
+	head, err := br.Peek(16)
+	if len(head) == 0 {
+		if err == io.EOF || err == nil {
+			return WithCode(ExitInput, fmt.Errorf("no stream: %s is empty (the stage before wrote nothing; see its message)", what))
+		}
+		return WithCode(ExitInput, err)
+	}
+	for _, b := range head {
+		if (b < 0x20 || b > 0x7e) && b != '\n' && b != '\r' && b != '\t' {
+			return nil
+		}
+	}
+	return WithCode(ExitInput, fmt.Errorf("not a tensor stream: %s starts with text %q; streams come from detect (--info, --report and --emit print a report instead and end a pipeline)", what, firstLine(head)))
+}
+
+func firstLine(b []byte) string {
+	s := string(b)
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		s = s[:i]
+	}
+	return s
 }
 
 // Output is a file being written under a temporary name, renamed into place by

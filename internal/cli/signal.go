@@ -17,8 +17,11 @@ import (
 //     (Hold: place removing its partial checkpoint), print "tool: interrupted"
 //     and end the process by the same signal, so that the shell reports 130 or
 //     143 and a script sees the interruption.
-//   - SIGPIPE is ignored: a write to a closed pipe returns EPIPE, and Run ends
-//     the tool quietly with status 0 (the next stage chose to stop reading).
+//   - SIGPIPE ends a tool whose stdout's reader went away, quietly, as it
+//     ends cat (status 141 in a shell): it writes no temporary file on stdout.
+//     A tool that must finish its work anyway (place, whose checkpoint does
+//     not depend on the next stage) calls PassSIGPIPE first: the write then
+//     fails with EPIPE and the tool decides.
 var (
 	cleanMu     sync.Mutex
 	cleanups    = map[int]func(){}
@@ -49,6 +52,10 @@ func Hold() (release func()) {
 	return func() { once.Do(holds.Done) }
 }
 
+// PassSIGPIPE makes a write to a closed pipe return EPIPE instead of ending
+// the process; Run ends a tool that returns EPIPE quietly with status 0.
+func PassSIGPIPE() { signal.Ignore(syscall.SIGPIPE) }
+
 // Interrupted reports whether SIGINT or SIGTERM has arrived.
 func Interrupted() bool { return interrupted.Load() }
 
@@ -67,7 +74,6 @@ func runCleanups() {
 
 // signalContext installs the handling above for the tool called name.
 func signalContext(name string, stderr interface{ Write([]byte) (int, error) }) (context.Context, func()) {
-	signal.Ignore(syscall.SIGPIPE)
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan os.Signal, 2)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)

@@ -29,6 +29,9 @@ const PlanFile = "nf4pipe_plan.json"
 var (
 	// ErrExists: the output directory exists and Force is off.
 	ErrExists = errors.New("place: output directory exists")
+	// ErrOutput: the output directory could not be written (permission, disk
+	// full, file-size limit, ...); the system's error stays wrapped.
+	ErrOutput = errors.New("place: cannot write the output directory")
 	// ErrReplace: Force was given, and the output names something place must
 	// not replace: a file or directory this tool did not write (and not
 	// empty), the source model, or the working directory or one above it.
@@ -433,11 +436,11 @@ func (j *job) commit() error {
 func (j *job) outputError(err error) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) && j.ours(pe.Path) {
-		return fmt.Errorf("writing %s: %w", j.out, pe.Err)
+		return fmt.Errorf("%w %s: %w", ErrOutput, j.out, pe.Err)
 	}
 	var le *os.LinkError
 	if errors.As(err, &le) && (j.ours(le.Old) || j.ours(le.New)) {
-		return fmt.Errorf("writing %s: %w", j.out, le.Err)
+		return fmt.Errorf("%w %s: %w", ErrOutput, j.out, le.Err)
 	}
 	return err
 }

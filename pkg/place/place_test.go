@@ -583,9 +583,9 @@ func TestOutputError(t *testing.T) {
 		want string
 	}{
 		{fmt.Errorf("x: %w (1 of 2 bytes)", &os.PathError{Op: "write", Path: "/data/.m-nf4.tmp-123/..shard-00001.safetensors.partial.spool-9", Err: syscall.EFBIG}),
-			"writing /data/m-nf4: file too large"},
-		{&os.PathError{Op: "mkdirtemp", Path: "/data/.m-nf4.tmp-*", Err: syscall.ENOSPC}, "writing /data/m-nf4: no space left on device"},
-		{&os.LinkError{Op: "rename", Old: "/data/.m-nf4.tmp-123", New: "/data/m-nf4", Err: syscall.EDQUOT}, "writing /data/m-nf4: disk quota exceeded"},
+			"place: cannot write the output directory /data/m-nf4: file too large"},
+		{&os.PathError{Op: "mkdirtemp", Path: "/data/.m-nf4.tmp-*", Err: syscall.ENOSPC}, "place: cannot write the output directory /data/m-nf4: no space left on device"},
+		{&os.LinkError{Op: "rename", Old: "/data/.m-nf4.tmp-123", New: "/data/m-nf4", Err: syscall.EDQUOT}, "place: cannot write the output directory /data/m-nf4: disk quota exceeded"},
 		{&os.PathError{Op: "open", Path: "/data/m-nf4x/config.json", Err: syscall.ENOSPC}, "open /data/m-nf4x/config.json: no space left on device"},
 	} {
 		got := j.outputError(c.err)

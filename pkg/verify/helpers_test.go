@@ -1,9 +1,9 @@
 package verify
 
 import (
-	"errors"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"os"
