@@ -49,7 +49,7 @@ func newApp() *ucli.App {
 			&ucli.BoolFlag{Name: "quantize-experts", Usage: "also quantize MoE expert matrices (transformers keeps them 16-bit)"},
 			&ucli.StringSliceFlag{Name: "skip", Usage: "keep tensors whose name matches the glob `PATTERN` (repeatable)"},
 			&ucli.StringSliceFlag{Name: "only", Usage: "quantize only tensors whose name matches the glob `PATTERN` (repeatable)"},
-			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no report and no progress line on stderr when streaming"},
+			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no text report and no progress line on stderr when streaming (--json still writes the JSON one)"},
 		},
 		DisableSliceFlagSeparator: true, // a glob may hold a comma
 		HideHelpCommand:           true,
@@ -100,7 +100,7 @@ func action(c *ucli.Context) error {
 	if err := o.Commit(); err != nil {
 		return err
 	}
-	if c.Bool("quiet") {
+	if c.Bool("quiet") && !c.Bool("json") {
 		return nil
 	}
 	return writeReport(c.App.ErrWriter)

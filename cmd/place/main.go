@@ -64,8 +64,8 @@ func newApp() *ucli.App {
 			&ucli.BoolFlag{Name: "emit-stream", Aliases: []string{"emit"}, Usage: "pass the stream on to stdout whatever it is (with --gpu: as read back from device memory)"},
 			&ucli.BoolFlag{Name: "no-emit", Usage: "do not pass the stream on"},
 			&ucli.BoolFlag{Name: "gpu", Usage: "upload every tensor to its planned GPU and report device memory (CUDA build)"},
-			&ucli.BoolFlag{Name: "json", Usage: "the report as JSON (on stdout when the stream does not go there, else on stderr)"},
-			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no summary line and no progress line"},
+			&ucli.BoolFlag{Name: "json", Usage: "the report as JSON, on stderr"},
+			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no text summary and no progress line (--json still writes the JSON one)"},
 		},
 		HideHelpCommand: true,
 		Action:          action,
@@ -99,7 +99,6 @@ func action(c *ucli.Context) error {
 	}
 	defer in.Close()
 	var out *cli.Output
-	streamToStdout := false
 	switch {
 	case c.Bool("no-emit"):
 	case c.String("output") != "":
@@ -109,7 +108,7 @@ func action(c *ucli.Context) error {
 		defer out.Abort()
 		opt.Emit = out
 	case c.Bool("emit-stream") || cli.IsPipe(c.App.Writer):
-		opt.Emit, streamToStdout = c.App.Writer, true
+		opt.Emit = c.App.Writer
 	}
 	if !c.Bool("quiet") {
 		if p := cli.NewProgress(c.App.ErrWriter, "place", 0); p != nil {
@@ -134,9 +133,6 @@ func action(c *ucli.Context) error {
 		}
 	}
 	report := c.App.ErrWriter
-	if !streamToStdout && c.Bool("json") {
-		report = c.App.Writer
-	}
 	if c.Bool("json") {
 		enc := json.NewEncoder(report)
 		enc.SetIndent("", "  ")

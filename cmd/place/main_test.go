@@ -68,7 +68,7 @@ func TestCLI(t *testing.T) {
 	}
 	stdout.Reset()
 	stderr.Reset()
-	if code := runCLI(stream, &stdout, &stderr, "--json", "--out", out, "--force"); code != 0 || !strings.Contains(stdout.String(), `"shards": 1`) {
+	if code := runCLI(stream, &stdout, &stderr, "--json", "--out", out, "--force"); code != 0 || stdout.Len() != 0 || !strings.Contains(stderr.String(), `"shards": 1`) {
 		t.Errorf("--json: exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
 	}
 	for _, args := range [][]string{{}, {"--out", out, "--max-shard-size", "lots"}, {"--nope"}} {

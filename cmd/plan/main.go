@@ -39,11 +39,12 @@ func newApp() *ucli.App {
 		Description: "Reads a tensor stream (a config-only one will do), writes it on with the plan in\n" +
 			"its header and a device on every tensor, and reports per device the predicted\n" +
 			"peak memory, item by item, with the decisions and their reasons (stderr).\n" +
-			"--report, --json and --emit print on stdout instead and end the pipeline there\n" +
-			"(no stream); with -o FILE the stream still goes to FILE.\n\n" +
+			"--report and --emit print on stdout instead and end the pipeline there (no stream\n" +
+			"on stdout; with -o FILE the stream still goes to FILE). --json only changes the\n" +
+			"report's format: with --report on stdout, else on stderr beside the stream.\n\n" +
 			"Examples:\n" +
 			"   detect testdata/models/llama/config.json | plan --gpus t4 --report   # does it fit on a T4 at 2048 tokens?\n" +
-			"   detect testdata/models/llama | plan --gpus rtx4090x2 --json\n" +
+			"   detect testdata/models/llama | plan --gpus rtx4090x2 --report --json\n" +
 			"   detect testdata/models/llama | plan --gpus 24GiB,24GiB --max-memory 0:20GiB --emit python\n" +
 			"   plan --gpus t4 -q -i llama.stream -o planned.stream\n" +
 			"   detect testdata/models/llama | plan --gpus a100-80 | quantize | place --out llama-nf4\n\n" +
@@ -61,12 +62,12 @@ func newApp() *ucli.App {
 			&ucli.StringFlag{Name: "strategy", Value: string(plan.Sequential), Usage: "`NAME`: sequential | balanced"},
 			&ucli.StringFlag{Name: "attention", Value: string(plan.AttnAuto), Usage: "`NAME`: auto | flash_attention_2 | sdpa | eager"},
 			&ucli.BoolFlag{Name: "report", Usage: "print the report on stdout; no stream on stdout"},
-			&ucli.BoolFlag{Name: "json", Usage: "print the plan as JSON on stdout; no stream on stdout"},
+			&ucli.BoolFlag{Name: "json", Usage: "the report as JSON (the plan itself): with --report on stdout, else on stderr"},
 			&ucli.StringFlag{Name: "emit", Usage: "print a ready-to-run snippet (`LANG`: python) on stdout; no stream on stdout"},
 			&ucli.StringFlag{Name: "model-path", Usage: "model `PATH` to put in the --emit snippet"},
 			&ucli.StringFlag{Name: "input", Aliases: []string{"i"}, Usage: "read the stream from `FILE` instead of stdin"},
 			&ucli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the stream to `FILE` instead of stdout"},
-			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no report on stderr when streaming"},
+			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no text report on stderr when streaming (--json still writes the JSON one)"},
 		},
 		HideHelpCommand: true,
 		Action:          action,
@@ -93,7 +94,7 @@ func action(c *ucli.Context) error {
 	if err != nil {
 		return err
 	}
-	toStdout := c.Bool("report") || c.Bool("json") || c.String("emit") != ""
+	toStdout := c.Bool("report") || c.String("emit") != ""
 	inPath, outPath := c.String("input"), c.String("output")
 	if (inPath == "" || inPath == "-") && cli.IsTerminal(c.App.Reader) {
 		return cli.Usagef("no input: pipe a stream in (detect MODEL | plan) or give -i FILE")
@@ -108,7 +109,7 @@ func action(c *ucli.Context) error {
 		defer out.Abort()
 		dst = out
 	case !toStdout && cli.IsTerminal(c.App.Writer):
-		return cli.Usagef("stdout is a terminal; pipe the stream on, give -o FILE, or use --report/--json")
+		return cli.Usagef("stdout is a terminal; pipe the stream on, give -o FILE, or use --report")
 	case !toStdout:
 		dst = c.App.Writer
 	}
@@ -128,15 +129,17 @@ func action(c *ucli.Context) error {
 		}
 	}
 	reported := true
+	report := c.App.ErrWriter
+	if toStdout {
+		report = c.App.Writer
+	}
 	switch {
-	case c.Bool("json"):
-		err = p.WriteJSON(c.App.Writer)
 	case c.String("emit") == "python":
 		err = p.WritePython(c.App.Writer, c.String("model-path"))
-	case c.Bool("report"):
-		err = p.WriteReport(c.App.Writer)
-	case !c.Bool("quiet"):
-		err = p.WriteReport(c.App.ErrWriter)
+	case c.Bool("json"):
+		err = p.WriteJSON(report)
+	case c.Bool("report") || !c.Bool("quiet"):
+		err = p.WriteReport(report)
 	default:
 		reported = false
 	}

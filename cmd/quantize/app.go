@@ -47,7 +47,7 @@ func newApp() *ucli.App {
 			&ucli.StringFlag{Name: "input", Aliases: []string{"i"}, Usage: "read the stream from `FILE` (- for stdin)"},
 			&ucli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the stream to `FILE` (- for stdout); written whole or not at all"},
 			&ucli.BoolFlag{Name: "json", Usage: "the summary as JSON (on stderr: the stream keeps stdout)"},
-			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no summary and no progress line"},
+			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no text summary and no progress line (--json still writes the JSON one)"},
 		},
 		DisableSliceFlagSeparator: true, // a glob may hold a comma
 		HideHelpCommand:           true,
@@ -104,10 +104,10 @@ func action(c *ucli.Context) error {
 		return err
 	}
 	switch {
-	case c.Bool("quiet"):
-		return nil
 	case c.Bool("json"):
 		return sum.WriteJSON(c.App.ErrWriter)
+	case c.Bool("quiet"):
+		return nil
 	}
 	return sum.WriteText(c.App.ErrWriter)
 }

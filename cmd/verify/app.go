@@ -60,7 +60,7 @@ func newApp() *ucli.App {
 			&ucli.BoolFlag{Name: "json", Usage: "write the report as JSON"},
 			&ucli.Float64Flag{Name: "tolerance", Value: verify.DefaultTolerance, Usage: "flag 4-bit tensors whose error exceeds `F` times the Gaussian error of their quant type and block size"},
 			&ucli.StringFlag{Name: "spool-dir", Usage: "temporary `DIR` for stream payloads over 64 MiB (default $TMPDIR)"},
-			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no report and no progress line: only the exit status, and one line on stderr for a failure"},
+			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no text report and no progress line: only the exit status, and one line on stderr for a failure (--json still writes the JSON report)"},
 		},
 		HideHelpCommand: true,
 		Action:          action,
@@ -121,9 +121,9 @@ func action(c *ucli.Context) error {
 		return cli.WithCode(cli.ExitInput, fmt.Errorf("%s holds no 4-bit tensor: it is not quantized (put quantize in the pipeline: detect MODEL | quantize | place --out DIR)", what))
 	}
 	switch {
-	case c.Bool("quiet"):
 	case c.Bool("json"):
 		err = rep.WriteJSON(out)
+	case c.Bool("quiet"):
 	default:
 		err = rep.WriteTable(out)
 	}

@@ -75,6 +75,9 @@ func Open(path string, pol arch.Policy) (*Model, error) {
 		configPath = filepath.Join(abs, "config.json")
 		if hasWeights(abs) {
 			weights = abs
+		} else if other := otherWeights(abs); other != "" {
+			return nil, fmt.Errorf("%s: %w: it holds %s, not .safetensors; only safetensors weights are read "+
+				"(convert them: in Python, AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(NEW_DIR) writes safetensors)", path, ErrInput, other)
 		}
 	case strings.HasSuffix(abs, ".safetensors"):
 		m.Source.Dir = filepath.Dir(abs)
@@ -135,6 +138,17 @@ func hasWeights(dir string) bool {
 	}
 	found, _ := filepath.Glob(filepath.Join(dir, "*.safetensors"))
 	return len(found) > 0
+}
+
+// otherWeights names a weights file of another format in dir (PyTorch's
+// pickles, GGUF), "" when there is none.
+func otherWeights(dir string) string {
+	for _, pat := range []string{"pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt", "*.gguf"} {
+		if found, _ := filepath.Glob(filepath.Join(dir, pat)); len(found) > 0 {
+			return filepath.Base(found[0])
+		}
+	}
+	return ""
 }
 
 func readConfig(path string) ([]byte, error) {

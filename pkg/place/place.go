@@ -307,6 +307,9 @@ func (j *job) run(in io.Reader) (*Report, error) {
 			return nil, err
 		}
 	}
+	if rep.Quantized == 0 && rep.Tensors > 0 && !ranStage(h, "quantize") {
+		return nil, fmt.Errorf("%w: no 4-bit tensor and no quantize stage: the stream was not quantized (put quantize before place)", ErrStream)
+	}
 	if gp != nil {
 		if err := gp.finish(rep); err != nil {
 			return nil, err
@@ -553,4 +556,14 @@ func (j *job) computeDType(h *tensorstream.Header, config []byte) string {
 		return d
 	}
 	return "float32"
+}
+
+// ranStage reports whether the stream's header records a stage called name.
+func ranStage(h *tensorstream.Header, name string) bool {
+	for _, st := range h.Stages {
+		if st.Name == name {
+			return true
+		}
+	}
+	return false
 }
