@@ -76,7 +76,7 @@ func newApp() *ucli.App {
 
 func action(c *ucli.Context) error {
 	if c.NArg() != 0 {
-		return cli.Usagef("plan takes no arguments, it reads a stream (see plan --help)")
+		return cli.Usagef("unexpected argument %q: plan reads a stream, on stdin or with -i FILE (see plan --help)", c.Args().First())
 	}
 	s := plan.Settings{SeqLen: c.Int64("seq-len"), Batch: c.Int64("batch-size"), Rank: c.Int64("lora-rank"),
 		Checkpointing: plan.Checkpointing(c.String("gradient-checkpointing")), Optimizer: plan.Optimizer(c.String("optimizer")),

@@ -195,7 +195,25 @@ func Message(name string, err error) string {
 	for strings.HasPrefix(msg, p) {
 		msg = msg[len(p):]
 	}
-	return p + strings.ReplaceAll(msg, ": "+p, ": ")
+	return p + dedupe(strings.ReplaceAll(msg, ": "+p, ": "))
+}
+
+// dedupe drops from a ": "-separated message every part that repeats an
+// earlier one, as wrapping the same sentinel or name twice leaves them
+// ("gpus: bad memory cap: \"0:abc\": gpus: bad memory size",
+// "tensor \"x\": tensor \"x\": ...").
+func dedupe(msg string) string {
+	parts := strings.Split(msg, ": ")
+	seen := make(map[string]bool, len(parts))
+	out := parts[:0]
+	for _, part := range parts {
+		if seen[part] {
+			continue
+		}
+		seen[part] = true
+		out = append(out, part)
+	}
+	return strings.Join(out, ": ")
 }
 
 // PipeSize is the pipe buffer every tool asks for on a piped stdin or stdout.
@@ -295,7 +313,7 @@ func CreateOutput(c *ucli.Context, path string) (*Output, error) {
 		}
 		return &Output{Writer: f, dev: f}, nil
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	f, drop, err := createTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return nil, WithCode(ExitOutput, fmt.Errorf("%s: %w", path, unwrapPath(err)))
 	}
@@ -303,10 +321,10 @@ func CreateOutput(c *ucli.Context, path string) (*Output, error) {
 	if err := f.Chmod(0o666 &^ umask()); err != nil {
 		f.Close()
 		os.Remove(f.Name())
+		drop()
 		return nil, WithCode(ExitOutput, fmt.Errorf("%s: %w", path, unwrapPath(err)))
 	}
-	name := f.Name()
-	return &Output{Writer: f, f: f, final: path, drop: OnInterrupt(func() { os.Remove(name) })}, nil
+	return &Output{Writer: f, f: f, final: path, drop: drop}, nil
 }
 
 // unwrapPath drops the *fs.PathError around err, whose path is the temporary

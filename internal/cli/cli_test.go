@@ -24,6 +24,8 @@ func TestMessage(t *testing.T) {
 		{errors.New("place: place: twice"), "place: twice"},
 		{errors.New("replace: not ours"), "place: replace: not ours"},
 		{errors.New("first\nsecond\n"), "place: first; second"},
+		{errors.New(`gpus: bad memory cap: "0:abc": gpus: bad memory size`), `place: gpus: bad memory cap: "0:abc": bad memory size`},
+		{errors.New(`tensor "x": tensor "x": truncated`), `place: tensor "x": truncated`},
 	} {
 		if got := Message("place", c.err); got != c.want {
 			t.Errorf("Message(%q) = %q, want %q", c.err, got, c.want)

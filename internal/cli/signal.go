@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // One place handles the signals of every tool:
@@ -34,6 +35,23 @@ var (
 func OnInterrupt(f func()) (drop func()) {
 	cleanMu.Lock()
 	defer cleanMu.Unlock()
+	return onInterruptLocked(f)
+}
+
+// createTemp is os.CreateTemp with the file's removal registered before an
+// interruption can look: no signal falls between the two.
+func createTemp(dir, pattern string) (*os.File, func(), error) {
+	cleanMu.Lock()
+	defer cleanMu.Unlock()
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return nil, nil, err
+	}
+	name := f.Name()
+	return f, onInterruptLocked(func() { os.Remove(name) }), nil
+}
+
+func onInterruptLocked(f func()) (drop func()) {
 	id := cleanNext
 	cleanNext++
 	cleanups[id] = f
@@ -94,7 +112,10 @@ func signalContext(name string, stderr interface{ Write([]byte) (int, error) }) 
 		s, _ := sig.(syscall.Signal)
 		signal.Reset(s)
 		syscall.Kill(os.Getpid(), s)
-		os.Exit(128 + int(s)) // if the signal did not end the process
+		// The signal ends the process as it arrives; should it have been
+		// ignored when the process started, the status says it all the same.
+		time.Sleep(time.Second)
+		os.Exit(128 + int(s))
 	}()
 	return ctx, func() {
 		signal.Stop(ch)
