@@ -22,7 +22,6 @@ import (
 	"github.com/nf4pipe/nf4pipe/internal/cli"
 )
 
-
 // shell runs script with bash -o pipefail in dir, the built tools first on
 // PATH, and returns stdout, stderr and the status.
 func shell(t *testing.T, dir, script string) (string, string, int) {
@@ -473,5 +472,35 @@ func TestSmallerItems(t *testing.T) {
 			}
 			seen[p] = true
 		}
+	}
+}
+
+// examples/prep.mk runs as its header says, and a second run does nothing.
+func TestPrepMakefile(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("needs make")
+	}
+	dir := workdir(t)
+	src := filepath.Join(dir, "models", "llama")
+	os.MkdirAll(src, 0o755)
+	for _, f := range []string{"config.json", "generation_config.json", "model.safetensors"} {
+		b, _ := os.ReadFile(path("testdata", "models", "llama", f))
+		os.WriteFile(filepath.Join(src, f), b, 0o644)
+	}
+	mk := fmt.Sprintf(`make -f %s NF4PIPE=%s MODELS=models/llama PLAN_FLAGS="--gpus t4"`, path("examples", "prep.mk"), bin)
+	if out, errs, code := shell(t, dir, mk); code != 0 {
+		t.Fatalf("status %d\n%s\n%s", code, out, errs)
+	}
+	for _, f := range []string{"llama-nf4/model.safetensors", "llama-nf4.detect.json", "llama-nf4.plan.json", "llama-nf4.verify.json"} {
+		b, err := os.ReadFile(filepath.Join(dir, "models", f))
+		if err != nil || len(b) == 0 {
+			t.Errorf("%s: %v, %d bytes", f, err, len(b))
+		}
+		if strings.HasSuffix(f, ".json") && !json.Valid(b) {
+			t.Errorf("%s is not JSON: %.200q", f, b)
+		}
+	}
+	if out, _, code := shell(t, dir, mk); code != 0 || strings.Contains(out, "prep: ") {
+		t.Errorf("second run: status %d, redid the work:\n%s", code, out)
 	}
 }

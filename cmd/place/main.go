@@ -52,7 +52,7 @@ func newApp() *ucli.App {
 			"by redirection (--emit-stream forces it). Its end comes after DIR is complete.\n\n" +
 			"Examples:\n" +
 			"   detect testdata/models/llama | quantize | place --out llama-nf4 | verify --checkpoint llama-nf4 --reference testdata/models/llama\n" +
-			"   quantize -i llama.stream | place --out llama-nf4 --max-shard-size 2GB\n" +
+			"   quantize -i llama.stream | place --force --out llama-nf4 --max-shard-size 2GB   # replace it\n" +
 			"   detect MODEL | plan --gpus h100 | quantize | place --gpu --json   # CUDA build",
 		Flags: []ucli.Flag{
 			&ucli.StringFlag{Name: "out", Aliases: []string{"d"}, Usage: "write the checkpoint into `DIR`"},
