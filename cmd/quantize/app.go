@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"strings"
 
@@ -98,7 +100,7 @@ func action(c *ucli.Context) error {
 	}
 	sum, err := quantize.Run(in, out, opt)
 	if err != nil {
-		return err
+		return hint(err)
 	}
 	if err := out.Commit(); err != nil {
 		return err
@@ -128,4 +130,17 @@ func orStd(v any, def *os.File) any {
 		return def
 	}
 	return v
+}
+
+// hint adds to err the flag that gets past it, where there is one: the
+// library's errors name no flags.
+func hint(err error) error {
+	var nf *quant.NonFiniteError
+	switch {
+	case errors.As(err, &nf):
+		return fmt.Errorf("%w (--allow-nonfinite quantizes it as bitsandbytes does)", err)
+	case errors.Is(err, quantize.ErrUnsupported):
+		return fmt.Errorf("%w with --skip NAME", err)
+	}
+	return err
 }

@@ -82,10 +82,10 @@ func DefaultOptions() Options {
 func (o *Options) Validate() error {
 	p := o.Params
 	if p.Type != quant.NF4 && p.Type != quant.FP4 {
-		return fmt.Errorf("%w: --type %q: want nf4 or fp4", ErrUsage, p.Type)
+		return fmt.Errorf("%w: quant type %q: want nf4 or fp4", ErrUsage, p.Type)
 	}
 	if p.BlockSize < 32 || p.BlockSize > 4096 || p.BlockSize&(p.BlockSize-1) != 0 {
-		return fmt.Errorf("%w: --blocksize %d: want a power of two from 32 to 4096 (64 is bitsandbytes' default)", ErrUsage, p.BlockSize)
+		return fmt.Errorf("%w: block size %d: want a power of two from 32 to 4096 (64 is bitsandbytes' default)", ErrUsage, p.BlockSize)
 	}
 	if err := p.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrUsage, err)
@@ -100,10 +100,10 @@ func (o *Options) Validate() error {
 	switch o.Cast {
 	case "", tensorstream.BF16, tensorstream.F16, tensorstream.F32:
 	default:
-		return fmt.Errorf("%w: --cast %q: want bf16, f16 or f32", ErrUsage, strings.ToLower(string(o.Cast)))
+		return fmt.Errorf("%w: cast to %q: want bf16, f16 or f32", ErrUsage, strings.ToLower(string(o.Cast)))
 	}
 	if o.Threads < 0 {
-		return fmt.Errorf("%w: --threads %d: want 0 (all cores) or more", ErrUsage, o.Threads)
+		return fmt.Errorf("%w: threads %d: want 0 (all cores) or more", ErrUsage, o.Threads)
 	}
 	if _, err := ParseDevice(o.Device); err != nil {
 		return err
@@ -137,7 +137,7 @@ func ParseCast(s string) (tensorstream.DType, error) {
 	case "f32", "fp32", "float32":
 		return tensorstream.F32, nil
 	}
-	return "", fmt.Errorf("%w: --cast %q: want bf16, f16 or f32", ErrUsage, s)
+	return "", fmt.Errorf("%w: cast to %q: want bf16, f16 or f32", ErrUsage, s)
 }
 
 // Device is a parsed --device value.
@@ -161,7 +161,7 @@ func (d Device) String() string {
 // cuda:0,cuda:1).
 func ParseDevice(s string) (Device, error) {
 	bad := func(why string) (Device, error) {
-		return Device{}, fmt.Errorf("%w: --device %q: %s (want auto, cpu, cuda or cuda:N[,N...])", ErrUsage, s, why)
+		return Device{}, fmt.Errorf("%w: device %q: %s (want auto, cpu, cuda or cuda:N[,N...])", ErrUsage, s, why)
 	}
 	switch s {
 	case "", "auto":
@@ -242,5 +242,5 @@ func refusal(t *tensorstream.Tensor) error {
 	case !t.DType.IsFloat():
 		what = "an integer or boolean tensor is not a weight to quantize"
 	}
-	return fmt.Errorf("%w: tensor %q is %s: %s, or keep it with --skip '%s'", ErrUnsupported, t.Name, t.DType, what, t.Name)
+	return fmt.Errorf("%w: tensor %q is %s: %s, or keep it as it is", ErrUnsupported, t.Name, t.DType, what)
 }
