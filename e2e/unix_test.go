@@ -461,6 +461,10 @@ func TestSmallerItems(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(dir, "m.stream")); err != nil || st.Mode().Perm() != 0o644 {
 		t.Errorf("-o file mode %v (%v), want 0644 as > makes it", st.Mode().Perm(), err)
 	}
+	_, errs, code := shell(t, dir, "detect -q testdata/models/llama | plan --gpus 24GiB --max-memory 0:30GiB --report")
+	if code != cli.ExitUsage || !strings.Contains(errs, "more than its 24.0 GiB") {
+		t.Errorf("--max-memory over the GPU's memory: status %d: %s", code, errs)
+	}
 	_, errs, _ = shell(t, dir, "detect -q testdata/models/llama | plan --gpus 24GiB --max-memory 0:abc")
 	sc := bufio.NewScanner(strings.NewReader(errs))
 	for sc.Scan() {
@@ -502,5 +506,25 @@ func TestPrepMakefile(t *testing.T) {
 	}
 	if out, _, code := shell(t, dir, mk); code != 0 || strings.Contains(out, "prep: ") {
 		t.Errorf("second run: status %d, redid the work:\n%s", code, out)
+	}
+}
+
+// Item 7 and 11: every --help says "Examples:", names its placeholders, and
+// lists its exit statuses, 4 among them.
+func TestHelpWording(t *testing.T) {
+	for _, tool := range tools {
+		var out bytes.Buffer
+		run{dir: root, stdout: &out, stages: [][]string{{tool, "--help"}}}.exec(t)
+		help := out.String()
+		for _, want := range []string{"Examples:\n", "Exit status:\n", "\n      0   ", "\n      2   ", "\n      3   ", "\n      4   "} {
+			if !strings.Contains(help, want) {
+				t.Errorf("%s --help lacks %q", tool, want)
+			}
+		}
+		for _, bad := range []string{"Example:\n", " value ", "--reference DIR"} {
+			if strings.Contains(help, bad) {
+				t.Errorf("%s --help has %q", tool, bad)
+			}
+		}
 	}
 }

@@ -188,6 +188,12 @@ func inventory(ctx context.Context, spec, maxMem string) ([]gpus.GPU, error) {
 		if err := gpus.ApplyMaxMemory(gs, maxMem); err != nil {
 			return nil, fmt.Errorf("--max-memory: %w", err)
 		}
+		for _, g := range gs {
+			if g.TotalBytes > 0 && g.CapBytes > g.TotalBytes {
+				return nil, cli.Usagef("--max-memory: device %d: a cap of %.1f GiB is more than its %.1f GiB",
+					g.Index, float64(g.CapBytes)/(1<<30), float64(g.TotalBytes)/(1<<30))
+			}
+		}
 	}
 	return gs, nil
 }

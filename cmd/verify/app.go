@@ -55,9 +55,9 @@ func newApp() *ucli.App {
 		Flags: []ucli.Flag{
 			&ucli.StringFlag{Name: "reference", Aliases: []string{"r"}, Usage: "the original model: `MODEL` (directory, a .safetensors file or an index JSON)"},
 			&ucli.StringFlag{Name: "checkpoint", Aliases: []string{"c"}, Usage: "a bitsandbytes 4-bit checkpoint `DIR` to verify"},
-			&ucli.StringFlag{Name: "input", Aliases: []string{"i"}, Usage: "read the stream from `FILE` (- for stdin); default stdin unless it is a terminal or empty"},
+			&ucli.StringFlag{Name: "input", Aliases: []string{"i"}, Usage: "read the stream from `FILE` (- for stdin); default stdin, unless it is a terminal or /dev/null (an empty pipe is an error)"},
 			&ucli.BoolFlag{Name: "list", Usage: "print the header and tensor table and check nothing"},
-			&ucli.BoolFlag{Name: "json", Usage: "write the report as JSON"},
+			&ucli.BoolFlag{Name: "json", Usage: "the report as JSON, on stdout"},
 			&ucli.Float64Flag{Name: "tolerance", Value: verify.DefaultTolerance, Usage: "flag 4-bit tensors whose error exceeds `F` times the Gaussian error of their quant type and block size"},
 			&ucli.StringFlag{Name: "spool-dir", Usage: "temporary `DIR` for stream payloads over 64 MiB (default $TMPDIR)"},
 			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no text report and no progress line: only the exit status, and one line on stderr for a failure (--json still writes the JSON report)"},
