@@ -313,7 +313,7 @@ func TestNonFinite(t *testing.T) {
 			o.ChunkSize = 1000 // the bad value is not in the first chunk
 			_, _, err := run(t, in, o)
 			var nf *quant.NonFiniteError
-			if !errors.As(err, &nf) || nf.Index != at || !strings.Contains(err.Error(), `"layer.w"`)  {
+			if !errors.As(err, &nf) || nf.Index != at || !strings.Contains(err.Error(), `"layer.w"`) {
 				t.Errorf("%s %v: %v", dt, bad, err)
 			}
 			o.Params.AllowNonFinite = true
