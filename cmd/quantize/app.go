@@ -63,7 +63,7 @@ func action(c *ucli.Context) error {
 	}
 	cast, err := quantize.ParseCast(c.String("cast"))
 	if err != nil {
-		return err
+		return flagError(err)
 	}
 	opt := quantize.Options{
 		Params: quant.Params{Type: quant.Type(strings.ToLower(c.String("type"))), BlockSize: c.Int("blocksize"),
@@ -73,7 +73,7 @@ func action(c *ucli.Context) error {
 		Version: cli.Version, Args: cli.StageArgs(c),
 	}
 	if err := opt.Validate(); err != nil {
-		return err
+		return flagError(err)
 	}
 	inPath, outPath := c.String("input"), c.String("output")
 	if (inPath == "" || inPath == "-") && cli.IsTerminal(orStd(c.App.Reader, os.Stdin)) {
@@ -141,6 +141,19 @@ func hint(err error) error {
 		return fmt.Errorf("%w (--allow-nonfinite quantizes it as bitsandbytes does)", err)
 	case errors.Is(err, quantize.ErrUnsupported):
 		return fmt.Errorf("%w with --skip NAME", err)
+	}
+	return err
+}
+
+// flags name the flag of each quantize.Options field.
+var flags = map[string]string{"Type": "--type", "BlockSize": "--blocksize", "Pattern": "--only/--skip",
+	"Cast": "--cast", "Threads": "--threads", "Device": "--device"}
+
+// flagError says an invalid option as the flag that gave it.
+func flagError(err error) error {
+	var oe *quantize.OptionError
+	if errors.As(err, &oe) && flags[oe.Option] != "" {
+		return cli.Usagef("%s %s: %s", flags[oe.Option], oe.Value, oe.Why)
 	}
 	return err
 }

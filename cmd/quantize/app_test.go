@@ -188,7 +188,7 @@ func TestInputErrors(t *testing.T) {
 	nan := make([]byte, 512)
 	nan[2*70], nan[2*70+1] = 0xC0, 0x7F // BF16 NaN at element 70
 	nanStream := oneTensor(t, tensorstream.BF16, nan)
-	oneLine(t, runApp(t, nanStream, nil), cli.ExitInput, "at element 70 (use --allow-nonfinite")
+	oneLine(t, runApp(t, nanStream, nil), cli.ExitInput, "at element 70 (--allow-nonfinite quantizes it")
 	oneLine(t, runApp(t, nanStream, nil, "--allow-nonfinite"), 0, "1 tensors quantized")
 
 	dir := t.TempDir()

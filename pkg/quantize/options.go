@@ -78,14 +78,36 @@ func DefaultOptions() Options {
 	return Options{Params: quant.DefaultParams(), Device: "auto"}
 }
 
-// Validate checks the options and says what is wrong in ErrUsage errors.
+// OptionError is an invalid option, wrapping ErrUsage: Option names the
+// Options field (Type and BlockSize for Params'), so that a command can name
+// its own flag for it.
+type OptionError struct {
+	Option string // Type, BlockSize, Pattern, Cast, Threads, Device
+	Value  string // as given, quoted where it is a string
+	Why    string
+}
+
+func (e *OptionError) Error() string {
+	return fmt.Sprintf("%v: %s %s: %s", ErrUsage, optionWords[e.Option], e.Value, e.Why)
+}
+
+func (e *OptionError) Unwrap() error { return ErrUsage }
+
+var optionWords = map[string]string{"Type": "quant type", "BlockSize": "block size", "Pattern": "pattern",
+	"Cast": "cast to", "Threads": "threads", "Device": "device"}
+
+func optionError(option, value, why string) error {
+	return &OptionError{Option: option, Value: value, Why: why}
+}
+
+// Validate checks the options and says what is wrong in *OptionError errors.
 func (o *Options) Validate() error {
 	p := o.Params
 	if p.Type != quant.NF4 && p.Type != quant.FP4 {
-		return fmt.Errorf("%w: quant type %q: want nf4 or fp4", ErrUsage, p.Type)
+		return optionError("Type", fmt.Sprintf("%q", p.Type), "want nf4 or fp4")
 	}
 	if p.BlockSize < 32 || p.BlockSize > 4096 || p.BlockSize&(p.BlockSize-1) != 0 {
-		return fmt.Errorf("%w: block size %d: want a power of two from 32 to 4096 (64 is bitsandbytes' default)", ErrUsage, p.BlockSize)
+		return optionError("BlockSize", fmt.Sprint(p.BlockSize), "want a power of two from 32 to 4096 (64 is bitsandbytes' default)")
 	}
 	if err := p.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrUsage, err)
@@ -93,17 +115,17 @@ func (o *Options) Validate() error {
 	for _, list := range [][]string{o.Only, o.Skip} {
 		for _, pat := range list {
 			if _, err := path.Match(pat, ""); err != nil {
-				return fmt.Errorf("%w: pattern %q: %v", ErrUsage, pat, err)
+				return optionError("Pattern", fmt.Sprintf("%q", pat), err.Error())
 			}
 		}
 	}
 	switch o.Cast {
 	case "", tensorstream.BF16, tensorstream.F16, tensorstream.F32:
 	default:
-		return fmt.Errorf("%w: cast to %q: want bf16, f16 or f32", ErrUsage, strings.ToLower(string(o.Cast)))
+		return optionError("Cast", fmt.Sprintf("%q", strings.ToLower(string(o.Cast))), "want bf16, f16 or f32")
 	}
 	if o.Threads < 0 {
-		return fmt.Errorf("%w: threads %d: want 0 (all cores) or more", ErrUsage, o.Threads)
+		return optionError("Threads", fmt.Sprint(o.Threads), "want 0 (all cores) or more")
 	}
 	if _, err := ParseDevice(o.Device); err != nil {
 		return err
@@ -137,7 +159,7 @@ func ParseCast(s string) (tensorstream.DType, error) {
 	case "f32", "fp32", "float32":
 		return tensorstream.F32, nil
 	}
-	return "", fmt.Errorf("%w: cast to %q: want bf16, f16 or f32", ErrUsage, s)
+	return "", optionError("Cast", fmt.Sprintf("%q", s), "want bf16, f16 or f32")
 }
 
 // Device is a parsed --device value.
@@ -161,7 +183,7 @@ func (d Device) String() string {
 // cuda:0,cuda:1).
 func ParseDevice(s string) (Device, error) {
 	bad := func(why string) (Device, error) {
-		return Device{}, fmt.Errorf("%w: device %q: %s (want auto, cpu, cuda or cuda:N[,N...])", ErrUsage, s, why)
+		return Device{}, optionError("Device", fmt.Sprintf("%q", s), why+" (want auto, cpu, cuda or cuda:N[,N...])")
 	}
 	switch s {
 	case "", "auto":
