@@ -59,7 +59,7 @@ func newApp() *ucli.App {
 			&ucli.BoolFlag{Name: "list", Usage: "print the header and tensor table and check nothing"},
 			&ucli.BoolFlag{Name: "json", Usage: "the report as JSON, on stdout"},
 			&ucli.Float64Flag{Name: "tolerance", Value: verify.DefaultTolerance, Usage: "flag 4-bit tensors whose error exceeds `F` times the Gaussian error of their quant type and block size"},
-			&ucli.StringFlag{Name: "spool-dir", Usage: "temporary `DIR` for stream payloads over 64 MiB (default $TMPDIR)"},
+			&ucli.StringFlag{Name: "spool-dir", Usage: "temporary `DIR` for stream payloads over 64 MiB, and with --checkpoint for the whole stream until its end (default $TMPDIR)"},
 			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no text report and no progress line: only the exit status, and one line on stderr for a failure (--json still writes the JSON report)"},
 		},
 		HideHelpCommand: true,
