@@ -102,18 +102,15 @@ type PlanSide struct {
 // WrittenBy is the mark of PlanSide.WrittenBy, followed by the version.
 const WrittenBy = "nf4pipe place"
 
-// writePlan writes the side file: the mark, the stages and the header's plan
-// section (null when there is none), as JSON.
-func writePlan(h *tensorstream.Header, path, version string) error {
+// writePlan writes the side file: the mark, the stages that made the
+// checkpoint (place's own last) and the header's plan section (null when
+// there is none), as JSON.
+func writePlan(h *tensorstream.Header, stages []tensorstream.Stage, path, version string) error {
 	var plan any
 	if raw, ok := h.Sections[tensorstream.SectionPlan]; ok {
 		if err := msgpack.Unmarshal(raw, &plan); err != nil {
 			return fmt.Errorf("header section %q: %w", tensorstream.SectionPlan, err)
 		}
-	}
-	stages := h.Stages
-	if stages == nil {
-		stages = []tensorstream.Stage{}
 	}
 	data, err := json.MarshalIndent(PlanSide{WrittenBy: strings.TrimSpace(WrittenBy + " " + version), Stages: stages, Plan: tensorstream.JSONValue(plan)}, "", "  ")
 	if err != nil {

@@ -219,7 +219,7 @@ func (j *job) run(in io.Reader) (*Report, error) {
 	em := newEmitter(j.opt.Emit)
 	if em != nil {
 		eh := *h
-		eh.Stages = append(append([]tensorstream.Stage(nil), h.Stages...), tensorstream.Stage{Name: "place", Version: j.opt.Version, Args: j.opt.Args})
+		eh.Stages = append(append([]tensorstream.Stage(nil), h.Stages...), j.stage())
 		if err := em.header(&eh); err != nil {
 			return nil, err
 		}
@@ -373,7 +373,8 @@ func (j *job) finishDir(dw *checkpoint.DirWriter, src *source, h *tensorstream.H
 		return err
 	}
 	j.rep.Copied = copied
-	if err := writePlan(h, filepath.Join(j.tmp, PlanFile), j.opt.Version); err != nil {
+	stages := append(append([]tensorstream.Stage(nil), h.Stages...), j.stage())
+	if err := writePlan(h, stages, filepath.Join(j.tmp, PlanFile), j.opt.Version); err != nil {
 		return err
 	}
 	ents, err := os.ReadDir(j.tmp)
@@ -566,4 +567,9 @@ func ranStage(h *tensorstream.Header, name string) bool {
 		}
 	}
 	return false
+}
+
+// stage is place's own stage record.
+func (j *job) stage() tensorstream.Stage {
+	return tensorstream.Stage{Name: "place", Version: j.opt.Version, Args: j.opt.Args}
 }
