@@ -116,15 +116,40 @@ func TestREADMEExamples(t *testing.T) {
 		t.Fatalf("found %d examples in the README's Examples section", len(cmds))
 	}
 	dir := workdir(t)
+	if err := os.Symlink(path("examples"), filepath.Join(dir, "examples")); err != nil {
+		t.Fatal(err)
+	}
+	// The model ids are the tiny models, in a Hugging Face cache layout.
+	hub := filepath.Join(t.TempDir(), "hub")
+	os.MkdirAll(hub, 0o755)
+	for id, src := range map[string]string{
+		"meta-llama/Llama-3.1-8B":                "llama",
+		"unsloth/Llama-3.2-1B-Instruct-bnb-4bit": "llama-bnb-nf4",
+	} {
+		cache, _ := fakeHFCache(t, id, path("testdata", "models", src))
+		repo := "models--" + strings.ReplaceAll(id, "/", "--")
+		if err := os.Symlink(filepath.Join(cache, repo), filepath.Join(hub, repo)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("HF_HUB_CACHE", hub)
+	havePython := exec.Command("python3", "-c", "import msgpack, numpy").Run() == nil
 	for _, c := range cmds {
+		if strings.Contains(c, "python3") && !havePython {
+			if os.Getenv("CI") == "true" {
+				t.Errorf("CI=true and no python3 with msgpack and numpy for: %s", c)
+			}
+			t.Logf("skipped, no python3 with msgpack and numpy: %s", c)
+			continue
+		}
 		if out, errs, code := shell(t, dir, c); code != 0 {
 			t.Errorf("%s: status %d\nstdout %.300q\nstderr:\n%s", c, code, out, errs)
 		}
 	}
 }
 
-// Item 3: every --help example runs as written (those for a CUDA build
-// excepted), each tool's in a fresh directory holding testdata and a
+// Item 3: every --help example runs as written (those for a CUDA build or a
+// model in the Hugging Face cache excepted), each tool's in a fresh directory holding testdata and a
 // detected llama.stream.
 func TestHelpExamples(t *testing.T) {
 	for _, tool := range tools {
@@ -138,8 +163,8 @@ func TestHelpExamples(t *testing.T) {
 		s, _ := os.ReadFile(filepath.Join(gen, "llama.stream"))
 		os.WriteFile(filepath.Join(dir, "llama.stream"), s, 0o644)
 		for _, c := range cmds {
-			if strings.Contains(c, "CUDA build") {
-				continue
+			if strings.Contains(c, "CUDA build") || strings.Contains(c, "HF cache") {
+				continue // a CUDA build, a model in the Hugging Face cache: e2e/cuda_test.go, e2e/hfcache_test.go
 			}
 			if _, errs, code := shell(t, dir, c); code != 0 {
 				t.Errorf("%s --help: %s: status %d\n%s", tool, c, code, errs)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
+	"github.com/nf4pipe/nf4pipe/pkg/hfcache"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 	"github.com/nf4pipe/nf4pipe/pkg/verify"
@@ -21,11 +22,11 @@ func main() { cli.Main(newApp(), exitTable) }
 // exitTable maps verify's errors to its exit statuses.
 var exitTable = cli.Table{
 	{Code: cli.ExitOK, Meaning: "all well"},
-	{Code: cli.ExitUsage, Meaning: "bad flags or arguments"},
+	{Code: cli.ExitUsage, Meaning: "bad flags or arguments", Errs: []error{hfcache.ErrRevision}},
 	{Code: cli.ExitInput, Meaning: "input that cannot be verified: unreadable, empty, or with no 4-bit tensor", Errs: []error{verify.ErrInput,
 		tensorstream.ErrCorrupt, tensorstream.ErrVersion, tensorstream.ErrLimit, tensorstream.ErrSize,
 		safetensors.ErrHeader, safetensors.ErrTruncated, safetensors.ErrNotFound, safetensors.ErrIndex, safetensors.ErrMissingShard,
-		checkpoint.ErrConfig}},
+		checkpoint.ErrConfig, hfcache.ErrNotCached}},
 	{Code: cli.ExitOutput, Meaning: "the report could not be written"},
 	{Code: cli.ExitIntegrity, Meaning: "integrity failure (checksums, shapes, quant state, a stream that did not end)", Errs: []error{verify.ErrIntegrity}},
 	{Code: cli.ExitQuality, Meaning: "tensors outside the error envelope (worth keeping in 16 bits)", Errs: []error{verify.ErrQuality}},
@@ -53,8 +54,9 @@ func newApp() *ucli.App {
 			"   quantize -i llama.stream | verify --reference testdata/models/llama --json\n" +
 			"   verify --list -i llama.stream",
 		Flags: []ucli.Flag{
-			&ucli.StringFlag{Name: "reference", Aliases: []string{"r"}, Usage: "the original model: `MODEL` (directory, a .safetensors file or an index JSON)"},
-			&ucli.StringFlag{Name: "checkpoint", Aliases: []string{"c"}, Usage: "a bitsandbytes 4-bit checkpoint `DIR` to verify"},
+			&ucli.StringFlag{Name: "reference", Aliases: []string{"r"}, Usage: "the original model: `MODEL` (directory, a .safetensors file, an index JSON, or an ORG/NAME id in the local Hugging Face cache)"},
+			&ucli.StringFlag{Name: "revision", Usage: "with a --reference id: the branch, tag or commit `REV` in the Hugging Face cache (default main)"},
+			&ucli.StringFlag{Name: "checkpoint", Aliases: []string{"c"}, Usage: "a bitsandbytes 4-bit checkpoint `DIR` (or an ORG/NAME id in the local Hugging Face cache) to verify"},
 			&ucli.StringFlag{Name: "input", Aliases: []string{"i"}, Usage: "read the stream from `FILE` (- for stdin); default stdin, unless it is a terminal or /dev/null (an empty pipe is an error)"},
 			&ucli.BoolFlag{Name: "list", Usage: "print the header and tensor table and check nothing"},
 			&ucli.BoolFlag{Name: "json", Usage: "the report as JSON, on stdout"},
@@ -101,7 +103,7 @@ func action(c *ucli.Context) error {
 	if stream == nil && c.String("checkpoint") == "" {
 		return cli.Usagef("nothing to verify: pipe a stream in, give -i FILE or --checkpoint DIR")
 	}
-	opt := verify.Options{Stream: stream, Checkpoint: c.String("checkpoint"), Reference: c.String("reference"),
+	opt := verify.Options{Stream: stream, Checkpoint: c.String("checkpoint"), Reference: c.String("reference"), ReferenceRevision: c.String("revision"),
 		Tolerance: c.Float64("tolerance"), SpoolDir: c.String("spool-dir")}
 	if !c.Bool("quiet") && c.String("reference") != "" {
 		if p := cli.NewProgress(c.App.ErrWriter, "verify", 0); p != nil {

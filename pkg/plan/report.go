@@ -106,8 +106,12 @@ func init() {
 }
 
 // WritePython prints a ready-to-run transformers + peft training snippet
-// with the plan's settings.
+// with the plan's settings, loading modelPath ("" for the model id detect
+// found in the Hugging Face cache, else a placeholder).
 func (p *Plan) WritePython(w io.Writer, modelPath string) error {
+	if modelPath == "" {
+		modelPath = p.ModelID
+	}
 	if modelPath == "" {
 		modelPath = "MODEL"
 	}
