@@ -56,7 +56,10 @@ func workdir(t *testing.T) string {
 // Item 1: verify's own help example, and no OK on stale output.
 func TestVerifyWaitsForPlace(t *testing.T) {
 	dir := workdir(t)
-	pipeline := "detect testdata/models/llama | quantize -q | place -q --out llama-nf4 %s | verify -q --checkpoint llama-nf4 --reference testdata/models/llama"
+	// out/llama-nf4 looks like a model id until place has made it: verify
+	// must not look for it before the stream's end.
+	os.Mkdir(filepath.Join(dir, "out"), 0o755)
+	pipeline := "detect testdata/models/llama | quantize -q | place -q --out out/llama-nf4 %s | verify -q --checkpoint out/llama-nf4 --reference testdata/models/llama"
 	if _, errs, code := shell(t, dir, fmt.Sprintf(pipeline, "")); code != 0 {
 		t.Fatalf("fresh: status %d:\n%s", code, errs)
 	}
@@ -72,7 +75,7 @@ func TestVerifyWaitsForPlace(t *testing.T) {
 	// A place that fails half-way (its stream cut) leaves verify no OK either.
 	nf4, _ := os.ReadFile(filepath.Join(gen, "llama-nf4.stream"))
 	os.WriteFile(filepath.Join(dir, "cut.stream"), nf4[:len(nf4)/2], 0o644)
-	_, errs, code = shell(t, dir, "place -q --force --out llama-nf4 -i cut.stream | verify -q --checkpoint llama-nf4 --reference testdata/models/llama")
+	_, errs, code = shell(t, dir, "place -q --force --out out/llama-nf4 -i cut.stream | verify -q --checkpoint out/llama-nf4 --reference testdata/models/llama")
 	if code == 0 || !strings.Contains(errs, "verify: ") {
 		t.Errorf("cut stream: status %d, verify said nothing:\n%s", code, errs)
 	}

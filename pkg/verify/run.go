@@ -54,13 +54,6 @@ func Run(opts Options) (*Report, error) {
 	if opts.Stream == nil && opts.Checkpoint == "" {
 		return nil, fmt.Errorf("%w: nothing to verify: give a stream or a checkpoint", ErrInput)
 	}
-	if opts.Checkpoint != "" {
-		path, err := locate("checkpoint", opts.Checkpoint, "")
-		if err != nil {
-			return nil, err
-		}
-		opts.Checkpoint = path
-	}
 	v := &run{
 		rep:  &Report{Stream: opts.Stream != nil, Checkpoint: opts.Checkpoint, Reference: opts.Reference},
 		c:    &checker{tol: opts.Tolerance},
@@ -111,10 +104,10 @@ func Run(opts Options) (*Report, error) {
 			return nil, serr
 		} else {
 			opts.Stream = spooled
-			err = v.checkpoint(opts)
+			err = v.locatedCheckpoint(opts)
 		}
 	} else if opts.Checkpoint != "" {
-		err = v.checkpoint(opts)
+		err = v.locatedCheckpoint(opts)
 	} else {
 		sp := &spool{limit: opts.SpoolMemory, dir: opts.SpoolDir}
 		if sp.limit <= 0 {
@@ -136,6 +129,19 @@ func Run(opts Options) (*Report, error) {
 	v.rep.all = v.c.all
 	v.rep.finish()
 	return v.rep, nil
+}
+
+// locatedCheckpoint verifies the checkpoint, a path or a model id in the
+// local Hugging Face cache, resolved only now: after the stream's end, when
+// the stage before has completed it.
+func (v *run) locatedCheckpoint(opts Options) error {
+	path, err := locate("checkpoint", opts.Checkpoint, "")
+	if err != nil {
+		return err
+	}
+	opts.Checkpoint = path
+	v.rep.Checkpoint = path
+	return v.checkpoint(opts)
 }
 
 // locate resolves a path or a model id in the local Hugging Face cache.
