@@ -111,7 +111,7 @@ func signalContext(name string, stderr interface{ Write([]byte) (int, error) }) 
 		fmt.Fprintf(stderr, "%s: interrupted\n", name)
 		s, _ := sig.(syscall.Signal)
 		signal.Reset(s)
-		syscall.Kill(os.Getpid(), s)
+		raise(s)
 		// The signal ends the process as it arrives; should it have been
 		// ignored when the process started, the status says it all the same.
 		time.Sleep(time.Second)
