@@ -12,6 +12,7 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/nf4pipe/nf4pipe/internal/cli"
+	"github.com/nf4pipe/nf4pipe/internal/units"
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
 	"github.com/nf4pipe/nf4pipe/pkg/place"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
@@ -156,9 +157,9 @@ func summary(r *place.Report) string {
 			shards = fmt.Sprintf("%d shards", r.Shards)
 		}
 		fmt.Fprintf(&b, "place: wrote %s: %d files, %s, %s, %d entries from %d tensors (%d 4-bit)",
-			r.Dir, len(r.Files), human(r.Bytes), shards, r.Entries, r.Tensors, r.Quantized)
+			r.Dir, len(r.Files), units.Bytes(r.Bytes), shards, r.Entries, r.Tensors, r.Quantized)
 	} else {
-		fmt.Fprintf(&b, "place: placed %d tensors (%d 4-bit), %s", r.Tensors, r.Quantized, human(r.Payload))
+		fmt.Fprintf(&b, "place: placed %d tensors (%d 4-bit), %s", r.Tensors, r.Quantized, units.Bytes(r.Payload))
 	}
 	fmt.Fprintf(&b, " in %.2fs", r.Seconds)
 	if r.EmitClosed {
@@ -170,22 +171,9 @@ func summary(r *place.Report) string {
 // deviceLine reports one device of a --gpu run.
 func deviceLine(d place.DeviceReport) string {
 	s := fmt.Sprintf("place: %s (%s): %d tensors, %s placed, %s device memory used (free %s -> %s)",
-		d.Device, d.Name, d.Tensors, human(d.PlacedBytes), human(d.UsedBytes), human(d.FreeBefore), human(d.FreeAfter))
+		d.Device, d.Name, d.Tensors, units.Bytes(d.PlacedBytes), units.Bytes(d.UsedBytes), units.Bytes(d.FreeBefore), units.Bytes(d.FreeAfter))
 	if d.PlannedWeights > 0 {
-		s += fmt.Sprintf("; plan: %s of weights, %s peak in training", human(d.PlannedWeights), human(d.PlannedTotal))
+		s += fmt.Sprintf("; plan: %s of weights, %s peak in training", units.Bytes(d.PlannedWeights), units.Bytes(d.PlannedTotal))
 	}
 	return s
-}
-
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/internal/gpu"
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
+	"github.com/nf4pipe/nf4pipe/pkg/qtype"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/quantize"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
@@ -38,7 +39,7 @@ func newApp() *ucli.App {
 		Description: description + "\n\n   This build: " + map[bool]string{true: "with CUDA (--device cuda uses the GPUs; auto stays on the CPU, which keeps up with any pipe)",
 			false: "CPU only (make cuda builds the GPU path)"}[quantize.CUDABuilt],
 		Flags: []ucli.Flag{
-			&ucli.StringFlag{Name: "type", Value: "nf4", Usage: "4-bit data `TYPE`: nf4 or fp4"},
+			&ucli.StringFlag{Name: "type", Value: string(quant.DefaultParams().Type), Usage: "4-bit data `TYPE`: " + qtype.Names()},
 			&ucli.IntFlag{Name: "blocksize", Value: quant.DefaultBlockSize, Usage: "values per absmax block (`N`): a power of two from 32 to 4096"},
 			&ucli.BoolFlag{Name: "double-quant", Value: true, Usage: "quantize the absmax values to 8 bits (--double-quant=false: float32 absmax)"},
 			&ucli.StringFlag{Name: "device", Value: "auto", Usage: "`DEVICE`: auto, cpu, cuda or cuda:N[,N...] (tensors go round-robin over the GPUs listed)"},

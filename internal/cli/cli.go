@@ -218,8 +218,9 @@ func dedupe(msg string) string {
 
 // PipeSize is the pipe buffer every tool asks for on a piped stdin or stdout.
 // The kernel's default of 64 KiB makes a 4 MiB chunk cost 64 context switches
-// between two stages; 1 MiB (the default pipe-max-size) made a two-process pipe
-// 2.3 GB/s instead of 0.5 GB/s on the 2-core development VM.
+// between two stages; 1 MiB is the default pipe-max-size, the most an
+// unprivileged process may ask for (docs/BENCHMARKS.md, "Pipe chain", has the
+// figures).
 const PipeSize = 1 << 20
 
 // Main runs app with os.Args and exits with its status.

@@ -36,7 +36,7 @@ const (
 const (
 	QKNormNone    QKNormKind = iota
 	QKNormHead               // q_norm, k_norm of [head_dim] (qwen3, gemma3)
-	QKNormPerHead            // q_norm [heads, head_dim], k_norm [kv_heads, head_dim] (cohere use_qk_norm)
+	QKNormPerHead            // q_norm [heads, head_dim], k_norm [kv_heads, head_dim] (cohere)
 )
 
 const (
@@ -60,6 +60,13 @@ type Family struct {
 	Norm   NormKind
 	QKNorm QKNormKind
 	Vision VisionKind
+
+	// QKNormKey is the config key that switches QKNorm on; "" means the
+	// family always has it (cohere's use_qk_norm defaults to off).
+	QKNormKey string
+	// GeluMLP: the MLP activation is a GELU (gemma's gelu_pytorch_tanh);
+	// SiLU otherwise. The planner sizes the saved activations by it.
+	GeluMLP bool
 
 	// AlwaysQKVBias: q/k/v carry a bias whatever attention_bias says (qwen2).
 	AlwaysQKVBias bool
@@ -134,18 +141,18 @@ var Families = []*Family{
 			"num_experts": n(128), "num_experts_per_tok": n(8), "decoder_sparse_step": n(1),
 			"tie_word_embeddings": false}},
 	{Name: "gemma", ModelTypes: []string{"gemma"}, Architectures: []string{"GemmaForCausalLM"},
-		TextPrefix: "model.", LMHead: "lm_head.weight",
+		GeluMLP: true, TextPrefix: "model.", LMHead: "lm_head.weight",
 		TextDefaults: obj{"vocab_size": n(256000), "hidden_size": n(3072), "intermediate_size": n(24576),
 			"num_hidden_layers": n(28), "num_attention_heads": n(16), "num_key_value_heads": n(16),
 			"head_dim": n(256), "max_position_embeddings": n(8192), "tie_word_embeddings": true}},
 	{Name: "gemma2", ModelTypes: []string{"gemma2"}, Architectures: []string{"Gemma2ForCausalLM"},
-		Norm: NormSandwich, SoftCapping: true, SlidingWindow: true, TextPrefix: "model.", LMHead: "lm_head.weight",
+		Norm: NormSandwich, GeluMLP: true, SoftCapping: true, SlidingWindow: true, TextPrefix: "model.", LMHead: "lm_head.weight",
 		TextDefaults: obj{"vocab_size": n(256000), "hidden_size": n(2304), "intermediate_size": n(9216),
 			"num_hidden_layers": n(26), "num_attention_heads": n(8), "num_key_value_heads": n(4),
 			"head_dim": n(256), "max_position_embeddings": n(8192), "sliding_window": n(4096),
 			"attn_logit_softcapping": n(50), "final_logit_softcapping": n(30), "tie_word_embeddings": true}},
 	{Name: "gemma3_text", ModelTypes: []string{"gemma3_text"}, Architectures: []string{"Gemma3ForCausalLM"},
-		Norm: NormSandwich, QKNorm: QKNormHead, SoftCapping: true, SlidingWindow: true,
+		Norm: NormSandwich, QKNorm: QKNormHead, GeluMLP: true, SoftCapping: true, SlidingWindow: true,
 		TextPrefix: "model.", LMHead: "lm_head.weight", TextDefaults: gemma3TextDefaults},
 	{Name: "phi3", ModelTypes: []string{"phi3"}, Architectures: []string{"Phi3ForCausalLM"},
 		Attn: AttnFusedQKV, MLP: MLPFusedGated, SlidingWindow: true, TextPrefix: "model.", LMHead: "lm_head.weight",
@@ -153,7 +160,7 @@ var Families = []*Family{
 			"num_hidden_layers": n(32), "num_attention_heads": n(32), "max_position_embeddings": n(4096),
 			"tie_word_embeddings": false}},
 	{Name: "cohere", ModelTypes: []string{"cohere"}, Architectures: []string{"CohereForCausalLM"},
-		Norm: NormInput, TextPrefix: "model.", LMHead: "lm_head.weight",
+		Norm: NormInput, QKNorm: QKNormPerHead, QKNormKey: "use_qk_norm", TextPrefix: "model.", LMHead: "lm_head.weight",
 		TextDefaults: obj{"vocab_size": n(256000), "hidden_size": n(8192), "intermediate_size": n(22528),
 			"num_hidden_layers": n(40), "num_attention_heads": n(64), "max_position_embeddings": n(8192),
 			"tie_word_embeddings": true}},
@@ -212,7 +219,7 @@ var Families = []*Family{
 			"patch_size": n(14), "max_num_tiles": n(4), "vision_output_dim": n(7680),
 			"intermediate_layers_indices": []any{n(3), n(7), n(15), n(23), n(30)}}},
 	{Name: "gemma3", ModelTypes: []string{"gemma3"}, Architectures: []string{"Gemma3ForConditionalGeneration"},
-		Vision: VisionSiglip, Norm: NormSandwich, QKNorm: QKNormHead, SoftCapping: true, SlidingWindow: true,
+		Vision: VisionSiglip, Norm: NormSandwich, QKNorm: QKNormHead, GeluMLP: true, SoftCapping: true, SlidingWindow: true,
 		NestedText: true, TextPrefix: "language_model.model.", LMHead: "language_model.lm_head.weight",
 		VisionPrefix: "vision_tower.vision_model.", ProjPrefix: "multi_modal_projector.",
 		TextDefaults: gemma3TextDefaults,

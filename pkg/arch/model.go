@@ -1,6 +1,10 @@
 package arch
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/nf4pipe/nf4pipe/pkg/dtype"
+)
 
 // Text holds the decoder's dimensions, resolved from config.json and the
 // family's defaults.
@@ -70,9 +74,14 @@ type Model struct {
 	Config        *Config
 }
 
-var torchDTypes = map[string]string{
-	"bfloat16": "BF16", "float16": "F16", "half": "F16", "float32": "F32", "float": "F32",
-	"float64": "F64",
+// configDType returns the safetensors name of a config's torch_dtype when it
+// is a 16-, 32- or 64-bit float; other values leave the default.
+func configDType(torch string) (string, bool) {
+	switch d, _ := dtype.FromTorch(torch); d {
+	case dtype.BF16, dtype.F16, dtype.F32, dtype.F64:
+		return string(d), true
+	}
+	return "", false
 }
 
 // Resolve identifies the family of a config and resolves its dimensions.
@@ -90,7 +99,7 @@ func Resolve(cfg *Config) (*Model, error) {
 	m.DType = "BF16"
 	for _, o := range []obj{top, textObj} {
 		for _, k := range []string{"torch_dtype", "dtype"} {
-			if d, ok := torchDTypes[o.str(k)]; ok {
+			if d, ok := configDType(o.str(k)); ok {
 				m.DType = d
 			}
 		}
@@ -182,12 +191,8 @@ func (m *Model) resolveText(v *view, top obj) error {
 	t.AttnBias = v.boolean("attention_bias", false) || fam.AlwaysQKVBias
 	t.MLPBias = v.boolean("mlp_bias", false)
 	t.MaxPosition = v.opt("max_position_embeddings", 0)
-	switch fam.QKNorm {
-	case QKNormHead:
-		t.QKNorm = true
-	}
-	if fam.Name == "cohere" && v.boolean("use_qk_norm", false) {
-		t.QKNorm = true
+	if fam.QKNorm != QKNormNone {
+		t.QKNorm = fam.QKNormKey == "" || v.boolean(fam.QKNormKey, false)
 	}
 	if fam.SlidingWindow && v.boolean("use_sliding_window", true) {
 		t.SlidingWindow = v.opt("sliding_window", 0)

@@ -15,9 +15,11 @@ import (
 
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
+	"github.com/nf4pipe/nf4pipe/pkg/dtype"
 	"github.com/nf4pipe/nf4pipe/pkg/hfcache"
 	"github.com/nf4pipe/nf4pipe/pkg/progress"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
+	"github.com/nf4pipe/nf4pipe/pkg/sections"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
@@ -31,18 +33,8 @@ var (
 // maxConfigSize bounds how much of a config.json is read.
 const maxConfigSize = 16 << 20
 
-// Source is the stream header's "source" section.
-type Source struct {
-	Path string `msgpack:"path" json:"path"`
-	Dir  string `msgpack:"dir" json:"dir"` // the model directory, for tokenizer files
-	// ID and Revision name the model when it was found in the Hugging Face
-	// cache by id (Path is then its snapshot there).
-	ID       string `msgpack:"id,omitempty" json:"id,omitempty"`
-	Revision string `msgpack:"revision,omitempty" json:"revision,omitempty"`
-	Config   []byte `msgpack:"config" json:"-"`      // raw config.json bytes, nil when absent
-	Files    int    `msgpack:"files" json:"files"`   // safetensors files read; 0 for a config alone
-	NoData   bool   `msgpack:"nodata" json:"nodata"` // config alone: descriptors without payloads
-}
+// Source is the stream header's "source" section (pkg/sections).
+type Source = sections.Source
 
 // Model is an opened model: its facts and annotated tensors, and the open
 // checkpoint when there are weights.
@@ -251,7 +243,7 @@ func dominantDType(ts []arch.Tensor) string {
 		if t.Role == arch.RoleScale {
 			continue
 		}
-		by[t.DType] += t.Elements() * arch.DTypeSize(t.DType)
+		by[t.DType] += t.Elements() * int64(dtype.DType(t.DType).Size())
 		if best == "" || by[t.DType] > by[best] {
 			best = t.DType
 		}
@@ -288,7 +280,7 @@ func (m *Model) Descriptor(i int) (*tensorstream.Tensor, error) {
 	t := m.Tensors[i]
 	d := &tensorstream.Tensor{Name: t.Name, DType: tensorstream.DType(t.DType),
 		Shape: append([]int64(nil), t.Shape...), Encoding: tensorstream.Raw,
-		Size: t.Elements() * arch.DTypeSize(t.DType), NoData: m.ck == nil && m.qck == nil}
+		Size: t.Elements() * int64(dtype.DType(t.DType).Size()), NoData: m.ck == nil && m.qck == nil}
 	switch {
 	case m.qck != nil:
 		d = m.qts[i].Clone() // bnb4 with its quant state, nested offset included
@@ -310,10 +302,10 @@ func (m *Model) Descriptor(i int) (*tensorstream.Tensor, error) {
 func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 	h := &tensorstream.Header{}
 	h.AddStage(stage.Name, stage.Version, stage.Args)
-	if err := h.Set(tensorstream.SectionSource, m.Source); err != nil {
+	if err := sections.SetSource(h, &m.Source); err != nil {
 		return err
 	}
-	if err := h.Set(tensorstream.SectionModel, m.Facts); err != nil {
+	if err := sections.SetModel(h, m.Facts); err != nil {
 		return err
 	}
 	sw := tensorstream.NewWriter(w)

@@ -10,7 +10,6 @@ import (
 
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // maxCopySize bounds a file copied from the source directory: tokenizers are
@@ -109,10 +108,8 @@ const WrittenBy = "nf4pipe place"
 // there is none), as JSON.
 func writePlan(h *tensorstream.Header, stages []tensorstream.Stage, path, version string) error {
 	var plan any
-	if raw, ok := h.Sections[tensorstream.SectionPlan]; ok {
-		if err := msgpack.Unmarshal(raw, &plan); err != nil {
-			return fmt.Errorf("header section %q: %w", tensorstream.SectionPlan, err)
-		}
+	if _, err := h.Get(tensorstream.SectionPlan, &plan); err != nil {
+		return err
 	}
 	data, err := json.MarshalIndent(PlanSide{WrittenBy: strings.TrimSpace(WrittenBy + " " + version), Stages: stages, Plan: tensorstream.JSONValue(plan)}, "", "  ")
 	if err != nil {

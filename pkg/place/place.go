@@ -19,6 +19,7 @@ import (
 
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
 	"github.com/nf4pipe/nf4pipe/pkg/progress"
+	"github.com/nf4pipe/nf4pipe/pkg/sections"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
@@ -98,11 +99,6 @@ type Report struct {
 }
 
 // source is the part of detect's "source" header section place reads.
-type source struct {
-	Path   string `msgpack:"path"`
-	Dir    string `msgpack:"dir"`
-	Config []byte `msgpack:"config"`
-}
 
 // job is one placement: its temporary directory, guarded so that a signal
 // handler can abort it while the work goroutine runs.
@@ -207,9 +203,12 @@ func (j *job) run(in io.Reader) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	var src source
-	if _, err := h.Get(tensorstream.SectionSource, &src); err != nil {
+	src, err := sections.GetSource(h)
+	if err != nil {
 		return nil, err
+	}
+	if src == nil {
+		src = &sections.Source{}
 	}
 	if j.out != "" && src.Dir != "" {
 		if err := notSource(j.out, src.Dir); err != nil {
@@ -238,10 +237,11 @@ func (j *job) run(in io.Reader) (*Report, error) {
 	}
 	if j.opt.Progress != nil {
 		// The tensors are detect's; their bytes, once quantized, are not known.
-		var facts struct {
-			Tensors int `msgpack:"tensors"`
+		facts, err := sections.GetModel(h)
+		if err != nil {
+			return nil, err
 		}
-		if ok, err := h.Get(tensorstream.SectionModel, &facts); ok && err == nil {
+		if facts != nil {
 			j.opt.Progress.Expect(facts.Tensors, 0)
 		}
 	}
@@ -316,7 +316,7 @@ func (j *job) run(in io.Reader) (*Report, error) {
 		}
 	}
 	if dw != nil {
-		if err := j.finishDir(dw, &src, h, first, params); err != nil {
+		if err := j.finishDir(dw, src, h, first, params); err != nil {
 			return nil, err
 		}
 		if err := j.commit(); err != nil {
@@ -345,7 +345,7 @@ func (j *job) isAborted() bool {
 
 // finishDir closes the safetensors files and writes config.json, the copied
 // source files and the plan side file into the temporary directory.
-func (j *job) finishDir(dw *checkpoint.DirWriter, src *source, h *tensorstream.Header, q *tensorstream.QuantState, params int64) error {
+func (j *job) finishDir(dw *checkpoint.DirWriter, src *sections.Source, h *tensorstream.Header, q *tensorstream.QuantState, params int64) error {
 	files, err := dw.Close(params)
 	if err != nil {
 		return err
@@ -357,7 +357,11 @@ func (j *job) finishDir(dw *checkpoint.DirWriter, src *source, h *tensorstream.H
 	if len(src.Config) > 0 {
 		cfg := src.Config
 		if q != nil {
-			qc := checkpoint.QuantizationConfig{QuantType: q.Type, DoubleQuant: q.DoubleQuant, ComputeDType: j.computeDType(h, src.Config)}
+			compute, err := j.computeDType(h, src.Config)
+			if err != nil {
+				return err
+			}
+			qc := checkpoint.QuantizationConfig{QuantType: q.Type, DoubleQuant: q.DoubleQuant, ComputeDType: compute}
 			if cfg, err = checkpoint.WithQuantizationConfig(src.Config, qc); err != nil {
 				return fmt.Errorf("source config.json: %w", err)
 			}
@@ -539,24 +543,23 @@ func (e *emitter) close() error {
 
 // computeDType picks bnb_4bit_compute_dtype: the option, the plan's compute
 // dtype, the source config's dtype, float32.
-func (j *job) computeDType(h *tensorstream.Header, config []byte) string {
+func (j *job) computeDType(h *tensorstream.Header, config []byte) (string, error) {
 	if j.opt.ComputeDType != "" {
-		return torchDType(j.opt.ComputeDType)
+		return torchDType(j.opt.ComputeDType), nil
 	}
-	var p struct {
-		ComputeDType struct {
-			Value string `msgpack:"value"`
-		} `msgpack:"compute_dtype"`
+	p, err := sections.GetPlan(h)
+	if err != nil {
+		return "", err
 	}
-	if ok, err := h.Get(tensorstream.SectionPlan, &p); ok && err == nil {
+	if p != nil {
 		if d := torchDType(p.ComputeDType.Value); d != "" {
-			return d
+			return d, nil
 		}
 	}
 	if d := configDType(config); d != "" {
-		return d
+		return d, nil
 	}
-	return "float32"
+	return "float32", nil
 }
 
 // ranStage reports whether the stream's header records a stage called name.

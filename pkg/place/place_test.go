@@ -476,7 +476,7 @@ func TestComputeDTypeFromPlan(t *testing.T) {
 	cfg, _ := os.ReadFile(filepath.Join(src, "config.json"))
 	h := &tensorstream.Header{}
 	h.Set(tensorstream.SectionSource, checkpoint.Source{Dir: src, Config: cfg})
-	h.Set(tensorstream.SectionPlan, map[string]any{"compute_dtype": map[string]any{"value": "fp16"}})
+	h.Set(tensorstream.SectionPlan, map[string]any{"compute_dtype": map[string]any{"value": "fp16"}, "devices": []any{}})
 	var b bytes.Buffer
 	if err := c.WriteStream(tensorstream.NewWriter(&b), h); err != nil {
 		t.Fatal(err)

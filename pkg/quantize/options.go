@@ -106,14 +106,17 @@ func optionError(option, value, why string) error {
 
 // Validate checks the options and says what is wrong in *OptionError errors.
 func (o *Options) Validate() error {
-	p := o.Params
-	if p.Type != quant.NF4 && p.Type != quant.FP4 {
-		return optionError("Type", fmt.Sprintf("%q", p.Type), "want nf4 or fp4")
-	}
-	if p.BlockSize < 32 || p.BlockSize > 4096 || p.BlockSize&(p.BlockSize-1) != 0 {
-		return optionError("BlockSize", fmt.Sprint(p.BlockSize), "want a power of two from 32 to 4096 (64 is bitsandbytes' default)")
-	}
-	if err := p.Validate(); err != nil {
+	if err := o.Params.Validate(); err != nil {
+		var pe *quant.ParamError
+		if !errors.As(err, &pe) {
+			return fmt.Errorf("%w: %v", ErrUsage, err)
+		}
+		switch pe.Param {
+		case "type":
+			return optionError("Type", pe.Value, "want "+pe.Want)
+		case "blocksize":
+			return optionError("BlockSize", pe.Value, fmt.Sprintf("want %s (%d is bitsandbytes' default)", pe.Want, quant.DefaultBlockSize))
+		}
 		return fmt.Errorf("%w: %v", ErrUsage, err)
 	}
 	for _, list := range [][]string{o.Only, o.Skip} {

@@ -185,7 +185,7 @@ func (v *run) reference(name string) *refTensor {
 		return nil
 	}
 	progress.Or(v.prog).Tensor(name)
-	return &refTensor{name: name, dtype: tensorstream.DType(info.DType), shape: info.Shape, size: info.Size(), r: progress.ReaderAt(v.prog, v.ref.Section(info))}
+	return &refTensor{name: name, dtype: info.DType, shape: info.Shape, size: info.Size(), r: progress.ReaderAt(v.prog, v.ref.Section(info))}
 }
 
 // streamFailure turns a stream read error into a finding (a checksum) or a
