@@ -152,6 +152,7 @@ func Summarize(m *Model, ts []Tensor) *Facts {
 func fillFacts(f *Facts, m *Model) {
 	t := &m.Text
 	f.ModelType, f.Family, f.Fallback = m.ModelType, m.Family.Name, m.Family.Fallback
+	f.PolicyVerifiedOn = m.Family.Checked
 	f.Architectures = m.Architectures
 	f.SourceDType = m.DType
 	f.Hidden, f.Intermediate, f.Layers = t.Hidden, t.Intermediate, t.Layers

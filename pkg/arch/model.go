@@ -183,9 +183,11 @@ func (m *Model) resolveText(v *view, top obj) error {
 	if t.Heads%t.KVHeads != 0 {
 		return fmt.Errorf("%w: num_attention_heads %d is not a multiple of num_key_value_heads %d", ErrShape, t.Heads, t.KVHeads)
 	}
-	// tie_word_embeddings may sit at the top level of a multimodal config.
+	// A multimodal model ties by its top-level config when that says: the
+	// gemma3 fixture transformers 5.17 wrote has text_config false, top level
+	// true, and no lm_head.
 	t.Tied = v.boolean("tie_word_embeddings", false)
-	if b, ok := top.boolean("tie_word_embeddings"); ok && fam.Vision != VisionNone && !v.has("tie_word_embeddings") {
+	if b, ok := top.boolean("tie_word_embeddings"); ok && fam.Vision != VisionNone {
 		t.Tied = b
 	}
 	t.AttnBias = v.boolean("attention_bias", false) || fam.AlwaysQKVBias
@@ -288,7 +290,7 @@ func resolveVision(kind VisionKind, v *view, textHidden int64) *Vision {
 		vis.Channels = v.opt("num_channels", 3)
 		vis.ImageSize = v.pos("image_size")
 		vis.PatchSize = v.pos("patch_size")
-		vis.UseHead = kind == VisionSiglip && v.boolean("vision_use_head", false)
+		vis.UseHead = kind == VisionSiglip && v.boolean("vision_use_head", true) // SiglipVisionConfig default
 	case VisionQwen2VL:
 		vis.Hidden = v.pos("embed_dim")
 		vis.Intermediate = vis.Hidden * v.pos("mlp_ratio")

@@ -17,8 +17,9 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
-// Models are the ten tiny models of ../shared/testdata/models.
-var Models = []string{"gemma2", "gemma3_text", "llama", "llava", "mistral", "mixtral", "phi3", "qwen2", "qwen3", "qwen3_moe"}
+// Models are the tiny models with a transformers-written 4-bit checkpoint:
+// those in testdata/models (never skipped), then those of ../shared.
+var Models = append(append([]string(nil), fixtures.RepoModels...), fixtures.SharedModels...)
 
 // readEntries returns a safetensors file's tensors by name.
 func readEntries(t *testing.T, path string) (map[string]safetensors.Tensor, map[string]string) {
@@ -41,7 +42,7 @@ func readEntries(t *testing.T, path string) (map[string]safetensors.Tensor, map[
 
 func TestQuantStateJSONMatchesFixtures(t *testing.T) {
 	for _, m := range Models {
-		dir := fixtures.Shared(t, "models", m+"-bnb-nf4")
+		dir := fixtures.Model(t, m+"-bnb-nf4")
 		c, err := Open(dir)
 		if err != nil {
 			t.Fatalf("%s: %v", m, err)
@@ -73,7 +74,7 @@ func TestQuantStateJSONMatchesFixtures(t *testing.T) {
 // writes them back: the file must come out byte for byte.
 func TestRoundTripFixtures(t *testing.T) {
 	for _, m := range Models {
-		dir := fixtures.Shared(t, "models", m+"-bnb-nf4")
+		dir := fixtures.Model(t, m+"-bnb-nf4")
 		c, err := Open(dir)
 		if err != nil {
 			t.Fatalf("%s: %v", m, err)
@@ -118,11 +119,11 @@ func sameFile(t *testing.T, want, got string) {
 func TestConfigMatchesFixtures(t *testing.T) {
 	qc := QuantizationConfig{QuantType: "nf4", DoubleQuant: true, ComputeDType: "bfloat16"}
 	for _, m := range Models {
-		src, err := os.ReadFile(filepath.Join(fixtures.Shared(t, "models", m), "config.json"))
+		src, err := os.ReadFile(filepath.Join(fixtures.Model(t, m), "config.json"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, err := os.ReadFile(filepath.Join(fixtures.Shared(t, "models", m+"-bnb-nf4"), "config.json"))
+		want, err := os.ReadFile(filepath.Join(fixtures.Model(t, m+"-bnb-nf4"), "config.json"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -145,8 +146,8 @@ func TestConfigMatchesFixtures(t *testing.T) {
 func TestReformatConfigs(t *testing.T) {
 	paths := []string{filepath.Join(fixtures.Shared(t, "configs"), "unsloth__Llama-3.2-1B-Instruct-bnb-4bit.json")}
 	for _, m := range Models {
-		paths = append(paths, filepath.Join(fixtures.Shared(t, "models", m), "config.json"),
-			filepath.Join(fixtures.Shared(t, "models", m+"-bnb-nf4"), "config.json"))
+		paths = append(paths, filepath.Join(fixtures.Model(t, m), "config.json"),
+			filepath.Join(fixtures.Model(t, m+"-bnb-nf4"), "config.json"))
 	}
 	for _, p := range paths {
 		src, err := os.ReadFile(p)

@@ -17,7 +17,9 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
-var tinyModels = []string{"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "mixtral", "qwen3_moe", "llava"}
+// tinyModels: every tiny model with a transformers-written 4-bit checkpoint,
+// those in testdata/models (never skipped) first.
+var tinyModels = append(append([]string(nil), fixtures.RepoModels...), fixtures.SharedModels...)
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -110,7 +112,7 @@ func streamModel(t *testing.T, path string, pol arch.Policy) *streamed {
 }
 
 func bnbQuantized(t *testing.T, name string) map[string]bool {
-	ck, err := safetensors.Open(fixtures.Shared(t, "models", name+"-bnb-nf4"))
+	ck, err := safetensors.Open(fixtures.Model(t, name+"-bnb-nf4"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +129,7 @@ func bnbQuantized(t *testing.T, name string) map[string]bool {
 func TestTinyModelsStream(t *testing.T) {
 	for _, name := range tinyModels {
 		t.Run(name, func(t *testing.T) {
-			dir := fixtures.Shared(t, "models", name)
+			dir := fixtures.Model(t, name)
 			s := streamModel(t, dir, arch.Policy{})
 			want := fileCRCs(t, filepath.Join(dir, "model.safetensors"))
 			if len(s.tensors) != len(want) || s.facts.Tensors != len(want) {
@@ -332,5 +334,31 @@ func TestFileCutWhileStreaming(t *testing.T) {
 				t.Errorf("message %q: want one line starting with the file and the tensor", msg)
 			}
 		})
+	}
+}
+
+// TestPolicyVerification: detect says on which fixture the family's policy
+// was found byte-identical to transformers, and says so when it never was.
+func TestPolicyVerification(t *testing.T) {
+	code, out, errs := runCLI(t, "--info", "--json", fixtures.Path(t, "models", "gemma3"))
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var rep struct {
+		Verified *string `json:"policy_verified_on"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Verified == nil || *rep.Verified != "testdata/models/gemma3" {
+		t.Fatalf("policy_verified_on %v (%v) in %s", rep.Verified, err, out)
+	}
+	cfg := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(cfg, []byte(`{"model_type": "cohere"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs = runCLI(t, "--info", cfg)
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if !strings.Contains(out, "\npolicy     UNVERIFIED: no transformers-made fixture of this family") {
+		t.Errorf("cohere (no fixture) not reported unverified:\n%s", out)
 	}
 }

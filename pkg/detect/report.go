@@ -70,6 +70,13 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "model      %s\n", r.Source.Path)
 	fmt.Fprintf(&b, "type       %s, family %s\n", orDash(f.ModelType), family)
+	if f.Prequantized == nil {
+		if f.PolicyVerifiedOn != "" {
+			fmt.Fprintf(&b, "policy     verified: byte-identical to transformers + bitsandbytes on %s\n", f.PolicyVerifiedOn)
+		} else {
+			fmt.Fprintf(&b, "policy     UNVERIFIED: no transformers-made fixture of this family; 4-bit decisions follow transformers' rules by tensor name\n")
+		}
+	}
 	if r.Source.NoData {
 		fmt.Fprintf(&b, "weights    none: tensor list derived from config.json\n")
 	} else {

@@ -25,7 +25,9 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
-var models = []string{"gemma2", "gemma3_text", "llama", "llava", "mistral", "mixtral", "phi3", "qwen2", "qwen3", "qwen3_moe"}
+// models: the families with a transformers-written 4-bit fixture, in the
+// repository (never skipped) or in ../shared.
+var models = append(append([]string(nil), fixtures.RepoModels...), fixtures.SharedModels...)
 
 // referenceStream reads the transformers-written 4-bit checkpoint in refDir
 // back into a stream whose "source" section names srcDir, as detect would.
@@ -151,7 +153,7 @@ func dirNames(t *testing.T, dir string) []string {
 // comes out byte for byte, with config.json and generation_config.json.
 func TestPlaceMatchesFixtures(t *testing.T) {
 	for _, m := range models {
-		src, ref := fixtures.Shared(t, "models", m), fixtures.Shared(t, "models", m+"-bnb-nf4")
+		src, ref := fixtures.Model(t, m), fixtures.Model(t, m+"-bnb-nf4")
 		out := filepath.Join(t.TempDir(), m+"-nf4")
 		rep, err := Place(context.Background(), bytes.NewReader(referenceStream(t, ref, src)), Options{Out: out})
 		if err != nil {
@@ -174,10 +176,10 @@ func TestPlaceMatchesFixtures(t *testing.T) {
 func TestPipelineMatchesFixtures(t *testing.T) {
 	list := models
 	if testing.Short() {
-		list = []string{"llama"}
+		list = fixtures.RepoModels
 	}
 	for _, m := range list {
-		src, ref := fixtures.Shared(t, "models", m), fixtures.Shared(t, "models", m+"-bnb-nf4")
+		src, ref := fixtures.Model(t, m), fixtures.Model(t, m+"-bnb-nf4")
 		out := filepath.Join(t.TempDir(), m+"-nf4")
 		if _, err := Place(context.Background(), bytes.NewReader(pipelineStream(t, src)), Options{Out: out}); err != nil {
 			t.Fatalf("%s: %v", m, err)

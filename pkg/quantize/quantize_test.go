@@ -21,7 +21,9 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
-var models = []string{"gemma2", "gemma3_text", "llama", "llava", "mistral", "mixtral", "phi3", "qwen2", "qwen3", "qwen3_moe"}
+// models: every tiny model with a transformers-written 4-bit fixture, those
+// in the repository first (they never skip).
+var models = append(append([]string(nil), fixtures.RepoModels...), fixtures.SharedModels...)
 
 const quantStateSuffix = ".quant_state.bitsandbytes__nf4"
 
@@ -103,11 +105,11 @@ func TestRepoLlamaMatchesReference(t *testing.T) {
 }
 
 // TestFixturesMatchReference: detect | quantize is byte-identical to the
-// transformers-written checkpoint for all ten tiny models.
+// transformers-written checkpoint for every tiny model.
 func TestFixturesMatchReference(t *testing.T) {
 	for _, m := range models {
 		t.Run(m, func(t *testing.T) {
-			checkAgainstReference(t, fixtures.Shared(t, "models", m), fixtures.Shared(t, "models", m+"-bnb-nf4"))
+			checkAgainstReference(t, fixtures.Model(t, m), fixtures.Model(t, m+"-bnb-nf4"))
 		})
 	}
 }

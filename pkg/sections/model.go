@@ -4,11 +4,15 @@ package sections
 // Dimensions come from config.json; counts and bytes from the tensor list (the
 // real one when weights are there, else the one derived from the config).
 type Model struct {
-	ModelType     string   `msgpack:"model_type" json:"model_type"`
-	Family        string   `msgpack:"family" json:"family"`
-	Fallback      bool     `msgpack:"fallback" json:"fallback"`
-	Architectures []string `msgpack:"architectures,omitempty" json:"architectures,omitempty"`
-	SourceDType   string   `msgpack:"source_dtype" json:"source_dtype"`
+	ModelType string `msgpack:"model_type" json:"model_type"`
+	Family    string `msgpack:"family" json:"family"`
+	Fallback  bool   `msgpack:"fallback" json:"fallback"`
+	// PolicyVerifiedOn is the family's Checked fixture: where the default
+	// policy was found byte-identical to transformers + bitsandbytes. Empty:
+	// never verified (a family without a fixture, or the fallback).
+	PolicyVerifiedOn string   `msgpack:"policy_verified_on,omitempty" json:"policy_verified_on"`
+	Architectures    []string `msgpack:"architectures,omitempty" json:"architectures,omitempty"`
+	SourceDType      string   `msgpack:"source_dtype" json:"source_dtype"`
 
 	Hidden             int64 `msgpack:"hidden" json:"hidden"`
 	Intermediate       int64 `msgpack:"intermediate" json:"intermediate"`

@@ -17,7 +17,9 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
-var models = []string{"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "mixtral", "qwen3_moe", "llava"}
+// models: every tiny model with a transformers-written 4-bit fixture, those
+// in the repository first (they never skip).
+var models = append(append([]string(nil), fixtures.RepoModels...), fixtures.SharedModels...)
 
 // streamOf returns the checkpoint at dir as a stream, as place passes it on.
 func streamOf(t testing.TB, dir string) []byte {
