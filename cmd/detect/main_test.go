@@ -115,3 +115,29 @@ func TestCLIUsage(t *testing.T) {
 		t.Errorf("flag after path: exit %d, %q %q", code, out, errs)
 	}
 }
+
+// TestPolicyVerification: detect says on which fixture the family's policy
+// was found byte-identical to transformers, and says so when it never was.
+func TestPolicyVerification(t *testing.T) {
+	code, out, errs := runCLI(t, "--info", "--json", fixtures.Path(t, "models", "gemma3"))
+	if code != cli.ExitOK {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var rep struct {
+		Verified *string `json:"policy_verified_on"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Verified == nil || *rep.Verified != "testdata/models/gemma3" {
+		t.Fatalf("policy_verified_on %v (%v) in %s", rep.Verified, err, out)
+	}
+	cfg := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(cfg, []byte(`{"model_type": "cohere"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs = runCLI(t, "--info", cfg)
+	if code != cli.ExitOK {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if !strings.Contains(out, "\npolicy     UNVERIFIED: no transformers-made fixture of this family") {
+		t.Errorf("cohere (no fixture) not reported unverified:\n%s", out)
+	}
+}
