@@ -336,4 +336,3 @@ func TestFileCutWhileStreaming(t *testing.T) {
 		})
 	}
 }
-
