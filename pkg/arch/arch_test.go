@@ -104,10 +104,12 @@ func TestPublishedTotals(t *testing.T) {
 	}
 }
 
-var tinyModels = []string{"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "mixtral", "qwen3_moe", "llava"}
+// tinyModels: the shared ten and the families whose fixtures are in the
+// repository (those never skip).
+var tinyModels = append(append([]string(nil), fixtures.SharedModels...), fixtures.RepoModels...)
 
 func openTiny(t *testing.T, name string) (*Model, *safetensors.Checkpoint) {
-	dir := fixtures.Shared(t, "models", name)
+	dir := fixtures.Model(t, name)
 	m := loadModel(t, filepath.Join(dir, "config.json"))
 	ck, err := safetensors.Open(dir)
 	if err != nil {
@@ -171,7 +173,7 @@ func TestTinyConfigTensorsEqualWeights(t *testing.T) {
 // bnbQuantized returns the names stored 4-bit in a transformers bnb checkpoint,
 // with each one's exact byte total (its six tensors) and quant-state JSON.
 func bnbQuantized(t *testing.T, name string) (map[string]int64, map[string][]byte, int64) {
-	ck, err := safetensors.Open(fixtures.Shared(t, "models", name+"-bnb-nf4"))
+	ck, err := safetensors.Open(fixtures.Model(t, name+"-bnb-nf4"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,5 +329,41 @@ func TestHostileConfigs(t *testing.T) {
 		} else if !errors.Is(err, ErrConfig) && !errors.Is(err, ErrShape) {
 			t.Errorf("%s: error %v wraps neither ErrConfig nor ErrShape", name, err)
 		}
+	}
+}
+
+// TestCheckedFamiliesHaveFixtures holds Family.Checked to the tests: a family
+// may claim to be verified only on a fixture the byte-identity tests run
+// (here, pkg/place and e2e), and every such fixture's family claims it.
+func TestCheckedFamiliesHaveFixtures(t *testing.T) {
+	claimed := map[string]bool{}
+	for _, f := range Families {
+		if f.Checked == "" {
+			continue
+		}
+		name := filepath.Base(f.Checked)
+		if !slices.Contains(tinyModels, name) {
+			t.Errorf("%s: Checked %q is not among the tested fixtures", f.Name, f.Checked)
+		}
+		inRepo := strings.HasPrefix(f.Checked, "testdata/")
+		if inRepo != slices.Contains(fixtures.RepoModels, name) {
+			t.Errorf("%s: Checked %q, but the fixture is %s", f.Name, f.Checked, map[bool]string{true: "in the repository", false: "in ../shared"}[!inRepo])
+		}
+		claimed[name] = true
+	}
+	for _, name := range fixtures.RepoModels {
+		dir := fixtures.Model(t, name)
+		m := loadModel(t, filepath.Join(dir, "config.json"))
+		if m.Family.Checked != "testdata/models/"+name {
+			t.Errorf("%s: family %s claims %q", name, m.Family.Name, m.Family.Checked)
+		}
+	}
+	for _, name := range tinyModels {
+		if !claimed[name] {
+			t.Errorf("fixture %s verifies no family", name)
+		}
+	}
+	if Generic.Checked != "" {
+		t.Error("the generic fallback claims a fixture")
 	}
 }

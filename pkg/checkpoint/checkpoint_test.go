@@ -17,8 +17,9 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
-// Models are the ten tiny models of ../shared/testdata/models.
-var Models = []string{"gemma2", "gemma3_text", "llama", "llava", "mistral", "mixtral", "phi3", "qwen2", "qwen3", "qwen3_moe"}
+// Models are the tiny models with a transformers-written 4-bit checkpoint:
+// those in testdata/models (never skipped), then those of ../shared.
+var Models = append(append([]string(nil), fixtures.RepoModels...), fixtures.SharedModels...)
 
 // readEntries returns a safetensors file's tensors by name.
 func readEntries(t *testing.T, path string) (map[string]safetensors.Tensor, map[string]string) {
@@ -42,7 +43,7 @@ func readEntries(t *testing.T, path string) (map[string]safetensors.Tensor, map[
 func TestQuantStateJSONMatchesFixtures(t *testing.T) {
 	for _, m := range Models {
 		t.Run(m, func(t *testing.T) {
-			dir := fixtures.Shared(t, "models", m+"-bnb-nf4")
+			dir := fixtures.Model(t, m+"-bnb-nf4")
 			c, err := Open(dir)
 			if err != nil {
 				t.Fatalf("%s: %v", m, err)
@@ -76,7 +77,7 @@ func TestQuantStateJSONMatchesFixtures(t *testing.T) {
 func TestRoundTripFixtures(t *testing.T) {
 	for _, m := range Models {
 		t.Run(m, func(t *testing.T) {
-			dir := fixtures.Shared(t, "models", m+"-bnb-nf4")
+			dir := fixtures.Model(t, m+"-bnb-nf4")
 			c, err := Open(dir)
 			if err != nil {
 				t.Fatalf("%s: %v", m, err)
@@ -123,11 +124,11 @@ func TestConfigMatchesFixtures(t *testing.T) {
 	qc := QuantizationConfig{QuantType: "nf4", DoubleQuant: true, ComputeDType: "bfloat16"}
 	for _, m := range Models {
 		t.Run(m, func(t *testing.T) {
-			src, err := os.ReadFile(filepath.Join(fixtures.Shared(t, "models", m), "config.json"))
+			src, err := os.ReadFile(filepath.Join(fixtures.Model(t, m), "config.json"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			want, err := os.ReadFile(filepath.Join(fixtures.Shared(t, "models", m+"-bnb-nf4"), "config.json"))
+			want, err := os.ReadFile(filepath.Join(fixtures.Model(t, m+"-bnb-nf4"), "config.json"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -157,8 +158,8 @@ func TestReformatConfigs(t *testing.T) {
 	}
 	for _, m := range Models {
 		t.Run(m, func(t *testing.T) {
-			reformatsBack(t, filepath.Join(fixtures.Shared(t, "models", m), "config.json"))
-			reformatsBack(t, filepath.Join(fixtures.Shared(t, "models", m+"-bnb-nf4"), "config.json"))
+			reformatsBack(t, filepath.Join(fixtures.Model(t, m), "config.json"))
+			reformatsBack(t, filepath.Join(fixtures.Model(t, m+"-bnb-nf4"), "config.json"))
 		})
 	}
 }

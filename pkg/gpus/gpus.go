@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/nf4pipe/nf4pipe/internal/units"
 )
 
 // Sentinel errors; callers test them with errors.Is.
@@ -20,7 +22,7 @@ var (
 	ErrSpec     = errors.New("gpus: bad GPU specification")
 	ErrSize     = errors.New("gpus: bad memory size")
 	ErrNoGPU    = errors.New("gpus: no GPU found")
-	ErrMaxMem   = errors.New("gpus: bad --max-memory entry")
+	ErrMaxMem   = errors.New("gpus: bad memory cap")
 	ErrSMIParse = errors.New("gpus: cannot parse nvidia-smi output")
 )
 
@@ -159,10 +161,10 @@ func single(s string) (GPU, bool) {
 	if err != nil {
 		return GPU{}, false
 	}
-	return GPU{Name: "GPU " + FormatBytes(b), TotalBytes: b, Source: "size"}, true
+	return GPU{Name: "GPU " + units.Bytes(b), TotalBytes: b, Source: "size"}, true
 }
 
-var units = []struct {
+var sizeUnits = []struct {
 	suffix string
 	mult   int64
 }{
@@ -177,7 +179,7 @@ var units = []struct {
 func ParseSize(s string) (int64, error) {
 	t := strings.ToLower(strings.TrimSpace(s))
 	mult := int64(1)
-	for _, u := range units {
+	for _, u := range sizeUnits {
 		if strings.HasSuffix(t, u.suffix) {
 			mult, t = u.mult, strings.TrimSpace(strings.TrimSuffix(t, u.suffix))
 			break
@@ -188,17 +190,6 @@ func ParseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%w: %q", ErrSize, s)
 	}
 	return int64(v * float64(mult)), nil
-}
-
-// FormatBytes prints a size in GiB (or MiB below 1 GiB) with two decimals.
-func FormatBytes(b int64) string {
-	if b < 0 {
-		return "-" + FormatBytes(-b)
-	}
-	if b >= GiB {
-		return strconv.FormatFloat(float64(b)/float64(GiB), 'f', 2, 64) + " GiB"
-	}
-	return strconv.FormatFloat(float64(b)/float64(MiB), 'f', 1, 64) + " MiB"
 }
 
 // ApplyMaxMemory applies a --max-memory value ("0:20GiB,1:24GiB") to gs.

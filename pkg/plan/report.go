@@ -9,7 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/nf4pipe/nf4pipe/pkg/gpus"
+	"github.com/nf4pipe/nf4pipe/internal/units"
 )
 
 // WriteJSON writes the plan as an indented JSON object.
@@ -34,20 +34,20 @@ func (p *Plan) WriteReport(w io.Writer) error {
 		if len(d.Layers) == 2 {
 			layers = fmt.Sprintf("layers %d-%d", d.Layers[0], d.Layers[1])
 		}
-		fmt.Fprintf(&b, "\ncuda:%d %s (%s), %s\n", d.Index, d.Name, gpus.FormatBytes(d.CapacityBytes), layers)
+		fmt.Fprintf(&b, "\ncuda:%d %s (%s), %s\n", d.Index, d.Name, units.Bytes(d.CapacityBytes), layers)
 		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', tabwriter.AlignRight)
 		for _, it := range d.Items {
 			note := it.Note
 			if !it.Torch {
 				note = strings.TrimSpace("[not in torch reserved] " + note)
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t  %s\t\n", it.Name, gpus.FormatBytes(it.Bytes), note)
+			fmt.Fprintf(tw, "  %s\t%s\t  %s\t\n", it.Name, units.Bytes(it.Bytes), note)
 		}
-		fmt.Fprintf(tw, "  predicted torch.cuda.max_memory_reserved\t%s\t\t\n", gpus.FormatBytes(d.PeakReserved))
-		fmt.Fprintf(tw, "  total on device\t%s\t  of %s\t\n", gpus.FormatBytes(d.Total), gpus.FormatBytes(d.CapacityBytes))
-		fmt.Fprintf(tw, "  headroom\t%s\t\t\n", gpus.FormatBytes(d.HeadroomBytes))
+		fmt.Fprintf(tw, "  predicted torch.cuda.max_memory_reserved\t%s\t\t\n", units.Bytes(d.PeakReserved))
+		fmt.Fprintf(tw, "  total on device\t%s\t  of %s\t\n", units.Bytes(d.Total), units.Bytes(d.CapacityBytes))
+		fmt.Fprintf(tw, "  headroom\t%s\t\t\n", units.Bytes(d.HeadroomBytes))
 		if d.HostBytes > 0 {
-			fmt.Fprintf(tw, "  pinned host memory\t%s\t\t\n", gpus.FormatBytes(d.HostBytes))
+			fmt.Fprintf(tw, "  pinned host memory\t%s\t\t\n", units.Bytes(d.HostBytes))
 		}
 		tw.Flush()
 	}
@@ -74,7 +74,7 @@ func (p *Plan) WriteReport(w io.Writer) error {
 			if a.Fits {
 				mark = "fits"
 			}
-			fmt.Fprintf(&b, "  [%s] %-70s %s\n", mark, a.Change, gpus.FormatBytes(a.PeakBytes))
+			fmt.Fprintf(&b, "  [%s] %-70s %s\n", mark, a.Change, units.Bytes(a.PeakBytes))
 		}
 	}
 	_, err := io.WriteString(w, b.String())

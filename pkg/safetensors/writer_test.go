@@ -18,8 +18,8 @@ import (
 func TestDTypeWriteOrder(t *testing.T) {
 	enum := []DType{BOOL, F4, F6E2M3, F6E3M2, U8, I8, F8E5M2, F8E4M3, F8E8M0,
 		F8E4M3FNUZ, F8E5M2FNUZ, I16, U16, F16, BF16, I32, U32, F32, C64, F64, I64, U64}
-	if len(enum) != len(dtypes) {
-		t.Fatalf("%d dtypes in the table, %d in the enum", len(dtypes), len(enum))
+	if len(enum) != len(ranks) {
+		t.Fatalf("%d ranks in the table, %d in the enum", len(ranks), len(enum))
 	}
 	var ts []Tensor
 	for _, d := range enum {

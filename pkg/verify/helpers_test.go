@@ -3,6 +3,7 @@ package verify
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"github.com/stretchr/testify/require"
 	"math"
 	"math/rand/v2"
@@ -17,7 +18,9 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
-var models = []string{"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "mixtral", "qwen3_moe", "llava"}
+// models: every tiny model with a transformers-written 4-bit fixture, those
+// in the repository first (they never skip).
+var models = append(append([]string(nil), fixtures.RepoModels...), fixtures.SharedModels...)
 
 // streamOf returns the checkpoint at dir as a stream, as place passes it on.
 func streamOf(t testing.TB, dir string) []byte {
@@ -157,4 +160,19 @@ func writeSynth(t testing.TB, dir string, ts []synthTensor) (refPath string, str
 	refPath = filepath.Join(dir, "ref.safetensors")
 	require.NoError(t, safetensors.WriteFile(refPath, st, nil))
 	return refPath, b.Bytes()
+}
+
+// statusOf is the exit status cmd/verify gives err: 6, 7 or 3 by sentinel.
+func statusOf(err error) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, ErrIntegrity):
+		return 6
+	case errors.Is(err, ErrQuality):
+		return 7
+	case errors.Is(err, ErrInput):
+		return 3
+	}
+	return 1
 }

@@ -15,27 +15,31 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 )
 
-// TestFixtureCheckpoints validates the ten transformers-written checkpoints
+// TestFixtureCheckpoints validates the transformers-written checkpoints
 // against their source models: all must pass, every 4-bit tensor within a few
 // percent of the Gaussian error (the tiny models' weights are normal).
 func TestFixtureCheckpoints(t *testing.T) {
 	for _, m := range models {
 		t.Run(m, func(t *testing.T) {
-			rep, err := Run(Options{Checkpoint: fixtures.Shared(t, "models", m+"-bnb-nf4"), Reference: fixtures.Shared(t, "models", m)})
+			rep, err := Run(Options{Checkpoint: fixtures.Model(t, m+"-bnb-nf4"), Reference: fixtures.Model(t, m)})
 			require.NoError(t, err)
 			require.NoError(t, rep.Err())
 			tt := rep.Totals
 			if tt.Quantized == 0 || tt.Compared != tt.Quantized || tt.Kept+tt.Quantized != tt.Tensors {
 				t.Fatalf("totals %+v", tt)
 			}
-			if tt.BitsPerWeight < 4.12 || tt.BitsPerWeight > 4.135 {
+			// 4.127 bits plus each tensor's constants, which weigh more in
+			// the smallest fixtures (qwen2_moe's 64-element shared_expert_gate).
+			if tt.BitsPerWeight < 4.12 || tt.BitsPerWeight > 4.14 {
 				t.Errorf("bits per weight %.4f, want about 4.127", tt.BitsPerWeight)
 			}
 			for _, r := range rep.Tensors {
 				if r.Status != StatusOK {
 					t.Errorf("%s: status %s", r.Name, r.Status)
 				}
-				if r.Metrics != nil && (r.Ratio < 0.95 || r.Ratio > 1.05 || r.Metrics.Cosine < 0.995) {
+				// The error of a few hundred values drifts by several
+				// percent from the Gaussian figure by chance alone.
+				if r.Metrics != nil && r.Metrics.Elements >= 4096 && (r.Ratio < 0.95 || r.Ratio > 1.05 || r.Metrics.Cosine < 0.995) {
 					t.Errorf("%s: %+v ratio %.3f", r.Name, *r.Metrics, r.Ratio)
 				}
 			}
@@ -89,7 +93,7 @@ func expectFinding(t *testing.T, rep *Report, kind, tensor string, status int) {
 	if !slices.ContainsFunc(rep.Findings, func(f Finding) bool { return f.Kind == kind && (tensor == "" || f.Tensor == tensor) }) {
 		t.Fatalf("no %s finding for %q among %v", kind, tensor, rep.Findings)
 	}
-	if got := ExitCode(rep.Err()); got != status {
+	if got := statusOf(rep.Err()); got != status {
 		t.Fatalf("status %d, want %d (%v)", got, status, rep.Err())
 	}
 }
@@ -169,7 +173,7 @@ func TestQualityFlag(t *testing.T) {
 	if !slices.Equal(rep.KeepIn16, []string{"outlier.weight"}) || rep.Tensors[0].Status != StatusFlagged {
 		t.Fatalf("keep in 16 bits: %v; worst %+v", rep.KeepIn16, rep.Tensors[0])
 	}
-	if got := ExitCode(rep.Err()); got != cli.ExitQuality {
+	if got := statusOf(rep.Err()); got != cli.ExitQuality {
 		t.Fatalf("status %d (%v)", got, rep.Err())
 	}
 	// a looser tolerance passes it
