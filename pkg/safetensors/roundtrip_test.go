@@ -12,16 +12,18 @@ import (
 )
 
 // modelFiles returns the transformers-written checkpoints of the test data:
-// the 20 of ../shared/testdata when it is there, else the repository's two.
+// each model's source and 4-bit checkpoint in the repository's testdata, and
+// those only ../shared/testdata holds when it is there.
 func modelFiles(t *testing.T) []string {
 	t.Helper()
-	files := fixtures.SharedGlob(t, filepath.Join("models", "*", SingleFileName))
-	if len(files) == 0 {
-		files, _ = filepath.Glob(filepath.Join(fixtures.Path(t, "models"), "*", SingleFileName))
-		require.Len(t, files, 2, "the repository's models")
-		return files
+	files, err := filepath.Glob(filepath.Join(fixtures.Path(t, "models"), "*", SingleFileName))
+	require.NoError(t, err)
+	require.Len(t, files, 2*len(fixtures.RepoModels), "the repository's models")
+	for _, m := range fixtures.SharedModels {
+		for _, name := range []string{m, m + "-bnb-nf4"} {
+			files = append(files, fixtures.SharedGlob(t, filepath.Join("models", name, SingleFileName))...)
+		}
 	}
-	require.Len(t, files, 20, "the shared models")
 	return files
 }
 
