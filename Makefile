@@ -1,5 +1,6 @@
 # nf4pipe — see README.md. Every target works on a machine with only Go installed,
-# except cuda and ptx, which install the CUDA toolkit themselves (Debian).
+# except cuda and ptx, which install the CUDA toolkit themselves (Debian), and
+# cuda-check, which needs it (lint runs it where the toolkit is, and under CI=true).
 
 GO       ?= go
 BIN      := bin
