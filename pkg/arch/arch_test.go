@@ -13,8 +13,8 @@ import (
 )
 
 // publishedTotals are the real parameter counts of the models whose config.json
-// files are in ../shared/testdata/configs, each with where the figure comes
-// from. "index" means model.safetensors.index.json metadata.total_size / 2 for a
+// files are in testdata/configs (copied from ../shared/testdata/configs), each
+// with where the figure comes from. "index" means model.safetensors.index.json metadata.total_size / 2 for a
 // bf16 checkpoint, found quoted in public repositories (search index,
 // 2025-2026); "numel" means sum(p.numel() for p in model.parameters()) quoted in
 // public code; "hub" means the Hugging Face API's safetensors.total.
@@ -23,6 +23,7 @@ var publishedTotals = map[string]struct {
 	source string
 }{
 	"meta-llama__Llama-3.1-8B.json":                  {8_030_261_248, "issue text; index total_size 16060522496 / 2"},
+	"tiny-llama.json":                                {557_696, "testdata/models/llama/model.safetensors: the elements of its tensors (the same config)"},
 	"meta-llama__Llama-3.1-8B-Instruct.json":         {8_030_261_248, "same weights shape as the base model; index total_size 16060522496 / 2"},
 	"meta-llama__Llama-3.1-70B.json":                 {70_553_706_496, "index total_size 141107412992 / 2"},
 	"meta-llama__Llama-3.2-1B-Instruct.json":         {1_235_814_400, "numel, quoted as Llama-3.2-1B parameter count in several repos"},
@@ -81,7 +82,7 @@ func TestLlama31Total(t *testing.T) {
 }
 
 func TestPublishedTotals(t *testing.T) {
-	dir := fixtures.Shared(t, "configs")
+	dir := fixtures.Path(t, "configs")
 	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
 	if len(files) == 0 {
 		t.Fatal("no configs")
@@ -286,7 +287,7 @@ func TestPolicyOptions(t *testing.T) {
 }
 
 func TestFP8Refused(t *testing.T) {
-	m := loadModel(t, fixtures.Shared(t, "configs", "deepseek-ai__DeepSeek-V3.json"))
+	m := loadModel(t, fixtures.Path(t, "configs", "deepseek-ai__DeepSeek-V3.json"))
 	var fp8, q int
 	for _, tt := range Annotate(m.Tensors(), Policy{}) {
 		if tt.DType == "F8_E4M3" {

@@ -13,11 +13,11 @@ import (
 	"path/filepath"
 	"strings"
 
-	nf4cli "github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
 	"github.com/nf4pipe/nf4pipe/pkg/dtype"
 	"github.com/nf4pipe/nf4pipe/pkg/hfcache"
+	"github.com/nf4pipe/nf4pipe/pkg/progress"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/sections"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
@@ -44,8 +44,8 @@ type Model struct {
 	Facts   *arch.Facts
 	Tensors []arch.Tensor
 	// Progress, when not nil, is told of every tensor Stream writes and of
-	// the checkpoint bytes it reads, per read; the caller calls its Done.
-	Progress *nf4cli.Progress
+	// the checkpoint bytes it reads, per read.
+	Progress progress.Meter
 
 	ck    *safetensors.Checkpoint
 	infos []safetensors.TensorInfo // parallel to Tensors when ck != nil
@@ -102,6 +102,9 @@ func open(path string, pol arch.Policy) (*Model, error) {
 		configPath = filepath.Join(abs, "config.json")
 		if hasWeights(abs) {
 			weights = abs
+		} else if other := otherWeights(abs); other != "" {
+			return nil, fmt.Errorf("%s: %w: it holds %s, not .safetensors; only safetensors weights are read "+
+				"(convert them: in Python, AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(NEW_DIR) writes safetensors)", path, ErrInput, other)
 		}
 	case strings.HasSuffix(abs, ".safetensors"):
 		m.Source.Dir = filepath.Dir(abs)
@@ -189,6 +192,17 @@ func hasWeights(dir string) bool {
 	}
 	found, _ := filepath.Glob(filepath.Join(dir, "*.safetensors"))
 	return len(found) > 0
+}
+
+// otherWeights names a weights file of another format in dir (PyTorch's
+// pickles, GGUF), "" when there is none.
+func otherWeights(dir string) string {
+	for _, pat := range []string{"pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt", "*.gguf"} {
+		if found, _ := filepath.Glob(filepath.Join(dir, pat)); len(found) > 0 {
+			return filepath.Base(found[0])
+		}
+	}
+	return ""
 }
 
 func readConfig(path string) ([]byte, error) {
@@ -299,7 +313,7 @@ func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 		return err
 	}
 	if m.ck != nil || m.qck != nil {
-		m.Progress.Expect(len(m.Tensors), m.PayloadBytes())
+		progress.Or(m.Progress).Expect(len(m.Tensors), m.PayloadBytes())
 	}
 	for i := range m.Tensors {
 		d, err := m.Descriptor(i)
@@ -310,7 +324,7 @@ func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 			return err
 		}
 		if m.qck != nil {
-			m.Progress.Tensor(d.Name)
+			progress.Or(m.Progress).Tensor(d.Name)
 			if err := m.copyPrequantized(sw, i); err != nil {
 				return err
 			}
@@ -319,7 +333,7 @@ func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 		if m.ck == nil {
 			continue
 		}
-		m.Progress.Tensor(d.Name)
+		progress.Or(m.Progress).Tensor(d.Name)
 		if err := m.writePayload(sw, i); err != nil {
 			return fmt.Errorf("%s: tensor %q: %w", m.infos[i].File, d.Name, err)
 		}
@@ -345,7 +359,7 @@ func (m *Model) writePayload(sw *tensorstream.Writer, i int) error {
 			}
 			return err
 		}
-		m.Progress.Add(k)
+		progress.Or(m.Progress).Add(k)
 		off, n = off+k, n-k
 	}
 	return nil

@@ -22,7 +22,7 @@ var (
 	ErrSpec     = errors.New("gpus: bad GPU specification")
 	ErrSize     = errors.New("gpus: bad memory size")
 	ErrNoGPU    = errors.New("gpus: no GPU found")
-	ErrMaxMem   = errors.New("gpus: bad --max-memory entry")
+	ErrMaxMem   = errors.New("gpus: bad memory cap")
 	ErrSMIParse = errors.New("gpus: cannot parse nvidia-smi output")
 )
 

@@ -17,14 +17,11 @@ import (
 	"syscall"
 	"time"
 
-	icli "github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
+	"github.com/nf4pipe/nf4pipe/pkg/progress"
 	"github.com/nf4pipe/nf4pipe/pkg/sections"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
-
-// Version is the stage version recorded in the stream header.
-const Version = "0.1.0"
 
 // PlanFile is the side file that holds the stream's plan section.
 const PlanFile = "nf4pipe_plan.json"
@@ -33,6 +30,13 @@ const PlanFile = "nf4pipe_plan.json"
 var (
 	// ErrExists: the output directory exists and Force is off.
 	ErrExists = errors.New("place: output directory exists")
+	// ErrOutput: the output directory could not be written (permission, disk
+	// full, file-size limit, ...); the system's error stays wrapped.
+	ErrOutput = errors.New("place: cannot write the output directory")
+	// ErrReplace: Force was given, and the output names something place must
+	// not replace: a file or directory this tool did not write (and not
+	// empty), the source model, or the working directory or one above it.
+	ErrReplace = errors.New("place: refusing to replace")
 	// ErrInterrupted: the context was cancelled (SIGINT, SIGTERM) before the end.
 	ErrInterrupted = errors.New("place: interrupted")
 	// ErrStream: a stream place cannot write: descriptors without payloads, or
@@ -60,13 +64,14 @@ type Options struct {
 	// nil emits nothing. A consumer that closes its end early (EPIPE) stops
 	// the emission, not the placement.
 	Emit io.Writer
-	// Args are recorded in the stage record.
-	Args []string
+	// Version and Args are recorded in the stage record: what ran.
+	Version string
+	Args    []string
 	// GPU uploads every tensor to its planned device (CUDA builds only).
 	GPU bool
 	// Progress, when not nil, is told of every tensor and of the payload bytes
-	// received, per read; the caller calls its Done.
-	Progress *icli.Progress
+	// received, per read.
+	Progress progress.Meter
 }
 
 // File is one file of the written checkpoint.
@@ -112,7 +117,7 @@ type job struct {
 func Place(ctx context.Context, in io.Reader, opt Options) (*Report, error) {
 	j := &job{opt: opt}
 	if opt.Out == "" && !opt.GPU {
-		return nil, fmt.Errorf("%w: nothing to do: give --out DIR, --gpu or both", ErrStream)
+		return nil, fmt.Errorf("%w: nothing to do: neither an output directory nor GPU placement", ErrStream)
 	}
 	if opt.GPU {
 		if err := gpuAvailable(); err != nil {
@@ -156,8 +161,13 @@ func (j *job) prepare() error {
 		return err
 	}
 	j.out = out
-	if _, err := os.Lstat(out); err == nil && !j.opt.Force {
-		return fmt.Errorf("%s: %w (use --force to replace it)", out, ErrExists)
+	if _, err := os.Lstat(out); err == nil {
+		if !j.opt.Force {
+			return fmt.Errorf("%s: %w", out, ErrExists)
+		}
+		if err := replaceable(out); err != nil {
+			return err
+		}
 	}
 	tmp, err := os.MkdirTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-")
 	if err != nil {
@@ -200,10 +210,15 @@ func (j *job) run(in io.Reader) (*Report, error) {
 	if src == nil {
 		src = &sections.Source{}
 	}
+	if j.out != "" && src.Dir != "" {
+		if err := notSource(j.out, src.Dir); err != nil {
+			return nil, err
+		}
+	}
 	em := newEmitter(j.opt.Emit)
 	if em != nil {
 		eh := *h
-		eh.Stages = append(append([]tensorstream.Stage(nil), h.Stages...), tensorstream.Stage{Name: "place", Version: Version, Args: j.opt.Args})
+		eh.Stages = append(append([]tensorstream.Stage(nil), h.Stages...), j.stage())
 		if err := em.header(&eh); err != nil {
 			return nil, err
 		}
@@ -260,8 +275,8 @@ func (j *job) run(in io.Reader) (*Report, error) {
 		if j.isAborted() {
 			return nil, ErrInterrupted
 		}
-		j.opt.Progress.Tensor(t.Name)
-		payload := j.opt.Progress.Reader(r)
+		progress.Or(j.opt.Progress).Tensor(t.Name)
+		payload := progress.Reader(j.opt.Progress, r)
 		if em != nil && gp == nil {
 			if err := em.tensor(t); err != nil {
 				return nil, err
@@ -291,6 +306,9 @@ func (j *job) run(in io.Reader) (*Report, error) {
 		} else if _, err := io.Copy(io.Discard, payload); err != nil {
 			return nil, err
 		}
+	}
+	if rep.Quantized == 0 && rep.Tensors > 0 && !ranStage(h, "quantize") {
+		return nil, fmt.Errorf("%w: no 4-bit tensor and no quantize stage: the stream was not quantized (put quantize before place)", ErrStream)
 	}
 	if gp != nil {
 		if err := gp.finish(rep); err != nil {
@@ -359,7 +377,8 @@ func (j *job) finishDir(dw *checkpoint.DirWriter, src *sections.Source, h *tenso
 		return err
 	}
 	j.rep.Copied = copied
-	if err := writePlan(h, filepath.Join(j.tmp, PlanFile)); err != nil {
+	stages := append(append([]tensorstream.Stage(nil), h.Stages...), j.stage())
+	if err := writePlan(h, stages, filepath.Join(j.tmp, PlanFile), j.opt.Version); err != nil {
 		return err
 	}
 	ents, err := os.ReadDir(j.tmp)
@@ -392,7 +411,10 @@ func (j *job) commit() error {
 	var old string
 	if _, err := os.Lstat(j.out); err == nil {
 		if !j.opt.Force {
-			return fmt.Errorf("%s: %w (it appeared while placing; use --force to replace it)", j.out, ErrExists)
+			return fmt.Errorf("%s: %w (it appeared while placing)", j.out, ErrExists)
+		}
+		if err := replaceable(j.out); err != nil {
+			return err
 		}
 		old = filepath.Join(parent, "."+filepath.Base(j.out)+".old-"+filepath.Base(j.tmp))
 		if err := os.Rename(j.out, old); err != nil {
@@ -422,11 +444,11 @@ func (j *job) commit() error {
 func (j *job) outputError(err error) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) && j.ours(pe.Path) {
-		return fmt.Errorf("writing %s: %w", j.out, pe.Err)
+		return fmt.Errorf("%w %s: %w", ErrOutput, j.out, pe.Err)
 	}
 	var le *os.LinkError
 	if errors.As(err, &le) && (j.ours(le.Old) || j.ours(le.New)) {
-		return fmt.Errorf("writing %s: %w", j.out, le.Err)
+		return fmt.Errorf("%w %s: %w", ErrOutput, j.out, le.Err)
 	}
 	return err
 }
@@ -538,4 +560,19 @@ func (j *job) computeDType(h *tensorstream.Header, config []byte) (string, error
 		return d, nil
 	}
 	return "float32", nil
+}
+
+// ranStage reports whether the stream's header records a stage called name.
+func ranStage(h *tensorstream.Header, name string) bool {
+	for _, st := range h.Stages {
+		if st.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// stage is place's own stage record.
+func (j *job) stage() tensorstream.Stage {
+	return tensorstream.Stage{Name: "place", Version: j.opt.Version, Args: j.opt.Args}
 }

@@ -50,7 +50,7 @@ func readCalibration(t *testing.T) []calibrationRow {
 
 func loadConfig(t *testing.T, name string) *Model {
 	t.Helper()
-	data, err := os.ReadFile(fixtures.Shared(t, "configs", name))
+	data, err := os.ReadFile(fixtures.Path(t, "configs", name))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,9 +11,6 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
-// Version is the stage version recorded in the stream header.
-const Version = "0.1.0"
-
 // ModelFromHeader builds the planner's model from the raw config.json that
 // detect put in the stream header's "source" section.
 func ModelFromHeader(h *tensorstream.Header) (*Model, error) {

@@ -148,7 +148,7 @@ type NonFiniteError struct {
 }
 
 func (e *NonFiniteError) Error() string {
-	return fmt.Sprintf("%v %v at element %d (use --allow-nonfinite to quantize it as bitsandbytes does)", ErrNonFinite, e.Value, e.Index)
+	return fmt.Sprintf("%v %v at element %d", ErrNonFinite, e.Value, e.Index)
 }
 
 func (e *NonFiniteError) Unwrap() error { return ErrNonFinite }

@@ -39,7 +39,7 @@ func openBackends(d Device, threads int, warn func(string)) ([]quant.Backend, fu
 			err = gpu.ErrNoDevice
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("--device %s: %w", d, err)
+			return nil, nil, fmt.Errorf("device %s: %w", d, err)
 		}
 		for i := range n {
 			ords = append(ords, i)
@@ -61,7 +61,7 @@ func openBackends(d Device, threads int, warn func(string)) ([]quant.Backend, fu
 		}
 		if err != nil {
 			release()
-			return nil, nil, fmt.Errorf("--device %s: GPU %d: %w", d, o, err)
+			return nil, nil, fmt.Errorf("device %s: GPU %d: %w", d, o, err)
 		}
 		devs = append(devs, dev)
 		out = append(out, dev.BackendWithWarn(warn))

@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nf4pipe/nf4pipe/internal/cli"
+	"github.com/nf4pipe/nf4pipe/pkg/progress"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/sections"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
@@ -55,7 +55,7 @@ func Run(in io.Reader, out io.Writer, o Options) (*Summary, error) {
 			chunk = gpuChunk
 		}
 	}
-	cin := &countingReader{r: in, prog: o.Progress}
+	cin := &countingReader{r: in, prog: progress.Or(o.Progress)}
 	cout := &countingWriter{w: out}
 	s := &stage{o: o, sum: sum, backends: backends, chunk: chunk}
 	err := s.run(tensorstream.NewReader(cin), tensorstream.NewWriter(cout))
@@ -119,7 +119,7 @@ func (s *stage) work(p *pipeline) error {
 		if t.NoData {
 			return fmt.Errorf("%w: tensor %q is a descriptor without data (the stream was made from a config.json alone): nothing to quantize; run detect on the model directory with its weights", ErrNoData, t.Name)
 		}
-		s.o.Progress.Tensor(t.Name)
+		progress.Or(s.o.Progress).Tensor(t.Name)
 		if err := s.tensor(p, t); err != nil {
 			return err
 		}
@@ -311,7 +311,7 @@ func (s *stage) cast(p *pipeline, t *tensorstream.Tensor) error {
 // expect reads the totals of the progress line from the "model" section
 // detect writes: the tensors and their payload bytes, which the stream's bytes
 // exceed only by its framing.
-func expect(p *cli.Progress, h *tensorstream.Header) error {
+func expect(p progress.Meter, h *tensorstream.Header) error {
 	if p == nil {
 		return nil
 	}
@@ -328,7 +328,7 @@ func expect(p *cli.Progress, h *tensorstream.Header) error {
 type countingReader struct {
 	r    io.Reader
 	n    atomic.Int64
-	prog *cli.Progress
+	prog progress.Meter
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
