@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
@@ -101,6 +102,66 @@ func BenchmarkStageFile(b *testing.B) {
 			}
 			b.ReportMetric(float64(readStall.Milliseconds())/float64(b.N), "read-stall-ms/op")
 			b.ReportMetric(float64(workStall.Milliseconds())/float64(b.N), "work-stall-ms/op")
+		})
+	}
+}
+
+// BenchmarkStagePipe is BenchmarkStageFile with the stream coming through a
+// pipe of cli.PipeSize, written by a goroutine that copies the file into it
+// (feed: splice on Linux, page-cache pages passed by reference, as detect does),
+// so that the stage reads as it does in `detect | quantize`:
+//
+//	NF4PIPE_STREAM=/tmp/tl.stream go test -run '^$' -bench StagePipe -benchtime 5x ./pkg/quantize
+//
+// The sub-benchmarks check the input on reading (checkOnRead, the choice
+// below 4 cores) or on verifying goroutines (from 4 cores up); cpu-ms/op
+// is the CPU time of the whole test process (the feeder included).
+func BenchmarkStagePipe(b *testing.B) {
+	name := os.Getenv("NF4PIPE_STREAM")
+	if name == "" {
+		b.Skip("NF4PIPE_STREAM names no stream file")
+	}
+	st, err := os.Stat(name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mode := range []string{"check-on-read", "verify-apart"} {
+		b.Run(mode, func(b *testing.B) {
+			on := mode == "check-on-read"
+			testCheckOnRead = &on
+			defer func() { testCheckOnRead = nil }()
+			b.SetBytes(st.Size())
+			b.ReportAllocs()
+			cpu0 := cpuTime()
+			for b.Loop() {
+				f, err := os.Open(name)
+				if err != nil {
+					b.Fatal(err)
+				}
+				pr, pw, err := os.Pipe()
+				if err != nil {
+					b.Fatal(err)
+				}
+				cli.GrowPipe(pw, cli.PipeSize)
+				copied := make(chan error, 1)
+				go func() {
+					err := feed(pw, f)
+					pw.Close()
+					copied <- err
+				}()
+				_, err = Run(pr, io.Discard, cpuOptions())
+				pr.Close()
+				f.Close()
+				if cerr := <-copied; err == nil {
+					err = cerr
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			// On a shared machine the CPU time (the feeder's included) says
+			// more than the wall time.
+			b.ReportMetric(float64((cpuTime()-cpu0).Milliseconds())/float64(b.N), "cpu-ms/op")
 		})
 	}
 }
