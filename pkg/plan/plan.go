@@ -216,13 +216,13 @@ func (m *Model) kernelFor(a Attention, c Config, cc int) Decision {
 	k := m.SDPAKernel(c, cc)
 	switch k {
 	case KernelFlash:
-		return Decision{string(k), "16-bit inputs on compute capability >= 8.0: SDPA's flash kernel"}
+		return Decision{string(k), "autocast gives SDPA 16-bit inputs; on compute capability >= 8.0 it runs its flash kernel"}
 	case KernelMath:
-		why := "float32 inputs (hf-peft casts the residual stream to float32)"
-		if c.Recipe != RecipeHFPeft {
-			why = "compute capability " + ccString(cc) + " has no SDPA flash kernel"
+		why := "compute capability " + ccString(cc) + " has no SDPA flash kernel"
+		if m.HeadDim > 256 {
+			why = fmt.Sprintf("head size %d is beyond SDPA's flash kernel", m.HeadDim)
 		}
-		return Decision{string(k), why + " with grouped-query attention: the memory-efficient kernel does not take enable_gqa, so SDPA falls back to its math kernel, which keeps the attention probabilities (quadratic in the sequence)"}
+		return Decision{string(k), why + ", and with grouped-query attention the memory-efficient kernel (no enable_gqa) is skipped: SDPA falls back to its math kernel, which upcasts to float32 and keeps the attention probabilities (quadratic in the sequence)"}
 	}
 	return Decision{string(k), "SDPA's memory-efficient kernel: linear in the sequence"}
 }
