@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
+	"github.com/nf4pipe/nf4pipe/pkg/gpus"
 )
 
 // Recipe is how the model is prepared for training.
@@ -85,7 +86,7 @@ type Config struct {
 const (
 	// CUDAContext is the driver context and the kernels loaded into it: on the
 	// device, but outside torch's caching allocator.
-	CUDAContext = 500 << 20
+	CUDAContext = gpus.ContextBytes
 	// FrameworkBuffers: what is allocated after from_pretrained beyond the
 	// parameters (cuBLAS workspace and small buffers), measured on the
 	// calibration run (19.7 MiB) and rounded.
