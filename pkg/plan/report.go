@@ -23,9 +23,9 @@ func (p *Plan) WriteJSON(w io.Writer) error {
 // capacity and headroom, then the decisions with their reasons, then advice.
 func (p *Plan) WriteReport(w io.Writer) error {
 	var b strings.Builder
-	verdict := "FITS"
-	if !p.Fits {
-		verdict = "DOES NOT FIT"
+	verdict := strings.ToUpper(string(p.Verdict))
+	if p.Verdict == VerdictTight {
+		verdict = fmt.Sprintf("TIGHT (fits as predicted, but within the model's error of %.0f%%)", 100*ModelError)
 	}
 	fmt.Fprintf(&b, "plan: %s, seq %d x batch %d, LoRA r=%d (%s trainable parameters), recipe %s: %s\n",
 		p.Model, p.SeqLen, p.BatchSize, p.LoRARank, groupDigits(p.TrainableParams), p.Recipe, verdict)
@@ -59,22 +59,20 @@ func (p *Plan) WriteReport(w io.Writer) error {
 		{"gradient checkpointing", p.GradientCheckpointing}, {"optimizer", p.Optimizer}} {
 		fmt.Fprintf(&b, "  %-23s %s: %s\n", x.k, x.d.Value, x.d.Reason)
 	}
-	fmt.Fprintf(&b, "  %-23s %d (largest batch that fits with these settings)\n", "max batch size", p.MaxBatchSize)
+	fmt.Fprintf(&b, "  %-23s %d (largest batch that fits with margin, these settings)\n", "max batch size", p.MaxBatchSize)
+	fmt.Fprintf(&b, "  %-23s %d (longest sequence that fits with margin at batch %d, these settings)\n", "max sequence length", p.MaxSeqLen, p.BatchSize)
 	for _, n := range p.Notes {
 		fmt.Fprintf(&b, "  note: %s\n", n)
 	}
 	if len(p.Advice) > 0 {
-		if p.Fits {
-			b.WriteString("\nother options:\n")
+		if p.Verdict == VerdictFits {
+			b.WriteString("\nother options (largest device total):\n")
 		} else {
-			b.WriteString("\nto make it fit (largest device total under each change):\n")
+			b.WriteString("\nsmallest sets of changes that make it fit, then single changes that do not suffice\n(largest device total under each):\n")
 		}
 		for _, a := range p.Advice {
-			mark := "no "
-			if a.Fits {
-				mark = "fits"
-			}
-			fmt.Fprintf(&b, "  [%s] %-70s %s\n", mark, a.Change, gpus.FormatBytes(a.PeakBytes))
+			mark := map[Verdict]string{VerdictFits: "fits ", VerdictTight: "tight", VerdictNoFit: "no   "}[a.Verdict]
+			fmt.Fprintf(&b, "  [%s] %-80s %s\n", mark, a.Change, gpus.FormatBytes(a.PeakBytes))
 		}
 	}
 	_, err := io.WriteString(w, b.String())
