@@ -184,7 +184,10 @@ type Plan struct {
 	Devices               []Device          `json:"devices"`
 	DeviceMap             map[string]string `json:"device_map"`
 	Advice                []Advice          `json:"advice,omitempty"`
-	Notes                 []string          `json:"notes,omitempty"`
+	// VisionLanguage: the model has a vision tower (loaded with
+	// AutoModelForImageTextToText).
+	VisionLanguage bool     `json:"vision_language,omitempty"`
+	Notes          []string `json:"notes,omitempty"`
 
 	placement Placement
 	config    Config
@@ -296,6 +299,7 @@ func Make(m *Model, gs []gpus.GPU, s Settings) (*Plan, error) {
 	roles, _ := TargetRoles(s.Targets)
 	p := &Plan{Model: m.Family, SeqLen: s.SeqLen, BatchSize: s.Batch, LoRARank: s.Rank, LoRATargets: roles,
 		Recipe: s.Recipe, Strategy: s.Strategy}
+	p.VisionLanguage = m.VisionParams > 0
 	p.ComputeDType = decideDType(gs)
 	p.Attention, p.Notes = decideAttention(m, gs, s.Attention)
 	c := Config{SeqLen: s.SeqLen, Batch: s.Batch, Rank: s.Rank, Targets: roles, Recipe: s.Recipe,

@@ -103,8 +103,12 @@ func init() {
 	peftModules["shared_expert"] = "all-linear"
 }
 
-// WritePython prints a ready-to-run transformers + peft training snippet
-// with the plan's settings.
+// WritePython prints a training snippet that runs as printed and does what
+// the plan decided: the device map, attention, compute dtype, recipe,
+// checkpointing (offloaded through torch.autograd.graph.save_on_cpu when
+// chosen), optimizer and LoRA settings, with transformers' Trainer. Its
+// train_dataset hook makes random token ids of the planned length (the
+// memory is the same as with real text) and says how to put real data in.
 func (p *Plan) WritePython(w io.Writer, modelPath string) error {
 	if modelPath == "" {
 		modelPath = "MODEL"
@@ -120,6 +124,10 @@ func (p *Plan) WritePython(w io.Writer, modelPath string) error {
 			mods, seen[n] = append(mods, strconv.Quote(n)), true
 		}
 	}
+	target := "[" + strings.Join(mods, ", ") + "]"
+	if seen["all-linear"] || len(mods) == 0 {
+		target = `"all-linear"`
+	}
 	keys := make([]string, 0, len(p.DeviceMap))
 	for k := range p.DeviceMap {
 		keys = append(keys, k)
@@ -129,17 +137,34 @@ func (p *Plan) WritePython(w io.Writer, modelPath string) error {
 	for _, k := range keys {
 		fmt.Fprintf(&dm, "    %q: %s,\n", k, p.DeviceMap[k])
 	}
+	auto := "AutoModelForCausalLM"
+	if p.VisionLanguage {
+		auto = "AutoModelForImageTextToText"
+	}
 	gc := p.GradientCheckpointing.Value != "off"
+	offload := p.GradientCheckpointing.Value == "offload"
+	var peak int64
+	for _, d := range p.Devices {
+		peak = max(peak, d.PeakReserved)
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, `# nf4pipe plan: %s, seq %d, batch %d, LoRA r=%d; predicted to fit: %v
+	fmt.Fprintf(&b, `# nf4pipe plan: %s, seq %d, batch %d, LoRA r=%d, recipe %s: %s
+# predicted peak torch.cuda.max_memory_reserved (largest device): %d bytes (%s)
+import importlib.util
+
 import torch
-from transformers import AutoModelForCausalLM, BitsAndBytesConfig, Trainer, TrainingArguments
+from transformers import %s, BitsAndBytesConfig, Trainer, TrainingArguments
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
 model_path = %q
+SEQ_LEN, BATCH = %d, %d
+attn = %q
+if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+    print("flash-attn is not installed (pip install flash-attn): using sdpa, whose flash kernel keeps the same memory")
+    attn = "sdpa"
 device_map = {
 %s}
-model = AutoModelForCausalLM.from_pretrained(
+model = %s.from_pretrained(
     model_path,
     quantization_config=BitsAndBytesConfig(
         load_in_4bit=True,
@@ -149,46 +174,77 @@ model = AutoModelForCausalLM.from_pretrained(
     ),
     dtype=%s,
     device_map=device_map,
-    attn_implementation=%q,
+    attn_implementation=attn,
 )
-`, p.Model, p.SeqLen, p.BatchSize, p.LoRARank, p.Fits, modelPath, dm.String(), dtype, dtype, p.Attention.Value)
+`, p.Model, p.SeqLen, p.BatchSize, p.LoRARank, p.Recipe, p.Verdict, peak, gpus.FormatBytes(peak),
+		auto, modelPath, p.SeqLen, p.BatchSize, p.Attention.Value, dm.String(), auto, dtype, dtype)
 	if p.Recipe == RecipeHFPeft {
-		fmt.Fprintf(&b, "model = prepare_model_for_kbit_training(\n    model, use_gradient_checkpointing=%s,\n    gradient_checkpointing_kwargs={\"use_reentrant\": False})\n", pyBool(gc))
-	} else if gc {
-		b.WriteString("model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={\"use_reentrant\": False})\nmodel.enable_input_require_grads()\n")
+		fmt.Fprintf(&b, "# hf-peft: casts every parameter that is not 4-bit to float32\nmodel = prepare_model_for_kbit_training(\n    model, use_gradient_checkpointing=%s,\n    gradient_checkpointing_kwargs={\"use_reentrant\": False})\n", pyBool(gc))
+	} else {
+		b.WriteString("# lean: parameters stay 16-bit\n")
+		if gc {
+			b.WriteString("model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={\"use_reentrant\": False})\n")
+		}
+		b.WriteString("model.enable_input_require_grads()\n")
 	}
 	fmt.Fprintf(&b, `model = get_peft_model(model, LoraConfig(
     r=%d, lora_alpha=%d, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
-    target_modules=[%s]))
+    target_modules=%s))
 model.print_trainable_parameters()
+
+
+def train_dataset():
+    """The training data: token ids of SEQ_LEN tokens, labels = input_ids.
+
+    Random ids use exactly the memory real text does. For real data, e.g.:
+        from datasets import load_dataset
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(model_path)
+        text = load_dataset("text", data_files="train.txt")["train"]
+        ids = tok("\n\n".join(text["text"]), return_tensors="pt").input_ids[0]
+        ids = ids[: len(ids) // SEQ_LEN * SEQ_LEN].view(-1, SEQ_LEN)
+    """
+    vocab = model.config.get_text_config().vocab_size
+    ids = torch.randint(0, vocab, (8 * BATCH, SEQ_LEN), generator=torch.Generator().manual_seed(0))
+    return [{"input_ids": r, "labels": r} for r in ids]
+
 
 args = TrainingArguments(
     output_dir="out",
-    per_device_train_batch_size=%d,
+    per_device_train_batch_size=BATCH,
     gradient_accumulation_steps=1,
     gradient_checkpointing=%s,
     gradient_checkpointing_kwargs={"use_reentrant": False},
     optim=%q,
     %s=True,
     learning_rate=2e-4,
-    logging_steps=10,
+    num_train_epochs=1,
+    logging_steps=1,
+    save_strategy="no",
+    report_to="none",
 )
-# train_dataset: token ids of length %d (labels = input_ids), e.g. from datasets + tokenizer.
-`, p.LoRARank, p.LoRARank, strings.Join(mods, ", "), p.BatchSize, pyBool(gc), string(p.config.Optimizer), p.ComputeDType.Value, p.SeqLen)
-	if p.GradientCheckpointing.Value == "offload" {
+`, p.LoRARank, p.LoRARank, target, pyBool(gc), string(p.config.Optimizer), p.ComputeDType.Value)
+	if offload {
 		b.WriteString(`
+
 class OffloadTrainer(Trainer):
-    # Keep the checkpointed layer inputs in pinned host memory.
+    """Offloaded checkpointing: the tensors autograd keeps (the checkpointed
+    layer inputs) go to pinned host memory and come back in backward."""
+
     def compute_loss(self, model, inputs, *a, **kw):
         with torch.autograd.graph.save_on_cpu(pin_memory=True):
             return super().compute_loss(model, inputs, *a, **kw)
 
-trainer = OffloadTrainer(model=model, args=args, train_dataset=train_dataset)
+
+trainer = OffloadTrainer(model=model, args=args, train_dataset=train_dataset())
 `)
 	} else {
-		b.WriteString("trainer = Trainer(model=model, args=args, train_dataset=train_dataset)\n")
+		b.WriteString("trainer = Trainer(model=model, args=args, train_dataset=train_dataset())\n")
 	}
-	b.WriteString("trainer.train()\n")
+	b.WriteString(`trainer.train()
+for d in range(torch.cuda.device_count()):
+    print(f"cuda:{d} peak reserved {torch.cuda.max_memory_reserved(d)} bytes")
+`)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
