@@ -189,3 +189,100 @@ func loadConfig(t *testing.T, name string) *Model {
 	}
 	return m
 }
+
+// slackFeatures is what the slack's two constants multiply for a row, and
+// the prediction without the slack.
+type slackFeatures struct {
+	name             string
+	model            string
+	base, loss, lay  float64
+	measured         float64
+	fittedPrediction float64
+}
+
+func rowFeatures(t *testing.T) []slackFeatures {
+	var out []slackFeatures
+	for _, r := range readMeasured(t) {
+		cfg, ok := configFor(t, r.Model)
+		if !ok {
+			continue
+		}
+		m := loadConfig(t, cfg)
+		c := rowConfig(m, r)
+		dm := m.Estimate(c, SinglePlacement(m))[0]
+		T := float64(c.SeqLen * c.Batch)
+		x := m.layerActs(0, c, m.groups(c).loraByLayer[0])
+		lay := x.lin*T + x.quad*T*float64(c.SeqLen) + x.fixed
+		f := slackFeatures{name: fmt.Sprintf("%s seq %d batch %d gc %v %s %s", r.Model, r.Seq, r.Batch, r.GC, r.Opt, r.Recipe), model: r.Model,
+			loss: 4 * float64(m.Vocab) * T, lay: lay, measured: float64(r.PeakReserved)}
+		f.base = float64(dm.PeakReserved) - m.slack(c, true, lay)
+		out = append(out, f)
+	}
+	return out
+}
+
+// fitSlack fits the two slack constants to rows on a grid of 0.05,
+// minimizing the worst distance from the middle of the -5%..+10% band.
+func fitSlack(rows []slackFeatures) (a, b float64) {
+	best := math.Inf(1)
+	for i := 0; i <= 50; i++ {
+		for j := 0; j <= 50; j++ {
+			ai, bj := float64(i)*0.05, float64(j)*0.05
+			worst := 0.0
+			for _, r := range rows {
+				e := (r.base+ai*r.loss+bj*r.lay)/r.measured - 1
+				worst = math.Max(worst, math.Abs(e-0.025))
+			}
+			if worst < best {
+				best, a, b = worst, ai, bj
+			}
+		}
+	}
+	return a, b
+}
+
+// TestSlackGeneralizes: the slack's two constants, fitted without a row,
+// still predict that row within the bounds; fitted without every row of a
+// model, they still never under-predict it by more than 5% (with two models
+// of a few rows each the over-prediction reaches 13.5%: a fit on four rows
+// of one model is loose, and the test allows 15%). The constants in the code
+// are what the fit on all rows gives.
+func TestSlackGeneralizes(t *testing.T) {
+	rows := rowFeatures(t)
+	a, b := fitSlack(rows)
+	if math.Abs(a-slackLoss) > 0.051 || math.Abs(b-slackLayer) > 0.051 {
+		t.Errorf("fit on all rows gives slackLoss %.2f slackLayer %.2f; the code has %.2f and %.2f", a, b, slackLoss, slackLayer)
+	}
+	check := func(held []slackFeatures, rest []slackFeatures, how string, over float64) {
+		a, b := fitSlack(rest)
+		for _, r := range held {
+			e := (r.base+a*r.loss+b*r.lay)/r.measured - 1
+			t.Logf("%-22s %-60s fit %.2f %.2f: %+5.1f%%", how, r.name, a, b, 100*e)
+			if e > over || e < -0.05 {
+				t.Errorf("%s: %s predicted %+.1f%% off", how, r.name, 100*e)
+			}
+		}
+	}
+	for i := range rows {
+		rest := append(append([]slackFeatures(nil), rows[:i]...), rows[i+1:]...)
+		check(rows[i:i+1], rest, "leave one out", 0.10)
+	}
+	models := map[string]bool{}
+	for _, r := range rows {
+		models[r.model] = true
+	}
+	if len(models) < 2 {
+		return
+	}
+	for name := range models {
+		var held, rest []slackFeatures
+		for _, r := range rows {
+			if r.model == name {
+				held = append(held, r)
+			} else {
+				rest = append(rest, r)
+			}
+		}
+		check(held, rest, "leave "+name+" out", 0.15)
+	}
+}
