@@ -357,19 +357,20 @@ type modeResult struct {
 }
 
 func ckptDecision(asked, got Checkpointing, v Verdict) Decision {
-	fits := v != VerdictNoFit
 	if asked != CkptAuto {
 		return Decision{string(got), "given with --gradient-checkpointing"}
 	}
 	switch {
-	case got == CkptOff && fits:
+	case v == VerdictTight:
+		return Decision{string(got), "no mode fits with the model's margin; this one fits only tightly"}
+	case v == VerdictNoFit:
+		return Decision{string(got), "does not fit in any mode; this is the most frugal one"}
+	case got == CkptOff:
 		return Decision{"off", "fits without it, and recomputation would cost about a third more compute"}
-	case got == CkptOn && fits:
-		return Decision{"on", "does not fit without it: only each layer's input is kept, and one layer is recomputed at a time in backward"}
-	case got == CkptOffload && fits:
-		return Decision{"offload", "does not fit even with checkpointing on: layer inputs go to pinned host memory"}
+	case got == CkptOn:
+		return Decision{"on", "does not fit with margin without it: only each layer's input is kept, and one layer is recomputed at a time in backward"}
 	}
-	return Decision{string(got), "does not fit in any mode; this is the most frugal one"}
+	return Decision{"offload", "does not fit with margin even with checkpointing on: layer inputs go to pinned host memory (torch.autograd.graph.save_on_cpu)"}
 }
 
 func optimizerDecision(o Optimizer) Decision {
