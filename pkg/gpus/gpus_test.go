@@ -1,6 +1,7 @@
 package gpus
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -96,5 +97,17 @@ func TestBareNumberRefused(t *testing.T) {
 	}
 	if gs, err := Parse("24GiBx2"); err != nil || len(gs) != 2 || gs[0].TotalBytes != 24*GiB {
 		t.Errorf("24GiBx2: %+v %v", gs, err)
+	}
+}
+
+// TestLocal: the first inventory that answers wins; without any, the last error.
+func TestLocal(t *testing.T) {
+	fail := func(context.Context) ([]GPU, error) { return nil, ErrNoGPU }
+	one := func(context.Context) ([]GPU, error) { return []GPU{{Name: "x", TotalBytes: GiB}}, nil }
+	if gs, err := Local(context.Background(), fail, one); err != nil || len(gs) != 1 {
+		t.Errorf("%+v %v", gs, err)
+	}
+	if _, err := Local(context.Background(), fail); !errors.Is(err, ErrNoGPU) {
+		t.Errorf("%v, want ErrNoGPU", err)
 	}
 }

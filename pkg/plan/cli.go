@@ -29,10 +29,6 @@ func init() {
 	nf4cli.RegisterUsageErrors(ErrSettings)
 }
 
-// DriverInventory is set by a CUDA build to list GPUs through the driver;
-// nil in the default build, where nvidia-smi is asked instead.
-var DriverInventory gpus.Inventory
-
 // Main runs the plan command line with args (args[0] is the program name)
 // and returns the exit status.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, stdoutIsTerminal bool) int {
@@ -179,13 +175,7 @@ func inventory(ctx context.Context, spec, maxMem string) ([]gpus.GPU, error) {
 	default:
 		ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
-		if DriverInventory != nil {
-			gs, err = DriverInventory(ctx)
-		}
-		if DriverInventory == nil || err != nil {
-			gs, err = gpus.NvidiaSMI(ctx)
-		}
-		if err != nil {
+		if gs, err = gpus.Local(ctx); err != nil {
 			err = fmt.Errorf("%w; give the GPUs with --gpus, e.g. --gpus 24GiB or --gpus t4", err)
 		}
 	}

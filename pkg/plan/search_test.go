@@ -143,3 +143,29 @@ func TestAdviceFindsCombinations(t *testing.T) {
 		t.Errorf("seq %d alone fits: the pair is not minimal", seq)
 	}
 }
+
+// TestHeadlineTable keeps the README's table honest: the verdicts it states
+// for 7B on 8 GB, 13B on 16 GB and 70B on 48 GB.
+func TestHeadlineTable(t *testing.T) {
+	for _, x := range []struct {
+		cfg, gpus string
+		recipe    Recipe
+		want      Verdict
+		ckpt      string
+	}{
+		{"meta-llama__Llama-2-7b-chat-hf.json", "rtx4060", RecipeHFPeft, VerdictFits, "offload"},
+		{"meta-llama__Llama-2-7b-chat-hf.json", "rtx3070", RecipeHFPeft, VerdictFits, "offload"},
+		{"meta-llama__Llama-3.1-8B.json", "rtx4060", RecipeHFPeft, VerdictNoFit, ""},
+		{"meta-llama__Llama-2-13b-hf.json", "t4", RecipeHFPeft, VerdictFits, "on"},
+		{"meta-llama__Llama-3.1-70B.json", "a6000", RecipeHFPeft, VerdictNoFit, ""},
+		{"meta-llama__Llama-3.1-70B.json", "a6000", RecipeLean, VerdictFits, "offload"},
+	} {
+		s := DefaultSettings()
+		s.Recipe = x.recipe
+		_, p := mustPlan(t, x.cfg, x.gpus, s)
+		if p.Verdict != x.want || (x.ckpt != "" && p.GradientCheckpointing.Value != x.ckpt) {
+			t.Errorf("%s on %s, %s: %q with checkpointing %q; the README says %q with %q",
+				x.cfg, x.gpus, x.recipe, p.Verdict, p.GradientCheckpointing.Value, x.want, x.ckpt)
+		}
+	}
+}
