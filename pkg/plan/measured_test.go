@@ -15,7 +15,7 @@ import (
 )
 
 // measuredRow is one line of testdata/plan/*.jsonl: a real QLoRA run through
-// transformers' Trainer with bf16 autocast (harness testdata/plan/trainer_rows.py).
+// transformers' Trainer with bf16 autocast (harness scripts/real-stack/trainer_rows.py).
 type measuredRow struct {
 	Model        string  `json:"model"`
 	Seq          int64   `json:"seq"`
