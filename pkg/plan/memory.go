@@ -460,6 +460,7 @@ func (m *Model) Estimate(c Config, p Placement) []DeviceMemory {
 		var saved, maxLayer, maxTrans, firstSaved float64
 		for i, l := range ac.layers {
 			x := m.layerActs(l, c, g.loraByLayer[l])
+			x.fixed += g.copiesByLayer[l]
 			full := x.lin*T + x.quad*T*s + x.fixed
 			trans := x.trans*T + x.transQuad*T*s
 			switch c.Checkpointing {
@@ -633,6 +634,9 @@ type group struct {
 type groups struct {
 	list        []group
 	loraByLayer map[int][]Tensor
+	// copiesByLayer is autocast's 16-bit copies of a layer's float32
+	// (hf-peft) expert weights, which their matmuls keep for backward.
+	copiesByLayer map[int]float64
 }
 
 // groups sums the persistent bytes of every placement unit under c; the
@@ -646,7 +650,7 @@ func (m *Model) groups(c Config) *groups {
 		return g
 	}
 	set := c.targets()
-	g := &groups{list: make([]group, m.Layers+2), loraByLayer: map[int][]Tensor{}}
+	g := &groups{list: make([]group, m.Layers+2), loraByLayer: map[int][]Tensor{}, copiesByLayer: map[int]float64{}}
 	for l := range g.list {
 		g.list[l].layer = l
 	}
@@ -671,6 +675,9 @@ func (m *Model) groups(c Config) *groups {
 			b := n * c.keptBytes(t.DType)
 			ac.kept += b
 			ac.resPersist += poolBytes(b)
+			if c.Recipe == RecipeHFPeft && t.Role == arch.RoleExpert && t.Layer >= 0 {
+				g.copiesByLayer[t.Layer] += 2 * float64(n)
+			}
 			if c.Recipe == RecipeHFPeft && (t.Role == arch.RoleLMHead || (m.Tied && t.Role == arch.RoleEmbedding && t.Part == arch.PartText)) {
 				tail.lmHead16 += 2 * n
 			}

@@ -340,6 +340,9 @@ func Make(m *Model, gs []gpus.GPU, s Settings) (*Plan, error) {
 	if c.Kernel == KernelMath || c.Kernel == KernelEager {
 		p.Notes = append(p.Notes, "attention memory grows with the square of the sequence under this kernel; flash-attention 2 (compute capability >= 8.0) avoids it")
 	}
+	if p.TrainableParams == 0 {
+		p.Notes = append(p.Notes, "no LoRA target is among the model's 4-bit linear layers (an FP8 or pre-quantized checkpoint?): nothing would train")
+	}
 	if m.Experts > 0 {
 		p.Notes = append(p.Notes, "MoE experts stay 16-bit under transformers 5 (fused parameters bitsandbytes does not convert); hf-peft casts them to float32")
 	}

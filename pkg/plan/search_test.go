@@ -1,10 +1,12 @@
 package plan
 
 import (
+	"os"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/nf4pipe/nf4pipe/internal/fixtures"
 	"github.com/nf4pipe/nf4pipe/pkg/gpus"
 )
 
@@ -167,5 +169,79 @@ func TestHeadlineTable(t *testing.T) {
 			t.Errorf("%s on %s, %s: %q with checkpointing %q; the README says %q with %q",
 				x.cfg, x.gpus, x.recipe, p.Verdict, p.GradientCheckpointing.Value, x.want, x.ckpt)
 		}
+	}
+}
+
+// TestEveryConfigMonotone: on every real config (dense, MoE, vision-language,
+// sliding window, soft-capping), the prediction grows with the sequence, the
+// batch and the rank, shrinks with checkpointing and with the lean recipe,
+// and fits the way the verdict says.
+func TestEveryConfigMonotone(t *testing.T) {
+	entries, err := os.ReadDir(fixtures.Path(t, "configs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := mustGPUs(t, "h200")
+	n := 0
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		data, err := os.ReadFile(fixtures.Path(t, "configs", e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := FromConfig(data)
+		if err != nil {
+			t.Logf("%s: %v (not a model the planner takes)", e.Name(), err)
+			continue
+		}
+		base := Config{SeqLen: 2048, Batch: 1, Rank: 16, Recipe: RecipeHFPeft, Optimizer: PagedAdamW8bit,
+			Checkpointing: CkptOn, Attention: AttnSDPA, ComputeDType: "bf16"}
+		if m.LoRAParams(base) == 0 {
+			// FP8 checkpoints (DeepSeek-V3) are not quantized to 4 bits, so no
+			// linear layer takes an adapter: nothing to train.
+			t.Logf("%s: no LoRA target among its 4-bit layers", e.Name())
+			continue
+		}
+		n++
+		total := func(mod func(*Config)) int64 {
+			c := base
+			mod(&c)
+			c.Kernel = Kernel(m.kernelFor(c.Attention, c, 90).Value)
+			return m.Estimate(c, SinglePlacement(m))[0].Total
+		}
+		b := total(func(*Config) {})
+		for _, x := range []struct {
+			what string
+			mod  func(*Config)
+			more bool
+		}{
+			{"seq 8192", func(c *Config) { c.SeqLen = 8192 }, true},
+			{"seq 32768", func(c *Config) { c.SeqLen = 32768 }, true},
+			{"batch 4", func(c *Config) { c.Batch = 4 }, true},
+			{"rank 64", func(c *Config) { c.Rank = 64 }, true},
+			{"no checkpointing", func(c *Config) { c.Checkpointing = CkptOff }, true},
+			{"adamw", func(c *Config) { c.Optimizer = AdamW }, true},
+			{"lean", func(c *Config) { c.Recipe = RecipeLean }, false},
+			{"offload", func(c *Config) { c.Checkpointing = CkptOffload }, false},
+		} {
+			got := total(x.mod)
+			if (x.more && got <= b) || (!x.more && got > b) {
+				t.Errorf("%s: %s: total %d against %d", e.Name(), x.what, got, b)
+			}
+		}
+		p, err := Make(m, gs, DefaultSettings())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range p.Devices {
+			if p.Verdict == VerdictFits && d.Total+int64(ModelError*float64(d.PeakReserved)) > d.CapacityBytes {
+				t.Errorf("%s: verdict fits with %d of %d", e.Name(), d.Total, d.CapacityBytes)
+			}
+		}
+	}
+	if n < 15 {
+		t.Errorf("only %d configs planned", n)
 	}
 }
