@@ -2,7 +2,10 @@ package plan
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -10,6 +13,8 @@ import (
 // TestEmitPython: the snippet implements what the plan decided, and is
 // valid Python (checked with python3's parser when python3 is installed).
 func TestEmitPython(t *testing.T) {
+	dir := t.TempDir()
+	var files []string
 	for _, x := range []struct {
 		cfg, gpus string
 		s         func(*Settings)
@@ -44,15 +49,19 @@ func TestEmitPython(t *testing.T) {
 				t.Errorf("%s on %s: snippet has %q", x.cfg, x.gpus, n)
 			}
 		}
-		py, err := exec.LookPath("python3")
-		if err != nil {
-			t.Logf("python3 not installed: syntax not checked")
-			continue
+		name := filepath.Join(dir, strconv.Itoa(len(files))+".py")
+		if err := os.WriteFile(name, b.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
 		}
-		cmd := exec.Command(py, "-c", "import ast, sys; ast.parse(sys.stdin.read())")
-		cmd.Stdin = strings.NewReader(code)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Errorf("%s on %s: not valid Python: %v\n%s\n%s", x.cfg, x.gpus, err, out, code)
-		}
+		files = append(files, name)
+	}
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Logf("python3 not installed: syntax not checked")
+		return
+	}
+	cmd := exec.Command(py, append([]string{"-c", "import ast, sys\nfor f in sys.argv[1:]: ast.parse(open(f).read(), f)"}, files...)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("not valid Python: %v\n%s", err, out)
 	}
 }

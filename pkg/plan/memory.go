@@ -442,6 +442,26 @@ func (m *Model) Estimate(c Config, p Placement) []DeviceMemory {
 		}
 	}
 
+	// Layers alike (same MLP kind and adapters) keep alike: compute once.
+	type shape struct {
+		sparse  bool
+		n       int
+		in, out int64
+	}
+	memo := map[shape]layerActs{}
+	acts := func(l int) layerActs {
+		k := shape{sparse: m.sparse(l), n: len(g.loraByLayer[l])}
+		for _, t := range g.loraByLayer[l] {
+			k.in += t.Shape[1]
+			k.out += t.Shape[0]
+		}
+		if x, ok := memo[k]; ok {
+			return x
+		}
+		x := m.layerActs(l, c, g.loraByLayer[l])
+		memo[k] = x
+		return x
+	}
 	T := float64(c.SeqLen * c.Batch)
 	s := float64(c.SeqLen)
 	a := c.residualBytes()
@@ -459,7 +479,7 @@ func (m *Model) Estimate(c Config, p Placement) []DeviceMemory {
 		persistent := ac.weights4 + ac.kept + ac.lora + ac.states + FrameworkBuffers + BackwardBuffers
 		var saved, maxLayer, maxTrans, firstSaved float64
 		for i, l := range ac.layers {
-			x := m.layerActs(l, c, g.loraByLayer[l])
+			x := acts(l)
 			x.fixed += g.copiesByLayer[l]
 			full := x.lin*T + x.quad*T*s + x.fixed
 			trans := x.trans*T + x.transQuad*T*s
