@@ -241,7 +241,9 @@ trainer = OffloadTrainer(model=model, args=args, train_dataset=train_dataset())
 	} else {
 		b.WriteString("trainer = Trainer(model=model, args=args, train_dataset=train_dataset())\n")
 	}
-	b.WriteString(`trainer.train()
+	b.WriteString(`for d in range(torch.cuda.device_count()):
+    torch.cuda.reset_peak_memory_stats(d)  # measure training, not loading
+trainer.train()
 for d in range(torch.cuda.device_count()):
     print(f"cuda:{d} peak reserved {torch.cuda.max_memory_reserved(d)} bytes")
 `)
