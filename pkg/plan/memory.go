@@ -80,6 +80,9 @@ type Config struct {
 	Attention     Attention
 	Kernel        Kernel
 	ComputeDType  string // "bf16" or "fp16"
+	// Accumulate: gradient accumulation over micro-batches, so the LoRA
+	// gradients of earlier micro-batches are there at the loss peak.
+	Accumulate bool
 }
 
 // Constants of the memory model. docs/plan.md gives the reasoning for each.
@@ -530,7 +533,11 @@ func (m *Model) Estimate(c Config, p Placement) []DeviceMemory {
 			// The final norm's float32 input, autocast's 16-bit copy of a
 			// float32 lm_head (kept by its matmul), and the loss.
 			loss = 4*h*T + float64(ac.lmHead16) + m.lossPerToken()*T
-			consider(peak{saved, 0, loss})
+			grads := 0.0
+			if c.Accumulate {
+				grads = float64(ac.grads)
+			}
+			consider(peak{saved, grads, loss})
 		}
 		dm := DeviceMemory{}
 		dm.PeakAllocated = persistent + int64(total(best))

@@ -600,7 +600,7 @@ func (m *Model) changes(c Config, gs []gpus.GPU, st Strategy) [][]change {
 	if c.Batch > 1 {
 		b := c.Batch
 		dims = append(dims, []change{{"batch", 2, func(c *Config, _ *[]gpus.GPU) string {
-			c.Batch = 1
+			c.Batch, c.Accumulate = 1, true
 			return fmt.Sprintf("--batch-size 1 (gradient_accumulation_steps=%d)", b)
 		}}})
 	}
