@@ -684,6 +684,7 @@ func (m *Model) groups(c Config) *groups {
 	head, tail := &g.list[m.Layers], &g.list[m.Layers+1]
 	head.layer, tail.layer, tail.last = -1, -1, true
 	probe := Placement{First: 0, Last: 1, Devices: 2}
+	fused := map[int]int64{}
 	for _, t := range m.Tensors {
 		gr := head
 		switch {
@@ -701,7 +702,14 @@ func (m *Model) groups(c Config) *groups {
 		} else {
 			b := n * c.keptBytes(t.DType)
 			ac.kept += b
-			ac.resPersist += poolBytes(b)
+			if t.Role == arch.RoleExpert && t.Layer >= 0 {
+				// transformers 5 fuses a layer's experts into a few large
+				// parameters: the allocator sees those, not the checkpoint's
+				// per-expert tensors.
+				fused[t.Layer] += b
+			} else {
+				ac.resPersist += poolBytes(b)
+			}
 			if c.Recipe == RecipeHFPeft && t.Role == arch.RoleExpert && t.Layer >= 0 {
 				g.copiesByLayer[t.Layer] += 2 * float64(n)
 			}
@@ -732,6 +740,9 @@ func (m *Model) groups(c Config) *groups {
 				ac.resPersist += 2*poolBytes(pn) + 2*poolBytes(ceilDiv(pn, 256)*4)
 			}
 		}
+	}
+	for l, b := range fused {
+		g.list[l].resPersist += poolBytes(b)
 	}
 	if m.cache == nil {
 		m.cache = map[string]*groups{}
