@@ -633,9 +633,12 @@ func (m *Model) changes(c Config, gs []gpus.GPU, st Strategy) [][]change {
 		dims = append(dims, rk)
 	}
 	var hw []change
-	if len(gs) < 8 {
-		hw = append(hw, change{"gpus", 8, func(_ *Config, gs *[]gpus.GPU) string {
-			more := append(append([]gpus.GPU(nil), *gs...), (*gs)[len(*gs)-1])
+	for k := 1; k <= 3 && len(gs)+k <= 8; k++ {
+		hw = append(hw, change{"gpus", 7 + k, func(_ *Config, gs *[]gpus.GPU) string {
+			more := append([]gpus.GPU(nil), *gs...)
+			for i := 0; i < k; i++ {
+				more = append(more, (*gs)[len(*gs)-1])
+			}
 			for i := range more {
 				more[i].Index = i
 			}
@@ -643,14 +646,21 @@ func (m *Model) changes(c Config, gs []gpus.GPU, st Strategy) [][]change {
 			return fmt.Sprintf("%d GPUs like the last one", len(more))
 		}})
 	}
+	if len(hw) > 0 {
+		dims = append(dims, hw)
+	}
+	hw = nil
 	if bigger, ok := largerGPU(gs); ok {
-		hw = append(hw, change{"gpus", 9, func(_ *Config, gs *[]gpus.GPU) string {
+		hw = append(hw, change{"larger gpu", 9, func(_ *Config, gs *[]gpus.GPU) string {
 			big := make([]gpus.GPU, len(*gs))
 			for i := range big {
 				big[i] = gpus.GPU{Index: i, Name: bigger.Full, TotalBytes: bigger.Bytes, Major: bigger.Major, Minor: bigger.Minor, Source: "preset"}
 			}
 			*gs = big
-			return fmt.Sprintf("--gpus %s (%d x %s)", bigger.Name, len(big), bigger.Full)
+			if len(big) > 1 {
+				return fmt.Sprintf("--gpus %sx%d (%s)", bigger.Name, len(big), bigger.Full)
+			}
+			return fmt.Sprintf("--gpus %s (%s)", bigger.Name, bigger.Full)
 		}})
 	}
 	if len(hw) > 0 {
@@ -691,11 +701,15 @@ func (m *Model) advise(c Config, gs []gpus.GPU, s Settings) []Advice {
 	}
 	var found []combo
 	var singles []Advice
+	// Alternatives within a dimension go from mild to strong (checkpointing
+	// on, then offload; rank halved, then quartered; one more GPU, then two):
+	// a set is not minimal when a set already found has, in each of its
+	// dimensions, this set's alternative or a milder one.
 	subsetOfFound := func(pick []int) bool {
 		for _, f := range found {
 			sub := true
 			for d, v := range f.pick {
-				if v >= 0 && pick[d] != v {
+				if v >= 0 && pick[d] < v {
 					sub = false
 					break
 				}
