@@ -335,7 +335,13 @@ func Make(m *Model, gs []gpus.GPU, s Settings) (*Plan, error) {
 	p.GradientCheckpointing = ckptDecision(s.Checkpointing, c.Checkpointing, p.Verdict)
 	p.Optimizer = optimizerDecision(s.Optimizer)
 	p.MaxBatchSize = m.maxBatch(c, gs, s.Strategy)
-	p.MaxSeqLen = m.maxSeq(c, gs, s.Strategy)
+	// The longest sequence: with checkpointing auto, in whichever mode
+	// reaches furthest.
+	for _, mode := range modes {
+		c2 := c
+		c2.Checkpointing = mode
+		p.MaxSeqLen = max(p.MaxSeqLen, m.maxSeq(c2, gs, s.Strategy))
+	}
 	p.DeviceMap = m.deviceMap(p.placement)
 	if c.Kernel == KernelMath || c.Kernel == KernelEager {
 		p.Notes = append(p.Notes, "attention memory grows with the square of the sequence under this kernel; flash-attention 2 (compute capability >= 8.0) avoids it")

@@ -60,7 +60,7 @@ func (p *Plan) WriteReport(w io.Writer) error {
 		fmt.Fprintf(&b, "  %-23s %s: %s\n", x.k, x.d.Value, x.d.Reason)
 	}
 	fmt.Fprintf(&b, "  %-23s %d (largest batch that fits with margin, these settings)\n", "max batch size", p.MaxBatchSize)
-	fmt.Fprintf(&b, "  %-23s %d (longest sequence that fits with margin at batch %d, these settings)\n", "max sequence length", p.MaxSeqLen, p.BatchSize)
+	fmt.Fprintf(&b, "  %-23s %d (longest sequence that fits with margin at batch %d, these settings, checkpointing in any mode auto allows)\n", "max sequence length", p.MaxSeqLen, p.BatchSize)
 	for _, n := range p.Notes {
 		fmt.Fprintf(&b, "  note: %s\n", n)
 	}
