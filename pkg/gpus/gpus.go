@@ -89,8 +89,7 @@ func (p Preset) Usable() int64 { return p.Bytes - ContextBytes }
 
 const (
 	srcMeasured = "nvidia-smi memory.total on the device machine (docs/BENCHMARKS.md)"
-	srcSMI      = "nvidia-smi memory.total as commonly reported for this card (ECC off where it has ECC), not measured here"
-	srcSheet    = "datasheet capacity in MiB; the driver reports up to ~1% less, not measured here"
+	srcSMI      = "nvidia-smi memory.total as commonly reported for this card (ECC on where clouds ship it on), not measured here"
 )
 
 // Presets are the cards people train on. Bytes is the device total the
@@ -356,4 +355,16 @@ func GuessCC(name string) (major, minor int) {
 		}
 	}
 	return 0, 0
+}
+
+// DescribePresets is a table of the presets: name, card, the driver's total,
+// what is usable after the CUDA context, compute capability, and where the
+// total comes from.
+func DescribePresets() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-10s %-26s %10s %10s %4s  %s\n", "preset", "card", "total", "usable", "cc", "source of the total")
+	for _, p := range Presets {
+		fmt.Fprintf(&b, "%-10s %-26s %10s %10s %d.%d  %s\n", p.Name, p.Full, FormatBytes(p.Bytes), FormatBytes(p.Usable()), p.Major, p.Minor, p.Source)
+	}
+	return b.String()
 }

@@ -111,3 +111,15 @@ func TestLocal(t *testing.T) {
 		t.Errorf("%v, want ErrNoGPU", err)
 	}
 }
+
+func TestDescribePresets(t *testing.T) {
+	d := DescribePresets()
+	for _, p := range Presets {
+		if !strings.Contains(d, p.Name+" ") || !strings.Contains(d, FormatBytes(p.Usable())) {
+			t.Errorf("%s missing from:\n%s", p.Name, d)
+		}
+	}
+	if testing.Verbose() {
+		t.Log("\n" + d)
+	}
+}
