@@ -14,6 +14,7 @@ import (
 
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
 	"github.com/nf4pipe/nf4pipe/pkg/gpus"
+	"github.com/nf4pipe/nf4pipe/pkg/hfcache"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
@@ -69,11 +70,13 @@ var inputErrors = []error{
 	safetensors.ErrNotFound, safetensors.ErrSize,
 	arch.ErrConfig, arch.ErrShape,
 	quant.ErrNonFinite, quant.ErrDType, quant.ErrLength,
+	hfcache.ErrNotCached,
 }
 
 // usageErrors are sentinels that mean a flag or argument is at fault.
 var usageErrors = []error{
 	arch.ErrPattern, quant.ErrParams, gpus.ErrSpec, gpus.ErrSize, gpus.ErrMaxMem,
+	hfcache.ErrRevision,
 }
 
 // RegisterInputErrors adds sentinels of other packages that mean bad input.

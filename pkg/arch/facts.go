@@ -43,6 +43,8 @@ type Facts struct {
 
 	Experts *Experts     `msgpack:"experts,omitempty" json:"experts,omitempty"`
 	Vision  *VisionFacts `msgpack:"vision,omitempty" json:"vision,omitempty"`
+	// Prequantized is set when the checkpoint is already stored in 4 bits.
+	Prequantized *Prequantized `msgpack:"prequantized,omitempty" json:"prequantized,omitempty"`
 
 	Params Params `msgpack:"params" json:"params"`
 	Bytes  Bytes  `msgpack:"bytes" json:"bytes"`
@@ -56,6 +58,17 @@ type Facts struct {
 	// parameters, and the bytes after quantization, for device mapping.
 	LayerParams []int64 `msgpack:"layer_params,omitempty" json:"layer_params,omitempty"`
 	LayerBytes  []int64 `msgpack:"layer_bytes,omitempty" json:"layer_bytes,omitempty"`
+}
+
+// Prequantized describes the format of a checkpoint stored in 4 bits by
+// bitsandbytes (its config.json's quantization_config and quant states).
+type Prequantized struct {
+	Method       string   `msgpack:"method" json:"method"` // "bitsandbytes"
+	Type         string   `msgpack:"type" json:"type"`     // nf4 or fp4
+	BlockSize    int      `msgpack:"blocksize" json:"blocksize"`
+	DoubleQuant  bool     `msgpack:"double_quant" json:"double_quant"`
+	ComputeDType string   `msgpack:"compute_dtype,omitempty" json:"compute_dtype,omitempty"`
+	SkipModules  []string `msgpack:"skip_modules,omitempty" json:"skip_modules,omitempty"`
 }
 
 // MLA holds DeepSeek multi-head latent attention ranks.

@@ -326,5 +326,8 @@ func (c *Checkpoint) WriteStream(w *tensorstream.Writer, h *tensorstream.Header)
 	return w.Close()
 }
 
+// Files returns how many safetensors files the checkpoint has.
+func (c *Checkpoint) Files() int { return len(c.st.Files) }
+
 // Close closes the checkpoint's files.
 func (c *Checkpoint) Close() error { return c.st.Close() }

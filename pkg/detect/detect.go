@@ -15,6 +15,8 @@ import (
 
 	nf4cli "github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
+	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
+	"github.com/nf4pipe/nf4pipe/pkg/hfcache"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
@@ -31,11 +33,15 @@ const maxConfigSize = 16 << 20
 
 // Source is the stream header's "source" section.
 type Source struct {
-	Path   string `msgpack:"path" json:"path"`
-	Dir    string `msgpack:"dir" json:"dir"`       // the model directory, for tokenizer files
-	Config []byte `msgpack:"config" json:"-"`      // raw config.json bytes, nil when absent
-	Files  int    `msgpack:"files" json:"files"`   // safetensors files read; 0 for a config alone
-	NoData bool   `msgpack:"nodata" json:"nodata"` // config alone: descriptors without payloads
+	Path string `msgpack:"path" json:"path"`
+	Dir  string `msgpack:"dir" json:"dir"` // the model directory, for tokenizer files
+	// ID and Revision name the model when it was found in the Hugging Face
+	// cache by id (Path is then its snapshot there).
+	ID       string `msgpack:"id,omitempty" json:"id,omitempty"`
+	Revision string `msgpack:"revision,omitempty" json:"revision,omitempty"`
+	Config   []byte `msgpack:"config" json:"-"`      // raw config.json bytes, nil when absent
+	Files    int    `msgpack:"files" json:"files"`   // safetensors files read; 0 for a config alone
+	NoData   bool   `msgpack:"nodata" json:"nodata"` // config alone: descriptors without payloads
 }
 
 // Model is an opened model: its facts and annotated tensors, and the open
@@ -51,15 +57,44 @@ type Model struct {
 
 	ck    *safetensors.Checkpoint
 	infos []safetensors.TensorInfo // parallel to Tensors when ck != nil
+
+	// a checkpoint already in 4 bits, read through pkg/checkpoint instead
+	qck *checkpoint.Checkpoint
+	qts []*tensorstream.Tensor // parallel to Tensors when qck != nil
 }
 
 // Open reads the model at path: a directory (config.json with model.safetensors
 // or a sharded index), a .safetensors file, an index JSON, or a config.json
-// alone. The policy decides which tensors are marked for quantization.
-func Open(path string, pol arch.Policy) (*Model, error) {
+// alone; or, when no such path exists, a model id (ORG/NAME) in the local
+// Hugging Face cache at its main revision. The policy decides which tensors
+// are marked for quantization.
+func Open(path string, pol arch.Policy) (*Model, error) { return OpenRevision(path, "", pol) }
+
+// OpenRevision is Open with the revision of a model id (a branch, a tag or a
+// commit hash; "" for main). A revision with a local path is an error
+// (hfcache.ErrRevision).
+func OpenRevision(model, revision string, pol arch.Policy) (*Model, error) {
 	if err := pol.Validate(); err != nil {
 		return nil, err
 	}
+	path, err := hfcache.Locate(model, revision)
+	if err != nil {
+		return nil, err
+	}
+	m, err := open(path, pol)
+	if err != nil {
+		return nil, err
+	}
+	if path != model {
+		m.Source.ID, m.Source.Revision = model, revision
+		if revision == "" {
+			m.Source.Revision = hfcache.DefaultRevision
+		}
+	}
+	return m, nil
+}
+
+func open(path string, pol arch.Policy) (*Model, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %v", path, ErrInput, err)
@@ -105,14 +140,32 @@ func Open(path string, pol arch.Policy) (*Model, error) {
 		m.Source.Config = data
 	}
 
+	var pq *arch.Prequantized
+	if m.Source.Config != nil {
+		pq = arch.PrequantizedFromConfig(m.Source.Config)
+	}
 	var descs []arch.Desc
-	if weights == "" {
+	switch {
+	case weights != "" && pq != nil:
+		if err := m.openPrequantized(weights, pol, pq); err != nil {
+			return nil, err
+		}
+	case weights == "":
 		m.Source.NoData = true
 		descs = m.Arch.Tensors()
-	} else {
+	default:
 		ck, err := safetensors.Open(weights)
 		if err != nil {
 			return nil, err
+		}
+		if hasQuantState(ck) {
+			// 4-bit weights whose config.json does not say so (or is absent)
+			ck.Close()
+			pq = &arch.Prequantized{Method: "bitsandbytes"}
+			if err := m.openPrequantized(weights, pol, pq); err != nil {
+				return nil, err
+			}
+			break
 		}
 		m.ck = ck
 		m.Source.Files = len(ck.Files)
@@ -121,9 +174,18 @@ func Open(path string, pol arch.Policy) (*Model, error) {
 			descs = append(descs, arch.Desc{Name: ti.Name, DType: string(ti.DType), Shape: ti.Shape})
 		}
 	}
-	m.Tensors = arch.Annotate(descs, pol)
+	if m.qck == nil {
+		m.Tensors = arch.Annotate(descs, pol)
+		if pq != nil { // a config alone: what the checkpoint it describes holds
+			arch.KeepSkipModules(m.Tensors, pq)
+		}
+	}
 	m.Facts = arch.Summarize(m.Arch, m.Tensors)
 	m.Facts.SourceDType = dominantDType(m.Tensors)
+	m.Facts.Prequantized = pq
+	if m.qck != nil {
+		m.Facts.Bytes.Source = m.PayloadBytes() // what is stored, not 16 bits a weight
+	}
 	return m, nil
 }
 
@@ -187,6 +249,9 @@ func dominantDType(ts []arch.Tensor) string {
 // 0 for a config alone.
 func (m *Model) PayloadBytes() int64 {
 	var n int64
+	for _, t := range m.qts {
+		n += t.Size
+	}
 	for _, ti := range m.infos {
 		n += ti.Size()
 	}
@@ -195,6 +260,9 @@ func (m *Model) PayloadBytes() int64 {
 
 // Close releases the checkpoint's files.
 func (m *Model) Close() error {
+	if m.qck != nil {
+		return m.qck.Close()
+	}
 	if m.ck != nil {
 		return m.ck.Close()
 	}
@@ -206,8 +274,11 @@ func (m *Model) Descriptor(i int) (*tensorstream.Tensor, error) {
 	t := m.Tensors[i]
 	d := &tensorstream.Tensor{Name: t.Name, DType: tensorstream.DType(t.DType),
 		Shape: append([]int64(nil), t.Shape...), Encoding: tensorstream.Raw,
-		Size: t.Elements() * arch.DTypeSize(t.DType), NoData: m.ck == nil}
-	if m.ck != nil {
+		Size: t.Elements() * arch.DTypeSize(t.DType), NoData: m.ck == nil && m.qck == nil}
+	switch {
+	case m.qck != nil:
+		d = m.qts[i].Clone() // bnb4 with its quant state, nested offset included
+	case m.ck != nil:
 		d.Size = m.infos[i].Size()
 	}
 	for k, v := range map[string]any{tensorstream.AnnRole: t.Role, tensorstream.AnnLayer: t.Layer,
@@ -235,7 +306,7 @@ func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 	if err := sw.WriteHeader(h); err != nil {
 		return err
 	}
-	if m.ck != nil {
+	if m.ck != nil || m.qck != nil {
 		m.Progress.Expect(len(m.Tensors), m.PayloadBytes())
 	}
 	for i := range m.Tensors {
@@ -245,6 +316,13 @@ func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 		}
 		if err := sw.WriteTensor(d); err != nil {
 			return err
+		}
+		if m.qck != nil {
+			m.Progress.Tensor(d.Name)
+			if err := m.copyPrequantized(sw, i); err != nil {
+				return err
+			}
+			continue
 		}
 		if m.ck == nil {
 			continue

@@ -74,6 +74,13 @@ func (r *Report) WriteText(w io.Writer) error {
 	} else {
 		fmt.Fprintf(&b, "weights    %d safetensors file(s), %s\n", r.Source.Files, f.SourceDType)
 	}
+	if pq := f.Prequantized; pq != nil {
+		fmt.Fprintf(&b, "stored     already 4-bit: %s %s, blocksize %d, double quant %v", pq.Method, pq.Type, pq.BlockSize, pq.DoubleQuant)
+		if len(pq.SkipModules) > 0 {
+			fmt.Fprintf(&b, ", skip modules %s", strings.Join(pq.SkipModules, ","))
+		}
+		b.WriteString("\n")
+	}
 	if f.Hidden > 0 {
 		fmt.Fprintf(&b, "dims       hidden %d, intermediate %d, layers %d, heads %d/%d kv, head_dim %d, vocab %d\n",
 			f.Hidden, f.Intermediate, f.Layers, f.Heads, f.KVHeads, f.HeadDim, f.Vocab)

@@ -52,11 +52,13 @@ func copySourceFiles(dir, dst, out string) ([]string, error) {
 	}
 	var copied []string
 	for _, e := range ents {
-		if !e.Type().IsRegular() || skipCopy(e.Name()) {
+		if skipCopy(e.Name()) {
 			continue
 		}
-		info, err := e.Info()
-		if err != nil || info.Size() > maxCopySize {
+		// A snapshot of the Hugging Face cache holds symlinks into its blobs:
+		// follow them, and copy what they point to when it is a regular file.
+		info, err := os.Stat(filepath.Join(dir, e.Name()))
+		if err != nil || !info.Mode().IsRegular() || info.Size() > maxCopySize {
 			continue
 		}
 		if err := copyFile(filepath.Join(dir, e.Name()), filepath.Join(dst, e.Name())); err != nil {

@@ -125,7 +125,20 @@ func FromConfig(data []byte) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrModel, err)
 	}
-	return FromArch(m)
+	pm, err := FromArch(m)
+	if err != nil {
+		return nil, err
+	}
+	// A checkpoint already in 4 bits keeps the modules its
+	// quantization_config lists in llm_int8_skip_modules 16-bit.
+	if pq := arch.PrequantizedFromConfig(data); pq != nil {
+		for i, t := range pm.Tensors {
+			if _, ok := arch.InSkipModules(t.Name, pq.SkipModules); ok && t.Quantize {
+				pm.Tensors[i].Quantize = false
+			}
+		}
+	}
+	return pm, nil
 }
 
 // Validate checks the dimensions the memory model divides or multiplies by.

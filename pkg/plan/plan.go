@@ -164,9 +164,12 @@ type Advice struct {
 
 // Plan is the planner's answer.
 type Plan struct {
-	Fits                  bool              `json:"fits"`
-	Verdict               Verdict           `json:"verdict"`
-	Model                 string            `json:"model"`
+	Fits    bool    `json:"fits"`
+	Verdict Verdict `json:"verdict"`
+	Model   string  `json:"model"`
+	// ModelID is the Hugging Face id detect found the model by in the local
+	// cache ("" for a local path): the snippet loads it by that id.
+	ModelID               string            `json:"model_id,omitempty"`
 	SeqLen                int64             `json:"seq_len"`
 	BatchSize             int64             `json:"batch_size"`
 	LoRARank              int64             `json:"lora_rank"`

@@ -109,7 +109,12 @@ func init() {
 // chosen), optimizer and LoRA settings, with transformers' Trainer. Its
 // train_dataset hook makes random token ids of the planned length (the
 // memory is the same as with real text) and says how to put real data in.
+// It loads modelPath ("" for the model id detect found in the Hugging Face
+// cache, else a placeholder).
 func (p *Plan) WritePython(w io.Writer, modelPath string) error {
+	if modelPath == "" {
+		modelPath = p.ModelID
+	}
 	if modelPath == "" {
 		modelPath = "MODEL"
 	}

@@ -16,6 +16,7 @@ const Version = "0.1.0"
 // source is the part of detect's "source" header section the planner reads.
 type source struct {
 	Config []byte `msgpack:"config"`
+	ID     string `msgpack:"id"`
 }
 
 // ModelFromHeader builds the planner's model from the raw config.json that
@@ -49,6 +50,10 @@ func Stream(in io.Reader, out io.Writer, gs []gpus.GPU, s Settings, stage tensor
 	p, err := Make(m, gs, s)
 	if err != nil {
 		return nil, err
+	}
+	var src source
+	if _, err := h.Get(tensorstream.SectionSource, &src); err == nil {
+		p.ModelID = src.ID
 	}
 	section, err := p.section()
 	if err != nil {

@@ -21,6 +21,10 @@ var (
 	// ErrUnsupported marks a tensor marked for quantization whose element type
 	// bitsandbytes cannot quantize from (FP8, integers, F64).
 	ErrUnsupported = errors.New("quantize: cannot quantize")
+	// ErrFormat marks a tensor already 4-bit in another format than the one
+	// asked for (type, block size, double quantization): a pre-quantized
+	// checkpoint passes through only to its own format.
+	ErrFormat = fmt.Errorf("%w: already 4-bit in another format", ErrUnsupported)
 	// ErrNoData marks a stream of descriptors without payloads, as detect
 	// writes from a config.json alone.
 	ErrNoData = errors.New("quantize: stream has no tensor data")

@@ -617,3 +617,29 @@ func TestProgress(t *testing.T) {
 		t.Error("Done did not clear the line")
 	}
 }
+
+// TestSameFormat: a bnb4 tensor passes through only to its own format.
+func TestSameFormat(t *testing.T) {
+	bnb := &tensorstream.Tensor{Name: "w", DType: tensorstream.BF16, Shape: []int64{64, 64}, Encoding: tensorstream.BNB4,
+		Quant: &tensorstream.QuantState{Type: "nf4", BlockSize: 64, DoubleQuant: true, NestedBlockSize: 256}}
+	o := DefaultOptions()
+	if err := o.sameFormat(bnb); err != nil {
+		t.Errorf("same format: %v", err)
+	}
+	for _, change := range []func(*Options){
+		func(o *Options) { o.Params.Type = "fp4" },
+		func(o *Options) { o.Params.BlockSize = 128 },
+		func(o *Options) { o.Params.DoubleQuant = false },
+	} {
+		o := DefaultOptions()
+		change(&o)
+		if err := o.sameFormat(bnb); !errors.Is(err, ErrFormat) || !errors.Is(err, ErrUnsupported) {
+			t.Errorf("%+v: %v, want ErrFormat", o.Params, err)
+		}
+	}
+	raw := &tensorstream.Tensor{Name: "r", DType: tensorstream.BF16, Shape: []int64{4}, Encoding: tensorstream.Raw}
+	o.Params.Type = "fp4"
+	if err := o.sameFormat(raw); err != nil {
+		t.Errorf("raw tensor: %v", err)
+	}
+}

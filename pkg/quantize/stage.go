@@ -133,6 +133,9 @@ func (s *stage) work(p *pipeline) error {
 }
 
 func (s *stage) tensor(p *pipeline, t *tensorstream.Tensor) error {
+	if err := s.o.sameFormat(t); err != nil {
+		return err
+	}
 	q, reason, override := s.o.decide(t)
 	if q && !quantizable(t.DType) {
 		return refusal(t)
@@ -372,3 +375,19 @@ func (e *ioError) Error() string {
 	return strings.TrimPrefix(e.kind.Error(), "quantize: ") + ": " + e.err.Error()
 }
 func (e *ioError) Unwrap() []error { return []error{e.kind, e.err} }
+
+// sameFormat refuses a tensor already 4-bit in a format other than the one
+// asked for: passing it through would leave a stream whose "quantize" section
+// misstates it, and requantizing 4-bit codes would compound their error.
+func (o *Options) sameFormat(t *tensorstream.Tensor) error {
+	if t.Encoding != tensorstream.BNB4 || t.Quant == nil {
+		return nil
+	}
+	p, q := o.Params, t.Quant
+	if q.Type == string(p.Type) && q.BlockSize == p.BlockSize && q.DoubleQuant == p.DoubleQuant {
+		return nil
+	}
+	return fmt.Errorf("%w: tensor %q is stored %s, blocksize %d, double quant %v, and %s, blocksize %d, double quant %v was asked: "+
+		"pass --type %s --blocksize %d --double-quant=%v to keep it as it is, or quantize the 16-bit model instead",
+		ErrFormat, t.Name, q.Type, q.BlockSize, q.DoubleQuant, p.Type, p.BlockSize, p.DoubleQuant, q.Type, q.BlockSize, q.DoubleQuant)
+}

@@ -52,8 +52,9 @@ func App() *ucli.App {
 			"   quantize -i m.stream | verify --reference M --json\n" +
 			"   verify --list -i m.stream",
 		Flags: []ucli.Flag{
-			&ucli.StringFlag{Name: "reference", Aliases: []string{"r"}, Usage: "the original model: `DIR`, .safetensors file or index JSON"},
-			&ucli.StringFlag{Name: "checkpoint", Aliases: []string{"c"}, Usage: "a bitsandbytes 4-bit checkpoint `DIR` to verify"},
+			&ucli.StringFlag{Name: "reference", Aliases: []string{"r"}, Usage: "the original model: `DIR`, .safetensors file, index JSON, or an ORG/NAME id in the local Hugging Face cache"},
+			&ucli.StringFlag{Name: "revision", Usage: "with a --reference id: the branch, tag or commit `REV` in the Hugging Face cache (default main)"},
+			&ucli.StringFlag{Name: "checkpoint", Aliases: []string{"c"}, Usage: "a bitsandbytes 4-bit checkpoint `DIR` (or an ORG/NAME id in the local Hugging Face cache) to verify"},
 			&ucli.StringFlag{Name: "input", Aliases: []string{"i"}, Usage: "read the stream from `FILE` (- for stdin); default stdin unless it is a terminal or empty"},
 			&ucli.BoolFlag{Name: "list", Usage: "print the header and tensor table and check nothing"},
 			&ucli.BoolFlag{Name: "json", Usage: "write the report as JSON"},
@@ -107,7 +108,7 @@ func action(c *ucli.Context) error {
 	if !c.Bool("quiet") && c.String("reference") != "" {
 		prog = cli.NewProgress(c.App.ErrWriter, "verify", 0)
 	}
-	rep, err := Run(Options{Stream: stream, Checkpoint: c.String("checkpoint"), Reference: c.String("reference"),
+	rep, err := Run(Options{Stream: stream, Checkpoint: c.String("checkpoint"), Reference: c.String("reference"), ReferenceRevision: c.String("revision"),
 		Tolerance: c.Float64("tolerance"), SpoolDir: c.String("spool-dir"), Progress: prog})
 	prog.Done()
 	if err != nil {

@@ -59,6 +59,10 @@ func ListStream(in io.Reader) (*Listing, error) {
 
 // ListCheckpoint lists a checkpoint's tensors as a stream would carry them.
 func ListCheckpoint(path string) (*Listing, error) {
+	path, err := locate("checkpoint", path, "")
+	if err != nil {
+		return nil, err
+	}
 	ck, err := checkpoint.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: checkpoint: %w", ErrInput, err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
+	"github.com/nf4pipe/nf4pipe/pkg/hfcache"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
@@ -24,8 +25,11 @@ type Options struct {
 	// file or index JSON); "" for none.
 	Checkpoint string
 	// Reference is the original model (directory, .safetensors file or index
-	// JSON); "" checks integrity only.
+	// JSON, or a model id ORG/NAME in the local Hugging Face cache when no
+	// such path exists); "" checks integrity only.
 	Reference string
+	// ReferenceRevision is the revision of a Reference id ("" for main).
+	ReferenceRevision string
 	// Tolerance is the envelope factor over the Gaussian error
 	// (DefaultTolerance when 0).
 	Tolerance float64
@@ -48,13 +52,24 @@ func Run(opts Options) (*Report, error) {
 	if opts.Stream == nil && opts.Checkpoint == "" {
 		return nil, fmt.Errorf("%w: nothing to verify: give a stream or a checkpoint", ErrInput)
 	}
+	if opts.Checkpoint != "" {
+		path, err := locate("checkpoint", opts.Checkpoint, "")
+		if err != nil {
+			return nil, err
+		}
+		opts.Checkpoint = path
+	}
 	v := &run{
 		rep:  &Report{Stream: opts.Stream != nil, Checkpoint: opts.Checkpoint, Reference: opts.Reference},
 		c:    &checker{tol: opts.Tolerance},
 		seen: map[string]bool{},
 	}
 	if opts.Reference != "" {
-		ref, err := safetensors.Open(opts.Reference)
+		path, err := locate("reference", opts.Reference, opts.ReferenceRevision)
+		if err != nil {
+			return nil, err
+		}
+		ref, err := safetensors.Open(path)
 		if err != nil {
 			return nil, fmt.Errorf("%w: reference: %w", ErrInput, err)
 		}
@@ -94,6 +109,18 @@ func Run(opts Options) (*Report, error) {
 	v.rep.all = v.c.all
 	v.rep.finish()
 	return v.rep, nil
+}
+
+// locate resolves a path or a model id in the local Hugging Face cache.
+func locate(what, model, revision string) (string, error) {
+	path, err := hfcache.Locate(model, revision)
+	if errors.Is(err, hfcache.ErrNotCached) {
+		return "", fmt.Errorf("%w: %s: %w", ErrInput, what, err)
+	}
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err) // a bad revision: a usage error
+	}
+	return path, nil
 }
 
 type run struct {
