@@ -143,7 +143,8 @@ func predictRows(t *testing.T, rows []measuredRow) []rowResult {
 }
 
 // TestMeasuredTrainerRows: every measured Trainer row within ±10% of
-// peak_reserved_bytes, and none under-predicted by more than 5%.
+// peak_reserved_bytes, none under-predicted by more than 5%, and the
+// allocated peak within 3% of peak_alloc_bytes.
 func TestMeasuredTrainerRows(t *testing.T) {
 	res := predictRows(t, readMeasured(t))
 	if len(res) == 0 {
@@ -161,6 +162,12 @@ func TestMeasuredTrainerRows(t *testing.T) {
 		if x.errRes > 0.10 || x.errRes < -0.05 {
 			t.Errorf("%s seq %d batch %d gc %v %s rank %d %s: predicted reserved %d, measured %d (%+.1f%%; want -5%%..+10%%)",
 				r.Model, r.Seq, r.Batch, r.GC, r.Opt, r.Rank, r.Recipe, x.pred, r.PeakReserved, 100*x.errRes)
+		}
+		// The allocated figure has a single fitted constant (BackwardBuffers):
+		// it checks the accounting of what autograd keeps, term by term.
+		if math.Abs(x.errAlloc) > 0.03 {
+			t.Errorf("%s seq %d batch %d gc %v %s %s: predicted allocated %d, measured %d (%+.1f%%; want within 3%%)",
+				r.Model, r.Seq, r.Batch, r.GC, r.Opt, r.Recipe, x.alloc, r.PeakAlloc, 100*x.errAlloc)
 		}
 		if x.expTrain > 0 && x.trainable != x.expTrain {
 			t.Errorf("%s rank %d: %d trainable parameters, measured %d", r.Model, r.Rank, x.trainable, x.expTrain)
