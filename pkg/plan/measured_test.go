@@ -38,6 +38,22 @@ type measuredRow struct {
 var measuredConfigs = map[string]string{
 	"tinyllama-1.1b": "TinyLlama__TinyLlama-1.1B-Chat-v1.0.json",
 	"llama3-8b":      "meta-llama__Llama-3.1-8B.json",
+	"llama2-7b":      "meta-llama__Llama-2-7b-chat-hf.json",
+	"llama3.2-1b":    "meta-llama__Llama-3.2-1B-Instruct.json",
+	"qwen2-7b":       "Qwen__Qwen2.5-7B-Instruct.json",
+	"qwen2.5-7b":     "Qwen__Qwen2.5-7B-Instruct.json",
+	"qwen3-8b":       "Qwen__Qwen3-8B.json",
+	"qwen3-30b-a3b":  "Qwen__Qwen3-30B-A3B.json",
+	"qwen3-moe":      "Qwen__Qwen3-30B-A3B.json",
+	"gemma2-9b":      "google__gemma-2-9b-it.json",
+	"gemma3-1b":      "google__gemma-3-1b-it.json",
+	"gemma3-4b":      "google__gemma-3-4b-it.json",
+	"phi3-mini":      "microsoft__Phi-3-mini-4k-instruct.json",
+	"phi3":           "microsoft__Phi-3-mini-4k-instruct.json",
+	"mistral-7b":     "mistralai__Mistral-7B-v0.1.json",
+	"mixtral-8x7b":   "mistralai__Mixtral-8x7B-v0.1.json",
+	"qwen2.5-vl-7b":  "Qwen__Qwen2.5-VL-7B-Instruct.json",
+	"llava-1.5-7b":   "llava-hf__llava-1.5-7b-hf.json",
 }
 
 // configFor finds the config of a measured model: the map above, else a
