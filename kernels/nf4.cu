@@ -405,85 +405,58 @@ QUANT_WARP(f32, fp4, DT_F32, QT_FP4)
 
 // ---------------------------------------------------------------------------
 // The double-quantization offset: the float32 mean of the absmax values in
-// torch's reduction order (quant.MeanF32, whose comment describes the tree).
-// Launched with exactly g.CTAs CTAs of g.Lanes * g.Warps threads
-// (quant.MeanGeometryFor); each CTA leaves its partial sum, and the last CTA to
-// finish adds the partials in the same tree and writes sum * factor (factor =
-// float32(1) / float32(n), from the host) to *out. *count must be 0 at launch;
-// the last CTA sets it back to 0.
+// torch's reduction order (quant.MeanF32On, whose comment describes it).
+// Launched with exactly g.CTAs CTAs of g.Threads threads (quant.MeanGeometryFor);
+// each CTA leaves its partial sum, and the last CTA to finish adds the
+// partials and writes sum * factor (factor = float32(1) / float32(n), from the
+// host) to *out. *count must be 0 at launch; the last CTA sets it back to 0.
 // ---------------------------------------------------------------------------
 
-// block_sum adds v[0..lanes*warps) as torch's block reduction does: rows of
-// lanes values halve over the warps (row y adds row y + off), then lane 0 of
-// row 0 gathers by shfl_down 1, 2, 4, ... Thread 0 gets the sum.
-__device__ __forceinline__ float block_sum(float *v, int lanes, int warps) {
+// block_sum adds v[0..threads) as a halving tree (thread t adds thread t + h
+// for h = threads/2, ..., 1), as torch's block_x_reduce does through shared
+// memory and then shfl_down with decreasing offsets. Thread 0 gets the sum.
+__device__ __forceinline__ float block_sum(float *v, int threads) {
     const int t = threadIdx.x;
-    for (int off = warps >> 1; off > 0; off >>= 1) {
+    for (int h = threads >> 1; h > 0; h >>= 1) {
         __syncthreads();
-        if (t < off * lanes) v[t] = add_rn(v[t], v[t + off * lanes]);
+        if (t < h) v[t] = add_rn(v[t], v[t + h]);
     }
     __syncthreads();
-    float x = 0.0f;
-    if (t < lanes) {
-        x = v[t];
-        const unsigned mask = lanes == 32 ? 0xFFFFFFFFu : (1u << lanes) - 1u;
-        for (int off = 1; off < lanes; off <<= 1) x = add_rn(x, __shfl_down_sync(mask, x, off));
-    }
-    return x;
+    return v[0];
 }
 
-// thread_sum is thread t's sum in CTA c of torch's reduction of n values by
-// ctas CTAs of threads threads: four running sums of the values c*threads + t
-// + j*step (value j to sum j mod 4), added in order, then combined.
-__device__ __forceinline__ float thread_sum(const float *__restrict__ a, u64 n, u64 c, int t, int threads, u64 step) {
+// thread_sum is thread t's value in CTA c: four running sums added in order.
+// Vectorized (n >= 128): sum k takes position k of the four-value vectors
+// c*threads + t + j*step, and the n % 4 values past the last whole vector go
+// to sum 0 of threads 0.. of CTA 0. Otherwise (one CTA) value t + j*threads
+// goes to sum j % 4.
+__device__ __forceinline__ float thread_sum(const float *__restrict__ a, u64 n, u64 c, int t, int threads, u64 step, int vectorized) {
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    u64 idx = c * threads + t;
-    // torch's loop takes 4 values a round while idx + 3 step < n; here up to
-    // ROUNDS rounds' loads are in flight before their adds, which stay in order.
-    constexpr int ROUNDS = 2;
-    while (idx + 3 * step < n) {
-        float x[ROUNDS][4];
-        bool ok[ROUNDS];
+    if (vectorized) {
+        for (u64 i = c * threads + t; i * 4 + 3 < n; i += step) {
+            float x[4];
 #pragma unroll
-        for (int r = 0; r < ROUNDS; r++) {
-            ok[r] = idx + (4 * r + 3) * step < n;
+            for (int k = 0; k < 4; k++) x[k] = __ldg(a + i * 4 + k);
 #pragma unroll
-            for (int k = 0; k < 4; k++) x[r][k] = ok[r] ? __ldg(a + idx + (4 * r + k) * step) : 0.0f;
+            for (int k = 0; k < 4; k++) acc[k] = add_rn(acc[k], x[k]);
         }
-#pragma unroll
-        for (int r = 0; r < ROUNDS; r++) {
-            if (!ok[r]) break;
-#pragma unroll
-            for (int k = 0; k < 4; k++) acc[k] = add_rn(acc[k], x[r][k]);
-            idx += 4 * step;
-        }
+        const u64 tail = n - n % 4 + t;
+        if (c == 0 && tail < n) acc[0] = add_rn(acc[0], __ldg(a + tail));
+    } else {
+        int k = 0;
+        for (u64 i = t; i < n; i += threads, k = (k + 1) & 3) acc[k] = add_rn(acc[k], __ldg(a + i));
     }
-#pragma unroll
-    for (int k = 0; k < 4; k++, idx += step)
-        if (idx < n) acc[k] = add_rn(acc[k], __ldg(a + idx));
     return add_rn(add_rn(add_rn(acc[0], acc[1]), acc[2]), acc[3]);
 }
 
-// final_sum adds the ctas partial sums as torch's last step does (thread t
-// takes partials t, t + threads, ...), then the block tree. v is shared.
-__device__ __forceinline__ float final_sum(float *v, const float *partials, int ctas, int lanes, int warps) {
-    const int t = threadIdx.x, threads = lanes * warps;
-    float p = 0.0f;
-    if (t < threads)
-        for (int i = t; i < ctas; i += threads) p = add_rn(p, __ldcg(partials + i));
-    __syncthreads();  // v's earlier use is over
-    if (t < threads) v[t] = p;
-    return block_sum(v, lanes, warps);
-}
-
 extern "C" __global__ void __launch_bounds__(512) mean_torch(
-    const float *__restrict__ a, u64 n, int lanes, int warps, float factor,
+    const float *__restrict__ a, u64 n, int threads, int vectorized, float factor,
     float *partials, unsigned int *count, float *out) {
     __shared__ float v[512];
     __shared__ bool last;
-    const int t = threadIdx.x, threads = lanes * warps;
-    v[t] = thread_sum(a, n, blockIdx.x, t, threads, (u64)threads * gridDim.x);
-    const float s = block_sum(v, lanes, warps);
+    const int t = threadIdx.x;
+    v[t] = thread_sum(a, n, blockIdx.x, t, threads, (u64)threads * gridDim.x, vectorized);
+    const float s = block_sum(v, threads);
     if (gridDim.x == 1) {
         if (t == 0) *out = mul_rn(s, factor);
         return;
@@ -495,7 +468,11 @@ extern "C" __global__ void __launch_bounds__(512) mean_torch(
     }
     __syncthreads();
     if (!last) return;
-    const float sum = final_sum(v, partials, gridDim.x, lanes, warps);
+    float p = 0.0f;
+    for (int i = t; i < (int)gridDim.x; i += threads) p = add_rn(p, __ldcg(partials + i));
+    __syncthreads();  // every thread has read v[0] above
+    v[t] = p;
+    const float sum = block_sum(v, threads);
     if (t == 0) {
         *out = mul_rn(sum, factor);
         *count = 0;

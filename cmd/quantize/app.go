@@ -9,6 +9,7 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/nf4pipe/nf4pipe/internal/cli"
+	"github.com/nf4pipe/nf4pipe/internal/gpu"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/quantize"
 )
@@ -49,6 +50,7 @@ func newApp() *ucli.App {
 			&ucli.StringSliceFlag{Name: "skip", Usage: "keep tensors whose name matches the glob `PATTERN` (repeatable; wins over --only)"},
 			&ucli.IntFlag{Name: "threads", Usage: "CPU threads, 0 for all cores"},
 			&ucli.BoolFlag{Name: "allow-nonfinite", Usage: "quantize NaN and ±Inf weights as bitsandbytes does instead of failing"},
+			&ucli.StringFlag{Name: "offset-gpu", Usage: "sum the double-quantization offset in torch's order on this GPU: a name (h100, h200, a100, a10g, l4, t4, rtx4090, ...) or `SMSxTHREADS` (default: the first local GPU in a CUDA build, else h100/h200)"},
 			&ucli.StringFlag{Name: "cast", Usage: "convert kept F32/F16/BF16 tensors to `DTYPE`: bf16, f16 or f32"},
 			&ucli.StringFlag{Name: "input", Aliases: []string{"i"}, Usage: "read the stream from `FILE` (- for stdin)"},
 			&ucli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the stream to `FILE` (- for stdout); written whole or not at all"},
@@ -72,9 +74,13 @@ func action(c *ucli.Context) error {
 	if err != nil {
 		return fail(err)
 	}
+	offsetGPU, err := offsetGeometry(c.String("offset-gpu"))
+	if err != nil {
+		return cli.Usagef("--offset-gpu: %v", err)
+	}
 	opt := quantize.Options{
 		Params: quant.Params{Type: quant.Type(strings.ToLower(c.String("type"))), BlockSize: c.Int("blocksize"),
-			DoubleQuant: c.Bool("double-quant"), AllowNonFinite: c.Bool("allow-nonfinite")},
+			DoubleQuant: c.Bool("double-quant"), AllowNonFinite: c.Bool("allow-nonfinite"), ReduceGPU: offsetGPU},
 		Device: c.String("device"), Threads: c.Int("threads"),
 		Only: c.StringSlice("only"), Skip: c.StringSlice("skip"), Cast: cast,
 		Version: cli.Version, Args: stageArgs(c),
@@ -117,6 +123,21 @@ func action(c *ucli.Context) error {
 		return sum.WriteJSON(c.App.ErrWriter)
 	}
 	return sum.WriteText(c.App.ErrWriter)
+}
+
+// offsetGeometry is the GPU whose torch reduction order the offset follows:
+// the named one, else the first local GPU (CUDA builds), else quant's default
+// (an H100/H200, where transformers + bitsandbytes were checked).
+func offsetGeometry(name string) (quant.ReduceGPU, error) {
+	if name != "" {
+		return quant.ParseReduceGPU(name)
+	}
+	if n, err := gpu.Count(); err == nil && n > 0 {
+		if g, err := gpu.ReduceGeometry(0); err == nil {
+			return g, nil
+		}
+	}
+	return quant.DefaultReduceGPU, nil
 }
 
 // stageArgs are the flags as given, for the header's stage record.

@@ -190,20 +190,24 @@ func (m *meanScratch) alloc(ctas int) error {
 func (m *meanScratch) count() cu.DevicePtr  { return m.ptr + cu.DevicePtr(4*m.ctas) }
 func (m *meanScratch) result() cu.DevicePtr { return m.ptr + cu.DevicePtr(4*m.ctas+4) }
 
-// launchMean writes quant.MeanF32 of the n float32 values at a to the
+// launchMean writes quant.MeanF32On(gpu) of the n float32 values at a to the
 // scratch's result, computed on the device in the same order.
-func (d *Device) launchMean(a cu.DevicePtr, n int64, st cu.Stream) error {
-	g := quant.MeanGeometryFor(n)
+func (d *Device) launchMean(a cu.DevicePtr, n int64, gpu quant.ReduceGPU, st cu.Stream) error {
+	g := quant.MeanGeometryFor(n, gpu)
 	if g.CTAs > d.mean.ctas {
 		return fmt.Errorf("%w: mean of %d values needs %d CTAs, room for %d", ErrArgs, n, g.CTAs, d.mean.ctas)
 	}
-	args := []uint64{uint64(a), uint64(n), uint64(g.Lanes), uint64(g.Warps), f32arg(float32(1) / float32(n)),
+	vec := uint64(0)
+	if g.Vectorized {
+		vec = 1
+	}
+	args := []uint64{uint64(a), uint64(n), uint64(g.Threads), vec, f32arg(float32(1) / float32(n)),
 		uint64(d.mean.ptr), uint64(d.mean.count()), uint64(d.mean.result())}
 	ptrs := make([]unsafe.Pointer, len(args))
 	for i := range args {
 		ptrs[i] = unsafe.Pointer(&args[i])
 	}
-	return cuErr("launch mean_torch", d.fn["mean_torch"].Launch(g.CTAs, 1, 1, g.Lanes*g.Warps, 1, 1, 0, st, ptrs))
+	return cuErr("launch mean_torch", d.fn["mean_torch"].Launch(g.CTAs, 1, 1, g.Threads, 1, 1, 0, st, ptrs))
 }
 
 // do runs f on the device's thread.
@@ -640,7 +644,7 @@ func (d *Device) Quantize(dst, src []byte, dt quant.DType, n int64, p quant.Para
 			if bad, err = d.quantizeBlocks(dst[:sz.Packed], absmax, src, dt, p, chunk, devAbs); err != nil || (bad && !p.AllowNonFinite) || !p.DoubleQuant {
 				return err
 			}
-			offset, err = d.nest(devAbs, sz, dst[sz.Packed:])
+			offset, err = d.nest(devAbs, sz, p.OffsetGPU(), dst[sz.Packed:])
 			return err
 		})
 	})
@@ -667,7 +671,7 @@ func (d *Device) Quantize(dst, src []byte, dt quant.DType, n int64, p quant.Para
 // nest runs double quantization of the absmax values on the device (the
 // offset, then the codes), copies the codes and nested absmax into sec (the
 // payload after the packed codes) and returns the offset.
-func (d *Device) nest(devAbs cu.DevicePtr, sz quant.Sizes, sec []byte) (float32, error) {
+func (d *Device) nest(devAbs cu.DevicePtr, sz quant.Sizes, gpu quant.ReduceGPU, sec []byte) (float32, error) {
 	var mem devBuf
 	defer mem.free()
 	out, err := mem.alloc(sz.Blocks + 256 + sz.Nested)
@@ -678,7 +682,7 @@ func (d *Device) nest(devAbs cu.DevicePtr, sz quant.Sizes, sec []byte) (float32,
 	st := d.streams[0]
 	var offset float32
 	for _, err := range []error{
-		d.launchNest(devAbs, sz.Blocks, codes, nested, st),
+		d.launchNest(devAbs, sz.Blocks, gpu, codes, nested, st),
 		cuErr("copy codes", cu.MemcpyDtoHAsync(unsafe.Pointer(&sec[0]), codes, sz.Blocks, st)),
 		cuErr("copy nested", cu.MemcpyDtoHAsync(unsafe.Pointer(&sec[sz.Blocks]), nested, sz.Nested, st)),
 		cuErr("copy offset", cu.MemcpyDtoHAsync(unsafe.Pointer(&offset), d.mean.result(), 4, st)),
@@ -695,8 +699,8 @@ func (d *Device) nest(devAbs cu.DevicePtr, sz quant.Sizes, sec []byte) (float32,
 // leaves the offset in the mean scratch's result, where nest_quantize reads
 // it. (One cooperative launch doing both, with a grid barrier between, was
 // measured on an H200 at 29 us against 28 us for the two launches.)
-func (d *Device) launchNest(devAbs cu.DevicePtr, n int64, codes, nested cu.DevicePtr, st cu.Stream) error {
-	if err := d.launchMean(devAbs, n, st); err != nil {
+func (d *Device) launchNest(devAbs cu.DevicePtr, n int64, gpu quant.ReduceGPU, codes, nested cu.DevicePtr, st cu.Stream) error {
+	if err := d.launchMean(devAbs, n, gpu, st); err != nil {
 		return err
 	}
 	return d.launch("nest_quantize", NestGridPerSM, (n+255)/256, st,
@@ -843,4 +847,23 @@ func (b *Buffer) Download(dst []byte) error {
 // Free releases the buffer.
 func (b *Buffer) Free() error {
 	return b.d.do(func() error { return cuErr("free", cu.MemFree(b.ptr)) })
+}
+
+// ReduceGeometry is GPU ordinal's multiprocessor count and resident threads
+// per multiprocessor: the geometry torch's reductions, and so bitsandbytes'
+// double-quantization offset, depend on (quant.ReduceGPU).
+func ReduceGeometry(ordinal int) (quant.ReduceGPU, error) {
+	dev, err := cu.GetDevice(ordinal)
+	if err != nil {
+		return quant.ReduceGPU{}, fmt.Errorf("%w: device %d: %v", ErrCUDA, ordinal, err)
+	}
+	sms, err := dev.Attribute(cu.MultiprocessorCount)
+	if err != nil {
+		return quant.ReduceGPU{}, fmt.Errorf("%w: device %d: %v", ErrCUDA, ordinal, err)
+	}
+	thr, err := dev.Attribute(cu.MaxThreadsPerMultiprocessor)
+	if err != nil {
+		return quant.ReduceGPU{}, fmt.Errorf("%w: device %d: %v", ErrCUDA, ordinal, err)
+	}
+	return quant.ReduceGPU{SMs: sms, ThreadsPerSM: thr}, nil
 }

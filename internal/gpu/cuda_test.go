@@ -361,8 +361,8 @@ func TestGPUNonFinite(t *testing.T) {
 func TestMeanTorchGPU(t *testing.T) {
 	d := openGPU(t)
 	r := rand.New(rand.NewPCG(11, 12))
-	sizes := []int64{1, 2, 3, 5, 31, 32, 33, 100, 2047, 2048, 2049, 8191, 8192, 8193, 65537,
-		131071, 131072, 131073, 262145, 1 << 20, 1<<22 + 3, 128256 * 4096 / 64}
+	sizes := []int64{1, 2, 3, 5, 31, 32, 33, 100, 127, 128, 129, 130, 131, 2047, 2048, 2049, 8191, 8192, 8193, 65537,
+		130560, 130561, 131071, 131072, 131073, 262145, 1 << 20, 3670016, 1<<22 + 3, 128256 * 4096 / 64}
 	for _, n := range sizes {
 		for _, signed := range []bool{false, true} {
 			a := make([]float32, n)
@@ -385,7 +385,7 @@ func TestMeanTorchGPU(t *testing.T) {
 					st := d.streams[0]
 					for _, err := range []error{
 						cuErr("upload", cu.MemcpyHtoDAsync(p, unsafe.Pointer(&a[0]), 4*n, st)),
-						d.launchMean(p, n, st),
+						d.launchMean(p, n, quant.DefaultReduceGPU, st),
 						cuErr("download", cu.MemcpyDtoHAsync(unsafe.Pointer(&got), d.mean.result(), 4, st)),
 						cuErr("sync", st.Synchronize()),
 					} {
@@ -400,7 +400,7 @@ func TestMeanTorchGPU(t *testing.T) {
 				}
 				if math.Float32bits(got) != math.Float32bits(want) {
 					t.Errorf("n=%d signed=%v run %d: device mean %v (%#x), quant.MeanF32 %v (%#x), geometry %+v",
-						n, signed, rep, got, math.Float32bits(got), want, math.Float32bits(want), quant.MeanGeometryFor(n))
+						n, signed, rep, got, math.Float32bits(got), want, math.Float32bits(want), quant.MeanGeometryFor(n, quant.DefaultReduceGPU))
 				}
 			}
 		}
@@ -414,16 +414,21 @@ func TestMeanTorchGPU(t *testing.T) {
 func TestNestPathsMatchCPU(t *testing.T) {
 	d := openGPU(t)
 	r := rand.New(rand.NewPCG(21, 22))
-	for _, n := range []int64{1, 7, 255, 256, 257, 8191, 8193, 131073, 1<<20 + 5, 128256 * 4096 / 64} {
+	a100 := quant.ReduceGPUs["a100"]
+	for _, n := range []int64{1, 7, 255, 256, 257, 8191, 8193, 131073, 1<<20 + 5, 3670016, 128256 * 4096 / 64} {
 		a := make([]float32, n)
 		for i := range a {
 			a[i] = float32(r.ExpFloat64() * 0.02)
 		}
-		wantCodes, wantNested, wantOff := quant.DoubleQuantize(a)
+		gpu := quant.DefaultReduceGPU
+		if n == 3670016 { // where the A100's geometry changes the order
+			gpu = a100
+		}
+		wantCodes, wantNested, wantOff := quant.DoubleQuantize(a, gpu)
 		nb := (n + 255) / 256
 		paths := map[string]func(abs, codes, nested cu.DevicePtr, st cu.Stream) error{
 			"mean_torch + nest_quantize": func(abs, codes, nested cu.DevicePtr, st cu.Stream) error {
-				return d.launchNest(abs, n, codes, nested, st)
+				return d.launchNest(abs, n, gpu, codes, nested, st)
 			},
 		}
 		for name, launch := range paths {
@@ -611,7 +616,7 @@ func TestBenchReport(t *testing.T) {
 					if err := d.launch("quant_tile_bf16_nf4_b64_"+k, g, gtiles, st, uint64(x), uint64(gtiles), uint64(packed), uint64(absmax), uint64(bad)); err != nil {
 						return err
 					}
-					return d.launchNest(absmax, sz.Blocks, codes, nested, st)
+					return d.launchNest(absmax, sz.Blocks, quant.DefaultReduceGPU, codes, nested, st)
 				})
 				t.Logf("DQ %s %d/SM + mean + nested: %.1f%% of copy (all bytes), %.1f%% (input + final payload)", k, g, 100*gboth/copyBW, 100*gboth*float64(2*n+sz.Total())/float64(2*n+sz.Packed+3*sz.Blocks*4+sz.Blocks+sz.Nested)/copyBW)
 			}
@@ -622,7 +627,7 @@ func TestBenchReport(t *testing.T) {
 		off := quant.MeanF32(am)
 		t.Logf("host offset (quant.MeanF32) of %d absmax: %v", sz.Blocks, time.Since(t0))
 		meanBW := timeIt("mean_torch of the absmax (device offset)", sz.Blocks*4, func() error {
-			return d.launchMean(absmax, sz.Blocks, st)
+			return d.launchMean(absmax, sz.Blocks, quant.DefaultReduceGPU, st)
 		})
 		var devOff float32
 		cu.MemcpyDtoH(unsafe.Pointer(&devOff), d.mean.result(), 4)
@@ -638,7 +643,7 @@ func TestBenchReport(t *testing.T) {
 			if err := d.launchQuantize(x, n, quant.BF16, p, packed, absmax, bad, st); err != nil {
 				return err
 			}
-			return d.launchNest(absmax, sz.Blocks, codes, nested, st)
+			return d.launchNest(absmax, sz.Blocks, quant.DefaultReduceGPU, codes, nested, st)
 		})
 		effective := both * float64(2*n+sz.Total()) / float64(moved)
 		// The same double quantization must come out as the CPU's.

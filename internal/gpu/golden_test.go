@@ -112,19 +112,3 @@ func TestMeanF32Golden(t *testing.T) {
 		}
 	}
 }
-
-func TestMeanGeometry(t *testing.T) {
-	for _, tc := range []struct {
-		n    int64
-		want quant.MeanGeometry
-	}{
-		{5, quant.MeanGeometry{Lanes: 4, Warps: 1, CTAs: 1}},
-		{2048, quant.MeanGeometry{Lanes: 32, Warps: 1, CTAs: 1}},
-		{8192, quant.MeanGeometry{Lanes: 32, Warps: 16, CTAs: 1}},
-		{128256 * 4096 / 64, quant.MeanGeometry{Lanes: 32, Warps: 16, CTAs: 528}},
-	} {
-		if got := quant.MeanGeometryFor(tc.n); got != tc.want {
-			t.Errorf("MeanGeometryFor(%d) = %+v, want %+v", tc.n, got, tc.want)
-		}
-	}
-}

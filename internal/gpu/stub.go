@@ -62,3 +62,6 @@ func (b *Buffer) Download(dst []byte) error { return ErrNoCUDA }
 
 // Free releases the buffer.
 func (b *Buffer) Free() error { return ErrNoCUDA }
+
+// ReduceGeometry reports ErrNoCUDA: this build has no GPU support.
+func ReduceGeometry(ordinal int) (quant.ReduceGPU, error) { return quant.ReduceGPU{}, ErrNoCUDA }

@@ -214,7 +214,7 @@ func (e *Encoder) Close() (Result, error) {
 		if c, ok := e.backend.(cpuBackend); ok {
 			threads = c.threads
 		}
-		codes, nested, offset := doubleQuantize(e.absmax, threads)
+		codes, nested, offset := doubleQuantize(e.absmax, e.p.OffsetGPU(), threads)
 		res.NestedOffset = offset
 		sec = append(make([]byte, 0, len(codes)+4*len(nested)), codes...)
 		for _, v := range nested {
@@ -236,18 +236,19 @@ func (e *Encoder) Close() (Result, error) {
 // Absmax returns the float32 absmax values so far (before double quantization).
 func (e *Encoder) Absmax() []float32 { return e.absmax }
 
-// DoubleQuantize quantizes absmax values: their mean as offset, then 8-bit codes
-// of NestedMap over blocks of NestedBlockSize with one float32 absmax each.
-func DoubleQuantize(absmax []float32) (codes []byte, nested []float32, offset float32) {
-	return doubleQuantize(absmax, runtime.GOMAXPROCS(0))
+// DoubleQuantize quantizes absmax values: their mean as offset (in torch's
+// order on gpu; the zero ReduceGPU is DefaultReduceGPU), then 8-bit codes of
+// NestedMap over blocks of NestedBlockSize with one float32 absmax each.
+func DoubleQuantize(absmax []float32, gpu ReduceGPU) (codes []byte, nested []float32, offset float32) {
+	return doubleQuantize(absmax, Params{ReduceGPU: gpu}.OffsetGPU(), runtime.GOMAXPROCS(0))
 }
 
 // doubleQuantize is DoubleQuantize on up to threads goroutines.
-func doubleQuantize(absmax []float32, threads int) (codes []byte, nested []float32, offset float32) {
+func doubleQuantize(absmax []float32, gpu ReduceGPU, threads int) (codes []byte, nested []float32, offset float32) {
 	if len(absmax) == 0 {
 		return nil, nil, 0
 	}
-	offset = absmaxMean(absmax)
+	offset = MeanF32On(absmax, gpu)
 	codes = make([]byte, len(absmax))
 	nested = make([]float32, (len(absmax)+NestedBlockSize-1)/NestedBlockSize)
 	nestQuantizeFast(codes, nested, absmax, offset, threads)

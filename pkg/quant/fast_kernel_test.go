@@ -425,7 +425,7 @@ func TestDoubleQuantizeThreads(t *testing.T) {
 		for _, simd := range kernelModes() {
 			undo := setSIMD(simd)
 			for _, threads := range []int{1, 2, 7} {
-				codes, nested, off := doubleQuantize(a, threads)
+				codes, nested, off := doubleQuantize(a, DefaultReduceGPU, threads)
 				if off != offset || !bytes.Equal(codes, wantCodes) || !equalBits(nested, wantNested) {
 					undo()
 					t.Fatalf("n=%d threads=%d %s: differs from the reference", n, threads, modeName(simd))

@@ -1,123 +1,217 @@
 package quant
 
-import "math"
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
 
 // The double-quantization offset is the float32 mean of a tensor's absmax
-// values as torch computes it on the GPU for bitsandbytes (absmax.mean()):
-// torch's reduction kernel adds in a fixed tree that depends only on the count,
-// then multiplies by the float32 reciprocal of the count. MeanGeometry is that
-// tree's shape; MeanF32 adds in the same order on the CPU, and internal/gpu's
-// kernels do so on the device.
+// values as torch computes it on the GPU for bitsandbytes (absmax.mean() on a
+// fresh, contiguous float32 CUDA tensor). Float addition does not associate,
+// so the offset's last bit depends on the order of the adds; torch's order is
+// that of its generic CUDA reduction (ATen's Reduce.cuh, as shipped in torch
+// 2.11's headers) configured for one output:
+//
+//   - Threads: w = 2^floor(log2 d), at most 512, where d = n, or n/4 when
+//     n >= 128 and the loads are vectorized by four.
+//   - Without vectorization (n < 128) thread t keeps four running sums of the
+//     values t, t+w, t+2w, t+3w, t+4w, ... (value t+kw into sum k mod 4).
+//   - Vectorized, thread t of CTA c keeps one running sum per position in a
+//     vector of four consecutive values, over the vectors t + c*w, t + c*w +
+//     s, ... (s = w times the number of CTAs); the n mod 4 values past the last
+//     whole vector go into the first sum of threads 0..n%4-1 of CTA 0.
+//   - A thread's four sums are added in order: ((s0+s1)+s2)+s3.
+//   - A block adds its threads' values as a halving tree: thread t adds
+//     thread t+h for h = w/2, w/4, ..., 1 (through shared memory down to a
+//     warp, then shfl_down with decreasing offsets).
+//   - From ceil(n/w) >= 256 the input is split over C CTAs, C = max(min(T,
+//     ceil(ceil(n/w)/16)), ceil(ceil(n/w)/256)), T = SMs * floor(threads per
+//     SM / w); the last CTA to finish adds the partials (thread t takes
+//     partials t, t+w, ...) and combines them in the same halving tree.
+//   - The mean is sum * (float32(1) / float32(n)).
+//
+// Checked against torch 2.11 on an H200 for every n up to 70,000 and 300
+// random n up to 2*10^7, on four value distributions (testdata/torchmean;
+// scripts/real-stack/torch_mean_sweep.py). Only C depends on the GPU, and only
+// once T < ceil(n/w/16): from about 16*T*512 values, i.e. 4.3 M absmax values
+// (a 277 M-element tensor at block size 64) on an H100/H200.
 
-// The golden vectors (up to 2048 values) show torch 2.11 summing with one warp:
-// lane t keeps four running sums of the values t, t+32, t+64, t+96, t+128, ...
-// (value t+32k going to sum k mod 4), adds them in order, and the lanes are
-// combined by shfl_down by 1, 2, 4, 8, 16. Past 8192 values (256 a lane) the
-// order follows torch's reduction config for a 32x16 block split over CTAs
-// sized for an H100/H200 (132 multiprocessors of 2048 threads); that part is
-// fixed here so that CPU and GPU agree, and is not checked against torch.
+// ReduceGPU is the geometry of the GPU whose torch reduction order the offset
+// reproduces: its number of multiprocessors and the most resident threads per
+// multiprocessor (cudaDeviceProp.multiProcessorCount and
+// maxThreadsPerMultiProcessor).
+type ReduceGPU struct {
+	SMs          int
+	ThreadsPerSM int
+}
+
+// DefaultReduceGPU is an H100 SXM or H200 (132 SMs of 2048 threads), the GPUs
+// transformers + bitsandbytes were checked on.
+var DefaultReduceGPU = ReduceGPU{SMs: 132, ThreadsPerSM: 2048}
+
+// ReduceGPUs are named geometries for ParseReduceGPU: multiprocessor counts
+// from NVIDIA's specifications, resident threads per multiprocessor from the
+// CUDA compute-capability tables (2048 for 7.0, 8.0 and 9.0; 1024 for 7.5;
+// 1536 for 8.6, 8.9 and 12.0).
+var ReduceGPUs = map[string]ReduceGPU{
+	"h200":      {132, 2048},
+	"h100":      {132, 2048}, // SXM5
+	"h100-pcie": {114, 2048},
+	"a100":      {108, 2048},
+	"v100":      {80, 2048},
+	"t4":        {40, 1024},
+	"a10g":      {80, 1536},
+	"a10":       {72, 1536},
+	"l4":        {58, 1536},
+	"l40s":      {142, 1536},
+	"a6000":     {84, 1536},
+	"rtx3090":   {82, 1536},
+	"rtx4090":   {128, 1536},
+	"rtx5090":   {170, 1536},
+}
+
+// ParseReduceGPU reads a geometry: a name of ReduceGPUs, or SMSxTHREADS
+// such as "108x2048".
+func ParseReduceGPU(s string) (ReduceGPU, error) {
+	key := strings.ToLower(strings.TrimSpace(s))
+	if g, ok := ReduceGPUs[key]; ok {
+		return g, nil
+	}
+	if a, b, ok := strings.Cut(key, "x"); ok {
+		sms, err1 := strconv.Atoi(a)
+		thr, err2 := strconv.Atoi(b)
+		if err1 == nil && err2 == nil {
+			g := ReduceGPU{SMs: sms, ThreadsPerSM: thr}
+			return g, g.Validate()
+		}
+	}
+	return ReduceGPU{}, fmt.Errorf("%w: GPU geometry %q (want a name such as h100, a100, rtx4090, or SMSxTHREADS such as 108x2048)", ErrParams, s)
+}
+
+// Validate reports whether g can run torch's reduction.
+func (g ReduceGPU) Validate() error {
+	if g.SMs < 1 || g.SMs > 1<<16 || g.ThreadsPerSM < meanMaxThreads || g.ThreadsPerSM > 1<<16 {
+		return fmt.Errorf("%w: GPU geometry %dx%d (want at least 1 SM and %d threads per SM)", ErrParams, g.SMs, g.ThreadsPerSM, meanMaxThreads)
+	}
+	return nil
+}
+
+func (g ReduceGPU) String() string { return fmt.Sprintf("%dx%d", g.SMs, g.ThreadsPerSM) }
+
 const (
+	meanMaxThreads   = 512 // torch's threads per block for a float32 reduction
 	meanWarp         = 32
-	meanWarps        = 16
-	meanNumSMs       = 132
-	meanThreadsPerSM = 2048
+	meanVec          = 4   // values per vectorized load, and running sums per thread
+	meanVecFrom      = 128 // vectorized from this many values
 	meanMinPerThread = 16
 	meanMaxPerThread = 256
 )
 
-// MeanGeometry is the shape of the float32 sum of n values: Warps per CTA
-// (each of 32 lanes) and CTAs.
+// MeanGeometry is how torch launches the reduction of n values: Threads per
+// block, CTAs, and whether the loads are vectorized.
 type MeanGeometry struct {
-	Lanes int // threads per warp that take part: min(32, largest power of two <= n)
-	Warps int
-	CTAs  int
+	Threads    int
+	CTAs       int
+	Vectorized bool
 }
 
-// MeanGeometryFor returns the reduction shape for n values.
-func MeanGeometryFor(n int64) MeanGeometry {
-	if n < meanWarp {
-		lanes := 1
-		for int64(lanes*2) <= n {
-			lanes *= 2
-		}
-		return MeanGeometry{Lanes: lanes, Warps: 1, CTAs: 1}
+// MeanGeometryFor returns the launch for n values on gpu.
+func MeanGeometryFor(n int64, gpu ReduceGPU) MeanGeometry {
+	g := MeanGeometry{CTAs: 1, Vectorized: n >= meanVecFrom}
+	d := n
+	if g.Vectorized {
+		d = n / meanVec
 	}
-	if ceilDiv64(n, meanWarp) < meanWarps*meanMinPerThread {
-		return MeanGeometry{Lanes: meanWarp, Warps: 1, CTAs: 1}
+	g.Threads = meanMaxThreads
+	if d < meanMaxThreads {
+		g.Threads = lastPow2(d)
 	}
-	g := MeanGeometry{Lanes: meanWarp, Warps: meanWarps, CTAs: 1}
-	perThread := ceilDiv64(n, meanWarp*meanWarps)
+	perThread := ceilDiv64(n, int64(g.Threads))
 	if perThread >= meanMaxPerThread {
-		target := int64(meanNumSMs * (meanThreadsPerSM / (meanWarp * meanWarps)))
+		target := int64(gpu.SMs) * int64(gpu.ThreadsPerSM/g.Threads)
 		g.CTAs = int(max(min(target, ceilDiv64(perThread, meanMinPerThread)), ceilDiv64(perThread, meanMaxPerThread)))
 	}
 	return g
 }
 
-// MeanF32 is the float32 mean of a in torch's order (see MeanGeometryFor).
-func MeanF32(a []float32) float32 {
+// MeanF32 is the float32 mean of a in torch's order on DefaultReduceGPU.
+func MeanF32(a []float32) float32 { return MeanF32On(a, DefaultReduceGPU) }
+
+// MeanF32On is the float32 mean of a in the order of torch's CUDA reduction
+// on gpu (see the top of this file). It is NaN for no values, as in torch.
+func MeanF32On(a []float32, gpu ReduceGPU) float32 {
 	n := int64(len(a))
 	if n == 0 {
-		return float32(math.NaN()) // torch: NaN for an empty mean
+		return float32(math.NaN())
 	}
-	g := MeanGeometryFor(n)
-	threads := int64(g.Lanes * g.Warps)
-	step := threads * int64(g.CTAs)
+	g := MeanGeometryFor(n, gpu)
+	v := make([]float32, g.Threads)
 	partials := make([]float32, g.CTAs)
-	v := make([]float32, threads)
-	for c := int64(0); c < int64(g.CTAs); c++ {
-		for t := int64(0); t < threads; t++ {
-			var acc [4]float32
-			idx := c*threads + t
-			for idx+3*step < n {
-				for k := int64(0); k < 4; k++ {
-					acc[k] += a[idx+k*step]
-				}
-				idx += 4 * step
-			}
-			for k := 0; k < 4 && idx < n; k++ {
-				acc[k] += a[idx]
-				idx += step
-			}
-			v[t] = ((acc[0] + acc[1]) + acc[2]) + acc[3]
+	for c := range partials {
+		for t := range v {
+			v[t] = meanThreadSum(a, g, c, t)
 		}
-		partials[c] = blockSum(v, g.Lanes, g.Warps)
+		partials[c] = meanBlockSum(v)
 	}
 	sum := partials[0]
 	if g.CTAs > 1 {
-		for t := int64(0); t < threads; t++ {
+		for t := range v {
 			var s float32
-			for i := t; i < int64(g.CTAs); i += threads {
+			for i := t; i < g.CTAs; i += g.Threads {
 				s += partials[i]
 			}
 			v[t] = s
 		}
-		sum = blockSum(v, g.Lanes, g.Warps)
+		sum = meanBlockSum(v)
 	}
-	factor := float32(1) / float32(n)
-	return sum * factor
+	return sum * (float32(1) / float32(n))
 }
 
-// blockSum reduces one value per thread of a 32 x warps block as torch does:
-// block_y_reduce halves over the warps (row y adds row y+offset), then
-// block_x_reduce combines the 32 lanes of row 0 by shfl_down by 1, 2, 4, 8,
-// 16, of which lane 0's result is kept. It overwrites v.
-func blockSum(v []float32, lanes, warps int) float32 {
-	for off := warps / 2; off > 0; off /= 2 {
-		for y := 0; y < off; y++ {
-			for x := 0; x < lanes; x++ {
-				v[y*lanes+x] += v[(y+off)*lanes+x]
-			}
+// meanThreadSum is thread t of CTA c's value: four running sums added in order.
+func meanThreadSum(a []float32, g MeanGeometry, c, t int) float32 {
+	var acc [meanVec]float32
+	n := int64(len(a))
+	w := int64(g.Threads)
+	step := w * int64(g.CTAs)
+	if g.Vectorized {
+		for i := int64(c)*w + int64(t); i*meanVec+meanVec-1 < n; i += step {
+			v := a[i*meanVec : i*meanVec+meanVec]
+			acc[0] += v[0]
+			acc[1] += v[1]
+			acc[2] += v[2]
+			acc[3] += v[3]
+		}
+		if tail := n - n%meanVec + int64(t); c == 0 && tail < n {
+			acc[0] += a[tail]
+		}
+	} else { // one CTA: n < 128
+		for k, i := 0, int64(t); i < n; k, i = k+1, i+w {
+			acc[k%meanVec] += a[i]
 		}
 	}
-	// shfl_down reads lane t+off before any lane writes in that round; going
-	// up in t reads each value before it is overwritten.
-	for off := 1; off < lanes; off *= 2 {
-		for t := 0; t+off < lanes; t++ {
-			v[t] += v[t+off]
+	return ((acc[0] + acc[1]) + acc[2]) + acc[3]
+}
+
+// meanBlockSum adds one value per thread as a halving tree (thread t adds
+// thread t+h for h = len/2, ..., 1) and returns thread 0's sum. It overwrites v.
+func meanBlockSum(v []float32) float32 {
+	for h := len(v) / 2; h > 0; h /= 2 {
+		for t := 0; t < h; t++ {
+			v[t] += v[t+h]
 		}
 	}
 	return v[0]
+}
+
+// lastPow2 is the largest power of two <= n (1 for n < 2).
+func lastPow2(n int64) int {
+	p := 1
+	for int64(p)*2 <= n {
+		p *= 2
+	}
+	return p
 }
 
 func ceilDiv64(a, b int64) int64 { return (a + b - 1) / b }

@@ -61,6 +61,17 @@ type Params struct {
 	// AllowNonFinite quantizes NaN and ±Inf the way bitsandbytes' CUDA kernel
 	// does instead of failing with ErrNonFinite.
 	AllowNonFinite bool
+	// ReduceGPU is the GPU whose torch reduction order the double-quantization
+	// offset follows (mean.go); the zero value means DefaultReduceGPU.
+	ReduceGPU ReduceGPU
+}
+
+// OffsetGPU is p.ReduceGPU, or DefaultReduceGPU when unset.
+func (p Params) OffsetGPU() ReduceGPU {
+	if p.ReduceGPU == (ReduceGPU{}) {
+		return DefaultReduceGPU
+	}
+	return p.ReduceGPU
 }
 
 // DefaultParams returns NF4, block size 64, with double quantization: what
@@ -77,6 +88,9 @@ func (p Params) Validate() error {
 	}
 	if p.BlockSize < 32 || p.BlockSize > 4096 || p.BlockSize&(p.BlockSize-1) != 0 {
 		return fmt.Errorf("%w: block size %d (want a power of two from 32 to 4096)", ErrParams, p.BlockSize)
+	}
+	if p.ReduceGPU != (ReduceGPU{}) {
+		return p.ReduceGPU.Validate()
 	}
 	return nil
 }

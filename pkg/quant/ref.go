@@ -72,11 +72,8 @@ func refQuantize(x []float32, t Type, blocksize int) (packed []byte, absmax []fl
 	return packed, absmax
 }
 
-// absmaxMean is the double-quantization offset. bitsandbytes takes it as
-// absmax.mean() in torch on the GPU: a float32 sum in the order of torch's CUDA
-// reduction kernel, times the float32 factor 1/n (measured: torch's mean equals
-// sum()*(1/n) on an H200 for every size tried). MeanF32 replays that order,
-// so every golden offset matches (see mean.go and testdata/gpu/torchmean.py).
+// absmaxMean is the double-quantization offset: bitsandbytes takes it as
+// absmax.mean() in torch on the GPU, which MeanF32 replays (mean.go).
 func absmaxMean(absmax []float32) float32 { return MeanF32(absmax) }
 
 // nestQuantize is double quantization of the absmax values given their offset:
