@@ -46,8 +46,8 @@ func TestLlama8BOnT4(t *testing.T) {
 	if p.AttentionKernel.Value != string(KernelMath) {
 		t.Errorf("kernel %q, want %q", p.AttentionKernel.Value, KernelMath)
 	}
-	// With checkpointing on it is within the model's error of the T4's 15 GiB;
-	// offloading the layer inputs gives the margin.
+	// With checkpointing on it is at the T4's 15 GiB; offloading the layer
+	// inputs gives the margin.
 	if p.Verdict != VerdictFits || p.GradientCheckpointing.Value != "offload" {
 		t.Errorf("verdict %q with checkpointing %q; want fits with offload", p.Verdict, p.GradientCheckpointing.Value)
 	}
@@ -61,10 +61,10 @@ func TestLlama8BOnT4(t *testing.T) {
 	var offload, on bool
 	for _, a := range off.Advice {
 		offload = offload || (a.Change == "--gradient-checkpointing offload" && a.Verdict == VerdictFits && a.PeakBytes > 0)
-		on = on || (a.Change == "--gradient-checkpointing on" && a.Verdict == VerdictTight)
+		on = on || (a.Change == "--gradient-checkpointing on" && a.Verdict != VerdictFits)
 	}
 	if !offload || !on {
-		t.Errorf("advice lacks a fitting offload (%v) or a tight checkpointing on (%v): %+v", offload, on, off.Advice)
+		t.Errorf("advice lacks a fitting offload (%v) or a checkpointing on without margin (%v): %+v", offload, on, off.Advice)
 	}
 }
 

@@ -99,8 +99,8 @@ const (
 	BackwardBuffers = 64 << 20
 	// slackLoss, slackLayer and slackConst size the caching allocator's
 	// slack (see slack); fitted to the measured rows.
-	slackLoss  = 1.1
-	slackLayer = 0.5
+	slackLoss  = 0.85
+	slackLayer = 0.85
 
 	smallAlloc   = 1 << 20  // requests up to this go to the small pool
 	smallSegment = 2 << 20  // the small pool's segment

@@ -116,8 +116,8 @@ const (
 )
 
 // ModelError is the margin of the memory model on torch's reserved figure:
-// on the measured rows (testdata/plan) it predicts within -2.3..+6.9%, and
-// leaving each row out of the fit, within -4.8..+7.7%; a run may need up to
+// on the measured rows (testdata/plan) it predicts within -3.7..+8.7%, and
+// leaving each row out of the fit, within -4.5..+9.9%; a run may need up to
 // this fraction more than predicted.
 const ModelError = 0.06
 
