@@ -1,5 +1,6 @@
 # nf4pipe — see README.md. Every target works on a machine with only Go installed,
-# except cuda and ptx, which install the CUDA toolkit themselves (Debian).
+# except cuda and ptx, which install the CUDA toolkit themselves (Debian), and
+# cuda-check, which needs it (lint runs it where the toolkit is, and under CI=true).
 
 GO       ?= go
 BIN      := bin
@@ -7,12 +8,15 @@ TOOLS    := detect plan quantize place verify
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X github.com/nf4pipe/nf4pipe/internal/cli.Version=$(VERSION)
 FUZZTIME ?= 6s
+# Each new input the fuzzer finds is minimized for at most this many runs of
+# the target (go test's default is 60 s, which stalls a short run).
+FUZZMINIMIZE ?= 100x
 MODEL    ?= testdata/models/llama
 OUT      ?= out/$(notdir $(MODEL))-nf4
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all build demo test unit fuzz bench bench-chain bench-pipeline bench-8b bench-cuda cuda ptx ptx-check synth lint clean verify-exhaustive e2e
+.PHONY: all build demo test unit fuzz fuzz-corpus cuda-check bench bench-chain bench-pipeline bench-8b bench-cuda cuda ptx ptx-check synth lint clean verify-exhaustive e2e
 
 all: build
 
@@ -40,17 +44,39 @@ verify-exhaustive:
 	NF4PIPE_EXHAUSTIVE=1 $(GO) test -count=1 -run Exhaustive -timeout 1h ./pkg/quant
 
 # Each fuzz target briefly: go test -fuzz takes one target of one package per run.
-# A run whose time ran out while the fuzzer was still gathering its baseline
-# ("context deadline exceeded", on a loaded machine) is tried once more.
+# The corpus each starts from is its seeds plus testdata/fuzz/<target> (see
+# fuzz-corpus). A run whose time ran out while the fuzzer was still gathering
+# its baseline ("context deadline exceeded", on a loaded machine) is tried once more.
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
 	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
 	    for try in 1 2; do \
-	      if $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/tmp/nf4pipe-fuzz.log 2>&1; then break; fi; \
+	      if $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) $$pkg >/tmp/nf4pipe-fuzz.log 2>&1; then \
+	        grep -o 'elapsed: [^)]*), new interesting: [0-9]*' /tmp/nf4pipe-fuzz.log | tail -n 1 | sed 's/ ([0-9]*\/sec)//; s/^/  /'; break; \
+	      fi; \
 	      if [ $$try = 1 ] && grep -q 'context deadline exceeded' /tmp/nf4pipe-fuzz.log; then echo "  retry: fuzzer timed out gathering its baseline"; continue; fi; \
 	      cat /tmp/nf4pipe-fuzz.log; exit 1; \
 	    done; \
+	  done; \
+	done
+
+# Fuzz each target for FUZZTIME (say FUZZTIME=2m) and keep the new inputs the
+# fuzzer found as seed corpus files in the package's testdata/fuzz/<target>/,
+# which go test runs as ordinary test cases and every fuzz run starts from.
+# Inputs over 4 KiB are left out to keep the repository small. The target's
+# fuzz cache is emptied first so that only this run's finds are kept.
+fuzz-corpus:
+	@cache=$$($(GO) env GOCACHE)/fuzz; \
+	for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "fuzz-corpus $$pkg $$f ($(FUZZTIME))"; \
+	    rm -rf $$cache/$$pkg/$$f; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) $$pkg >/tmp/nf4pipe-fuzz.log 2>&1 || { cat /tmp/nf4pipe-fuzz.log; exit 1; }; \
+	    mkdir -p $$dir/testdata/fuzz/$$f; \
+	    find $$cache/$$pkg/$$f -type f -size -4k -exec cp {} $$dir/testdata/fuzz/$$f/ \; 2>/dev/null; \
+	    echo "  $$(ls $$dir/testdata/fuzz/$$f | wc -l) corpus files"; \
 	  done; \
 	done
 
@@ -97,12 +123,20 @@ bench-cuda:
 	scripts/install-cuda-toolkit.sh
 	scripts/bench-cuda.sh pack
 
+# Under CI (CI=true) the CUDA code must be checked: .ci/run installs the toolkit.
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags purego ./pkg/quant ./pkg/verify
-	@if [ -f /usr/include/cuda.h ]; then echo "go vet -tags cuda ./..."; CGO_ENABLED=1 $(GO) vet -tags cuda ./...; \
+	@if [ -f /usr/include/cuda.h ]; then $(MAKE) --no-print-directory cuda-check; \
+	 elif [ "$$CI" = true ]; then echo "lint: CI run without the CUDA toolkit (scripts/install-cuda-toolkit.sh)"; exit 1; \
 	 else echo "go vet -tags cuda: skipped (no cuda.h; make cuda installs the toolkit)"; fi
+
+# The CUDA code (cgo, -tags cuda) vetted, tests included, and compiled and
+# linked against the toolkit's headers and libcuda; it needs no GPU, nothing runs.
+cuda-check:
+	CGO_ENABLED=1 $(GO) vet -tags cuda ./...
+	CGO_ENABLED=1 $(GO) build -tags cuda ./...
 
 clean:
 	rm -rf $(BIN) out

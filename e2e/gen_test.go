@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -10,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 )
 
 // generate writes into dir the inputs too big, or too dependent on the current
@@ -105,23 +106,21 @@ func poisonedModel(src, dst, name string, i int64, v float64) error {
 			return err
 		}
 	}
-	b, err := os.ReadFile(filepath.Join(src, "model.safetensors"))
+	path := filepath.Join(src, "model.safetensors")
+	sf, err := safetensors.OpenFile(path)
 	if err != nil {
 		return err
 	}
-	n := int64(binary.LittleEndian.Uint64(b))
-	var header map[string]json.RawMessage
-	if err := json.Unmarshal(b[8:8+n], &header); err != nil {
+	info, ok := sf.Tensor(name)
+	sf.Close()
+	if !ok || info.DType != safetensors.BF16 {
+		return fmt.Errorf("%s: tensor %s is not BF16", src, name)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
 		return err
 	}
-	var info struct {
-		DType   string   `json:"dtype"`
-		Offsets [2]int64 `json:"data_offsets"`
-	}
-	if err := json.Unmarshal(header[name], &info); err != nil || info.DType != "BF16" {
-		return fmt.Errorf("%s: tensor %s is not BF16 (%v)", src, name, err)
-	}
-	at := 8 + n + info.Offsets[0] + 2*i
+	at := info.Offset + 2*i
 	binary.LittleEndian.PutUint16(b[at:], uint16(math.Float32bits(float32(v))>>16))
 	return os.WriteFile(filepath.Join(dst, "model.safetensors"), b, 0o644)
 }

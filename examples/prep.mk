@@ -8,7 +8,7 @@
 #
 #     SRC-nf4/                the bitsandbytes 4-bit checkpoint (transformers loads it)
 #     SRC-nf4.detect.json     detect --json: architecture, parameter and byte counts
-#     SRC-nf4.plan.json       plan --json: device map, settings, predicted memory
+#     SRC-nf4.plan.json       plan --report --json: device map, settings, predicted memory
 #     SRC-nf4.verify.json     verify --json: per-tensor error and integrity report
 #     SRC-nf4.log             what the stages said on stderr
 #
@@ -56,7 +56,7 @@ $(1)$(SUFFIX)/config.json: $(1)/config.json $(wildcard $(1)/*.safetensors $(1)/m
 	@echo "prep: $(1) -> $(1)$(SUFFIX)"
 	@rm -f $(1)$(SUFFIX).log
 	$(call tool,detect) --info --json $(1) > $(1)$(SUFFIX).detect.json
-	$(if $(PLAN_FLAGS),$(call tool,detect) -q $(1)/config.json | $(call tool,plan) $(PLAN_FLAGS) --json > $(1)$(SUFFIX).plan.json)
+	$(if $(PLAN_FLAGS),$(call tool,detect) -q $(1)/config.json | $(call tool,plan) $(PLAN_FLAGS) --report --json > $(1)$(SUFFIX).plan.json)
 	( $(call tool,detect) -q $(1) \
 	  $(if $(PLAN_FLAGS),| $(call tool,plan) -q $(PLAN_FLAGS)) \
 	  | $(call tool,quantize) $(QUANT_FLAGS) \

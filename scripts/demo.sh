@@ -17,7 +17,7 @@ have detect   && pipeline+=("$BIN/detect $MODEL")
 have plan     && pipeline+=("$BIN/plan --gpus ${GPUS:-a10g}")
 have quantize && pipeline+=("$BIN/quantize")
 have place    && pipeline+=("$BIN/place --out $OUT")
-have verify   && pipeline+=("$BIN/verify --reference $MODEL")
+have verify   && pipeline+=("$BIN/verify$(have place && echo " --checkpoint $OUT") --reference $MODEL")
 
 if [ ${#pipeline[@]} -eq 0 ]; then
   echo "demo: no stage is built yet" >&2

@@ -10,8 +10,11 @@ import (
 
 	"github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/internal/gpu"
+	"github.com/nf4pipe/nf4pipe/pkg/arch"
+	"github.com/nf4pipe/nf4pipe/pkg/qtype"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/quantize"
+	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
 const description = `Reads a tensor stream (stdin or -i FILE), quantizes every tensor that detect marked
@@ -23,46 +26,37 @@ FILE), a one-line summary to stderr.
 --only quantizes exactly the floating tensors of two or more dimensions it matches
 (--only '*' quantizes all of them). Patterns are globs on tensor names (path.Match).
 
-Exit status: 0 done, 2 bad flags (or --device cuda in a build without CUDA),
-3 input it cannot quantize (truncated or corrupt stream, FP8 or integer tensors marked
-for quantization, NaN/Inf weights, a config-only stream), 4 the output could not be
-written.
-
-Example:
-   detect ~/models/Llama-3.2-1B | quantize | place --out Llama-3.2-1B-nf4
-   detect M -o m.stream && quantize -i m.stream -o m-nf4.stream --json
-   detect M | quantize --type fp4 --blocksize 128 --double-quant=false --skip '*.mlp.down_proj.weight' | place --out M-fp4`
+Examples:
+   detect testdata/models/llama | quantize | place --out llama-nf4
+   detect testdata/models/llama -o llama.stream && quantize -i llama.stream -o llama-nf4.stream --json
+   detect testdata/models/llama | quantize --type fp4 --blocksize 128 --double-quant=false --skip '*.mlp.down_proj.weight' | place --out llama-fp4`
 
 func newApp() *ucli.App {
 	return &ucli.App{
 		Name:      "quantize",
 		Usage:     "quantize a tensor stream to bitsandbytes NF4/FP4 with double quantization",
 		UsageText: "quantize [flags] < STREAM > STREAM",
-		Version:   cli.Version,
 		Description: description + "\n\n   This build: " + map[bool]string{true: "with CUDA (--device cuda uses the GPUs; auto stays on the CPU, which keeps up with any pipe)",
 			false: "CPU only (make cuda builds the GPU path)"}[quantize.CUDABuilt],
 		Flags: []ucli.Flag{
-			&ucli.StringFlag{Name: "type", Value: "nf4", Usage: "4-bit data type: nf4 or fp4"},
-			&ucli.IntFlag{Name: "blocksize", Value: quant.DefaultBlockSize, Usage: "values per absmax block: a power of two from 32 to 4096"},
+			&ucli.StringFlag{Name: "type", Value: string(quant.DefaultParams().Type), Usage: "4-bit data `TYPE`: " + qtype.Names()},
+			&ucli.IntFlag{Name: "blocksize", Value: quant.DefaultBlockSize, Usage: "values per absmax block (`N`): a power of two from 32 to 4096"},
 			&ucli.BoolFlag{Name: "double-quant", Value: true, Usage: "quantize the absmax values to 8 bits (--double-quant=false: float32 absmax)"},
-			&ucli.StringFlag{Name: "device", Value: "auto", Usage: "auto, cpu, cuda or cuda:N[,N...] (tensors go round-robin over the GPUs listed)"},
+			&ucli.StringFlag{Name: "device", Value: "auto", Usage: "`DEVICE`: auto, cpu, cuda or cuda:N[,N...] (tensors go round-robin over the GPUs listed)"},
 			&ucli.StringSliceFlag{Name: "only", Usage: "quantize exactly the 2+-D floating tensors whose name matches the glob `PATTERN` (repeatable)"},
 			&ucli.StringSliceFlag{Name: "skip", Usage: "keep tensors whose name matches the glob `PATTERN` (repeatable; wins over --only)"},
-			&ucli.IntFlag{Name: "threads", Usage: "CPU threads, 0 for all cores"},
+			&ucli.IntFlag{Name: "threads", Usage: "CPU threads (`N`), 0 for all cores"},
 			&ucli.BoolFlag{Name: "allow-nonfinite", Usage: "quantize NaN and ±Inf weights as bitsandbytes does instead of failing"},
 			&ucli.StringFlag{Name: "offset-gpu", Usage: "sum the double-quantization offset in torch's order on this GPU: a name (h100, h200, a100, a10g, l4, t4, rtx4090, ...) or `SMSxTHREADS` (default: the first local GPU in a CUDA build, else h100/h200)"},
 			&ucli.StringFlag{Name: "cast", Usage: "convert kept F32/F16/BF16 tensors to `DTYPE`: bf16, f16 or f32"},
 			&ucli.StringFlag{Name: "input", Aliases: []string{"i"}, Usage: "read the stream from `FILE` (- for stdin)"},
 			&ucli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the stream to `FILE` (- for stdout); written whole or not at all"},
-			&ucli.BoolFlag{Name: "json", Usage: "write the summary as JSON on stderr"},
-			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no summary and no progress line"},
+			&ucli.BoolFlag{Name: "json", Usage: "the summary as JSON (on stderr: the stream keeps stdout)"},
+			&ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no text summary and no progress line (--json still writes the JSON one)"},
 		},
 		DisableSliceFlagSeparator: true, // a glob may hold a comma
 		HideHelpCommand:           true,
 		Action:                    action,
-		OnUsageError: func(_ *ucli.Context, err error, _ bool) error {
-			return cli.Usagef("%v (see quantize --help)", err)
-		},
 	}
 }
 
@@ -72,7 +66,7 @@ func action(c *ucli.Context) error {
 	}
 	cast, err := quantize.ParseCast(c.String("cast"))
 	if err != nil {
-		return fail(err)
+		return flagError(err)
 	}
 	offsetGPU, err := offsetGeometry(c.String("offset-gpu"))
 	if err != nil {
@@ -83,10 +77,10 @@ func action(c *ucli.Context) error {
 			DoubleQuant: c.Bool("double-quant"), AllowNonFinite: c.Bool("allow-nonfinite"), ReduceGPU: offsetGPU},
 		Device: c.String("device"), Threads: c.Int("threads"),
 		Only: c.StringSlice("only"), Skip: c.StringSlice("skip"), Cast: cast,
-		Version: cli.Version, Args: stageArgs(c),
+		Version: cli.Version, Args: cli.StageArgs(c),
 	}
 	if err := opt.Validate(); err != nil {
-		return fail(err)
+		return flagError(err)
 	}
 	inPath, outPath := c.String("input"), c.String("output")
 	if (inPath == "" || inPath == "-") && cli.IsTerminal(orStd(c.App.Reader, os.Stdin)) {
@@ -106,23 +100,35 @@ func action(c *ucli.Context) error {
 	}
 	defer out.Abort()
 	if !c.Bool("quiet") {
-		opt.Progress = cli.NewProgress(c.App.ErrWriter, "quantize", 0)
+		if p := cli.NewProgress(c.App.ErrWriter, "quantize", 0); p != nil {
+			opt.Progress = p
+			defer p.Done()
+		}
 	}
 	sum, err := quantize.Run(in, out, opt)
-	opt.Progress.Done()
 	if err != nil {
-		return fail(err)
+		return hint(err)
 	}
 	if err := out.Commit(); err != nil {
 		return err
 	}
 	switch {
-	case c.Bool("quiet"):
-		return nil
 	case c.Bool("json"):
 		return sum.WriteJSON(c.App.ErrWriter)
+	case c.Bool("quiet"):
+		return nil
 	}
 	return sum.WriteText(c.App.ErrWriter)
+}
+
+// exitTable maps quantize's errors to its exit statuses.
+var exitTable = cli.Table{
+	{Code: cli.ExitOK, Meaning: "done"},
+	{Code: cli.ExitUsage, Meaning: "bad flags (or --device cuda in a build without CUDA)", Errs: []error{quantize.ErrUsage, quantize.ErrNoCUDA, quant.ErrParams, arch.ErrPattern}},
+	{Code: cli.ExitInput, Meaning: "input it cannot quantize: a truncated or corrupt stream, FP8 or integer tensors marked for quantization, NaN/Inf weights, a config-only stream",
+		Errs: []error{quantize.ErrUnsupported, quantize.ErrNoData, quantize.ErrRead, quant.ErrNonFinite, quant.ErrDType, quant.ErrLength,
+			tensorstream.ErrCorrupt, tensorstream.ErrChecksum, tensorstream.ErrVersion, tensorstream.ErrLimit, tensorstream.ErrSize}},
+	{Code: cli.ExitOutput, Meaning: "the output could not be written", Errs: []error{quantize.ErrWrite}},
 }
 
 // offsetGeometry is the GPU whose torch reduction order the offset follows:
@@ -140,50 +146,36 @@ func offsetGeometry(name string) (quant.ReduceGPU, error) {
 	return quant.DefaultReduceGPU, nil
 }
 
-// stageArgs are the flags as given, for the header's stage record.
-func stageArgs(c *ucli.Context) []string {
-	var out []string
-	for _, name := range c.FlagNames() {
-		if name == "quiet" || name == "json" || name == "input" || name == "output" || !c.IsSet(name) {
-			continue
-		}
-		for _, v := range flagValues(c, name) {
-			out = append(out, "--"+name+"="+v)
-		}
-	}
-	return out
-}
-
-func flagValues(c *ucli.Context, name string) []string {
-	switch name {
-	case "only", "skip":
-		return c.StringSlice(name)
-	}
-	return []string{fmt.Sprint(c.Value(name))}
-}
-
-// fail gives err its exit status; cli.Run prints it once, as "quantize: ...".
-func fail(err error) error {
-	return cli.WithCode(exitCode(err), err)
-}
-
-func exitCode(err error) int {
-	switch {
-	case errors.Is(err, quantize.ErrWrite):
-		return cli.ExitOutput
-	case errors.Is(err, quantize.ErrUsage), errors.Is(err, quantize.ErrNoCUDA):
-		return cli.ExitUsage
-	case errors.Is(err, quantize.ErrUnsupported), errors.Is(err, quantize.ErrNoData),
-		errors.Is(err, quantize.ErrRead), errors.Is(err, quant.ErrNonFinite), errors.Is(err, quant.ErrDType):
-		return cli.ExitInput
-	}
-	return cli.Code(err)
-}
-
 // orStd is v, or the standard file def when v is nil (the app's default).
 func orStd(v any, def *os.File) any {
 	if v == nil {
 		return def
 	}
 	return v
+}
+
+// hint adds to err the flag that gets past it, where there is one: the
+// library's errors name no flags.
+func hint(err error) error {
+	var nf *quant.NonFiniteError
+	switch {
+	case errors.As(err, &nf):
+		return fmt.Errorf("%w (--allow-nonfinite quantizes it as bitsandbytes does)", err)
+	case errors.Is(err, quantize.ErrUnsupported):
+		return fmt.Errorf("%w with --skip NAME", err)
+	}
+	return err
+}
+
+// flags name the flag of each quantize.Options field.
+var flags = map[string]string{"Type": "--type", "BlockSize": "--blocksize", "Pattern": "--only/--skip",
+	"Cast": "--cast", "Threads": "--threads", "Device": "--device"}
+
+// flagError says an invalid option as the flag that gave it.
+func flagError(err error) error {
+	var oe *quantize.OptionError
+	if errors.As(err, &oe) && flags[oe.Option] != "" {
+		return cli.Usagef("%s %s: %s", flags[oe.Option], oe.Value, oe.Why)
+	}
+	return err
 }

@@ -34,7 +34,7 @@ func runApp(t *testing.T, stdin []byte, out interface{ Write([]byte) (int, error
 		app.Writer = out
 	}
 	app.ErrWriter = &e
-	code := cli.Run(app, append([]string{"quantize"}, args...))
+	code := cli.Run(app, exitTable, append([]string{"quantize"}, args...))
 	return result{code, o.Bytes(), e.Bytes()}
 }
 
@@ -182,13 +182,13 @@ func TestInputErrors(t *testing.T) {
 	in := llamaStream(t)
 	oneLine(t, runApp(t, in[:len(in)-3], nil), cli.ExitInput, "unexpected EOF")
 	oneLine(t, runApp(t, in[:len(in)/2], nil), cli.ExitInput, "unexpected EOF")
-	oneLine(t, runApp(t, oneTensor(t, tensorstream.F8E4M3, make([]byte, 256)), nil), cli.ExitInput, "--skip 'model.layers.0.mlp.up_proj.weight'")
+	oneLine(t, runApp(t, oneTensor(t, tensorstream.F8E4M3, make([]byte, 256)), nil), cli.ExitInput, "or keep it as it is with --skip NAME")
 	oneLine(t, runApp(t, oneTensor(t, tensorstream.I32, make([]byte, 512)), nil), cli.ExitInput, "I32")
 
 	nan := make([]byte, 512)
 	nan[2*70], nan[2*70+1] = 0xC0, 0x7F // BF16 NaN at element 70
 	nanStream := oneTensor(t, tensorstream.BF16, nan)
-	oneLine(t, runApp(t, nanStream, nil), cli.ExitInput, "at element 70 (use --allow-nonfinite")
+	oneLine(t, runApp(t, nanStream, nil), cli.ExitInput, "at element 70 (--allow-nonfinite quantizes it")
 	oneLine(t, runApp(t, nanStream, nil, "--allow-nonfinite"), 0, "1 tensors quantized")
 
 	dir := t.TempDir()
@@ -218,7 +218,7 @@ func TestOutputError(t *testing.T) {
 
 func TestHelpAndVersion(t *testing.T) {
 	r := runApp(t, nil, nil, "--help")
-	if r.code != 0 || !strings.Contains(string(r.stdout), "detect ~/models/Llama-3.2-1B | quantize | place") {
+	if r.code != 0 || !strings.Contains(string(r.stdout), "detect testdata/models/llama | quantize | place") {
 		t.Errorf("--help: %d %s", r.code, r.stdout)
 	}
 	r = runApp(t, nil, nil, "--version")

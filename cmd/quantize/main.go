@@ -5,4 +5,4 @@ package main
 
 import "github.com/nf4pipe/nf4pipe/internal/cli"
 
-func main() { cli.Main(newApp()) }
+func main() { cli.Main(newApp(), exitTable) }

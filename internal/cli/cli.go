@@ -1,8 +1,11 @@
-// Package cli holds what every nf4pipe command shares: the exit statuses, the one
-// place that maps errors to them, the version, and input/output opening.
+// Package cli holds what every nf4pipe command shares: the exit statuses, the
+// mapping of an error to one through the command's own table, the version,
+// signal handling, argument order, and input/output opening. It knows no
+// library's errors: each command (cmd/<tool>) lists the sentinels it maps.
 package cli
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -12,19 +15,9 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/nf4pipe/nf4pipe/pkg/arch"
-	"github.com/nf4pipe/nf4pipe/pkg/gpus"
-	"github.com/nf4pipe/nf4pipe/pkg/hfcache"
-	"github.com/nf4pipe/nf4pipe/pkg/quant"
-	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
-	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 	ucli "github.com/urfave/cli/v2"
 	"golang.org/x/term"
 )
-
-// Version is the version every tool reports; the Makefile may override it with
-// -ldflags "-X github.com/nf4pipe/nf4pipe/internal/cli.Version=...".
-var Version = "0.1.0-dev"
 
 // Exit statuses, the same for every tool and documented in the README.
 const (
@@ -61,33 +54,23 @@ func Usagef(format string, args ...any) error {
 	return &Error{Code: ExitUsage, Err: fmt.Errorf(format, args...)}
 }
 
-// inputErrors are sentinels that mean the input is at fault.
-var inputErrors = []error{
-	tensorstream.ErrCorrupt, tensorstream.ErrChecksum, tensorstream.ErrVersion,
-	tensorstream.ErrLimit, io.ErrUnexpectedEOF,
-	safetensors.ErrHeader, safetensors.ErrTruncated, safetensors.ErrDType, safetensors.ErrShape,
-	safetensors.ErrOffsets, safetensors.ErrDuplicate, safetensors.ErrMissingShard, safetensors.ErrIndex,
-	safetensors.ErrNotFound, safetensors.ErrSize,
-	arch.ErrConfig, arch.ErrShape,
-	quant.ErrNonFinite, quant.ErrDType, quant.ErrLength,
-	hfcache.ErrNotCached,
+// Status is one row of a command's exit-status table: the status, what it
+// means (for --help), and the errors (sentinels, matched with errors.Is) that
+// end the command with it.
+type Status struct {
+	Code    int
+	Meaning string
+	Errs    []error
 }
 
-// usageErrors are sentinels that mean a flag or argument is at fault.
-var usageErrors = []error{
-	arch.ErrPattern, quant.ErrParams, gpus.ErrSpec, gpus.ErrSize, gpus.ErrMaxMem,
-	hfcache.ErrRevision,
-}
+// Table is a command's exit statuses, in the order --help lists them.
+type Table []Status
 
-// RegisterInputErrors adds sentinels of other packages that mean bad input.
-func RegisterInputErrors(errs ...error) { inputErrors = append(inputErrors, errs...) }
-
-// RegisterUsageErrors adds sentinels of other packages that mean a bad flag or
-// argument.
-func RegisterUsageErrors(errs ...error) { usageErrors = append(usageErrors, errs...) }
-
-// Code maps an error to an exit status.
-func Code(err error) int {
+// Code maps err to an exit status: a status the command gave (WithCode) wins,
+// then the table's sentinels in order, then what the system says (a full or
+// read-only disk is the output's fault; a missing or unreadable file, the
+// input's, since outputs wrap their own errors with ExitOutput).
+func (t Table) Code(err error) int {
 	if err == nil {
 		return ExitOK
 	}
@@ -99,32 +82,42 @@ func Code(err error) int {
 	if errors.As(err, &ec) {
 		return ec.ExitCode()
 	}
-	for _, s := range usageErrors {
-		if errors.Is(err, s) {
-			return ExitUsage
+	for _, s := range t {
+		for _, e := range s.Errs {
+			if errors.Is(err, e) {
+				return s.Code
+			}
 		}
 	}
-	for _, s := range inputErrors {
-		if errors.Is(err, s) {
-			return ExitInput
-		}
-	}
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EFBIG) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EROFS) {
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EFBIG), errors.Is(err, syscall.EDQUOT), errors.Is(err, syscall.EROFS):
 		return ExitOutput
-	}
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission):
 		return ExitInput
 	}
 	return ExitFailure
 }
 
+// Help is the table as --help prints it.
+func (t Table) Help() string {
+	var b strings.Builder
+	b.WriteString("Exit status:")
+	for _, s := range t {
+		fmt.Fprintf(&b, "\n   %-3d %s", s.Code, s.Meaning)
+	}
+	return b.String()
+}
+
+// Code maps an error to an exit status with no command's table.
+func Code(err error) int { return Table(nil).Code(err) }
+
 // errSilent marks a failure that the command has reported itself.
 var errSilent = errors.New("exit status already reported")
 
-// Status returns an error that makes Run exit with code and print nothing, for
+// Silent returns an error that makes Run exit with code and print nothing, for
 // a command that has reported the outcome itself (plan's report of a model
 // that does not fit); nil for ExitOK.
-func Status(code int) error {
+func Silent(code int) error {
 	if code == ExitOK {
 		return nil
 	}
@@ -132,32 +125,64 @@ func Status(code int) error {
 }
 
 // Run runs app with args and returns the exit status, printing one line
-// (Message) to the app's ErrWriter for a failure. It sets app.Version to
-// Version when the app has none. A write to a closed pipe (the next stage
-// exited) ends quietly with status 0; where SIGPIPE is not ignored, the Go
-// runtime ends the process by SIGPIPE before that, as quietly.
-func Run(app *ucli.App, args []string) int {
+// (Message) to the app's ErrWriter for a failure, with the status from table.
+// It sets app.Version to Version when the app has none, accepts flags after
+// arguments (Permute), and appends the table to the app's description. A write
+// to a closed pipe (the next stage exited) ends quietly with status 0.
+func Run(app *ucli.App, table Table, args []string) int {
 	if app.ErrWriter == nil {
 		app.ErrWriter = os.Stderr
+	}
+	if app.Writer == nil {
+		app.Writer = os.Stdout
+	}
+	if app.Reader == nil {
+		app.Reader = os.Stdin
 	}
 	if app.Version == "" {
 		app.Version = Version
 	}
+	if len(table) > 0 && !strings.Contains(app.Description, "Exit status:") {
+		app.Description = strings.TrimRight(app.Description, "\n") + "\n\n" + table.Help()
+	}
 	app.ExitErrHandler = func(*ucli.Context, error) {} // statuses are ours to decide
+	if app.OnUsageError == nil {
+		name := app.Name
+		app.OnUsageError = func(_ *ucli.Context, err error, _ bool) error {
+			return Usagef("%s (see %s --help)", longFlags(err.Error()), name)
+		}
+	}
 	GrowPipe(os.Stdin, PipeSize)
 	GrowPipe(os.Stdout, PipeSize)
-	err := app.Run(args)
+	ctx, stop := signalContext(app.Name, app.ErrWriter)
+	err := app.RunContext(ctx, Permute(app, args))
+	if Interrupted() {
+		select {} // the signal handler reports and ends the process
+	}
+	stop()
 	if err == nil {
 		return ExitOK
 	}
 	if errors.Is(err, syscall.EPIPE) {
 		return ExitOK
 	}
-	code := Code(err)
+	code := table.Code(err)
 	if !errors.Is(err, errSilent) {
 		fmt.Fprintln(app.ErrWriter, Message(app.Name, err))
 	}
 	return code
+}
+
+// longFlags turns urfave's "-name" in a flag error into "--name" for flags of
+// more than one letter, as the help spells them.
+func longFlags(msg string) string {
+	words := strings.Fields(msg)
+	for i, w := range words {
+		if len(w) > 2 && w[0] == '-' && w[1] != '-' {
+			words[i] = "-" + w
+		}
+	}
+	return strings.Join(words, " ")
 }
 
 // Message is the one error line of the tool called name: "name: " once, then
@@ -170,41 +195,105 @@ func Message(name string, err error) string {
 	for strings.HasPrefix(msg, p) {
 		msg = msg[len(p):]
 	}
-	return p + strings.ReplaceAll(msg, ": "+p, ": ")
+	return p + dedupe(strings.ReplaceAll(msg, ": "+p, ": "))
+}
+
+// dedupe drops from a ": "-separated message every part that repeats an
+// earlier one, as wrapping the same sentinel or name twice leaves them
+// ("gpus: bad memory cap: \"0:abc\": gpus: bad memory size",
+// "tensor \"x\": tensor \"x\": ...").
+func dedupe(msg string) string {
+	parts := strings.Split(msg, ": ")
+	seen := make(map[string]bool, len(parts))
+	out := parts[:0]
+	for _, part := range parts {
+		if seen[part] {
+			continue
+		}
+		seen[part] = true
+		out = append(out, part)
+	}
+	return strings.Join(out, ": ")
 }
 
 // PipeSize is the pipe buffer every tool asks for on a piped stdin or stdout.
 // The kernel's default of 64 KiB makes a 4 MiB chunk cost 64 context switches
-// between two stages; 1 MiB (the default pipe-max-size) made a two-process pipe
-// 2.3 GB/s instead of 0.5 GB/s on the 2-core development VM.
+// between two stages; 1 MiB is the default pipe-max-size, the most an
+// unprivileged process may ask for (docs/BENCHMARKS.md, "Pipe chain", has the
+// figures).
 const PipeSize = 1 << 20
 
 // Main runs app with os.Args and exits with its status.
-func Main(app *ucli.App) { os.Exit(Run(app, os.Args)) }
+func Main(app *ucli.App, table Table) { os.Exit(Run(app, table, os.Args)) }
 
-// OpenInput opens path for reading; "" and "-" mean stdin (from app.Reader when set).
+// OpenInput opens path for reading a stream; "" and "-" mean stdin (from
+// app.Reader when set). An empty input, or one that starts with text, is
+// refused here with a line that says so (see CheckStream).
 func OpenInput(c *ucli.Context, path string) (io.ReadCloser, error) {
+	what := path
+	var r io.Reader
+	var closer io.Closer = io.NopCloser(nil)
 	if path == "" || path == "-" {
-		r := c.App.Reader
+		what = "stdin"
+		r = c.App.Reader
 		if r == nil {
 			r = os.Stdin
 		}
-		return io.NopCloser(r), nil
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, WithCode(ExitInput, err)
+		}
+		r, closer = f, f
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, WithCode(ExitInput, err)
+	br := bufio.NewReaderSize(r, 1<<16)
+	if err := CheckStream(br, what); err != nil {
+		closer.Close()
+		return nil, err
 	}
-	return f, nil
+	return struct {
+		io.Reader
+		io.Closer
+	}{br, closer}, nil
+}
+
+// CheckStream peeks at the start of a stream and refuses, with ExitInput and
+// one clear line, an empty one (the stage before failed or wrote nothing) or
+// one that starts with text (a report: --info, --report and --emit end a
+// pipeline). A stream starts with binary magic and version bytes.
+func CheckStream(br *bufio.Reader, what string) error {
+	head, err := br.Peek(16)
+	if len(head) == 0 {
+		if err == io.EOF || err == nil {
+			return WithCode(ExitInput, fmt.Errorf("no stream: %s is empty (the stage before wrote nothing; see its message)", what))
+		}
+		return WithCode(ExitInput, err)
+	}
+	for _, b := range head {
+		if (b < 0x20 || b > 0x7e) && b != '\n' && b != '\r' && b != '\t' {
+			return nil
+		}
+	}
+	return WithCode(ExitInput, fmt.Errorf("not a tensor stream: %s starts with text %q; streams come from detect (--info, --report and --emit print a report instead and end a pipeline)", what, firstLine(head)))
+}
+
+func firstLine(b []byte) string {
+	s := string(b)
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		s = s[:i]
+	}
+	return s
 }
 
 // Output is a file being written under a temporary name, renamed into place by
-// Commit, so a failed run leaves nothing under the final name; or stdout.
+// Commit, so a failed or interrupted run leaves nothing under the final name
+// and no temporary file; or stdout.
 type Output struct {
 	io.Writer
 	f     *os.File
 	final string
 	dev   *os.File // a device or pipe written in place
+	drop  func()   // forgets the temporary file in the interrupt cleanup
 }
 
 // CreateOutput opens path for writing; "" and "-" mean stdout (app.Writer when set).
@@ -225,11 +314,28 @@ func CreateOutput(c *ucli.Context, path string) (*Output, error) {
 		}
 		return &Output{Writer: f, dev: f}, nil
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	f, drop, err := createTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return nil, WithCode(ExitOutput, err)
+		return nil, WithCode(ExitOutput, fmt.Errorf("%s: %w", path, unwrapPath(err)))
 	}
-	return &Output{Writer: f, f: f, final: path}, nil
+	// CreateTemp makes 0600; an output is an ordinary file, as > makes it.
+	if err := f.Chmod(0o666 &^ umask()); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		drop()
+		return nil, WithCode(ExitOutput, fmt.Errorf("%s: %w", path, unwrapPath(err)))
+	}
+	return &Output{Writer: f, f: f, final: path, drop: drop}, nil
+}
+
+// unwrapPath drops the *fs.PathError around err, whose path is the temporary
+// file's, so that the message names the user's path instead.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // Commit syncs and renames a file output into place; for stdout a no-op, for a
@@ -253,9 +359,11 @@ func (o *Output) Commit() error {
 	if err == nil {
 		err = os.Rename(o.f.Name(), o.final)
 	}
+	o.drop()
 	if err != nil {
 		os.Remove(o.f.Name())
-		return WithCode(ExitOutput, err)
+		o.f = nil
+		return WithCode(ExitOutput, fmt.Errorf("%s: %w", o.final, unwrapPath(err)))
 	}
 	o.f = nil
 	return nil
@@ -270,6 +378,7 @@ func (o *Output) Abort() {
 	if o.f != nil {
 		o.f.Close()
 		os.Remove(o.f.Name())
+		o.drop()
 		o.f = nil
 	}
 }
@@ -281,4 +390,15 @@ func (o *Output) Abort() {
 func IsTerminal(v any) bool {
 	f, ok := v.(*os.File)
 	return ok && f != nil && term.IsTerminal(int(f.Fd()))
+}
+
+// IsPipe reports whether v, a writer, is a pipe or a socket: where a stream is
+// passed on to a next stage. A regular file, a terminal or a device is not.
+func IsPipe(v any) bool {
+	f, ok := v.(*os.File)
+	if !ok || f == nil {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&(os.ModeNamedPipe|os.ModeSocket) != 0
 }

@@ -24,6 +24,8 @@ func TestMessage(t *testing.T) {
 		{errors.New("place: place: twice"), "place: twice"},
 		{errors.New("replace: not ours"), "place: replace: not ours"},
 		{errors.New("first\nsecond\n"), "place: first; second"},
+		{errors.New(`gpus: bad memory cap: "0:abc": gpus: bad memory size`), `place: gpus: bad memory cap: "0:abc": bad memory size`},
+		{errors.New(`tensor "x": tensor "x": truncated`), `place: tensor "x": truncated`},
 	} {
 		if got := Message("place", c.err); got != c.want {
 			t.Errorf("Message(%q) = %q, want %q", c.err, got, c.want)
@@ -35,7 +37,7 @@ func run(t *testing.T, action ucli.ActionFunc, args ...string) (int, string, str
 	t.Helper()
 	var out, errb bytes.Buffer
 	app := &ucli.App{Name: "tool", Writer: &out, ErrWriter: &errb, Action: action}
-	code := Run(app, append([]string{"tool"}, args...))
+	code := Run(app, nil, append([]string{"tool"}, args...))
 	return code, out.String(), errb.String()
 }
 
@@ -46,7 +48,7 @@ func TestRun(t *testing.T) {
 		wantErrs string
 	}{
 		{nil, ExitOK, ""},
-		{Status(ExitNoFit), ExitNoFit, ""},
+		{Silent(ExitNoFit), ExitNoFit, ""},
 		{Usagef("bad %s", "flag"), ExitUsage, "tool: bad flag\n"},
 		{fmt.Errorf("write: %w", syscall.EPIPE), ExitOK, ""},
 		{fmt.Errorf("write out: %w", syscall.ENOSPC), ExitOutput, "tool: write out: no space left on device\n"},
@@ -57,8 +59,8 @@ func TestRun(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want %d, %q", c.err, code, errs, c.code, c.wantErrs)
 		}
 	}
-	if Status(ExitOK) != nil {
-		t.Error("Status(0) is not nil")
+	if Silent(ExitOK) != nil {
+		t.Error("Silent(0) is not nil")
 	}
 	code, out, _ := run(t, func(*ucli.Context) error { return nil }, "--version")
 	if code != 0 || out != "tool version "+Version+"\n" {

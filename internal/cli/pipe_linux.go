@@ -22,3 +22,14 @@ func GrowPipe(f *os.File, size int) int {
 	}
 	return int(n)
 }
+
+// processUmask is the file-mode creation mask, read once at start, before
+// any goroutine creates a file (reading it means setting it).
+var processUmask = func() os.FileMode {
+	m := syscall.Umask(0)
+	syscall.Umask(m)
+	return os.FileMode(m)
+}()
+
+// umask is the process's file-mode creation mask.
+func umask() os.FileMode { return processUmask }

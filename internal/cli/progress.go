@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/term"
+
+	"github.com/nf4pipe/nf4pipe/internal/units"
 )
 
 // ProgressInterval is the least time between two redraws of a progress line.
@@ -218,13 +220,13 @@ func (p *Progress) line(elapsed time.Duration, cols int) string {
 		b.WriteString(" tensors, ")
 	}
 	done, total := p.bytes.Load(), p.total.Load()
-	b.WriteString(progressBytes(done))
+	b.WriteString(units.SI(done))
 	if total > 0 {
-		fmt.Fprintf(&b, " of %s (%d%%)", progressBytes(total), min(100, done*100/total))
+		fmt.Fprintf(&b, " of %s (%d%%)", units.SI(total), min(100, done*100/total))
 	}
 	if s := elapsed.Seconds(); s > 0 && done > 0 {
 		rate := float64(done) / s
-		fmt.Fprintf(&b, ", %s/s", progressBytes(int64(rate)))
+		fmt.Fprintf(&b, ", %s/s", units.SI(int64(rate)))
 		if total > done {
 			eta := time.Duration(float64(total-done) / rate * float64(time.Second))
 			fmt.Fprintf(&b, ", ETA %s", eta.Round(time.Second))
@@ -243,19 +245,4 @@ func (p *Progress) line(elapsed time.Duration, cols int) string {
 		}
 	}
 	return s
-}
-
-// progressBytes writes n in decimal units: "812 B", "1.2 GB".
-func progressBytes(n int64) string {
-	f := float64(n)
-	for _, u := range []string{"B", "kB", "MB", "GB", "TB"} {
-		if f < 1000 {
-			if u == "B" {
-				return fmt.Sprintf("%d B", n)
-			}
-			return fmt.Sprintf("%.1f %s", f, u)
-		}
-		f /= 1000
-	}
-	return fmt.Sprintf("%.1f PB", f)
 }

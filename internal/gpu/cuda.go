@@ -569,10 +569,10 @@ func (b *backend) QuantizeBlocks(packed []byte, absmax []float32, src []byte, dt
 	if err := p.Validate(); err != nil {
 		return err
 	}
-	es := int64(dt.Size())
-	if es == 0 {
+	if !quant.Supported(dt) {
 		return fmt.Errorf("%w: %q", quant.ErrDType, dt)
 	}
+	es := int64(dt.Size())
 	n := int64(len(src)) / es
 	sz := quant.SizesFor(n, p)
 	if int64(len(src))%es != 0 || int64(len(packed)) < sz.Packed || int64(len(absmax)) < sz.Blocks {

@@ -4,18 +4,17 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"math"
-	"os"
 	"testing"
 
 	"github.com/nf4pipe/nf4pipe/internal/fixtures"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
+	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 )
 
 // goldenFile is one of bitsandbytes' golden vector files (safetensors).
 type goldenFile struct {
-	header map[string]json.RawMessage
-	data   []byte
-	cases  []goldenCase
+	tensors map[string][]byte
+	cases   []goldenCase
 }
 
 type goldenCase struct {
@@ -42,38 +41,30 @@ var goldenNames = []string{"golden_bnb_bfloat16.safetensors", "golden_bnb_float1
 
 func readGolden(t *testing.T, name string) *goldenFile {
 	t.Helper()
-	b, err := os.ReadFile(fixtures.Shared(t, "bnb", name))
+	sf, err := safetensors.OpenFile(fixtures.Shared(t, "bnb", name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := binary.LittleEndian.Uint64(b)
-	f := &goldenFile{data: b[8+n:]}
-	if err := json.Unmarshal(b[8:8+n], &f.header); err != nil {
+	defer sf.Close()
+	f := &goldenFile{tensors: map[string][]byte{}}
+	if err := json.Unmarshal([]byte(sf.Metadata["cases"]), &f.cases); err != nil {
 		t.Fatal(err)
 	}
-	var meta map[string]string
-	if err := json.Unmarshal(f.header["__metadata__"], &meta); err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal([]byte(meta["cases"]), &f.cases); err != nil {
-		t.Fatal(err)
+	for _, ti := range sf.Tensors {
+		if f.tensors[ti.Name], err = sf.ReadTensor(ti.Name); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return f
 }
 
 func (f *goldenFile) get(t *testing.T, key string) []byte {
 	t.Helper()
-	var e struct {
-		Offsets [2]int64 `json:"data_offsets"`
-	}
-	raw, ok := f.header[key]
+	b, ok := f.tensors[key]
 	if !ok {
 		t.Fatalf("golden tensor %s missing", key)
 	}
-	if err := json.Unmarshal(raw, &e); err != nil {
-		t.Fatal(err)
-	}
-	return f.data[e.Offsets[0]:e.Offsets[1]]
+	return b
 }
 
 func f32s(b []byte) []float32 {

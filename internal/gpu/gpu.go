@@ -44,7 +44,7 @@ func checkArgs(raw int, dt quant.DType, n int64, p quant.Params) error {
 	if err := p.Validate(); err != nil {
 		return err
 	}
-	if dt.Size() == 0 {
+	if !quant.Supported(dt) {
 		return errors.Join(ErrArgs, quant.ErrDType)
 	}
 	if int64(raw) != n*int64(dt.Size()) {

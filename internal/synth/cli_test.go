@@ -19,7 +19,7 @@ func run(t *testing.T, args ...string) (int, string, string) {
 	var out, errb bytes.Buffer
 	app := App()
 	app.Writer, app.ErrWriter = &out, &errb
-	code := cli.Run(app, append([]string{"synth"}, args...))
+	code := cli.Run(app, nil, append([]string{"synth"}, args...))
 	return code, out.String(), errb.String()
 }
 

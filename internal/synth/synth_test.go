@@ -217,7 +217,7 @@ func TestWriteModelDeterministic(t *testing.T) {
 
 func TestWriteModelFromRealConfig(t *testing.T) {
 	// Shrink a real config: another family through pkg/arch's tensor list.
-	path := fixtures.Shared(t, "configs", "Qwen__Qwen3-8B.json")
+	path := fixtures.Path(t, "configs", "Qwen__Qwen3-8B.json")
 	raw, err := os.ReadFile(path)
 	require.NoError(t, err)
 	raw = bytes.Replace(raw, []byte(`"num_hidden_layers": 36`), []byte(`"num_hidden_layers": 1`), 1)
@@ -255,7 +255,7 @@ func TestWriteModelErrors(t *testing.T) {
 }
 
 func TestWriteModelRefusesFP8(t *testing.T) {
-	fp8 := fixtures.Shared(t, "configs", "deepseek-ai__DeepSeek-V3.json")
+	fp8 := fixtures.Path(t, "configs", "deepseek-ai__DeepSeek-V3.json")
 	raw, err := os.ReadFile(fp8)
 	require.NoError(t, err)
 	dir := filepath.Join(t.TempDir(), "x")

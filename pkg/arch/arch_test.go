@@ -13,8 +13,8 @@ import (
 )
 
 // publishedTotals are the real parameter counts of the models whose config.json
-// files are in ../shared/testdata/configs, each with where the figure comes
-// from. "index" means model.safetensors.index.json metadata.total_size / 2 for a
+// files are in testdata/configs (copied from ../shared/testdata/configs), each
+// with where the figure comes from. "index" means model.safetensors.index.json metadata.total_size / 2 for a
 // bf16 checkpoint, found quoted in public repositories (search index,
 // 2025-2026); "numel" means sum(p.numel() for p in model.parameters()) quoted in
 // public code; "hub" means the Hugging Face API's safetensors.total.
@@ -23,6 +23,7 @@ var publishedTotals = map[string]struct {
 	source string
 }{
 	"meta-llama__Llama-3.1-8B.json":                  {8_030_261_248, "issue text; index total_size 16060522496 / 2"},
+	"tiny-llama.json":                                {557_696, "testdata/models/llama/model.safetensors: the elements of its tensors (the same config)"},
 	"meta-llama__Llama-3.1-8B-Instruct.json":         {8_030_261_248, "same weights shape as the base model; index total_size 16060522496 / 2"},
 	"meta-llama__Llama-3.1-70B.json":                 {70_553_706_496, "index total_size 141107412992 / 2"},
 	"meta-llama__Llama-3.2-1B-Instruct.json":         {1_235_814_400, "numel, quoted as Llama-3.2-1B parameter count in several repos"},
@@ -81,7 +82,7 @@ func TestLlama31Total(t *testing.T) {
 }
 
 func TestPublishedTotals(t *testing.T) {
-	dir := fixtures.Shared(t, "configs")
+	dir := fixtures.Path(t, "configs")
 	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
 	if len(files) == 0 {
 		t.Fatal("no configs")
@@ -103,10 +104,12 @@ func TestPublishedTotals(t *testing.T) {
 	}
 }
 
-var tinyModels = []string{"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "mixtral", "qwen3_moe", "llava"}
+// tinyModels: the shared ten and the families whose fixtures are in the
+// repository (those never skip).
+var tinyModels = append(append([]string(nil), fixtures.SharedModels...), fixtures.RepoModels...)
 
 func openTiny(t *testing.T, name string) (*Model, *safetensors.Checkpoint) {
-	dir := fixtures.Shared(t, "models", name)
+	dir := fixtures.Model(t, name)
 	m := loadModel(t, filepath.Join(dir, "config.json"))
 	ck, err := safetensors.Open(dir)
 	if err != nil {
@@ -170,7 +173,7 @@ func TestTinyConfigTensorsEqualWeights(t *testing.T) {
 // bnbQuantized returns the names stored 4-bit in a transformers bnb checkpoint,
 // with each one's exact byte total (its six tensors) and quant-state JSON.
 func bnbQuantized(t *testing.T, name string) (map[string]int64, map[string][]byte, int64) {
-	ck, err := safetensors.Open(fixtures.Shared(t, "models", name+"-bnb-nf4"))
+	ck, err := safetensors.Open(fixtures.Model(t, name+"-bnb-nf4"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +287,7 @@ func TestPolicyOptions(t *testing.T) {
 }
 
 func TestFP8Refused(t *testing.T) {
-	m := loadModel(t, fixtures.Shared(t, "configs", "deepseek-ai__DeepSeek-V3.json"))
+	m := loadModel(t, fixtures.Path(t, "configs", "deepseek-ai__DeepSeek-V3.json"))
 	var fp8, q int
 	for _, tt := range Annotate(m.Tensors(), Policy{}) {
 		if tt.DType == "F8_E4M3" {
@@ -326,5 +329,41 @@ func TestHostileConfigs(t *testing.T) {
 		} else if !errors.Is(err, ErrConfig) && !errors.Is(err, ErrShape) {
 			t.Errorf("%s: error %v wraps neither ErrConfig nor ErrShape", name, err)
 		}
+	}
+}
+
+// TestCheckedFamiliesHaveFixtures holds Family.Checked to the tests: a family
+// may claim to be verified only on a fixture the byte-identity tests run
+// (here, pkg/place and e2e), and every such fixture's family claims it.
+func TestCheckedFamiliesHaveFixtures(t *testing.T) {
+	claimed := map[string]bool{}
+	for _, f := range Families {
+		if f.Checked == "" {
+			continue
+		}
+		name := filepath.Base(f.Checked)
+		if !slices.Contains(tinyModels, name) {
+			t.Errorf("%s: Checked %q is not among the tested fixtures", f.Name, f.Checked)
+		}
+		inRepo := strings.HasPrefix(f.Checked, "testdata/")
+		if inRepo != slices.Contains(fixtures.RepoModels, name) {
+			t.Errorf("%s: Checked %q, but the fixture is %s", f.Name, f.Checked, map[bool]string{true: "in the repository", false: "in ../shared"}[!inRepo])
+		}
+		claimed[name] = true
+	}
+	for _, name := range fixtures.RepoModels {
+		dir := fixtures.Model(t, name)
+		m := loadModel(t, filepath.Join(dir, "config.json"))
+		if m.Family.Checked != "testdata/models/"+name {
+			t.Errorf("%s: family %s claims %q", name, m.Family.Name, m.Family.Checked)
+		}
+	}
+	for _, name := range tinyModels {
+		if !claimed[name] {
+			t.Errorf("fixture %s verifies no family", name)
+		}
+	}
+	if Generic.Checked != "" {
+		t.Error("the generic fallback claims a fixture")
 	}
 }

@@ -36,7 +36,7 @@ const (
 const (
 	QKNormNone    QKNormKind = iota
 	QKNormHead               // q_norm, k_norm of [head_dim] (qwen3, gemma3)
-	QKNormPerHead            // q_norm [heads, head_dim], k_norm [kv_heads, head_dim] (cohere use_qk_norm)
+	QKNormPerHead            // q_norm [heads, head_dim], k_norm [kv_heads, head_dim] (cohere)
 )
 
 const (
@@ -61,6 +61,13 @@ type Family struct {
 	QKNorm QKNormKind
 	Vision VisionKind
 
+	// QKNormKey is the config key that switches QKNorm on; "" means the
+	// family always has it (cohere's use_qk_norm defaults to off).
+	QKNormKey string
+	// GeluMLP: the MLP activation is a GELU (gemma's gelu_pytorch_tanh);
+	// SiLU otherwise. The planner sizes the saved activations by it.
+	GeluMLP bool
+
 	// AlwaysQKVBias: q/k/v carry a bias whatever attention_bias says (qwen2).
 	AlwaysQKVBias bool
 	// SoftCapping: the family may set attn/final logit soft-capping (gemma2).
@@ -84,6 +91,13 @@ type Family struct {
 	// NestedText: the text dimensions live in text_config (else at top level,
 	// or in text_config when present).
 	NestedText bool
+
+	// Checked names the tiny fixture (under testdata/models, in this repository
+	// or in ../shared) on which detect | quantize | place was found
+	// byte-identical to the checkpoint transformers + bitsandbytes wrote; the
+	// tests hold every family that names one to it. Empty: no such fixture, so
+	// the policy follows transformers' rules by tensor name, unverified.
+	Checked string
 }
 
 var llamaDefaults = obj{"vocab_size": n(32000), "hidden_size": n(4096), "intermediate_size": n(11008),
@@ -96,70 +110,75 @@ var gemma3TextDefaults = obj{"vocab_size": n(262208), "hidden_size": n(2304), "i
 
 // Families is the registry. Lookup matches model_type first, then architectures.
 var Families = []*Family{
-	{Name: "llama", ModelTypes: []string{"llama"}, Architectures: []string{"LlamaForCausalLM"},
+	{Name: "llama", Checked: "testdata/models/llama", ModelTypes: []string{"llama"}, Architectures: []string{"LlamaForCausalLM"},
 		TextPrefix: "model.", LMHead: "lm_head.weight", TextDefaults: llamaDefaults},
-	{Name: "mistral", ModelTypes: []string{"mistral"}, Architectures: []string{"MistralForCausalLM"},
+	{Name: "mistral", Checked: "../shared/testdata/models/mistral", ModelTypes: []string{"mistral"}, Architectures: []string{"MistralForCausalLM"},
 		SlidingWindow: true, TextPrefix: "model.", LMHead: "lm_head.weight",
 		TextDefaults: obj{"vocab_size": n(32000), "hidden_size": n(4096), "intermediate_size": n(14336),
 			"num_hidden_layers": n(32), "num_attention_heads": n(32), "num_key_value_heads": n(8),
 			"max_position_embeddings": n(131072), "sliding_window": n(4096), "tie_word_embeddings": false}},
-	{Name: "mixtral", ModelTypes: []string{"mixtral"}, Architectures: []string{"MixtralForCausalLM"},
+	{Name: "mixtral", Checked: "../shared/testdata/models/mixtral", ModelTypes: []string{"mixtral"}, Architectures: []string{"MixtralForCausalLM"},
 		MLP: MoEMixtral, SlidingWindow: true, TextPrefix: "model.", LMHead: "lm_head.weight",
 		TextDefaults: obj{"vocab_size": n(32000), "hidden_size": n(4096), "intermediate_size": n(14336),
 			"num_hidden_layers": n(32), "num_attention_heads": n(32), "num_key_value_heads": n(8),
 			"max_position_embeddings": n(131072), "num_local_experts": n(8), "num_experts_per_tok": n(2),
 			"tie_word_embeddings": false}},
-	{Name: "qwen2", ModelTypes: []string{"qwen2"}, Architectures: []string{"Qwen2ForCausalLM"},
+	{Name: "qwen2", Checked: "../shared/testdata/models/qwen2", ModelTypes: []string{"qwen2"}, Architectures: []string{"Qwen2ForCausalLM"},
 		AlwaysQKVBias: true, SlidingWindow: true, TextPrefix: "model.", LMHead: "lm_head.weight",
 		TextDefaults: obj{"vocab_size": n(151936), "hidden_size": n(4096), "intermediate_size": n(22016),
 			"num_hidden_layers": n(32), "num_attention_heads": n(32), "num_key_value_heads": n(32),
 			"max_position_embeddings": n(32768), "tie_word_embeddings": false}},
-	{Name: "qwen2_moe", ModelTypes: []string{"qwen2_moe"}, Architectures: []string{"Qwen2MoeForCausalLM"},
+	{Name: "qwen2_moe", Checked: "testdata/models/qwen2_moe", ModelTypes: []string{"qwen2_moe"}, Architectures: []string{"Qwen2MoeForCausalLM"},
 		MLP: MoEQwen, AlwaysQKVBias: true, SlidingWindow: true, TextPrefix: "model.", LMHead: "lm_head.weight",
 		TextDefaults: obj{"vocab_size": n(151936), "hidden_size": n(2048), "intermediate_size": n(5632),
 			"num_hidden_layers": n(24), "num_attention_heads": n(16), "num_key_value_heads": n(16),
 			"max_position_embeddings": n(32768), "moe_intermediate_size": n(1408),
 			"shared_expert_intermediate_size": n(5632), "num_experts": n(60), "num_experts_per_tok": n(4),
 			"decoder_sparse_step": n(1), "tie_word_embeddings": false}},
-	{Name: "qwen3", ModelTypes: []string{"qwen3"}, Architectures: []string{"Qwen3ForCausalLM"},
+	{Name: "qwen3", Checked: "../shared/testdata/models/qwen3", ModelTypes: []string{"qwen3"}, Architectures: []string{"Qwen3ForCausalLM"},
 		QKNorm: QKNormHead, SlidingWindow: true, TextPrefix: "model.", LMHead: "lm_head.weight",
 		TextDefaults: obj{"vocab_size": n(151936), "hidden_size": n(4096), "intermediate_size": n(22016),
 			"num_hidden_layers": n(32), "num_attention_heads": n(32), "num_key_value_heads": n(32),
 			"head_dim": n(128), "max_position_embeddings": n(32768), "tie_word_embeddings": false}},
-	{Name: "qwen3_moe", ModelTypes: []string{"qwen3_moe"}, Architectures: []string{"Qwen3MoeForCausalLM"},
+	{Name: "qwen3_moe", Checked: "../shared/testdata/models/qwen3_moe", ModelTypes: []string{"qwen3_moe"}, Architectures: []string{"Qwen3MoeForCausalLM"},
 		MLP: MoEQwen, QKNorm: QKNormHead, SlidingWindow: true, TextPrefix: "model.", LMHead: "lm_head.weight",
 		TextDefaults: obj{"vocab_size": n(151936), "hidden_size": n(2048), "intermediate_size": n(6144),
 			"num_hidden_layers": n(24), "num_attention_heads": n(32), "num_key_value_heads": n(4),
 			"head_dim": n(128), "max_position_embeddings": n(32768), "moe_intermediate_size": n(768),
 			"num_experts": n(128), "num_experts_per_tok": n(8), "decoder_sparse_step": n(1),
 			"tie_word_embeddings": false}},
-	{Name: "gemma", ModelTypes: []string{"gemma"}, Architectures: []string{"GemmaForCausalLM"},
-		TextPrefix: "model.", LMHead: "lm_head.weight",
+	{Name: "gemma", Checked: "testdata/models/gemma", ModelTypes: []string{"gemma"}, Architectures: []string{"GemmaForCausalLM"},
+		GeluMLP: true, TextPrefix: "model.", LMHead: "lm_head.weight",
 		TextDefaults: obj{"vocab_size": n(256000), "hidden_size": n(3072), "intermediate_size": n(24576),
 			"num_hidden_layers": n(28), "num_attention_heads": n(16), "num_key_value_heads": n(16),
 			"head_dim": n(256), "max_position_embeddings": n(8192), "tie_word_embeddings": true}},
-	{Name: "gemma2", ModelTypes: []string{"gemma2"}, Architectures: []string{"Gemma2ForCausalLM"},
-		Norm: NormSandwich, SoftCapping: true, SlidingWindow: true, TextPrefix: "model.", LMHead: "lm_head.weight",
+	{Name: "gemma2", Checked: "../shared/testdata/models/gemma2", ModelTypes: []string{"gemma2"}, Architectures: []string{"Gemma2ForCausalLM"},
+		Norm: NormSandwich, GeluMLP: true, SoftCapping: true, SlidingWindow: true, TextPrefix: "model.", LMHead: "lm_head.weight",
 		TextDefaults: obj{"vocab_size": n(256000), "hidden_size": n(2304), "intermediate_size": n(9216),
 			"num_hidden_layers": n(26), "num_attention_heads": n(8), "num_key_value_heads": n(4),
 			"head_dim": n(256), "max_position_embeddings": n(8192), "sliding_window": n(4096),
 			"attn_logit_softcapping": n(50), "final_logit_softcapping": n(30), "tie_word_embeddings": true}},
-	{Name: "gemma3_text", ModelTypes: []string{"gemma3_text"}, Architectures: []string{"Gemma3ForCausalLM"},
-		Norm: NormSandwich, QKNorm: QKNormHead, SoftCapping: true, SlidingWindow: true,
+	{Name: "gemma3_text", Checked: "../shared/testdata/models/gemma3_text", ModelTypes: []string{"gemma3_text"}, Architectures: []string{"Gemma3ForCausalLM"},
+		Norm: NormSandwich, QKNorm: QKNormHead, GeluMLP: true, SoftCapping: true, SlidingWindow: true,
 		TextPrefix: "model.", LMHead: "lm_head.weight", TextDefaults: gemma3TextDefaults},
-	{Name: "phi3", ModelTypes: []string{"phi3"}, Architectures: []string{"Phi3ForCausalLM"},
+	{Name: "phi3", Checked: "../shared/testdata/models/phi3", ModelTypes: []string{"phi3"}, Architectures: []string{"Phi3ForCausalLM"},
 		Attn: AttnFusedQKV, MLP: MLPFusedGated, SlidingWindow: true, TextPrefix: "model.", LMHead: "lm_head.weight",
 		TextDefaults: obj{"vocab_size": n(32064), "hidden_size": n(3072), "intermediate_size": n(8192),
 			"num_hidden_layers": n(32), "num_attention_heads": n(32), "max_position_embeddings": n(4096),
 			"tie_word_embeddings": false}},
 	{Name: "cohere", ModelTypes: []string{"cohere"}, Architectures: []string{"CohereForCausalLM"},
-		Norm: NormInput, TextPrefix: "model.", LMHead: "lm_head.weight",
+		Norm: NormInput, QKNorm: QKNormPerHead, QKNormKey: "use_qk_norm", TextPrefix: "model.", LMHead: "lm_head.weight",
 		TextDefaults: obj{"vocab_size": n(256000), "hidden_size": n(8192), "intermediate_size": n(22528),
 			"num_hidden_layers": n(40), "num_attention_heads": n(64), "max_position_embeddings": n(8192),
 			"tie_word_embeddings": true}},
-	{Name: "granite", ModelTypes: []string{"granite"}, Architectures: []string{"GraniteForCausalLM"},
+	{Name: "cohere2", Checked: "testdata/models/cohere2", ModelTypes: []string{"cohere2"}, Architectures: []string{"Cohere2ForCausalLM"},
+		Norm: NormInput, SlidingWindow: true, TextPrefix: "model.", LMHead: "lm_head.weight",
+		TextDefaults: obj{"vocab_size": n(256000), "hidden_size": n(8192), "intermediate_size": n(22528),
+			"num_hidden_layers": n(40), "num_attention_heads": n(64), "max_position_embeddings": n(8192),
+			"sliding_window": n(4096), "tie_word_embeddings": true}},
+	{Name: "granite", Checked: "testdata/models/granite", ModelTypes: []string{"granite"}, Architectures: []string{"GraniteForCausalLM"},
 		TextPrefix: "model.", LMHead: "lm_head.weight", TextDefaults: llamaDefaults},
-	{Name: "deepseek_v2", ModelTypes: []string{"deepseek_v2"}, Architectures: []string{"DeepseekV2ForCausalLM"},
+	{Name: "deepseek_v2", Checked: "testdata/models/deepseek_v2", ModelTypes: []string{"deepseek_v2"}, Architectures: []string{"DeepseekV2ForCausalLM"},
 		Attn: AttnMLA, MLP: MoEDeepSeek, TextPrefix: "model.", LMHead: "lm_head.weight",
 		TextDefaults: obj{"vocab_size": n(102400), "hidden_size": n(5120), "intermediate_size": n(12288),
 			"moe_intermediate_size": n(1536), "num_hidden_layers": n(60), "num_attention_heads": n(128),
@@ -179,12 +198,12 @@ var Families = []*Family{
 
 	// Vision-language families. Names are those of the published checkpoints,
 	// which transformers 5 still reads and writes.
-	{Name: "llava", ModelTypes: []string{"llava"}, Architectures: []string{"LlavaForConditionalGeneration"},
+	{Name: "llava", Checked: "../shared/testdata/models/llava", ModelTypes: []string{"llava"}, Architectures: []string{"LlavaForConditionalGeneration"},
 		Vision: VisionCLIP, NestedText: true, TextPrefix: "language_model.model.", LMHead: "language_model.lm_head.weight",
 		VisionPrefix: "vision_tower.", ProjPrefix: "multi_modal_projector.", TextDefaults: llamaDefaults,
 		VisionDefaults: obj{"hidden_size": n(1024), "intermediate_size": n(4096), "num_hidden_layers": n(24),
 			"num_attention_heads": n(16), "num_channels": n(3), "image_size": n(336), "patch_size": n(14)}},
-	{Name: "qwen2_vl", ModelTypes: []string{"qwen2_vl"}, Architectures: []string{"Qwen2VLForConditionalGeneration"},
+	{Name: "qwen2_vl", Checked: "testdata/models/qwen2_vl", ModelTypes: []string{"qwen2_vl"}, Architectures: []string{"Qwen2VLForConditionalGeneration"},
 		Vision: VisionQwen2VL, AlwaysQKVBias: true, TextPrefix: "model.", LMHead: "lm_head.weight",
 		VisionPrefix: "visual.", TextDefaults: obj{"vocab_size": n(152064), "hidden_size": n(8192),
 			"intermediate_size": n(29568), "num_hidden_layers": n(80), "num_attention_heads": n(64),
@@ -192,7 +211,7 @@ var Families = []*Family{
 		VisionDefaults: obj{"depth": n(32), "embed_dim": n(1280), "hidden_size": n(3584), "mlp_ratio": n(4),
 			"num_heads": n(16), "in_channels": n(3), "patch_size": n(14), "spatial_merge_size": n(2),
 			"temporal_patch_size": n(2)}},
-	{Name: "qwen2_5_vl", ModelTypes: []string{"qwen2_5_vl"}, Architectures: []string{"Qwen2_5_VLForConditionalGeneration"},
+	{Name: "qwen2_5_vl", Checked: "testdata/models/qwen2_5_vl", ModelTypes: []string{"qwen2_5_vl"}, Architectures: []string{"Qwen2_5_VLForConditionalGeneration"},
 		Vision: VisionQwen25VL, AlwaysQKVBias: true, TextPrefix: "model.", LMHead: "lm_head.weight",
 		VisionPrefix: "visual.", TextDefaults: obj{"vocab_size": n(152064), "hidden_size": n(8192),
 			"intermediate_size": n(29568), "num_hidden_layers": n(80), "num_attention_heads": n(64),
@@ -211,10 +230,10 @@ var Families = []*Family{
 			"num_global_layers": n(8), "num_channels": n(3), "intermediate_size": n(5120), "image_size": n(448),
 			"patch_size": n(14), "max_num_tiles": n(4), "vision_output_dim": n(7680),
 			"intermediate_layers_indices": []any{n(3), n(7), n(15), n(23), n(30)}}},
-	{Name: "gemma3", ModelTypes: []string{"gemma3"}, Architectures: []string{"Gemma3ForConditionalGeneration"},
-		Vision: VisionSiglip, Norm: NormSandwich, QKNorm: QKNormHead, SoftCapping: true, SlidingWindow: true,
+	{Name: "gemma3", Checked: "testdata/models/gemma3", ModelTypes: []string{"gemma3"}, Architectures: []string{"Gemma3ForConditionalGeneration"},
+		Vision: VisionSiglip, Norm: NormSandwich, QKNorm: QKNormHead, GeluMLP: true, SoftCapping: true, SlidingWindow: true,
 		NestedText: true, TextPrefix: "language_model.model.", LMHead: "language_model.lm_head.weight",
-		VisionPrefix: "vision_tower.vision_model.", ProjPrefix: "multi_modal_projector.",
+		VisionPrefix: "vision_tower.", ProjPrefix: "multi_modal_projector.",
 		TextDefaults: gemma3TextDefaults,
 		VisionDefaults: obj{"hidden_size": n(768), "intermediate_size": n(3072), "num_hidden_layers": n(12),
 			"num_attention_heads": n(12), "num_channels": n(3), "image_size": n(224), "patch_size": n(16)}},

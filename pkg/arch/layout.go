@@ -137,7 +137,7 @@ func (m *Model) attention(b *builder, ap string) {
 		case QKNormHead:
 			b.norm(ap+"q_norm", t.HeadDim, false)
 			b.norm(ap+"k_norm", t.HeadDim, false)
-		default: // cohere's per-head norms
+		case QKNormPerHead:
 			b.add(ap+"q_norm.weight", t.Heads, t.HeadDim)
 			b.add(ap+"k_norm.weight", t.KVHeads, t.HeadDim)
 		}

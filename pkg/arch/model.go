@@ -1,6 +1,10 @@
 package arch
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/nf4pipe/nf4pipe/pkg/dtype"
+)
 
 // Text holds the decoder's dimensions, resolved from config.json and the
 // family's defaults.
@@ -70,9 +74,14 @@ type Model struct {
 	Config        *Config
 }
 
-var torchDTypes = map[string]string{
-	"bfloat16": "BF16", "float16": "F16", "half": "F16", "float32": "F32", "float": "F32",
-	"float64": "F64",
+// configDType returns the safetensors name of a config's torch_dtype when it
+// is a 16-, 32- or 64-bit float; other values leave the default.
+func configDType(torch string) (string, bool) {
+	switch d, _ := dtype.FromTorch(torch); d {
+	case dtype.BF16, dtype.F16, dtype.F32, dtype.F64:
+		return string(d), true
+	}
+	return "", false
 }
 
 // Resolve identifies the family of a config and resolves its dimensions.
@@ -90,7 +99,7 @@ func Resolve(cfg *Config) (*Model, error) {
 	m.DType = "BF16"
 	for _, o := range []obj{top, textObj} {
 		for _, k := range []string{"torch_dtype", "dtype"} {
-			if d, ok := torchDTypes[o.str(k)]; ok {
+			if d, ok := configDType(o.str(k)); ok {
 				m.DType = d
 			}
 		}
@@ -174,20 +183,18 @@ func (m *Model) resolveText(v *view, top obj) error {
 	if t.Heads%t.KVHeads != 0 {
 		return fmt.Errorf("%w: num_attention_heads %d is not a multiple of num_key_value_heads %d", ErrShape, t.Heads, t.KVHeads)
 	}
-	// tie_word_embeddings may sit at the top level of a multimodal config.
+	// A multimodal model ties by its top-level config when that says: the
+	// gemma3 fixture transformers 5.17 wrote has text_config false, top level
+	// true, and no lm_head.
 	t.Tied = v.boolean("tie_word_embeddings", false)
-	if b, ok := top.boolean("tie_word_embeddings"); ok && fam.Vision != VisionNone && !v.has("tie_word_embeddings") {
+	if b, ok := top.boolean("tie_word_embeddings"); ok && fam.Vision != VisionNone {
 		t.Tied = b
 	}
 	t.AttnBias = v.boolean("attention_bias", false) || fam.AlwaysQKVBias
 	t.MLPBias = v.boolean("mlp_bias", false)
 	t.MaxPosition = v.opt("max_position_embeddings", 0)
-	switch fam.QKNorm {
-	case QKNormHead:
-		t.QKNorm = true
-	}
-	if fam.Name == "cohere" && v.boolean("use_qk_norm", false) {
-		t.QKNorm = true
+	if fam.QKNorm != QKNormNone {
+		t.QKNorm = fam.QKNormKey == "" || v.boolean(fam.QKNormKey, false)
 	}
 	if fam.SlidingWindow && v.boolean("use_sliding_window", true) {
 		t.SlidingWindow = v.opt("sliding_window", 0)
@@ -283,7 +290,7 @@ func resolveVision(kind VisionKind, v *view, textHidden int64) *Vision {
 		vis.Channels = v.opt("num_channels", 3)
 		vis.ImageSize = v.pos("image_size")
 		vis.PatchSize = v.pos("patch_size")
-		vis.UseHead = kind == VisionSiglip && v.boolean("vision_use_head", false)
+		vis.UseHead = kind == VisionSiglip && v.boolean("vision_use_head", true) // SiglipVisionConfig default
 	case VisionQwen2VL:
 		vis.Hidden = v.pos("embed_dim")
 		vis.Intermediate = vis.Hidden * v.pos("mlp_ratio")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"strings"
 )
 
 // ErrPattern: a --skip or --only pattern that is not a valid glob.
@@ -79,6 +80,9 @@ func (p Policy) Decide(name, dtype string, shape []int64, c Class) (bool, string
 		return false, "bias stays 16-bit"
 	}
 	if c.Linear {
+		if why, ok := keptLinear(name); ok {
+			return false, why
+		}
 		if c.Role == RoleVision {
 			return true, "vision tower nn.Linear weight"
 		}
@@ -93,6 +97,25 @@ func (p Policy) Decide(name, dtype string, shape []int64, c Class) (bool, string
 		return false, "projector tensor that is not an nn.Linear weight"
 	}
 	return false, "not an nn.Linear weight"
+}
+
+// keptLinears are nn.Linear weights that transformers nevertheless leaves
+// out of bitsandbytes, matched by name suffix, each with the reason given.
+var keptLinears = []struct{ suffix, why string }{
+	// SigLIP's attention-pooling head (gemma3's vision tower with
+	// vision_use_head) holds a torch.nn.MultiheadAttention, which reads
+	// out_proj.weight itself instead of calling the Linear; transformers 5.17
+	// leaves that one 16-bit (testdata/models/gemma3-bnb-nf4).
+	{".head.attention.out_proj.weight", "out_proj of torch.nn.MultiheadAttention (SigLIP pooling head): transformers keeps it 16-bit"},
+}
+
+func keptLinear(name string) (string, bool) {
+	for _, k := range keptLinears {
+		if strings.HasSuffix(name, k.suffix) {
+			return k.why, true
+		}
+	}
+	return "", false
 }
 
 // Tensor is a tensor descriptor with its class and policy decision.

@@ -1,6 +1,9 @@
 package arch
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestClassify(t *testing.T) {
 	m2 := []int64{8, 8}
@@ -71,6 +74,37 @@ func TestFamilies(t *testing.T) {
 		f := Summarize(m, Annotate(m.Tensors(), Policy{}))
 		if f.Params.Total == 0 || f.QuantizedTensors == 0 || f.Params.Quantized+f.Params.Kept != f.Params.Total {
 			t.Errorf("%s: %+v", js, f.Params)
+		}
+	}
+}
+
+// TestQKNormKeyFromTable checks that a family's QKNormKey switches the per-head
+// norms on and off, so that no family needs a case of its own in Resolve.
+func TestQKNormKeyFromTable(t *testing.T) {
+	for _, c := range []struct {
+		js    string
+		norms int
+	}{
+		{`{"model_type":"cohere","num_hidden_layers":2,"use_qk_norm":true}`, 4},
+		{`{"model_type":"cohere","num_hidden_layers":2}`, 0},
+		{`{"model_type":"qwen3","num_hidden_layers":2}`, 4},
+	} {
+		cfg, err := ParseConfig([]byte(c.js))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := Resolve(cfg)
+		if err != nil {
+			t.Fatalf("%s: %v", c.js, err)
+		}
+		norms := 0
+		for _, ts := range m.Tensors() {
+			if strings.HasSuffix(ts.Name, "q_norm.weight") || strings.HasSuffix(ts.Name, "k_norm.weight") {
+				norms++
+			}
+		}
+		if norms != c.norms {
+			t.Errorf("%s: %d q/k norm tensors, want %d", c.js, norms, c.norms)
 		}
 	}
 }

@@ -17,8 +17,9 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
-// Models are the ten tiny models of ../shared/testdata/models.
-var Models = []string{"gemma2", "gemma3_text", "llama", "llava", "mistral", "mixtral", "phi3", "qwen2", "qwen3", "qwen3_moe"}
+// Models are the tiny models with a transformers-written 4-bit checkpoint:
+// those in testdata/models (never skipped), then those of ../shared.
+var Models = append(append([]string(nil), fixtures.RepoModels...), fixtures.SharedModels...)
 
 // readEntries returns a safetensors file's tensors by name.
 func readEntries(t *testing.T, path string) (map[string]safetensors.Tensor, map[string]string) {
@@ -41,31 +42,33 @@ func readEntries(t *testing.T, path string) (map[string]safetensors.Tensor, map[
 
 func TestQuantStateJSONMatchesFixtures(t *testing.T) {
 	for _, m := range Models {
-		dir := fixtures.Shared(t, "models", m+"-bnb-nf4")
-		c, err := Open(dir)
-		if err != nil {
-			t.Fatalf("%s: %v", m, err)
-		}
-		entries, _ := readEntries(t, filepath.Join(dir, "model.safetensors"))
-		nq := 0
-		for _, ts := range c.Tensors {
-			if ts.Encoding != tensorstream.BNB4 {
-				continue
-			}
-			nq++
-			got, err := QuantStateJSON(ts)
+		t.Run(m, func(t *testing.T) {
+			dir := fixtures.Model(t, m+"-bnb-nf4")
+			c, err := Open(dir)
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("%s: %v", m, err)
 			}
-			want := entries[ts.Name+SuffixQuantState+"nf4"].Data
-			if !bytes.Equal(got, want) {
-				t.Errorf("%s %s:\n got %s\nwant %s", m, ts.Name, got, want)
+			entries, _ := readEntries(t, filepath.Join(dir, "model.safetensors"))
+			nq := 0
+			for _, ts := range c.Tensors {
+				if ts.Encoding != tensorstream.BNB4 {
+					continue
+				}
+				nq++
+				got, err := QuantStateJSON(ts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := entries[ts.Name+SuffixQuantState+"nf4"].Data
+				if !bytes.Equal(got, want) {
+					t.Errorf("%s %s:\n got %s\nwant %s", m, ts.Name, got, want)
+				}
 			}
-		}
-		if nq == 0 {
-			t.Errorf("%s: no quantized tensors read", m)
-		}
-		c.Close()
+			if nq == 0 {
+				t.Errorf("%s: no quantized tensors read", m)
+			}
+			c.Close()
+		})
 	}
 }
 
@@ -73,30 +76,32 @@ func TestQuantStateJSONMatchesFixtures(t *testing.T) {
 // writes them back: the file must come out byte for byte.
 func TestRoundTripFixtures(t *testing.T) {
 	for _, m := range Models {
-		dir := fixtures.Shared(t, "models", m+"-bnb-nf4")
-		c, err := Open(dir)
-		if err != nil {
-			t.Fatalf("%s: %v", m, err)
-		}
-		out := filepath.Join(t.TempDir(), "model.safetensors")
-		w, err := safetensors.NewWriter(out, map[string]string{"format": "pt"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, ts := range c.Tensors {
-			p, err := c.Payload(ts)
+		t.Run(m, func(t *testing.T) {
+			dir := fixtures.Model(t, m+"-bnb-nf4")
+			c, err := Open(dir)
+			if err != nil {
+				t.Fatalf("%s: %v", m, err)
+			}
+			out := filepath.Join(t.TempDir(), "model.safetensors")
+			w, err := safetensors.NewWriter(out, map[string]string{"format": "pt"})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := WriteTensor(w, ts.Clone(), p); err != nil {
-				t.Fatalf("%s: %v", m, err)
+			for _, ts := range c.Tensors {
+				p, err := c.Payload(ts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := WriteTensor(w, ts.Clone(), p); err != nil {
+					t.Fatalf("%s: %v", m, err)
+				}
 			}
-		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
-		c.Close()
-		sameFile(t, filepath.Join(dir, "model.safetensors"), out)
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+			sameFile(t, filepath.Join(dir, "model.safetensors"), out)
+		})
 	}
 }
 
@@ -118,52 +123,58 @@ func sameFile(t *testing.T, want, got string) {
 func TestConfigMatchesFixtures(t *testing.T) {
 	qc := QuantizationConfig{QuantType: "nf4", DoubleQuant: true, ComputeDType: "bfloat16"}
 	for _, m := range Models {
-		src, err := os.ReadFile(filepath.Join(fixtures.Shared(t, "models", m), "config.json"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := os.ReadFile(filepath.Join(fixtures.Shared(t, "models", m+"-bnb-nf4"), "config.json"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := WithQuantizationConfig(src, qc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("%s: config.json differs:\n%s", m, got)
-		}
-		back, err := ParseQuantizationConfig(got)
-		if err != nil || back == nil || back.QuantType != "nf4" || !back.DoubleQuant || back.ComputeDType != "bfloat16" || back.SkipModules != nil {
-			t.Errorf("%s: parsed back %+v, %v", m, back, err)
-		}
+		t.Run(m, func(t *testing.T) {
+			src, err := os.ReadFile(filepath.Join(fixtures.Model(t, m), "config.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := os.ReadFile(filepath.Join(fixtures.Model(t, m+"-bnb-nf4"), "config.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := WithQuantizationConfig(src, qc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s: config.json differs:\n%s", m, got)
+			}
+			back, err := ParseQuantizationConfig(got)
+			if err != nil || back == nil || back.QuantType != "nf4" || !back.DoubleQuant || back.ComputeDType != "bfloat16" || back.SkipModules != nil {
+				t.Errorf("%s: parsed back %+v, %v", m, back, err)
+			}
+		})
 	}
 }
 
 // TestReformatConfigs: configs saved by transformers come back byte for byte,
 // including the pre-quantized Unsloth one with a skip list.
 func TestReformatConfigs(t *testing.T) {
-	paths := []string{filepath.Join(fixtures.Shared(t, "configs"), "unsloth__Llama-3.2-1B-Instruct-bnb-4bit.json")}
-	for _, m := range Models {
-		paths = append(paths, filepath.Join(fixtures.Shared(t, "models", m), "config.json"),
-			filepath.Join(fixtures.Shared(t, "models", m+"-bnb-nf4"), "config.json"))
-	}
-	for _, p := range paths {
-		src, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := ReformatConfig(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, src) {
-			t.Errorf("%s: reformatted differs:\n%s", p, got)
-		}
-	}
-	qc, err := ParseQuantizationConfig(mustRead(t, paths[0]))
+	unsloth := fixtures.Path(t, "configs", "unsloth__Llama-3.2-1B-Instruct-bnb-4bit.json")
+	reformatsBack(t, unsloth)
+	qc, err := ParseQuantizationConfig(mustRead(t, unsloth))
 	if err != nil || qc == nil || len(qc.SkipModules) != 4 || qc.QuantStorage != "uint8" {
 		t.Errorf("unsloth quantization_config: %+v, %v", qc, err)
+	}
+	for _, m := range Models {
+		t.Run(m, func(t *testing.T) {
+			reformatsBack(t, filepath.Join(fixtures.Model(t, m), "config.json"))
+			reformatsBack(t, filepath.Join(fixtures.Model(t, m+"-bnb-nf4"), "config.json"))
+		})
+	}
+}
+
+// reformatsBack checks that ReformatConfig gives back the config at p byte
+// for byte.
+func reformatsBack(t *testing.T, p string) {
+	t.Helper()
+	src := mustRead(t, p)
+	got, err := ReformatConfig(src)
+	if err != nil {
+		t.Fatalf("%s: %v", p, err)
+	}
+	if !bytes.Equal(got, src) {
+		t.Errorf("%s: reformatted differs:\n%s", p, got)
 	}
 }
 

@@ -5,15 +5,16 @@ import (
 	"fmt"
 
 	"github.com/nf4pipe/nf4pipe/pkg/pyjson"
+	"github.com/nf4pipe/nf4pipe/pkg/qtype"
 )
 
 // QuantizationConfig is what a checkpoint's config.json says about its
 // bitsandbytes 4-bit quantization.
 type QuantizationConfig struct {
-	QuantType    string   // bnb_4bit_quant_type: "nf4" or "fp4"
+	QuantType    string   // bnb_4bit_quant_type: a name of pkg/qtype's registry
 	DoubleQuant  bool     // bnb_4bit_use_double_quant
 	ComputeDType string   // bnb_4bit_compute_dtype: "bfloat16", "float16" or "float32"
-	QuantStorage string   // bnb_4bit_quant_storage; "" means "uint8"
+	QuantStorage string   // bnb_4bit_quant_storage; "" means qtype.Storage ("uint8")
 	SkipModules  []string // llm_int8_skip_modules; nil is written as null
 }
 
@@ -23,7 +24,7 @@ type QuantizationConfig struct {
 func (qc QuantizationConfig) block() map[string]any {
 	storage := qc.QuantStorage
 	if storage == "" {
-		storage = "uint8"
+		storage = qtype.Storage
 	}
 	var skip any
 	if qc.SkipModules != nil {
@@ -72,8 +73,8 @@ func WithQuantizationConfig(src []byte, qc QuantizationConfig) ([]byte, error) {
 	if len(src) > maxConfigSize {
 		return nil, fmt.Errorf("%w: %d bytes, over the %d-byte limit", ErrConfig, len(src), maxConfigSize)
 	}
-	if qc.QuantType != "nf4" && qc.QuantType != "fp4" {
-		return nil, fmt.Errorf("%w: quant type %q is not nf4 or fp4", ErrConfig, qc.QuantType)
+	if _, err := qtype.Lookup(qc.QuantType); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	cfg, err := parseConfigObject(src)
 	if err != nil {
@@ -154,7 +155,7 @@ func ParseQuantizationConfig(config []byte) (*QuantizationConfig, error) {
 		return nil, fmt.Errorf("%w: quantization_config is not bitsandbytes 4-bit (quant_method %q)", ErrConfig, q.QuantMethod)
 	}
 	if q.QuantType == "" {
-		q.QuantType = "fp4" // BitsAndBytesConfig's default
+		q.QuantType = qtype.FP4.Name // BitsAndBytesConfig's default
 	}
 	return &QuantizationConfig{QuantType: q.QuantType, DoubleQuant: q.DoubleQuant, ComputeDType: q.ComputeDType,
 		QuantStorage: q.QuantStorage, SkipModules: q.SkipModules}, nil

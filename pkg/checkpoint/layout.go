@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 
+	"github.com/nf4pipe/nf4pipe/pkg/qtype"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
@@ -58,10 +59,10 @@ func (e Entry) Size() int64 {
 // depends on t.Quant.NestedOffset as it stands when Entries is called.
 func Entries(t *tensorstream.Tensor) ([]Entry, error) {
 	if t.Encoding == tensorstream.Raw {
-		if !safetensors.DType(t.DType).Valid() {
+		if !t.DType.Valid() {
 			return nil, fmt.Errorf("tensor %q: %w: %s", t.Name, ErrDType, t.DType)
 		}
-		return []Entry{{t.Name, safetensors.DType(t.DType), append([]int64(nil), t.Shape...), PartRaw}}, nil
+		return []Entry{{t.Name, t.DType, append([]int64(nil), t.Shape...), PartRaw}}, nil
 	}
 	if t.Encoding != tensorstream.BNB4 || t.Quant == nil {
 		return nil, fmt.Errorf("tensor %q: %w: encoding %q", t.Name, ErrQuantState, t.Encoding)
@@ -114,8 +115,11 @@ func WriteTensor(dst Sink, t *tensorstream.Tensor, payload io.Reader) error {
 		case PartRaw, PartPacked, PartAbsmax, PartNestedAbsmax:
 			r = io.LimitReader(payload, e.Size())
 		case PartQuantMap:
-			m := quant.Type(t.Quant.Type).Map()
-			r = bytes.NewReader(f32Bytes(m[:]))
+			info, err := qtype.Lookup(t.Quant.Type)
+			if err != nil {
+				return fmt.Errorf("tensor %q: %w: %w", t.Name, ErrQuantState, err)
+			}
+			r = bytes.NewReader(f32Bytes(info.Map[:]))
 		case PartNestedQuantMap:
 			r = bytes.NewReader(f32Bytes(quant.NestedMap[:]))
 		case PartQuantState:

@@ -6,35 +6,30 @@ import (
 	"math"
 	"strconv"
 
+	"github.com/nf4pipe/nf4pipe/pkg/dtype"
 	"github.com/nf4pipe/nf4pipe/pkg/pyjson"
+	"github.com/nf4pipe/nf4pipe/pkg/qtype"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
-// torchNames maps the dtypes bitsandbytes quantizes to the names its quant
-// state JSON uses: str(torch.bfloat16).strip("torch.") and so on.
-var torchNames = map[tensorstream.DType]string{
-	tensorstream.BF16: "bfloat16",
-	tensorstream.F16:  "float16",
-	tensorstream.F32:  "float32",
+// bnbDType reports whether bitsandbytes quantizes elements of type d.
+func bnbDType(d tensorstream.DType) bool {
+	return d == tensorstream.BF16 || d == tensorstream.F16 || d == tensorstream.F32
 }
 
 // TorchDTypeName returns the torch name of a dtype bitsandbytes quantizes
-// ("bfloat16", "float16", "float32").
+// ("bfloat16", "float16", "float32"), as its quant state JSON writes it:
+// str(torch.bfloat16).strip("torch.") and so on.
 func TorchDTypeName(d tensorstream.DType) (string, error) {
-	s, ok := torchNames[d]
-	if !ok {
+	if !bnbDType(d) {
 		return "", fmt.Errorf("%w: %s (bitsandbytes quantizes BF16, F16 and F32)", ErrDType, d)
 	}
-	return s, nil
+	return d.TorchName(), nil
 }
 
 func dtypeFromTorch(name string) (tensorstream.DType, bool) {
-	for d, s := range torchNames {
-		if s == name {
-			return d, true
-		}
-	}
-	return "", false
+	d, ok := dtype.FromTorch(name)
+	return d, ok && bnbDType(d)
 }
 
 // QuantStateJSON returns the bytes bitsandbytes stores in a 4-bit weight's
@@ -52,8 +47,8 @@ func QuantStateJSON(t *tensorstream.Tensor) ([]byte, error) {
 	if t.Encoding != tensorstream.BNB4 || q == nil {
 		return nil, fmt.Errorf("tensor %q: %w: encoding %q has no quant state", t.Name, ErrQuantState, t.Encoding)
 	}
-	if q.Type != "nf4" && q.Type != "fp4" {
-		return nil, fmt.Errorf("tensor %q: %w: quant type %q", t.Name, ErrQuantState, q.Type)
+	if _, err := qtype.Lookup(q.Type); err != nil {
+		return nil, fmt.Errorf("tensor %q: %w: %w", t.Name, ErrQuantState, err)
 	}
 	dt, err := TorchDTypeName(t.DType)
 	if err != nil {
@@ -84,7 +79,7 @@ func QuantStateJSON(t *tensorstream.Tensor) ([]byte, error) {
 
 // QuantState is a parsed quant_state JSON object.
 type QuantState struct {
-	QuantType       string             // "nf4" or "fp4"
+	QuantType       string             // a name of pkg/qtype's registry
 	BlockSize       int                // elements per absmax block
 	DType           tensorstream.DType // the original tensor's dtype
 	Shape           []int64            // the original tensor's shape
@@ -120,11 +115,11 @@ func ParseQuantStateJSON(data []byte) (*QuantState, error) {
 		return nil, fmt.Errorf("%w: quant_type, blocksize, dtype and shape are all required", ErrQuantState)
 	}
 	q := &QuantState{QuantType: *raw.QuantType, BlockSize: *raw.BlockSize, Shape: *raw.Shape}
-	if q.QuantType != "nf4" && q.QuantType != "fp4" {
-		return nil, fmt.Errorf("%w: quant_type %q is not nf4 or fp4", ErrQuantState, q.QuantType)
+	if _, err := qtype.Lookup(q.QuantType); err != nil {
+		return nil, fmt.Errorf("%w: quant_type: %w", ErrQuantState, err)
 	}
-	if q.BlockSize < 2 || q.BlockSize > 1<<20 || q.BlockSize&(q.BlockSize-1) != 0 {
-		return nil, fmt.Errorf("%w: blocksize %d is not a power of two in [2, 2^20]", ErrQuantState, q.BlockSize)
+	if err := qtype.CheckBlockSize(q.BlockSize); err != nil {
+		return nil, fmt.Errorf("%w: blocksize: %w", ErrQuantState, err)
 	}
 	d, ok := dtypeFromTorch(*raw.DType)
 	if !ok {
@@ -152,8 +147,8 @@ func ParseQuantStateJSON(data []byte) (*QuantState, error) {
 		return nil, fmt.Errorf("%w: nested_blocksize, nested_dtype and nested_offset go together", ErrQuantState)
 	}
 	q.Nested, q.NestedBlockSize = true, *raw.NestedBlockSize
-	if q.NestedBlockSize < 1 || q.NestedBlockSize > 1<<20 {
-		return nil, fmt.Errorf("%w: nested_blocksize %d", ErrQuantState, q.NestedBlockSize)
+	if err := qtype.CheckNestedBlockSize(q.NestedBlockSize); err != nil {
+		return nil, fmt.Errorf("%w: nested_blocksize: %w", ErrQuantState, err)
 	}
 	if *raw.NestedDType != "float32" {
 		return nil, fmt.Errorf("%w: nested_dtype %q is not float32", ErrQuantState, *raw.NestedDType)

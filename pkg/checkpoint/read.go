@@ -11,8 +11,10 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/nf4pipe/nf4pipe/pkg/qtype"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
+	"github.com/nf4pipe/nf4pipe/pkg/sections"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
@@ -116,8 +118,8 @@ func (c *Checkpoint) group() error {
 		if strings.Contains(e.Name, SuffixQuantState) {
 			return fmt.Errorf("%s: %q: %w: a quant_state entry of an unknown quant type", c.Dir, e.Name, ErrLayout)
 		}
-		dt := tensorstream.DType(e.DType)
-		if !dt.Valid() {
+		dt := e.DType
+		if !tensorstream.CanCarry(dt) {
 			return fmt.Errorf("%s: tensor %q: %w: %s cannot travel in a stream", c.Dir, e.Name, ErrDType, e.DType)
 		}
 		t := &tensorstream.Tensor{Name: e.Name, DType: dt, Shape: append([]int64(nil), e.Shape...), Encoding: tensorstream.Raw, Size: e.Size()}
@@ -136,7 +138,7 @@ func sortTensors(ts []*tensorstream.Tensor) {
 // quantized checks the entries of the 4-bit weight w and returns its stream
 // descriptor and the entries, payload sections first.
 func (c *Checkpoint) quantized(w string, stateEntry safetensors.TensorInfo) (*tensorstream.Tensor, []safetensors.TensorInfo, error) {
-	qtype := strings.TrimPrefix(stateEntry.Name, w+SuffixQuantState)
+	typeName := strings.TrimPrefix(stateEntry.Name, w+SuffixQuantState)
 	if stateEntry.DType != safetensors.U8 {
 		return nil, nil, fmt.Errorf("%w: %s is %s, not U8", ErrLayout, stateEntry.Name, stateEntry.DType)
 	}
@@ -148,8 +150,8 @@ func (c *Checkpoint) quantized(w string, stateEntry safetensors.TensorInfo) (*te
 	if err != nil {
 		return nil, nil, err
 	}
-	if qs.QuantType != qtype {
-		return nil, nil, fmt.Errorf("%w: quant_type %q in an entry named for %q", ErrQuantState, qs.QuantType, qtype)
+	if qs.QuantType != typeName {
+		return nil, nil, fmt.Errorf("%w: quant_type %q in an entry named for %q", ErrQuantState, qs.QuantType, typeName)
 	}
 	t := &tensorstream.Tensor{Name: w, DType: qs.DType, Shape: qs.Shape, Encoding: tensorstream.BNB4, Quant: qs.StreamQuant()}
 	n := t.NumElements()
@@ -168,7 +170,7 @@ func (c *Checkpoint) quantized(w string, stateEntry safetensors.TensorInfo) (*te
 		return nil, nil, err
 	}
 	// quant storage other than uint8 holds the same bytes under another dtype
-	if packed.Size() != packedLen || (packed.DType != safetensors.U8 && !tensorstream.DType(packed.DType).Valid()) {
+	if packed.Size() != packedLen || (packed.DType != safetensors.U8 && !tensorstream.CanCarry(packed.DType)) {
 		return nil, nil, fmt.Errorf("%w: %s is %s %v (%d bytes); %d elements pack into %d bytes", ErrLayout, w, packed.DType, packed.Shape, packed.Size(), n, packedLen)
 	}
 	absmax, err := get(w + SuffixAbsmax)
@@ -186,8 +188,11 @@ func (c *Checkpoint) quantized(w string, stateEntry safetensors.TensorInfo) (*te
 	if err != nil {
 		return nil, nil, err
 	}
-	table := quant.Type(qs.QuantType).Map()
-	if err := c.checkTable(qmap, table[:]); err != nil {
+	info, err := qtype.Lookup(qs.QuantType)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrQuantState, err)
+	}
+	if err := c.checkTable(qmap, info.Map[:]); err != nil {
 		return nil, nil, err
 	}
 	parts := []safetensors.TensorInfo{packed, absmax}
@@ -264,14 +269,8 @@ func (c *Checkpoint) Payload(t *tensorstream.Tensor) (io.Reader, error) {
 	return io.MultiReader(rs...), nil
 }
 
-// Source is the stream header's "source" section, as detect writes it.
-type Source struct {
-	Path   string `msgpack:"path" json:"path"`
-	Dir    string `msgpack:"dir" json:"dir"`
-	Config []byte `msgpack:"config" json:"-"`
-	Files  int    `msgpack:"files" json:"files"`
-	NoData bool   `msgpack:"nodata" json:"nodata"`
-}
+// Source is the stream header's "source" section, as detect writes it (pkg/sections).
+type Source = sections.Source
 
 // Header returns a stream header whose "source" section names the checkpoint.
 func (c *Checkpoint) Header() (*tensorstream.Header, error) {
@@ -284,7 +283,7 @@ func (c *Checkpoint) Header() (*tensorstream.Header, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := h.Set(tensorstream.SectionSource, Source{Path: abs, Dir: dir, Config: c.Config, Files: len(c.st.Files)}); err != nil {
+	if err := sections.SetSource(h, &Source{Path: abs, Dir: dir, Config: c.Config, Files: len(c.st.Files)}); err != nil {
 		return nil, err
 	}
 	return h, nil

@@ -13,11 +13,13 @@ import (
 	"path/filepath"
 	"strings"
 
-	nf4cli "github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
+	"github.com/nf4pipe/nf4pipe/pkg/dtype"
 	"github.com/nf4pipe/nf4pipe/pkg/hfcache"
+	"github.com/nf4pipe/nf4pipe/pkg/progress"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
+	"github.com/nf4pipe/nf4pipe/pkg/sections"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
@@ -31,18 +33,8 @@ var (
 // maxConfigSize bounds how much of a config.json is read.
 const maxConfigSize = 16 << 20
 
-// Source is the stream header's "source" section.
-type Source struct {
-	Path string `msgpack:"path" json:"path"`
-	Dir  string `msgpack:"dir" json:"dir"` // the model directory, for tokenizer files
-	// ID and Revision name the model when it was found in the Hugging Face
-	// cache by id (Path is then its snapshot there).
-	ID       string `msgpack:"id,omitempty" json:"id,omitempty"`
-	Revision string `msgpack:"revision,omitempty" json:"revision,omitempty"`
-	Config   []byte `msgpack:"config" json:"-"`      // raw config.json bytes, nil when absent
-	Files    int    `msgpack:"files" json:"files"`   // safetensors files read; 0 for a config alone
-	NoData   bool   `msgpack:"nodata" json:"nodata"` // config alone: descriptors without payloads
-}
+// Source is the stream header's "source" section (pkg/sections).
+type Source = sections.Source
 
 // Model is an opened model: its facts and annotated tensors, and the open
 // checkpoint when there are weights.
@@ -52,8 +44,8 @@ type Model struct {
 	Facts   *arch.Facts
 	Tensors []arch.Tensor
 	// Progress, when not nil, is told of every tensor Stream writes and of
-	// the checkpoint bytes it reads, per read; the caller calls its Done.
-	Progress *nf4cli.Progress
+	// the checkpoint bytes it reads, per read.
+	Progress progress.Meter
 
 	ck    *safetensors.Checkpoint
 	infos []safetensors.TensorInfo // parallel to Tensors when ck != nil
@@ -110,6 +102,9 @@ func open(path string, pol arch.Policy) (*Model, error) {
 		configPath = filepath.Join(abs, "config.json")
 		if hasWeights(abs) {
 			weights = abs
+		} else if other := otherWeights(abs); other != "" {
+			return nil, fmt.Errorf("%s: %w: it holds %s, not .safetensors; only safetensors weights are read "+
+				"(convert them: in Python, AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(NEW_DIR) writes safetensors)", path, ErrInput, other)
 		}
 	case strings.HasSuffix(abs, ".safetensors"):
 		m.Source.Dir = filepath.Dir(abs)
@@ -199,6 +194,17 @@ func hasWeights(dir string) bool {
 	return len(found) > 0
 }
 
+// otherWeights names a weights file of another format in dir (PyTorch's
+// pickles, GGUF), "" when there is none.
+func otherWeights(dir string) string {
+	for _, pat := range []string{"pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt", "*.gguf"} {
+		if found, _ := filepath.Glob(filepath.Join(dir, pat)); len(found) > 0 {
+			return filepath.Base(found[0])
+		}
+	}
+	return ""
+}
+
 func readConfig(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -237,7 +243,7 @@ func dominantDType(ts []arch.Tensor) string {
 		if t.Role == arch.RoleScale {
 			continue
 		}
-		by[t.DType] += t.Elements() * arch.DTypeSize(t.DType)
+		by[t.DType] += t.Elements() * int64(dtype.DType(t.DType).Size())
 		if best == "" || by[t.DType] > by[best] {
 			best = t.DType
 		}
@@ -274,7 +280,7 @@ func (m *Model) Descriptor(i int) (*tensorstream.Tensor, error) {
 	t := m.Tensors[i]
 	d := &tensorstream.Tensor{Name: t.Name, DType: tensorstream.DType(t.DType),
 		Shape: append([]int64(nil), t.Shape...), Encoding: tensorstream.Raw,
-		Size: t.Elements() * arch.DTypeSize(t.DType), NoData: m.ck == nil && m.qck == nil}
+		Size: t.Elements() * int64(dtype.DType(t.DType).Size()), NoData: m.ck == nil && m.qck == nil}
 	switch {
 	case m.qck != nil:
 		d = m.qts[i].Clone() // bnb4 with its quant state, nested offset included
@@ -296,10 +302,10 @@ func (m *Model) Descriptor(i int) (*tensorstream.Tensor, error) {
 func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 	h := &tensorstream.Header{}
 	h.AddStage(stage.Name, stage.Version, stage.Args)
-	if err := h.Set(tensorstream.SectionSource, m.Source); err != nil {
+	if err := sections.SetSource(h, &m.Source); err != nil {
 		return err
 	}
-	if err := h.Set(tensorstream.SectionModel, m.Facts); err != nil {
+	if err := sections.SetModel(h, m.Facts); err != nil {
 		return err
 	}
 	sw := tensorstream.NewWriter(w)
@@ -307,7 +313,7 @@ func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 		return err
 	}
 	if m.ck != nil || m.qck != nil {
-		m.Progress.Expect(len(m.Tensors), m.PayloadBytes())
+		progress.Or(m.Progress).Expect(len(m.Tensors), m.PayloadBytes())
 	}
 	for i := range m.Tensors {
 		d, err := m.Descriptor(i)
@@ -318,7 +324,7 @@ func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 			return err
 		}
 		if m.qck != nil {
-			m.Progress.Tensor(d.Name)
+			progress.Or(m.Progress).Tensor(d.Name)
 			if err := m.copyPrequantized(sw, i); err != nil {
 				return err
 			}
@@ -327,7 +333,7 @@ func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 		if m.ck == nil {
 			continue
 		}
-		m.Progress.Tensor(d.Name)
+		progress.Or(m.Progress).Tensor(d.Name)
 		if err := m.writePayload(sw, i); err != nil {
 			return fmt.Errorf("%s: tensor %q: %w", m.infos[i].File, d.Name, err)
 		}
@@ -353,7 +359,7 @@ func (m *Model) writePayload(sw *tensorstream.Writer, i int) error {
 			}
 			return err
 		}
-		m.Progress.Add(k)
+		progress.Or(m.Progress).Add(k)
 		off, n = off+k, n-k
 	}
 	return nil

@@ -5,9 +5,9 @@ import (
 	"io"
 	"strings"
 
-	nf4cli "github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
+	"github.com/nf4pipe/nf4pipe/pkg/progress"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
@@ -67,21 +67,10 @@ func (m *Model) copyPrequantized(sw *tensorstream.Writer, i int) error {
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(sw, progressReader{r, m.Progress}); err != nil {
+	if _, err := io.Copy(sw, progress.Reader(m.Progress, r)); err != nil {
 		return fmt.Errorf("%s: tensor %q: %w", m.qck.Dir, m.qts[i].Name, err)
 	}
 	return nil
-}
-
-type progressReader struct {
-	r io.Reader
-	p *nf4cli.Progress
-}
-
-func (pr progressReader) Read(b []byte) (int, error) {
-	n, err := pr.r.Read(b)
-	pr.p.Add(int64(n))
-	return n, err
 }
 
 // hasQuantState reports whether a checkpoint holds bitsandbytes 4-bit quant

@@ -23,7 +23,8 @@ func TestStreamProgress(t *testing.T) {
 	var p bytes.Buffer
 	now := time.Unix(0, 0)
 	// A second passes at every clock read, so every count redraws.
-	m.Progress = nf4cli.NewProgressTo(&p, "detect", 0, func() time.Time { now = now.Add(time.Second); return now })
+	prog := nf4cli.NewProgressTo(&p, "detect", 0, func() time.Time { now = now.Add(time.Second); return now })
+	m.Progress = prog
 	if err := m.Stream(io.Discard, tensorstream.Stage{Name: "detect"}); err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +32,7 @@ func TestStreamProgress(t *testing.T) {
 	if total == 0 || m.Facts.Bytes.Source != total {
 		t.Fatalf("PayloadBytes %d, facts say %d", total, m.Facts.Bytes.Source)
 	}
-	if tensors, n := m.Progress.Counted(); tensors != len(m.Tensors) || n != total {
+	if tensors, n := prog.Counted(); tensors != len(m.Tensors) || n != total {
 		t.Errorf("counted %d tensors, %d bytes; streamed %d, %d", tensors, n, len(m.Tensors), total)
 	}
 	lines := strings.Split(strings.TrimPrefix(p.String(), "\r"), "\r")

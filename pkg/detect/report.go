@@ -8,6 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/nf4pipe/nf4pipe/internal/units"
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
 )
 
@@ -69,6 +70,13 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "model      %s\n", r.Source.Path)
 	fmt.Fprintf(&b, "type       %s, family %s\n", orDash(f.ModelType), family)
+	if f.Prequantized == nil {
+		if f.PolicyVerifiedOn != "" {
+			fmt.Fprintf(&b, "policy     verified: byte-identical to transformers + bitsandbytes on %s\n", f.PolicyVerifiedOn)
+		} else {
+			fmt.Fprintf(&b, "policy     UNVERIFIED: no transformers-made fixture of this family; 4-bit decisions follow transformers' rules by tensor name\n")
+		}
+	}
 	if r.Source.NoData {
 		fmt.Fprintf(&b, "weights    none: tensor list derived from config.json\n")
 	} else {
@@ -120,7 +128,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "params     %s total: %s quantized, %s kept (embedding %s, lm_head %s, experts %s, vision %s)\n",
 		human(p.Total), human(p.Quantized), human(p.Kept), human(p.Embedding), human(p.LMHead), human(p.Experts), human(p.Vision))
 	fmt.Fprintf(&b, "bytes      source %d (%s), nf4 checkpoint %d (%s, ±%d B)\n",
-		f.Bytes.Source, gib(f.Bytes.Source), f.Bytes.NF4, gib(f.Bytes.NF4), f.Bytes.NF4Slack)
+		f.Bytes.Source, units.Bytes(f.Bytes.Source), f.Bytes.NF4, units.Bytes(f.Bytes.NF4), f.Bytes.NF4Slack)
 	fmt.Fprintf(&b, "tensors    %d, %d to quantize\n", f.Tensors, f.QuantizedTensors)
 	if r.FP8Tensors > 0 {
 		fmt.Fprintf(&b, "WARNING    %d FP8 tensors: bitsandbytes quantizes only 16/32-bit weights; they are kept as they are\n", r.FP8Tensors)
@@ -158,5 +166,3 @@ func human(n int64) string {
 	}
 	return fmt.Sprint(n)
 }
-
-func gib(n int64) string { return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30)) }

@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/nf4pipe/nf4pipe/internal/units"
 )
 
 // Sentinel errors; callers test them with errors.Is.
@@ -20,7 +22,7 @@ var (
 	ErrSpec     = errors.New("gpus: bad GPU specification")
 	ErrSize     = errors.New("gpus: bad memory size")
 	ErrNoGPU    = errors.New("gpus: no GPU found")
-	ErrMaxMem   = errors.New("gpus: bad --max-memory entry")
+	ErrMaxMem   = errors.New("gpus: bad memory cap")
 	ErrSMIParse = errors.New("gpus: cannot parse nvidia-smi output")
 )
 
@@ -201,10 +203,10 @@ func single(s string) (GPU, bool) {
 	if err != nil {
 		return GPU{}, false
 	}
-	return GPU{Name: "GPU " + FormatBytes(b), TotalBytes: b, Source: "size"}, true
+	return GPU{Name: "GPU " + units.Bytes(b), TotalBytes: b, Source: "size"}, true
 }
 
-var units = []struct {
+var sizeUnits = []struct {
 	suffix string
 	mult   int64
 }{
@@ -219,7 +221,7 @@ var units = []struct {
 func ParseSize(s string) (int64, error) {
 	t := strings.ToLower(strings.TrimSpace(s))
 	mult := int64(1)
-	for _, u := range units {
+	for _, u := range sizeUnits {
 		if strings.HasSuffix(t, u.suffix) {
 			mult, t = u.mult, strings.TrimSpace(strings.TrimSuffix(t, u.suffix))
 			break
@@ -230,17 +232,6 @@ func ParseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%w: %q", ErrSize, s)
 	}
 	return int64(v * float64(mult)), nil
-}
-
-// FormatBytes prints a size in GiB (or MiB below 1 GiB) with two decimals.
-func FormatBytes(b int64) string {
-	if b < 0 {
-		return "-" + FormatBytes(-b)
-	}
-	if b >= GiB {
-		return strconv.FormatFloat(float64(b)/float64(GiB), 'f', 2, 64) + " GiB"
-	}
-	return strconv.FormatFloat(float64(b)/float64(MiB), 'f', 1, 64) + " MiB"
 }
 
 // ApplyMaxMemory applies a --max-memory value ("0:20GiB,1:24GiB") to gs.
@@ -364,7 +355,7 @@ func DescribePresets() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-10s %-26s %10s %10s %4s  %s\n", "preset", "card", "total", "usable", "cc", "source of the total")
 	for _, p := range Presets {
-		fmt.Fprintf(&b, "%-10s %-26s %10s %10s %d.%d  %s\n", p.Name, p.Full, FormatBytes(p.Bytes), FormatBytes(p.Usable()), p.Major, p.Minor, p.Source)
+		fmt.Fprintf(&b, "%-10s %-26s %10s %10s %d.%d  %s\n", p.Name, p.Full, units.Bytes(p.Bytes), units.Bytes(p.Usable()), p.Major, p.Minor, p.Source)
 	}
 	return b.String()
 }

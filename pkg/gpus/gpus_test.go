@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/nf4pipe/nf4pipe/internal/units"
 )
 
 func TestParse(t *testing.T) {
@@ -115,7 +117,7 @@ func TestLocal(t *testing.T) {
 func TestDescribePresets(t *testing.T) {
 	d := DescribePresets()
 	for _, p := range Presets {
-		if !strings.Contains(d, p.Name+" ") || !strings.Contains(d, FormatBytes(p.Usable())) {
+		if !strings.Contains(d, p.Name+" ") || !strings.Contains(d, units.Bytes(p.Usable())) {
 			t.Errorf("%s missing from:\n%s", p.Name, d)
 		}
 	}

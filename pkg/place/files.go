@@ -10,7 +10,6 @@ import (
 
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // maxCopySize bounds a file copied from the source directory: tokenizers are
@@ -92,27 +91,27 @@ func copyFile(from, to string) error {
 	return nil
 }
 
-// PlanSide is the content of the plan side file.
+// PlanSide is the content of the plan side file, which every checkpoint place
+// writes: WrittenBy marks the directory as this tool's, the one kind of
+// directory that place --force replaces.
 type PlanSide struct {
-	Stages []tensorstream.Stage `json:"stages"`
-	Plan   any                  `json:"plan"`
+	WrittenBy string               `json:"written_by"`
+	Stages    []tensorstream.Stage `json:"stages"`
+	Plan      any                  `json:"plan"`
 }
 
-// writePlan writes the header's plan section, if any, as JSON.
-func writePlan(h *tensorstream.Header, path string) error {
-	raw, ok := h.Sections[tensorstream.SectionPlan]
-	if !ok {
-		return nil
-	}
+// WrittenBy is the mark of PlanSide.WrittenBy, followed by the version.
+const WrittenBy = "nf4pipe place"
+
+// writePlan writes the side file: the mark, the stages that made the
+// checkpoint (place's own last) and the header's plan section (null when
+// there is none), as JSON.
+func writePlan(h *tensorstream.Header, stages []tensorstream.Stage, path, version string) error {
 	var plan any
-	if err := msgpack.Unmarshal(raw, &plan); err != nil {
-		return fmt.Errorf("header section %q: %w", tensorstream.SectionPlan, err)
+	if _, err := h.Get(tensorstream.SectionPlan, &plan); err != nil {
+		return err
 	}
-	stages := h.Stages
-	if stages == nil {
-		stages = []tensorstream.Stage{}
-	}
-	data, err := json.MarshalIndent(PlanSide{Stages: stages, Plan: tensorstream.JSONValue(plan)}, "", "  ")
+	data, err := json.MarshalIndent(PlanSide{WrittenBy: strings.TrimSpace(WrittenBy + " " + version), Stages: stages, Plan: tensorstream.JSONValue(plan)}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("header section %q: %w", tensorstream.SectionPlan, err)
 	}
@@ -146,4 +145,60 @@ func configDType(config []byte) string {
 		return d
 	}
 	return torchDType(c.TorchDType)
+}
+
+// TorchDType is the torch name of a dtype name (bf16, bfloat16, fp16, half,
+// f32, ...), "" for one it does not know.
+func TorchDType(s string) string { return torchDType(s) }
+
+// replaceable reports, as an error wrapping ErrReplace, why the existing path
+// out must not be replaced: only an empty directory, or a checkpoint
+// directory whose side file carries WrittenBy, may be; never the working
+// directory or one above it.
+func replaceable(out string) error {
+	if cwd, err := os.Getwd(); err == nil && within(cwd, out) {
+		return fmt.Errorf("%s: %w: it is the working directory or holds it", out, ErrReplace)
+	}
+	st, err := os.Lstat(out)
+	if err != nil {
+		return err
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("%s: %w: not a directory", out, ErrReplace)
+	}
+	ents, err := os.ReadDir(out)
+	if err != nil {
+		return err
+	}
+	if len(ents) == 0 {
+		return nil
+	}
+	var side PlanSide
+	b, err := os.ReadFile(filepath.Join(out, PlanFile))
+	if err == nil && json.Unmarshal(b, &side) == nil && strings.HasPrefix(side.WrittenBy, WrittenBy) {
+		return nil
+	}
+	return fmt.Errorf("%s: %w: not a checkpoint this tool wrote (no %s marked %q) and not empty", out, ErrReplace, PlanFile, WrittenBy)
+}
+
+// notSource refuses an output directory that is the source model's directory
+// or holds it.
+func notSource(out, srcDir string) error {
+	if src, err := filepath.Abs(srcDir); err == nil && within(src, out) {
+		return fmt.Errorf("%s: %w: it is the source model's directory or holds it", out, ErrReplace)
+	}
+	return nil
+}
+
+// within reports whether path is dir or lies under it (symbolic links resolved
+// where they can be).
+func within(path, dir string) bool {
+	if p, err := filepath.EvalSymlinks(path); err == nil {
+		path = p
+	}
+	if d, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = d
+	}
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && (rel == "." || (rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))))
 }

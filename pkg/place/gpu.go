@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/nf4pipe/nf4pipe/internal/gpu"
+	"github.com/nf4pipe/nf4pipe/pkg/sections"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
@@ -68,28 +69,18 @@ type gpuPlacer struct {
 
 func newGPUPlacer(h *tensorstream.Header, em *emitter) (*gpuPlacer, error) {
 	g := &gpuPlacer{devs: map[int]*gpuDevice{}, em: em, plan: map[int]DeviceReport{}}
-	// plan writes its section from JSON, so numbers may arrive as floats.
-	var p struct {
-		Devices []struct {
-			Index float64 `msgpack:"index"`
-			Items []struct {
-				Name  string  `msgpack:"name"`
-				Bytes float64 `msgpack:"bytes"`
-			} `msgpack:"items"`
-			Total float64 `msgpack:"total_bytes"`
-		} `msgpack:"devices"`
-	}
-	if _, err := h.Get(tensorstream.SectionPlan, &p); err != nil {
-		return nil, err
+	p, err := sections.GetPlan(h)
+	if err != nil || p == nil {
+		return g, err
 	}
 	for _, d := range p.Devices {
-		r := DeviceReport{PlannedTotal: int64(d.Total)}
+		r := DeviceReport{PlannedTotal: d.Total}
 		for _, it := range d.Items {
 			if strings.HasPrefix(it.Name, "4-bit weights") || strings.HasPrefix(it.Name, "non-quantized parameters") {
-				r.PlannedWeights += int64(it.Bytes)
+				r.PlannedWeights += it.Bytes
 			}
 		}
-		g.plan[int(d.Index)] = r
+		g.plan[d.Index] = r
 	}
 	return g, nil
 }

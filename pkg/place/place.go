@@ -17,13 +17,11 @@ import (
 	"syscall"
 	"time"
 
-	icli "github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
+	"github.com/nf4pipe/nf4pipe/pkg/progress"
+	"github.com/nf4pipe/nf4pipe/pkg/sections"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
-
-// Version is the stage version recorded in the stream header.
-const Version = "0.1.0"
 
 // PlanFile is the side file that holds the stream's plan section.
 const PlanFile = "nf4pipe_plan.json"
@@ -32,6 +30,13 @@ const PlanFile = "nf4pipe_plan.json"
 var (
 	// ErrExists: the output directory exists and Force is off.
 	ErrExists = errors.New("place: output directory exists")
+	// ErrOutput: the output directory could not be written (permission, disk
+	// full, file-size limit, ...); the system's error stays wrapped.
+	ErrOutput = errors.New("place: cannot write the output directory")
+	// ErrReplace: Force was given, and the output names something place must
+	// not replace: a file or directory this tool did not write (and not
+	// empty), the source model, or the working directory or one above it.
+	ErrReplace = errors.New("place: refusing to replace")
 	// ErrInterrupted: the context was cancelled (SIGINT, SIGTERM) before the end.
 	ErrInterrupted = errors.New("place: interrupted")
 	// ErrStream: a stream place cannot write: descriptors without payloads, or
@@ -59,13 +64,14 @@ type Options struct {
 	// nil emits nothing. A consumer that closes its end early (EPIPE) stops
 	// the emission, not the placement.
 	Emit io.Writer
-	// Args are recorded in the stage record.
-	Args []string
+	// Version and Args are recorded in the stage record: what ran.
+	Version string
+	Args    []string
 	// GPU uploads every tensor to its planned device (CUDA builds only).
 	GPU bool
 	// Progress, when not nil, is told of every tensor and of the payload bytes
-	// received, per read; the caller calls its Done.
-	Progress *icli.Progress
+	// received, per read.
+	Progress progress.Meter
 }
 
 // File is one file of the written checkpoint.
@@ -93,11 +99,6 @@ type Report struct {
 }
 
 // source is the part of detect's "source" header section place reads.
-type source struct {
-	Path   string `msgpack:"path"`
-	Dir    string `msgpack:"dir"`
-	Config []byte `msgpack:"config"`
-}
 
 // job is one placement: its temporary directory, guarded so that a signal
 // handler can abort it while the work goroutine runs.
@@ -116,7 +117,7 @@ type job struct {
 func Place(ctx context.Context, in io.Reader, opt Options) (*Report, error) {
 	j := &job{opt: opt}
 	if opt.Out == "" && !opt.GPU {
-		return nil, fmt.Errorf("%w: nothing to do: give --out DIR, --gpu or both", ErrStream)
+		return nil, fmt.Errorf("%w: nothing to do: neither an output directory nor GPU placement", ErrStream)
 	}
 	if opt.GPU {
 		if err := gpuAvailable(); err != nil {
@@ -160,8 +161,13 @@ func (j *job) prepare() error {
 		return err
 	}
 	j.out = out
-	if _, err := os.Lstat(out); err == nil && !j.opt.Force {
-		return fmt.Errorf("%s: %w (use --force to replace it)", out, ErrExists)
+	if _, err := os.Lstat(out); err == nil {
+		if !j.opt.Force {
+			return fmt.Errorf("%s: %w", out, ErrExists)
+		}
+		if err := replaceable(out); err != nil {
+			return err
+		}
 	}
 	tmp, err := os.MkdirTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-")
 	if err != nil {
@@ -197,14 +203,22 @@ func (j *job) run(in io.Reader) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	var src source
-	if _, err := h.Get(tensorstream.SectionSource, &src); err != nil {
+	src, err := sections.GetSource(h)
+	if err != nil {
 		return nil, err
+	}
+	if src == nil {
+		src = &sections.Source{}
+	}
+	if j.out != "" && src.Dir != "" {
+		if err := notSource(j.out, src.Dir); err != nil {
+			return nil, err
+		}
 	}
 	em := newEmitter(j.opt.Emit)
 	if em != nil {
 		eh := *h
-		eh.Stages = append(append([]tensorstream.Stage(nil), h.Stages...), tensorstream.Stage{Name: "place", Version: Version, Args: j.opt.Args})
+		eh.Stages = append(append([]tensorstream.Stage(nil), h.Stages...), j.stage())
 		if err := em.header(&eh); err != nil {
 			return nil, err
 		}
@@ -223,10 +237,11 @@ func (j *job) run(in io.Reader) (*Report, error) {
 	}
 	if j.opt.Progress != nil {
 		// The tensors are detect's; their bytes, once quantized, are not known.
-		var facts struct {
-			Tensors int `msgpack:"tensors"`
+		facts, err := sections.GetModel(h)
+		if err != nil {
+			return nil, err
 		}
-		if ok, err := h.Get(tensorstream.SectionModel, &facts); ok && err == nil {
+		if facts != nil {
 			j.opt.Progress.Expect(facts.Tensors, 0)
 		}
 	}
@@ -260,8 +275,8 @@ func (j *job) run(in io.Reader) (*Report, error) {
 		if j.isAborted() {
 			return nil, ErrInterrupted
 		}
-		j.opt.Progress.Tensor(t.Name)
-		payload := j.opt.Progress.Reader(r)
+		progress.Or(j.opt.Progress).Tensor(t.Name)
+		payload := progress.Reader(j.opt.Progress, r)
 		if em != nil && gp == nil {
 			if err := em.tensor(t); err != nil {
 				return nil, err
@@ -292,13 +307,16 @@ func (j *job) run(in io.Reader) (*Report, error) {
 			return nil, err
 		}
 	}
+	if rep.Quantized == 0 && rep.Tensors > 0 && !ranStage(h, "quantize") {
+		return nil, fmt.Errorf("%w: no 4-bit tensor and no quantize stage: the stream was not quantized (put quantize before place)", ErrStream)
+	}
 	if gp != nil {
 		if err := gp.finish(rep); err != nil {
 			return nil, err
 		}
 	}
 	if dw != nil {
-		if err := j.finishDir(dw, &src, h, first, params); err != nil {
+		if err := j.finishDir(dw, src, h, first, params); err != nil {
 			return nil, err
 		}
 		if err := j.commit(); err != nil {
@@ -327,7 +345,7 @@ func (j *job) isAborted() bool {
 
 // finishDir closes the safetensors files and writes config.json, the copied
 // source files and the plan side file into the temporary directory.
-func (j *job) finishDir(dw *checkpoint.DirWriter, src *source, h *tensorstream.Header, q *tensorstream.QuantState, params int64) error {
+func (j *job) finishDir(dw *checkpoint.DirWriter, src *sections.Source, h *tensorstream.Header, q *tensorstream.QuantState, params int64) error {
 	files, err := dw.Close(params)
 	if err != nil {
 		return err
@@ -339,7 +357,11 @@ func (j *job) finishDir(dw *checkpoint.DirWriter, src *source, h *tensorstream.H
 	if len(src.Config) > 0 {
 		cfg := src.Config
 		if q != nil {
-			qc := checkpoint.QuantizationConfig{QuantType: q.Type, DoubleQuant: q.DoubleQuant, ComputeDType: j.computeDType(h, src.Config)}
+			compute, err := j.computeDType(h, src.Config)
+			if err != nil {
+				return err
+			}
+			qc := checkpoint.QuantizationConfig{QuantType: q.Type, DoubleQuant: q.DoubleQuant, ComputeDType: compute}
 			if cfg, err = checkpoint.WithQuantizationConfig(src.Config, qc); err != nil {
 				return fmt.Errorf("source config.json: %w", err)
 			}
@@ -355,7 +377,8 @@ func (j *job) finishDir(dw *checkpoint.DirWriter, src *source, h *tensorstream.H
 		return err
 	}
 	j.rep.Copied = copied
-	if err := writePlan(h, filepath.Join(j.tmp, PlanFile)); err != nil {
+	stages := append(append([]tensorstream.Stage(nil), h.Stages...), j.stage())
+	if err := writePlan(h, stages, filepath.Join(j.tmp, PlanFile), j.opt.Version); err != nil {
 		return err
 	}
 	ents, err := os.ReadDir(j.tmp)
@@ -388,7 +411,10 @@ func (j *job) commit() error {
 	var old string
 	if _, err := os.Lstat(j.out); err == nil {
 		if !j.opt.Force {
-			return fmt.Errorf("%s: %w (it appeared while placing; use --force to replace it)", j.out, ErrExists)
+			return fmt.Errorf("%s: %w (it appeared while placing)", j.out, ErrExists)
+		}
+		if err := replaceable(j.out); err != nil {
+			return err
 		}
 		old = filepath.Join(parent, "."+filepath.Base(j.out)+".old-"+filepath.Base(j.tmp))
 		if err := os.Rename(j.out, old); err != nil {
@@ -418,11 +444,11 @@ func (j *job) commit() error {
 func (j *job) outputError(err error) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) && j.ours(pe.Path) {
-		return fmt.Errorf("writing %s: %w", j.out, pe.Err)
+		return fmt.Errorf("%w %s: %w", ErrOutput, j.out, pe.Err)
 	}
 	var le *os.LinkError
 	if errors.As(err, &le) && (j.ours(le.Old) || j.ours(le.New)) {
-		return fmt.Errorf("writing %s: %w", j.out, le.Err)
+		return fmt.Errorf("%w %s: %w", ErrOutput, j.out, le.Err)
 	}
 	return err
 }
@@ -517,22 +543,36 @@ func (e *emitter) close() error {
 
 // computeDType picks bnb_4bit_compute_dtype: the option, the plan's compute
 // dtype, the source config's dtype, float32.
-func (j *job) computeDType(h *tensorstream.Header, config []byte) string {
+func (j *job) computeDType(h *tensorstream.Header, config []byte) (string, error) {
 	if j.opt.ComputeDType != "" {
-		return torchDType(j.opt.ComputeDType)
+		return torchDType(j.opt.ComputeDType), nil
 	}
-	var p struct {
-		ComputeDType struct {
-			Value string `msgpack:"value"`
-		} `msgpack:"compute_dtype"`
+	p, err := sections.GetPlan(h)
+	if err != nil {
+		return "", err
 	}
-	if ok, err := h.Get(tensorstream.SectionPlan, &p); ok && err == nil {
+	if p != nil {
 		if d := torchDType(p.ComputeDType.Value); d != "" {
-			return d
+			return d, nil
 		}
 	}
 	if d := configDType(config); d != "" {
-		return d
+		return d, nil
 	}
-	return "float32"
+	return "float32", nil
+}
+
+// ranStage reports whether the stream's header records a stage called name.
+func ranStage(h *tensorstream.Header, name string) bool {
+	for _, st := range h.Stages {
+		if st.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// stage is place's own stage record.
+func (j *job) stage() tensorstream.Stage {
+	return tensorstream.Stage{Name: "place", Version: j.opt.Version, Args: j.opt.Args}
 }

@@ -25,7 +25,9 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
-var models = []string{"gemma2", "gemma3_text", "llama", "llava", "mistral", "mixtral", "phi3", "qwen2", "qwen3", "qwen3_moe"}
+// models: the families with a transformers-written 4-bit fixture, in the
+// repository (never skipped) or in ../shared.
+var models = append(append([]string(nil), fixtures.RepoModels...), fixtures.SharedModels...)
 
 // referenceStream reads the transformers-written 4-bit checkpoint in refDir
 // back into a stream whose "source" section names srcDir, as detect would.
@@ -151,21 +153,23 @@ func dirNames(t *testing.T, dir string) []string {
 // comes out byte for byte, with config.json and generation_config.json.
 func TestPlaceMatchesFixtures(t *testing.T) {
 	for _, m := range models {
-		src, ref := fixtures.Shared(t, "models", m), fixtures.Shared(t, "models", m+"-bnb-nf4")
-		out := filepath.Join(t.TempDir(), m+"-nf4")
-		rep, err := Place(context.Background(), bytes.NewReader(referenceStream(t, ref, src)), Options{Out: out})
-		if err != nil {
-			t.Fatalf("%s: %v", m, err)
-		}
-		for _, f := range []string{"model.safetensors", "config.json", "generation_config.json"} {
-			sameBytes(t, m, filepath.Join(ref, f), filepath.Join(out, f))
-		}
-		if got := dirNames(t, out); fmt.Sprint(got) != "[config.json generation_config.json model.safetensors]" {
-			t.Errorf("%s: files %v", m, got)
-		}
-		if rep.Shards != 1 || rep.Quantized == 0 || rep.Dir != out {
-			t.Errorf("%s: report %+v", m, rep)
-		}
+		t.Run(m, func(t *testing.T) {
+			src, ref := fixtures.Model(t, m), fixtures.Model(t, m+"-bnb-nf4")
+			out := filepath.Join(t.TempDir(), m+"-nf4")
+			rep, err := Place(context.Background(), bytes.NewReader(referenceStream(t, ref, src)), Options{Out: out})
+			if err != nil {
+				t.Fatalf("%s: %v", m, err)
+			}
+			for _, f := range []string{"model.safetensors", "config.json", "generation_config.json"} {
+				sameBytes(t, m, filepath.Join(ref, f), filepath.Join(out, f))
+			}
+			if got := dirNames(t, out); fmt.Sprint(got) != "[config.json generation_config.json model.safetensors "+PlanFile+"]" {
+				t.Errorf("%s: files %v", m, got)
+			}
+			if rep.Shards != 1 || rep.Quantized == 0 || rep.Dir != out {
+				t.Errorf("%s: report %+v", m, rep)
+			}
+		})
 	}
 }
 
@@ -174,17 +178,19 @@ func TestPlaceMatchesFixtures(t *testing.T) {
 func TestPipelineMatchesFixtures(t *testing.T) {
 	list := models
 	if testing.Short() {
-		list = []string{"llama"}
+		list = fixtures.RepoModels
 	}
 	for _, m := range list {
-		src, ref := fixtures.Shared(t, "models", m), fixtures.Shared(t, "models", m+"-bnb-nf4")
-		out := filepath.Join(t.TempDir(), m+"-nf4")
-		if _, err := Place(context.Background(), bytes.NewReader(pipelineStream(t, src)), Options{Out: out}); err != nil {
-			t.Fatalf("%s: %v", m, err)
-		}
-		for _, f := range []string{"model.safetensors", "config.json", "generation_config.json"} {
-			sameBytes(t, m, filepath.Join(ref, f), filepath.Join(out, f))
-		}
+		t.Run(m, func(t *testing.T) {
+			src, ref := fixtures.Model(t, m), fixtures.Model(t, m+"-bnb-nf4")
+			out := filepath.Join(t.TempDir(), m+"-nf4")
+			if _, err := Place(context.Background(), bytes.NewReader(pipelineStream(t, src)), Options{Out: out}); err != nil {
+				t.Fatalf("%s: %v", m, err)
+			}
+			for _, f := range []string{"model.safetensors", "config.json", "generation_config.json"} {
+				sameBytes(t, m, filepath.Join(ref, f), filepath.Join(out, f))
+			}
+		})
 	}
 }
 
@@ -342,8 +348,18 @@ func TestExistingDir(t *testing.T) {
 	stream := llamaStream(t)
 	parent := t.TempDir()
 	out := filepath.Join(parent, "out")
+	// A directory place did not write is never replaced, even with Force.
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(out, "mine.txt"), []byte("not a checkpoint"), 0o644)
+	if _, err := Place(context.Background(), bytes.NewReader(stream), Options{Out: out, Force: true}); !errors.Is(err, ErrReplace) {
+		t.Fatalf("foreign directory: err %v, want ErrReplace", err)
+	}
+	os.Remove(filepath.Join(out, "mine.txt"))
+	// An empty one is; then a checkpoint of place's, marked in its side file.
+	if _, err := Place(context.Background(), bytes.NewReader(stream), Options{Out: out, Force: true}); err != nil {
+		t.Fatalf("empty directory: %v", err)
 	}
 	os.WriteFile(filepath.Join(out, "stale.txt"), []byte("old"), 0o644)
 	if _, err := Place(context.Background(), bytes.NewReader(stream), Options{Out: out}); !errors.Is(err, ErrExists) {
@@ -466,7 +482,7 @@ func TestComputeDTypeFromPlan(t *testing.T) {
 	cfg, _ := os.ReadFile(filepath.Join(src, "config.json"))
 	h := &tensorstream.Header{}
 	h.Set(tensorstream.SectionSource, checkpoint.Source{Dir: src, Config: cfg})
-	h.Set(tensorstream.SectionPlan, map[string]any{"compute_dtype": map[string]any{"value": "fp16"}})
+	h.Set(tensorstream.SectionPlan, map[string]any{"compute_dtype": map[string]any{"value": "fp16"}, "devices": []any{}})
 	var b bytes.Buffer
 	if err := c.WriteStream(tensorstream.NewWriter(&b), h); err != nil {
 		t.Fatal(err)
@@ -516,55 +532,13 @@ func TestBadStreams(t *testing.T) {
 	}
 }
 
-func TestCLI(t *testing.T) {
-	stream := llamaStream(t)
-	parent := t.TempDir()
-	out := filepath.Join(parent, "out")
-	var stdout, stderr bytes.Buffer
-	code := Main(context.Background(), []string{"place", "--out", out}, bytes.NewReader(stream), &stdout, &stderr, false)
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, stderr.String())
-	}
-	if !strings.HasPrefix(stderr.String(), "place: wrote "+out) || strings.Count(stderr.String(), "\n") != 1 {
-		t.Errorf("summary %q", stderr.String())
-	}
-	if stdout.Len() < len(stream)/2 {
-		t.Errorf("stdout got %d bytes of stream; stdout is not a terminal, so the stream passes on", stdout.Len())
-	}
-	stdout.Reset()
-	stderr.Reset()
-	if code := Main(context.Background(), []string{"place", "--out", out}, bytes.NewReader(stream), &stdout, &stderr, true); code != 4 {
-		t.Errorf("existing dir: exit %d (%s), want 4", code, stderr.String())
-	}
-	stdout.Reset()
-	stderr.Reset()
-	code = Main(context.Background(), []string{"place", "--out", out, "--force", "--json"}, bytes.NewReader(stream), &stdout, &stderr, true)
-	if code != 0 || stdout.Len() == 0 || !strings.Contains(stdout.String(), `"shards": 1`) {
-		t.Errorf("--json: exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
-	}
-	stderr.Reset()
-	if code := Main(context.Background(), []string{"place"}, bytes.NewReader(stream), io.Discard, &stderr, true); code != 2 {
-		t.Errorf("no --out: exit %d, want 2", code)
-	}
-	stderr.Reset()
-	if code := Main(context.Background(), []string{"place", "--out", out, "--max-shard-size", "lots"}, bytes.NewReader(stream), io.Discard, &stderr, true); code != 2 {
-		t.Errorf("bad size: exit %d, want 2", code)
-	}
-	stderr.Reset()
-	if code := Main(context.Background(), []string{"place", "--out", filepath.Join(parent, "x")}, bytes.NewReader(stream[:100]), io.Discard, &stderr, true); code != 3 {
-		t.Errorf("truncated: exit %d (%s), want 3", code, stderr.String())
-	}
-	noLeftovers(t, parent, "out")
-}
-
 func TestGPUWithoutCUDA(t *testing.T) {
 	if gpuAvailable() == nil {
 		t.Skip("a CUDA build with a GPU: the stub's message does not apply")
 	}
-	var stderr bytes.Buffer
-	code := Main(context.Background(), []string{"place", "--gpu"}, bytes.NewReader(nil), io.Discard, &stderr, true)
-	if code == 0 || !strings.Contains(stderr.String(), "built without CUDA; rebuild with make cuda") {
-		t.Errorf("exit %d, stderr %q", code, stderr.String())
+	_, err := Place(context.Background(), bytes.NewReader(nil), Options{GPU: true})
+	if !errors.Is(err, ErrNoCUDA) || !strings.Contains(err.Error(), "built without CUDA; rebuild with make cuda") {
+		t.Errorf("err %v, want ErrNoCUDA", err)
 	}
 }
 
@@ -615,9 +589,9 @@ func TestOutputError(t *testing.T) {
 		want string
 	}{
 		{fmt.Errorf("x: %w (1 of 2 bytes)", &os.PathError{Op: "write", Path: "/data/.m-nf4.tmp-123/..shard-00001.safetensors.partial.spool-9", Err: syscall.EFBIG}),
-			"writing /data/m-nf4: file too large"},
-		{&os.PathError{Op: "mkdirtemp", Path: "/data/.m-nf4.tmp-*", Err: syscall.ENOSPC}, "writing /data/m-nf4: no space left on device"},
-		{&os.LinkError{Op: "rename", Old: "/data/.m-nf4.tmp-123", New: "/data/m-nf4", Err: syscall.EDQUOT}, "writing /data/m-nf4: disk quota exceeded"},
+			"place: cannot write the output directory /data/m-nf4: file too large"},
+		{&os.PathError{Op: "mkdirtemp", Path: "/data/.m-nf4.tmp-*", Err: syscall.ENOSPC}, "place: cannot write the output directory /data/m-nf4: no space left on device"},
+		{&os.LinkError{Op: "rename", Old: "/data/.m-nf4.tmp-123", New: "/data/m-nf4", Err: syscall.EDQUOT}, "place: cannot write the output directory /data/m-nf4: disk quota exceeded"},
 		{&os.PathError{Op: "open", Path: "/data/m-nf4x/config.json", Err: syscall.ENOSPC}, "open /data/m-nf4x/config.json: no space left on device"},
 	} {
 		got := j.outputError(c.err)

@@ -194,7 +194,7 @@ func TestSettingsErrors(t *testing.T) {
 
 // TestStreamConfigOnly runs detect's config-only stream through the stage.
 func TestStreamConfigOnly(t *testing.T) {
-	cfg := fixtures.Shared(t, "configs", "meta-llama__Llama-3.1-8B.json")
+	cfg := fixtures.Path(t, "configs", "meta-llama__Llama-3.1-8B.json")
 	dm, err := detect.Open(cfg, arch.Policy{})
 	if err != nil {
 		t.Fatal(err)
@@ -204,7 +204,7 @@ func TestStreamConfigOnly(t *testing.T) {
 	if err := dm.Stream(&in, tensorstream.Stage{Name: "detect"}); err != nil {
 		t.Fatal(err)
 	}
-	p, err := Stream(bytes.NewReader(in.Bytes()), &out, mustGPUs(t, "t4"), DefaultSettings(), tensorstream.Stage{Name: "plan", Version: Version})
+	p, err := Stream(bytes.NewReader(in.Bytes()), &out, mustGPUs(t, "t4"), DefaultSettings(), tensorstream.Stage{Name: "plan", Version: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
+	"github.com/nf4pipe/nf4pipe/pkg/qtype"
 )
 
 // Sentinel errors of the planner; callers test them with errors.Is.
@@ -81,8 +82,7 @@ func (t Tensor) Elements() int64 {
 // absmax code per 64-element block (double quantization), one float32 nested
 // absmax per 256 blocks, and the two code tables (16 and 256 float32).
 func NF4Bytes(n int64) int64 {
-	blocks := ceilDiv(n, 64)
-	return ceilDiv(n, 2) + blocks + ceilDiv(blocks, 256)*4 + 16*4 + 256*4
+	return qtype.SizesFor(n, qtype.DefaultBlockSize, qtype.NestedBlockSize).Total() + 16*4 + 256*4
 }
 
 func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
@@ -98,7 +98,7 @@ func FromArch(m *arch.Model) (*Model, error) {
 		Family: m.Family.Name, Hidden: t.Hidden, Intermediate: t.Intermediate, Layers: t.Layers,
 		Heads: t.Heads, KVHeads: t.KVHeads, HeadDim: t.HeadDim, Vocab: t.Vocab, Tied: t.Tied,
 		SandwichNorm: m.Family.Norm == arch.NormSandwich, QKNorm: t.QKNorm,
-		GeluMLP: m.Family.Name == "gemma" || m.Family.Name == "gemma2" || m.Family.Name == "gemma3" || m.Family.Name == "gemma3_text",
+		GeluMLP: m.Family.GeluMLP,
 		Experts: t.Experts, ExpertsPerToken: t.ExpertsPerToken, MoEIntermediate: t.MoEIntermediate,
 		SharedIntermediate: t.SharedIntermediate, SparseLayers: t.SparseLayers,
 		SlidingWindow: t.SlidingWindow, AttnSoftcap: t.AttnSoftcap, FinalSoftcap: t.FinalSoftcap,

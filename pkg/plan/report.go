@@ -9,7 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/nf4pipe/nf4pipe/pkg/gpus"
+	"github.com/nf4pipe/nf4pipe/internal/units"
 )
 
 // WriteJSON writes the plan as an indented JSON object.
@@ -34,20 +34,20 @@ func (p *Plan) WriteReport(w io.Writer) error {
 		if len(d.Layers) == 2 {
 			layers = fmt.Sprintf("layers %d-%d", d.Layers[0], d.Layers[1])
 		}
-		fmt.Fprintf(&b, "\ncuda:%d %s (%s), %s\n", d.Index, d.Name, gpus.FormatBytes(d.CapacityBytes), layers)
+		fmt.Fprintf(&b, "\ncuda:%d %s (%s), %s\n", d.Index, d.Name, units.Bytes(d.CapacityBytes), layers)
 		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', tabwriter.AlignRight)
 		for _, it := range d.Items {
 			note := it.Note
 			if !it.Torch {
 				note = strings.TrimSpace("[not in torch reserved] " + note)
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t  %s\t\n", it.Name, gpus.FormatBytes(it.Bytes), note)
+			fmt.Fprintf(tw, "  %s\t%s\t  %s\t\n", it.Name, units.Bytes(it.Bytes), note)
 		}
-		fmt.Fprintf(tw, "  predicted torch.cuda.max_memory_reserved\t%s\t\t\n", gpus.FormatBytes(d.PeakReserved))
-		fmt.Fprintf(tw, "  total on device\t%s\t  of %s\t\n", gpus.FormatBytes(d.Total), gpus.FormatBytes(d.CapacityBytes))
-		fmt.Fprintf(tw, "  headroom\t%s\t\t\n", gpus.FormatBytes(d.HeadroomBytes))
+		fmt.Fprintf(tw, "  predicted torch.cuda.max_memory_reserved\t%s\t\t\n", units.Bytes(d.PeakReserved))
+		fmt.Fprintf(tw, "  total on device\t%s\t  of %s\t\n", units.Bytes(d.Total), units.Bytes(d.CapacityBytes))
+		fmt.Fprintf(tw, "  headroom\t%s\t\t\n", units.Bytes(d.HeadroomBytes))
 		if d.HostBytes > 0 {
-			fmt.Fprintf(tw, "  pinned host memory\t%s\t\t\n", gpus.FormatBytes(d.HostBytes))
+			fmt.Fprintf(tw, "  pinned host memory\t%s\t\t\n", units.Bytes(d.HostBytes))
 		}
 		tw.Flush()
 	}
@@ -72,7 +72,7 @@ func (p *Plan) WriteReport(w io.Writer) error {
 		}
 		for _, a := range p.Advice {
 			mark := map[Verdict]string{VerdictFits: "fits ", VerdictTight: "tight", VerdictNoFit: "no   "}[a.Verdict]
-			fmt.Fprintf(&b, "  [%s] %-80s %s\n", mark, a.Change, gpus.FormatBytes(a.PeakBytes))
+			fmt.Fprintf(&b, "  [%s] %-80s %s\n", mark, a.Change, units.Bytes(a.PeakBytes))
 		}
 	}
 	_, err := io.WriteString(w, b.String())
@@ -181,7 +181,7 @@ model = %s.from_pretrained(
     device_map=device_map,
     attn_implementation=attn,
 )
-`, p.Model, p.SeqLen, p.BatchSize, p.LoRARank, p.Recipe, p.Verdict, peak, gpus.FormatBytes(peak),
+`, p.Model, p.SeqLen, p.BatchSize, p.LoRARank, p.Recipe, p.Verdict, peak, units.Bytes(peak),
 		auto, modelPath, p.SeqLen, p.BatchSize, p.Attention.Value, dm.String(), auto, dtype, dtype)
 	if p.Recipe == RecipeHFPeft {
 		fmt.Fprintf(&b, "# hf-peft: casts every parameter that is not 4-bit to float32\nmodel = prepare_model_for_kbit_training(\n    model, use_gradient_checkpointing=%s,\n    gradient_checkpointing_kwargs={\"use_reentrant\": False})\n", pyBool(gc))

@@ -7,27 +7,18 @@ import (
 
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
 	"github.com/nf4pipe/nf4pipe/pkg/gpus"
+	"github.com/nf4pipe/nf4pipe/pkg/sections"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
-
-// Version is the stage version recorded in the stream header.
-const Version = "0.1.0"
-
-// source is the part of detect's "source" header section the planner reads.
-type source struct {
-	Config []byte `msgpack:"config"`
-	ID     string `msgpack:"id"`
-}
 
 // ModelFromHeader builds the planner's model from the raw config.json that
 // detect put in the stream header's "source" section.
 func ModelFromHeader(h *tensorstream.Header) (*Model, error) {
-	var src source
-	ok, err := h.Get(tensorstream.SectionSource, &src)
+	src, err := sections.GetSource(h)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrModel, err)
 	}
-	if !ok || len(src.Config) == 0 {
+	if src == nil || len(src.Config) == 0 {
 		return nil, fmt.Errorf("%w: the stream header has no config.json in its %q section: run detect first", ErrModel, tensorstream.SectionSource)
 	}
 	return FromConfig(src.Config)
@@ -51,8 +42,7 @@ func Stream(in io.Reader, out io.Writer, gs []gpus.GPU, s Settings, stage tensor
 	if err != nil {
 		return nil, err
 	}
-	var src source
-	if _, err := h.Get(tensorstream.SectionSource, &src); err == nil {
+	if src, err := sections.GetSource(h); err == nil && src != nil {
 		p.ModelID = src.ID
 	}
 	section, err := p.section()

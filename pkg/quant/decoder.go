@@ -27,20 +27,18 @@ func NewDecoder(p Params, n int64, absmax []float32, out DType) (*Decoder, error
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	if out.Size() == 0 {
+	if !Supported(out) {
 		return nil, fmt.Errorf("%w: %q", ErrDType, out)
 	}
 	if want := SizesFor(n, p).Blocks; int64(len(absmax)) != want {
 		return nil, fmt.Errorf("%w: %d absmax values for %d elements in blocks of %d, want %d",
 			ErrLength, len(absmax), n, p.BlockSize, want)
 	}
-	table := p.Type.Map()
-	if p.Type == FP4 {
-		// The kernel negates 0 for code 8 (sign bit set); the checkpoint's
-		// quant_map stores +0 there.
-		table[8] = float32(math.Copysign(0, -1))
+	info, err := p.Type.Info()
+	if err != nil {
+		return nil, err
 	}
-	return &Decoder{p: p, n: n, absmax: absmax, out: out, table: table}, nil
+	return &Decoder{p: p, n: n, absmax: absmax, out: out, table: info.Dequant}, nil
 }
 
 // Decode appends to dst the values of the packed bytes, which continue where
@@ -117,7 +115,7 @@ type Quantized struct {
 
 // Quantize quantizes n = len(src)/dt.Size() values held in memory.
 func Quantize(src []byte, dt DType, p Params, backend Backend) (*Quantized, error) {
-	if dt.Size() == 0 {
+	if !Supported(dt) {
 		return nil, fmt.Errorf("%w: %q", ErrDType, dt)
 	}
 	n := int64(len(src) / dt.Size())

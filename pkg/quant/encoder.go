@@ -43,10 +43,10 @@ func (c cpuBackend) Name() string { return "cpu" }
 const minBlocksPerThread = 256
 
 func (c cpuBackend) QuantizeBlocks(packed []byte, absmax []float32, src []byte, dt DType, p Params, first int64) error {
-	es := dt.Size()
-	if es == 0 {
+	if !Supported(dt) {
 		return fmt.Errorf("%w: %q", ErrDType, dt)
 	}
+	es := dt.Size()
 	n := len(src) / es
 	blocks := (n + p.BlockSize - 1) / p.BlockSize
 	workers := min(c.threads, max(1, blocks/minBlocksPerThread))
@@ -110,7 +110,7 @@ func NewEncoder(w io.Writer, dt DType, n int64, p Params, backend Backend) (*Enc
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	if dt.Size() == 0 {
+	if !Supported(dt) {
 		return nil, fmt.Errorf("%w: %q (want F32, F16 or BF16)", ErrDType, dt)
 	}
 	if n < 0 {

@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/nf4pipe/nf4pipe/internal/fixtures"
+	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 )
 
 // stFile is a safetensors file read whole: test fixtures are a few MiB.
@@ -19,49 +19,25 @@ type stFile struct {
 }
 
 type stTensor struct {
-	DType string  `json:"dtype"`
-	Shape []int64 `json:"shape"`
-	Data  []byte  `json:"-"`
+	DType string
+	Shape []int64
+	Data  []byte
 }
 
 func readST(tb testing.TB, path string) *stFile {
 	tb.Helper()
-	raw, err := os.ReadFile(path)
+	sf, err := safetensors.OpenFile(path)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if len(raw) < 8 {
-		tb.Fatalf("%s: too short", path)
-	}
-	n := binary.LittleEndian.Uint64(raw)
-	if n > uint64(len(raw)-8) {
-		tb.Fatalf("%s: header length %d beyond the file", path, n)
-	}
-	var hdr map[string]json.RawMessage
-	if err := json.Unmarshal(raw[8:8+n], &hdr); err != nil {
-		tb.Fatalf("%s: %v", path, err)
-	}
-	f := &stFile{tensors: map[string]stTensor{}}
-	data := raw[8+n:]
-	for name, v := range hdr {
-		if name == "__metadata__" {
-			if err := json.Unmarshal(v, &f.meta); err != nil {
-				tb.Fatal(err)
-			}
-			continue
-		}
-		var t struct {
-			stTensor
-			Offsets [2]int64 `json:"data_offsets"`
-		}
-		if err := json.Unmarshal(v, &t); err != nil {
+	defer sf.Close()
+	f := &stFile{meta: sf.Metadata, tensors: map[string]stTensor{}}
+	for _, ti := range sf.Tensors {
+		data, err := sf.ReadTensor(ti.Name)
+		if err != nil {
 			tb.Fatal(err)
 		}
-		if t.Offsets[0] > t.Offsets[1] || t.Offsets[1] > int64(len(data)) {
-			tb.Fatalf("%s: tensor %s: bad offsets", path, name)
-		}
-		t.stTensor.Data = data[t.Offsets[0]:t.Offsets[1]]
-		f.tensors[name] = t.stTensor
+		f.tensors[ti.Name] = stTensor{DType: string(ti.DType), Shape: ti.Shape, Data: data}
 	}
 	return f
 }

@@ -3,6 +3,10 @@ package quant
 import (
 	"errors"
 	"fmt"
+	"strconv"
+
+	"github.com/nf4pipe/nf4pipe/pkg/dtype"
+	"github.com/nf4pipe/nf4pipe/pkg/qtype"
 )
 
 // Sentinel errors. Every error the package returns wraps one of them.
@@ -19,7 +23,8 @@ var (
 	ErrBackend = errors.New("quant: backend")
 )
 
-// Type is the 4-bit data type.
+// Type is the 4-bit data type: a name of pkg/qtype's registry. The constants
+// are the types this package has encoders for.
 type Type string
 
 const (
@@ -27,31 +32,32 @@ const (
 	FP4 Type = "fp4"
 )
 
-// DType is an element type of raw tensor bytes, spelled as in safetensors.
-type DType string
+// DType is an element type of raw tensor bytes: dtype.DType, the one
+// definition every package shares.
+type DType = dtype.DType
 
+// The element types the package quantizes from and dequantizes to.
 const (
-	F32  DType = "F32"
-	F16  DType = "F16"
-	BF16 DType = "BF16"
+	F32  = dtype.F32
+	F16  = dtype.F16
+	BF16 = dtype.BF16
 )
 
-// Size returns the bytes per element, or 0 for a type the package does not handle.
-func (d DType) Size() int {
-	switch d {
-	case F32:
-		return 4
-	case F16, BF16:
-		return 2
-	}
-	return 0
-}
+// Supported reports whether the package quantizes from and dequantizes to d.
+func Supported(d DType) bool { return d == F32 || d == F16 || d == BF16 }
 
 // NestedBlockSize is the block size of double quantization, fixed by bitsandbytes.
-const NestedBlockSize = 256
+const NestedBlockSize = qtype.NestedBlockSize
 
 // DefaultBlockSize is the block size bitsandbytes and transformers use by default.
-const DefaultBlockSize = 64
+const DefaultBlockSize = qtype.DefaultBlockSize
+
+// The block sizes the quantizer supports: powers of two in this range, a
+// subset of what the formats accept (qtype.CheckBlockSize).
+const (
+	MinBlockSize = 32
+	MaxBlockSize = 4096
+)
 
 // Params are the settings of one quantization.
 type Params struct {
@@ -81,13 +87,15 @@ func DefaultParams() Params {
 	return Params{Type: NF4, BlockSize: DefaultBlockSize, DoubleQuant: true}
 }
 
-// Validate reports whether p names a supported type and block size.
+// Validate reports whether p names a registered type (pkg/qtype) and a block
+// size the quantizer supports. Its errors are *ParamError.
 func (p Params) Validate() error {
-	if p.Type != NF4 && p.Type != FP4 {
-		return fmt.Errorf("%w: type %q (want nf4 or fp4)", ErrParams, p.Type)
+	if _, err := p.Type.Info(); err != nil {
+		return &ParamError{Param: "type", Value: strconv.Quote(string(p.Type)), Want: qtype.Names()}
 	}
-	if p.BlockSize < 32 || p.BlockSize > 4096 || p.BlockSize&(p.BlockSize-1) != 0 {
-		return fmt.Errorf("%w: block size %d (want a power of two from 32 to 4096)", ErrParams, p.BlockSize)
+	if p.BlockSize < MinBlockSize || p.BlockSize > MaxBlockSize || p.BlockSize&(p.BlockSize-1) != 0 {
+		return &ParamError{Param: "blocksize", Value: strconv.Itoa(p.BlockSize),
+			Want: fmt.Sprintf("a power of two from %d to %d", MinBlockSize, MaxBlockSize)}
 	}
 	if p.ReduceGPU != (ReduceGPU{}) {
 		return p.ReduceGPU.Validate()
@@ -95,36 +103,42 @@ func (p Params) Validate() error {
 	return nil
 }
 
-// Sizes are the byte lengths of the sections of a quantized tensor, in the order
-// a stream payload carries them: packed codes, absmax, nested absmax.
-type Sizes struct {
-	Elements int64
-	Blocks   int64 // absmax values
-	Packed   int64 // ceil(n/2): two codes a byte
-	Absmax   int64 // Blocks bytes of U8 codes with double quant, else Blocks*4 of F32
-	Nested   int64 // ceil(Blocks/256)*4 with double quant, else 0
+// ParamError reports an invalid parameter. It wraps ErrParams.
+type ParamError struct {
+	Param string // "type" or "blocksize"
+	Value string // the value as given, quoted when a string
+	Want  string // what would be accepted: "nf4 or fp4"
 }
 
-// Total returns the payload length: Packed + Absmax + Nested.
-func (s Sizes) Total() int64 { return s.Packed + s.Absmax + s.Nested }
+func (e *ParamError) Error() string {
+	return fmt.Sprintf("%v: %s %s (want %s)", ErrParams, e.Param, e.Value, e.Want)
+}
 
-// NestedBlocks returns the number of nested absmax values.
-func (s Sizes) NestedBlocks() int64 { return s.Nested / 4 }
+func (e *ParamError) Unwrap() error { return ErrParams }
 
-// SizesFor returns the section sizes of n quantized elements.
+// Info returns t's entry in the registry of quant types.
+func (t Type) Info() (*qtype.Type, error) {
+	info, err := qtype.Lookup(string(t))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrParams, err)
+	}
+	return info, nil
+}
+
+// Sizes are the byte lengths of the sections of a quantized tensor (qtype.Sizes).
+type Sizes = qtype.Sizes
+
+// SizesFor returns the section sizes of n elements quantized with p.
 func SizesFor(n int64, p Params) Sizes {
-	bs := int64(p.BlockSize)
+	bs := p.BlockSize
 	if bs <= 0 {
 		bs = DefaultBlockSize
 	}
-	s := Sizes{Elements: n, Blocks: (n + bs - 1) / bs, Packed: (n + 1) / 2}
+	nbs := 0
 	if p.DoubleQuant {
-		s.Absmax = s.Blocks
-		s.Nested = (s.Blocks + NestedBlockSize - 1) / NestedBlockSize * 4
-	} else {
-		s.Absmax = s.Blocks * 4
+		nbs = NestedBlockSize
 	}
-	return s
+	return qtype.SizesFor(n, bs, nbs)
 }
 
 // NonFiniteError reports the first NaN or ±Inf of a tensor. It wraps ErrNonFinite.
@@ -134,7 +148,7 @@ type NonFiniteError struct {
 }
 
 func (e *NonFiniteError) Error() string {
-	return fmt.Sprintf("%v %v at element %d (use --allow-nonfinite to quantize it as bitsandbytes does)", ErrNonFinite, e.Value, e.Index)
+	return fmt.Sprintf("%v %v at element %d", ErrNonFinite, e.Value, e.Index)
 }
 
 func (e *NonFiniteError) Unwrap() error { return ErrNonFinite }

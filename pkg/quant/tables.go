@@ -1,22 +1,17 @@
 package quant
 
-import "math"
+import (
+	"math"
 
-// NF4Map is the NF4 code book: the float32 value of each 4-bit code, as
-// bitsandbytes stores it in a checkpoint's quant_map tensor.
-var NF4Map = [16]float32{
-	-1, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-	-0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0,
-	0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-	0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1,
-}
+	"github.com/nf4pipe/nf4pipe/pkg/qtype"
+)
 
-// FP4Map is the FP4 code book (bit 3 is the sign), as bitsandbytes stores it in a
-// checkpoint's quant_map tensor.
-var FP4Map = [16]float32{
-	0, 0.005208333333, 0.66666667, 1, 0.33333333, 0.5, 0.16666667, 0.25,
-	0, -0.005208333333, -0.66666667, -1, -0.33333333, -0.5, -0.16666667, -0.25,
-}
+// NF4Map and FP4Map are the code books of pkg/qtype's registry: the float32
+// value of each 4-bit code, as a checkpoint's quant_map tensor stores it.
+var (
+	NF4Map = qtype.NF4.Map
+	FP4Map = qtype.FP4.Map
+)
 
 // NestedMap is the signed dynamic 8-bit map of double quantization: 256 sorted
 // float32 values, equal bit for bit to bitsandbytes' nested_quant_map.
@@ -27,12 +22,12 @@ var NestedMap = func() (m [256]float32) {
 	return m
 }()
 
-// Map returns the code book of t.
+// Map returns the code book of t (NF4's for a type the registry does not know).
 func (t Type) Map() [16]float32 {
-	if t == FP4 {
-		return FP4Map
+	if info, err := t.Info(); err == nil {
+		return info.Map
 	}
-	return NF4Map
+	return qtype.NF4.Map
 }
 
 // nf4Code is bitsandbytes' dQuantizeNF4: a decision tree of strict float32

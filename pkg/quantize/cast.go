@@ -56,7 +56,7 @@ func castable(dt tensorstream.DType) bool {
 func Cast(dst, src []byte, from, to tensorstream.DType) []byte {
 	n := len(src) / from.Size()
 	dst = dst[:n*to.Size()]
-	at := func(i int) float32 { return elementF32(src, quant.DType(from), i) }
+	at := func(i int) float32 { return elementF32(src, from, i) }
 	switch to {
 	case tensorstream.F32:
 		for i := range n {

@@ -20,19 +20,6 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
-// sharedModel returns the shared fixture directory of model m, or "".
-func sharedModel(m string) string {
-	root, err := os.Getwd()
-	if err != nil {
-		return ""
-	}
-	dir := filepath.Join(root, "..", "..", "..", "shared", "testdata", "models", m)
-	if _, err := os.Stat(dir); err != nil {
-		return ""
-	}
-	return dir
-}
-
 func needGPU(t *testing.T) []gpu.DeviceInfo {
 	t.Helper()
 	infos, err := gpu.Devices()
@@ -71,7 +58,7 @@ func TestCUDAMatchesCPU(t *testing.T) {
 	gpuOpt.Device = "cuda"
 	streams := map[string][]byte{"llama": detectStream(t, fixtures.Path(t, "models", "llama"))}
 	for _, m := range models {
-		if dir := sharedModel(m); dir != "" {
+		for _, dir := range fixtures.SharedGlob(t, filepath.Join("models", m)) {
 			streams["shared/"+m] = detectStream(t, dir)
 		}
 	}

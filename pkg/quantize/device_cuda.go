@@ -15,14 +15,11 @@ const CUDABuilt = true
 
 // openBackends opens the GPUs d names (every visible one for plain cuda).
 //
-// auto means the CPU, also in this build: the stage takes 4.4-4.8 GB/s on 16
-// cores (AVX2, about 2 GB/s a core), faster than detect's pipe delivers, while
-// the GPU path adds the device's start-up and a host round trip per piece. On
-// the 16-core H200 machine, 2026-11-27 (docs/BENCHMARKS.md, "Whole tool"):
-// detect | quantize | place --out took 1.1-1.4 s on the CPU and 1.9 s with
-// --device cuda (and the first CUDA run on a machine also waits for the
-// driver's JIT compile of the PTX: 6.2 s for detect | quantize). The GPU is
-// there for --device cuda.
+// auto means the CPU, also in this build: the CPU path keeps up with any pipe
+// that feeds the stage, while the GPU path adds the device's start-up (and, on
+// a machine's first run, the driver's JIT compile of the PTX) and a host round
+// trip per piece, so a GPU is used only when --device names cuda. The figures
+// behind this choice are in docs/BENCHMARKS.md ("Whole tool").
 //
 // A GPU out of device memory quantizes in smaller chunks, then on the CPU,
 // with one warning through warn (see gpu.Device.BackendWithWarn); one whose
@@ -42,7 +39,7 @@ func openBackends(d Device, threads int, warn func(string)) ([]quant.Backend, fu
 			err = gpu.ErrNoDevice
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("--device %s: %w", d, err)
+			return nil, nil, fmt.Errorf("device %s: %w", d, err)
 		}
 		for i := range n {
 			ords = append(ords, i)
@@ -64,7 +61,7 @@ func openBackends(d Device, threads int, warn func(string)) ([]quant.Backend, fu
 		}
 		if err != nil {
 			release()
-			return nil, nil, fmt.Errorf("--device %s: GPU %d: %w", d, o, err)
+			return nil, nil, fmt.Errorf("device %s: GPU %d: %w", d, o, err)
 		}
 		devs = append(devs, dev)
 		out = append(out, dev.BackendWithWarn(warn))

@@ -14,7 +14,7 @@ const CUDABuilt = false
 // openBackends returns the CPU backend; this build has no other.
 func openBackends(d Device, threads int, warn func(string)) ([]quant.Backend, func(), error) {
 	if d.Kind == "cuda" {
-		return nil, nil, fmt.Errorf("%w (--device %s)", ErrNoCUDA, d)
+		return nil, nil, fmt.Errorf("%w (device %s)", ErrNoCUDA, d)
 	}
 	return []quant.Backend{quant.CPU(threads)}, func() {}, nil
 }

@@ -7,7 +7,7 @@ import (
 	"path"
 	"strings"
 
-	"github.com/nf4pipe/nf4pipe/internal/cli"
+	"github.com/nf4pipe/nf4pipe/pkg/progress"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
@@ -65,8 +65,8 @@ type Options struct {
 	Args    []string
 	// Progress, when not nil, is told of every tensor and of the input bytes
 	// read, and learns the totals from the header's "model" section; the
-	// caller creates it (cli.NewProgress) and calls its Done.
-	Progress *cli.Progress
+	// caller draws it (cmd/quantize: a progress line).
+	Progress progress.Meter
 	// ChunkSize is the input bytes fed to the encoder at a time; 0 picks a
 	// default for the device.
 	ChunkSize int
@@ -82,32 +82,57 @@ func DefaultOptions() Options {
 	return Options{Params: quant.DefaultParams(), Device: "auto"}
 }
 
-// Validate checks the options and says what is wrong in ErrUsage errors.
+// OptionError is an invalid option, wrapping ErrUsage: Option names the
+// Options field (Type and BlockSize for Params'), so that a command can name
+// its own flag for it.
+type OptionError struct {
+	Option string // Type, BlockSize, Pattern, Cast, Threads, Device
+	Value  string // as given, quoted where it is a string
+	Why    string
+}
+
+func (e *OptionError) Error() string {
+	return fmt.Sprintf("%v: %s %s: %s", ErrUsage, optionWords[e.Option], e.Value, e.Why)
+}
+
+func (e *OptionError) Unwrap() error { return ErrUsage }
+
+var optionWords = map[string]string{"Type": "quant type", "BlockSize": "block size", "Pattern": "pattern",
+	"Cast": "cast to", "Threads": "threads", "Device": "device"}
+
+func optionError(option, value, why string) error {
+	return &OptionError{Option: option, Value: value, Why: why}
+}
+
+// Validate checks the options and says what is wrong in *OptionError errors.
 func (o *Options) Validate() error {
-	p := o.Params
-	if p.Type != quant.NF4 && p.Type != quant.FP4 {
-		return fmt.Errorf("%w: --type %q: want nf4 or fp4", ErrUsage, p.Type)
-	}
-	if p.BlockSize < 32 || p.BlockSize > 4096 || p.BlockSize&(p.BlockSize-1) != 0 {
-		return fmt.Errorf("%w: --blocksize %d: want a power of two from 32 to 4096 (64 is bitsandbytes' default)", ErrUsage, p.BlockSize)
-	}
-	if err := p.Validate(); err != nil {
+	if err := o.Params.Validate(); err != nil {
+		var pe *quant.ParamError
+		if !errors.As(err, &pe) {
+			return fmt.Errorf("%w: %v", ErrUsage, err)
+		}
+		switch pe.Param {
+		case "type":
+			return optionError("Type", pe.Value, "want "+pe.Want)
+		case "blocksize":
+			return optionError("BlockSize", pe.Value, fmt.Sprintf("want %s (%d is bitsandbytes' default)", pe.Want, quant.DefaultBlockSize))
+		}
 		return fmt.Errorf("%w: %v", ErrUsage, err)
 	}
 	for _, list := range [][]string{o.Only, o.Skip} {
 		for _, pat := range list {
 			if _, err := path.Match(pat, ""); err != nil {
-				return fmt.Errorf("%w: pattern %q: %v", ErrUsage, pat, err)
+				return optionError("Pattern", fmt.Sprintf("%q", pat), err.Error())
 			}
 		}
 	}
 	switch o.Cast {
 	case "", tensorstream.BF16, tensorstream.F16, tensorstream.F32:
 	default:
-		return fmt.Errorf("%w: --cast %q: want bf16, f16 or f32", ErrUsage, strings.ToLower(string(o.Cast)))
+		return optionError("Cast", fmt.Sprintf("%q", strings.ToLower(string(o.Cast))), "want bf16, f16 or f32")
 	}
 	if o.Threads < 0 {
-		return fmt.Errorf("%w: --threads %d: want 0 (all cores) or more", ErrUsage, o.Threads)
+		return optionError("Threads", fmt.Sprint(o.Threads), "want 0 (all cores) or more")
 	}
 	if _, err := ParseDevice(o.Device); err != nil {
 		return err
@@ -141,7 +166,7 @@ func ParseCast(s string) (tensorstream.DType, error) {
 	case "f32", "fp32", "float32":
 		return tensorstream.F32, nil
 	}
-	return "", fmt.Errorf("%w: --cast %q: want bf16, f16 or f32", ErrUsage, s)
+	return "", optionError("Cast", fmt.Sprintf("%q", s), "want bf16, f16 or f32")
 }
 
 // Device is a parsed --device value.
@@ -165,7 +190,7 @@ func (d Device) String() string {
 // cuda:0,cuda:1).
 func ParseDevice(s string) (Device, error) {
 	bad := func(why string) (Device, error) {
-		return Device{}, fmt.Errorf("%w: --device %q: %s (want auto, cpu, cuda or cuda:N[,N...])", ErrUsage, s, why)
+		return Device{}, optionError("Device", fmt.Sprintf("%q", s), why+" (want auto, cpu, cuda or cuda:N[,N...])")
 	}
 	switch s {
 	case "", "auto":
@@ -246,5 +271,5 @@ func refusal(t *tensorstream.Tensor) error {
 	case !t.DType.IsFloat():
 		what = "an integer or boolean tensor is not a weight to quantize"
 	}
-	return fmt.Errorf("%w: tensor %q is %s: %s, or keep it with --skip '%s'", ErrUnsupported, t.Name, t.DType, what, t.Name)
+	return fmt.Errorf("%w: tensor %q is %s: %s, or keep it as it is", ErrUnsupported, t.Name, t.DType, what)
 }

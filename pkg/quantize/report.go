@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/nf4pipe/nf4pipe/internal/units"
 )
 
 // Summary counts what a Run did.
@@ -36,13 +38,13 @@ func (s *Summary) WriteText(w io.Writer) error {
 	if s.Cast > 0 {
 		fmt.Fprintf(&b, " (%d cast)", s.Cast)
 	}
-	fmt.Fprintf(&b, "; %s in, %s out", humanBytes(s.BytesIn), humanBytes(s.BytesOut))
+	fmt.Fprintf(&b, "; %s in, %s out", units.SI(s.BytesIn), units.SI(s.BytesOut))
 	if s.Quantized > 0 {
 		fmt.Fprintf(&b, "; %.3f bits per quantized weight", s.BitsPerWeight())
 	}
 	fmt.Fprintf(&b, "; %s; %.2f s", s.Device, s.Seconds)
 	if s.Seconds > 0 {
-		fmt.Fprintf(&b, " (%s/s in)", humanBytes(int64(float64(s.BytesIn)/s.Seconds)))
+		fmt.Fprintf(&b, " (%s/s in)", units.SI(int64(float64(s.BytesIn)/s.Seconds)))
 	}
 	if s.Quantized == 0 {
 		b.WriteString("; nothing was marked for quantization: was the stream made by detect? (--only '*' quantizes every 2-D float tensor)")
@@ -64,18 +66,4 @@ func (s *Summary) WriteJSON(w io.Writer) error {
 	}
 	_, err = w.Write(append(b, '\n'))
 	return err
-}
-
-func humanBytes(n int64) string {
-	f := float64(n)
-	for _, u := range []string{"B", "kB", "MB", "GB"} {
-		if f < 1000 {
-			if u == "B" {
-				return fmt.Sprintf("%d B", n)
-			}
-			return fmt.Sprintf("%.1f %s", f, u)
-		}
-		f /= 1000
-	}
-	return fmt.Sprintf("%.2f TB", f)
 }

@@ -7,23 +7,14 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nf4pipe/nf4pipe/internal/cli"
+	"github.com/nf4pipe/nf4pipe/pkg/progress"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
+	"github.com/nf4pipe/nf4pipe/pkg/sections"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
 // Settings is the header section "quantize": how the stream was quantized.
-type Settings struct {
-	Type            string   `msgpack:"type" json:"type"`
-	BlockSize       int      `msgpack:"blocksize" json:"blocksize"`
-	DoubleQuant     bool     `msgpack:"double_quant" json:"double_quant"`
-	NestedBlockSize int      `msgpack:"nested_blocksize,omitempty" json:"nested_blocksize,omitempty"`
-	AllowNonFinite  bool     `msgpack:"allow_nonfinite" json:"allow_nonfinite"`
-	Device          string   `msgpack:"device" json:"device"` // where the work ran: cpu, cuda:0, ...
-	Only            []string `msgpack:"only,omitempty" json:"only,omitempty"`
-	Skip            []string `msgpack:"skip,omitempty" json:"skip,omitempty"`
-	Cast            string   `msgpack:"cast,omitempty" json:"cast,omitempty"`
-}
+type Settings = sections.Quantize
 
 // Default chunk sizes: small enough for cache and memory, large enough that
 // per-call costs vanish (a GPU call copies through pinned memory).
@@ -64,7 +55,7 @@ func Run(in io.Reader, out io.Writer, o Options) (*Summary, error) {
 			chunk = gpuChunk
 		}
 	}
-	cin := &countingReader{r: in, prog: o.Progress}
+	cin := &countingReader{r: in, prog: progress.Or(o.Progress)}
 	cout := &countingWriter{w: out}
 	s := &stage{o: o, sum: sum, backends: backends, chunk: chunk}
 	err := s.run(tensorstream.NewReader(cin), tensorstream.NewWriter(cout))
@@ -86,7 +77,9 @@ func (s *stage) run(r *tensorstream.Reader, w *tensorstream.Writer) error {
 	if err != nil {
 		return err
 	}
-	expect(s.o.Progress, h)
+	if err := expect(s.o.Progress, h); err != nil {
+		return err
+	}
 	h.AddStage(StageName, s.o.Version, s.o.Args)
 	p := s.o.Params
 	set := Settings{Type: string(p.Type), BlockSize: p.BlockSize, DoubleQuant: p.DoubleQuant,
@@ -94,7 +87,7 @@ func (s *stage) run(r *tensorstream.Reader, w *tensorstream.Writer) error {
 	if p.DoubleQuant {
 		set.NestedBlockSize = quant.NestedBlockSize
 	}
-	if err := h.Set(tensorstream.SectionQuantize, set); err != nil {
+	if err := sections.SetQuantize(h, &set); err != nil {
 		return err
 	}
 	if err := w.WriteHeader(h); err != nil {
@@ -125,7 +118,7 @@ func (s *stage) work(p *pipeline) error {
 		if t.NoData {
 			return fmt.Errorf("%w: tensor %q is a descriptor without data (the stream was made from a config.json alone): nothing to quantize; run detect on the model directory with its weights", ErrNoData, t.Name)
 		}
-		s.o.Progress.Tensor(t.Name)
+		progress.Or(s.o.Progress).Tensor(t.Name)
 		if err := s.tensor(p, t); err != nil {
 			return err
 		}
@@ -227,7 +220,7 @@ func (s *stage) quantize(p *pipeline, t *tensorstream.Tensor) error {
 	backend := s.backends[s.next%len(s.backends)]
 	s.next++
 	out := &outWriter{p: p}
-	enc, err := quant.NewEncoder(out, quant.DType(t.DType), n, prm, backend)
+	enc, err := quant.NewEncoder(out, t.DType, n, prm, backend)
 	if err != nil {
 		return fmt.Errorf("tensor %q: %w", t.Name, err)
 	}
@@ -317,19 +310,16 @@ func (s *stage) cast(p *pipeline, t *tensorstream.Tensor) error {
 // expect reads the totals of the progress line from the "model" section
 // detect writes: the tensors and their payload bytes, which the stream's bytes
 // exceed only by its framing.
-func expect(p *cli.Progress, h *tensorstream.Header) {
+func expect(p progress.Meter, h *tensorstream.Header) error {
 	if p == nil {
-		return
+		return nil
 	}
-	var facts struct {
-		Tensors int `msgpack:"tensors"`
-		Bytes   struct {
-			Source int64 `msgpack:"source"`
-		} `msgpack:"bytes"`
+	facts, err := sections.GetModel(h)
+	if err != nil || facts == nil {
+		return err
 	}
-	if ok, err := h.Get(tensorstream.SectionModel, &facts); ok && err == nil {
-		p.Expect(facts.Tensors, facts.Bytes.Source)
-	}
+	p.Expect(facts.Tensors, facts.Bytes.Source)
+	return nil
 }
 
 // countingReader counts the input for the summary and the progress line,
@@ -337,7 +327,7 @@ func expect(p *cli.Progress, h *tensorstream.Header) {
 type countingReader struct {
 	r    io.Reader
 	n    atomic.Int64
-	prog *cli.Progress
+	prog progress.Meter
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {

@@ -2,6 +2,7 @@ package safetensors
 
 import (
 	"fmt"
+	"github.com/stretchr/testify/require"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -29,15 +30,11 @@ func BenchmarkAssemblyCopy(b *testing.B) {
 		dir = b.TempDir()
 	}
 	dir, err := os.MkdirTemp(dir, "nf4pipe-bench-")
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	defer os.RemoveAll(dir)
 	const size = 256 << 20
 	spool, err := os.Create(filepath.Join(dir, "spool"))
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	defer spool.Close()
 	buf := make([]byte, 1<<20)
 	rand.NewChaCha8([32]byte{3}).Read(buf)
@@ -71,9 +68,7 @@ func BenchmarkAssemblyCopy(b *testing.B) {
 		p := filepath.Join(dir, "out")
 		os.Remove(p)
 		f, err := os.Create(p)
-		if err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, err)
 		if prealloc {
 			pa := newPreallocator(f)
 			pa.grow(total)

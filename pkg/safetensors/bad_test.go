@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/stretchr/testify/require"
 	"os"
 	"path/filepath"
 	"strings"
@@ -139,18 +140,12 @@ func writeCase(t *testing.T, root string, c badCase) {
 	t.Helper()
 	p := c.path(root)
 	if data, single := c.files[""]; single {
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, os.WriteFile(p, data, 0o644))
 		return
 	}
-	if err := os.MkdirAll(p, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.MkdirAll(p, 0o755))
 	for name, data := range c.files {
-		if err := os.WriteFile(filepath.Join(p, name), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, os.WriteFile(filepath.Join(p, name), data, 0o644))
 	}
 }
 
@@ -164,9 +159,7 @@ func TestHostileFiles(t *testing.T) {
 	cases := badCases()
 	if *update {
 		os.RemoveAll(root)
-		if err := os.MkdirAll(root, 0o755); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, os.MkdirAll(root, 0o755))
 		for _, c := range cases {
 			writeCase(t, root, c)
 		}
@@ -174,9 +167,7 @@ func TestHostileFiles(t *testing.T) {
 	expected := map[string]string{}
 	if !*update {
 		f, err := os.Open(filepath.Join(root, expectedName))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
 			name, line, ok := strings.Cut(sc.Text(), "\t")
@@ -208,9 +199,7 @@ func TestHostileFiles(t *testing.T) {
 		})
 	}
 	if *update {
-		if err := os.WriteFile(filepath.Join(root, expectedName), []byte(out.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, os.WriteFile(filepath.Join(root, expectedName), []byte(out.String()), 0o644))
 	}
 }
 

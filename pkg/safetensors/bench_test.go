@@ -2,6 +2,7 @@ package safetensors
 
 import (
 	"bytes"
+	"github.com/stretchr/testify/require"
 	"io"
 	"path/filepath"
 	"testing"
@@ -17,9 +18,7 @@ func benchFile(b *testing.B) string {
 	for i := range data {
 		data[i] = byte(i * 7)
 	}
-	if err := WriteFile(p, []Tensor{{"w", BF16, []int64{benchTensorBytes / 2}, data}}, nil); err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, WriteFile(p, []Tensor{{"w", BF16, []int64{benchTensorBytes / 2}, data}}, nil))
 	return p
 }
 
@@ -28,9 +27,7 @@ func benchFile(b *testing.B) string {
 // cache after the first pass, so this measures the read path, not the disk.
 func BenchmarkReadChunked(b *testing.B) {
 	ck, err := Open(benchFile(b))
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	defer ck.Close()
 	t := ck.Tensors()[0]
 	buf := make([]byte, 1<<20)
@@ -44,9 +41,7 @@ func BenchmarkReadChunked(b *testing.B) {
 			if err == io.EOF {
 				break
 			}
-			if err != nil {
-				b.Fatal(err)
-			}
+			require.NoError(b, err)
 		}
 	}
 }
@@ -62,15 +57,9 @@ func BenchmarkWrite(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			w, err := NewWriterFor(filepath.Join(dir, "d.safetensors"), nil, []TensorSpec{{"w", BF16, shape}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := w.Add("w", BF16, shape, bytes.NewReader(data)); err != nil {
-				b.Fatal(err)
-			}
-			if err := w.Close(); err != nil {
-				b.Fatal(err)
-			}
+			require.NoError(b, err)
+			require.NoError(b, w.Add("w", BF16, shape, bytes.NewReader(data)))
+			require.NoError(b, w.Close())
 		}
 	})
 	b.Run("spooled", func(b *testing.B) {
@@ -78,15 +67,9 @@ func BenchmarkWrite(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			w, err := NewWriter(filepath.Join(dir, "s.safetensors"), nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := w.Add("w", BF16, shape, bytes.NewReader(data)); err != nil {
-				b.Fatal(err)
-			}
-			if err := w.Close(); err != nil {
-				b.Fatal(err)
-			}
+			require.NoError(b, err)
+			require.NoError(b, w.Add("w", BF16, shape, bytes.NewReader(data)))
+			require.NoError(b, w.Close())
 		}
 	})
 }

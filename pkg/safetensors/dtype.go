@@ -3,77 +3,56 @@ package safetensors
 import (
 	"fmt"
 	"math/bits"
+
+	"github.com/nf4pipe/nf4pipe/pkg/dtype"
 )
 
-// DType names an element type exactly as a safetensors header spells it.
-type DType string
+// DType names an element type exactly as a safetensors header spells it; it
+// is dtype.DType, the one definition every package shares.
+type DType = dtype.DType
 
 // The element types of the safetensors format. The first fifteen are the ones
 // checkpoints for this project carry; the rest exist in the format (newer
 // releases of the Rust crate) and are read and written for completeness.
 const (
-	BOOL       DType = "BOOL"
-	U8         DType = "U8"
-	I8         DType = "I8"
-	F8E5M2     DType = "F8_E5M2"
-	F8E4M3     DType = "F8_E4M3"
-	I16        DType = "I16"
-	U16        DType = "U16"
-	F16        DType = "F16"
-	BF16       DType = "BF16"
-	I32        DType = "I32"
-	U32        DType = "U32"
-	F32        DType = "F32"
-	F64        DType = "F64"
-	I64        DType = "I64"
-	U64        DType = "U64"
-	F4         DType = "F4"
-	F6E2M3     DType = "F6_E2M3"
-	F6E3M2     DType = "F6_E3M2"
-	F8E8M0     DType = "F8_E8M0"
-	F8E4M3FNUZ DType = "F8_E4M3FNUZ"
-	F8E5M2FNUZ DType = "F8_E5M2FNUZ"
-	C64        DType = "C64"
+	BOOL       = dtype.Bool
+	U8         = dtype.U8
+	I8         = dtype.I8
+	F8E5M2     = dtype.F8E5M2
+	F8E4M3     = dtype.F8E4M3
+	I16        = dtype.I16
+	U16        = dtype.U16
+	F16        = dtype.F16
+	BF16       = dtype.BF16
+	I32        = dtype.I32
+	U32        = dtype.U32
+	F32        = dtype.F32
+	F64        = dtype.F64
+	I64        = dtype.I64
+	U64        = dtype.U64
+	F4         = dtype.F4
+	F6E2M3     = dtype.F6E2M3
+	F6E3M2     = dtype.F6E3M2
+	F8E8M0     = dtype.F8E8M0
+	F8E4M3FNUZ = dtype.F8E4M3FNUZ
+	F8E5M2FNUZ = dtype.F8E5M2FNUZ
+	C64        = dtype.C64
 )
 
-type dtypeInfo struct {
-	rank int // position in the Rust crate's Dtype enum (declaration order)
-	bits int // width of one element
-}
-
-// dtypes mirrors `enum Dtype` in huggingface/safetensors safetensors/src/tensor.rs
+// ranks mirrors `enum Dtype` in huggingface/safetensors safetensors/src/tensor.rs
 // (main, 0.6/0.7): BOOL, F4, F6_E2M3, F6_E3M2, U8, I8, F8_E5M2, F8_E4M3, F8_E8M0,
 // F8_E4M3FNUZ, F8_E5M2FNUZ, I16, U16, F16, BF16, I32, U32, F32, C64, F64, I64, U64.
 // The enum derives Ord, so the declaration order is the order that serialize
 // sorts by (descending). Older releases (0.4) lack F4, F6_*, F8_E8M0, FNUZ and C64
 // but keep the same relative order for the others, so the ranks agree.
-var dtypes = map[DType]dtypeInfo{
-	BOOL: {0, 8}, F4: {1, 4}, F6E2M3: {2, 6}, F6E3M2: {3, 6},
-	U8: {4, 8}, I8: {5, 8}, F8E5M2: {6, 8}, F8E4M3: {7, 8}, F8E8M0: {8, 8},
-	F8E4M3FNUZ: {9, 8}, F8E5M2FNUZ: {10, 8},
-	I16: {11, 16}, U16: {12, 16}, F16: {13, 16}, BF16: {14, 16},
-	I32: {15, 32}, U32: {16, 32}, F32: {17, 32}, C64: {18, 64},
-	F64: {19, 64}, I64: {20, 64}, U64: {21, 64},
+var ranks = map[DType]int{
+	BOOL: 0, F4: 1, F6E2M3: 2, F6E3M2: 3, U8: 4, I8: 5, F8E5M2: 6, F8E4M3: 7, F8E8M0: 8,
+	F8E4M3FNUZ: 9, F8E5M2FNUZ: 10, I16: 11, U16: 12, F16: 13, BF16: 14,
+	I32: 15, U32: 16, F32: 17, C64: 18, F64: 19, I64: 20, U64: 21,
 }
 
-// Valid reports whether d is a dtype of the safetensors format.
-func (d DType) Valid() bool { _, ok := dtypes[d]; return ok }
-
-// Bits returns the width of one element in bits, or 0 for an unknown dtype.
-func (d DType) Bits() int { return dtypes[d].bits }
-
-// Size returns the size of one element in bytes, or 0 for an unknown dtype or
-// one narrower than a byte (F4, F6_*).
-func (d DType) Size() int {
-	b := dtypes[d].bits
-	if b%8 != 0 {
-		return 0
-	}
-	return b / 8
-}
-
-// rank is d's position in the Rust Dtype enum; see dtypes.
-func (d DType) rank() int { return dtypes[d].rank }
+// rank is d's position in the Rust Dtype enum; see ranks.
+func rank(d DType) int { return ranks[d] }
 
 // NumElements returns the product of shape, failing with ErrShape on a negative
 // dimension or on overflow of int64. A scalar (empty shape) has one element.

@@ -2,6 +2,7 @@ package safetensors
 
 import (
 	"bytes"
+	"github.com/stretchr/testify/require"
 	"maps"
 	"path/filepath"
 	"testing"
@@ -9,27 +10,24 @@ import (
 	"github.com/nf4pipe/nf4pipe/internal/fixtures"
 )
 
-// fuzzSeeds returns whole-file images: for each shared model checkpoint when
-// present, a small file with the first tensors of its header (names, dtypes,
-// metadata) and one element each, since the fuzzer minimizes large inputs
-// slowly; and every hostile single-file case.
+// fuzzSeeds returns whole-file images: for each of the repository's model
+// checkpoints, a small file with the first tensors of its header (names,
+// dtypes, metadata) and one element each, since the fuzzer minimizes large
+// inputs slowly; and every hostile single-file case. What the fuzzer found
+// is in testdata/fuzz/FuzzParseHeader.
 func fuzzSeeds(f *testing.F) [][]byte {
 	var seeds [][]byte
-	models, _ := filepath.Glob(filepath.Join(filepath.Dir(fixtures.Root(f)), "shared", "testdata", "models", "*", SingleFileName))
+	models, _ := filepath.Glob(filepath.Join(fixtures.Path(f, "models"), "*", SingleFileName))
 	for _, p := range models {
 		sf, err := OpenFile(p)
-		if err != nil {
-			f.Fatal(err)
-		}
+		require.NoError(f, err)
 		var ts []Tensor
 		for _, ti := range sf.Tensors[:min(len(sf.Tensors), 6)] {
 			ts = append(ts, Tensor{ti.Name, ti.DType, []int64{1}, make([]byte, ti.DType.Size())})
 		}
 		sf.Close()
 		b, err := Serialize(ts, sf.Metadata)
-		if err != nil {
-			f.Fatal(err)
-		}
+		require.NoError(f, err)
 		seeds = append(seeds, b)
 	}
 	for _, c := range badCases() {

@@ -390,7 +390,7 @@ func sortForWrite[T any](ts []T, key func(*T) (DType, string)) {
 	slices.SortStableFunc(ts, func(a, b T) int {
 		da, na := key(&a)
 		db, nb := key(&b)
-		if c := db.rank() - da.rank(); c != 0 {
+		if c := rank(db) - rank(da); c != 0 {
 			return c
 		}
 		return strings.Compare(na, nb)

@@ -8,19 +8,21 @@ import (
 	"testing"
 
 	"github.com/nf4pipe/nf4pipe/internal/fixtures"
+	"github.com/stretchr/testify/require"
 )
 
-// modelFiles returns the 20 transformers-written checkpoints of the shared
-// test data.
+// modelFiles returns the transformers-written checkpoints of the test data:
+// each model's source and 4-bit checkpoint in the repository's testdata, and
+// those only ../shared/testdata holds when it is there.
 func modelFiles(t *testing.T) []string {
 	t.Helper()
-	dir := fixtures.Shared(t, "models")
-	files, err := filepath.Glob(filepath.Join(dir, "*", SingleFileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) != 20 {
-		t.Fatalf("want 20 model files under %s, found %d", dir, len(files))
+	files, err := filepath.Glob(filepath.Join(fixtures.Path(t, "models"), "*", SingleFileName))
+	require.NoError(t, err)
+	require.Len(t, files, 2*len(fixtures.RepoModels), "the repository's models")
+	for _, m := range fixtures.SharedModels {
+		for _, name := range []string{m, m + "-bnb-nf4"} {
+			files = append(files, fixtures.SharedGlob(t, filepath.Join("models", name, SingleFileName))...)
+		}
 	}
 	return files
 }
@@ -28,16 +30,12 @@ func modelFiles(t *testing.T) []string {
 func loadAll(t *testing.T, path string) (*File, []Tensor) {
 	t.Helper()
 	f, err := OpenFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { f.Close() })
 	var ts []Tensor
 	for _, ti := range f.Tensors {
 		data, err := f.ReadTensor(ti.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		ts = append(ts, Tensor{ti.Name, ti.DType, ti.Shape, data})
 	}
 	return f, ts
@@ -51,40 +49,28 @@ func TestReserializeModels(t *testing.T) {
 		name := filepath.Base(filepath.Dir(path))
 		t.Run(name, func(t *testing.T) {
 			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			f, ts := loadAll(t, path)
 			rng := rand.New(rand.NewPCG(1, uint64(len(ts))))
 			rng.Shuffle(len(ts), func(i, j int) { ts[i], ts[j] = ts[j], ts[i] })
 
 			got, err := Serialize(ts, f.Metadata)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			assertSameBytes(t, "Serialize", got, want)
 
 			dir := t.TempDir()
 			p := filepath.Join(dir, "planned.safetensors")
-			if err := WriteFile(p, ts, f.Metadata); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, WriteFile(p, ts, f.Metadata))
 			got, _ = os.ReadFile(p)
 			assertSameBytes(t, "WriteFile", got, want)
 
 			p = filepath.Join(dir, "spooled.safetensors")
 			w, err := NewWriter(p, f.Metadata)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			for _, x := range ts {
-				if err := w.Add(x.Name, x.DType, x.Shape, bytes.NewReader(x.Data)); err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, w.Add(x.Name, x.DType, x.Shape, bytes.NewReader(x.Data)))
 			}
-			if err := w.Close(); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, w.Close())
 			got, _ = os.ReadFile(p)
 			assertSameBytes(t, "Writer (spool)", got, want)
 			assertOnly(t, dir, "planned.safetensors", "spooled.safetensors")
@@ -111,9 +97,7 @@ func assertSameBytes(t *testing.T, what string, got, want []byte) {
 func assertOnly(t *testing.T, dir string, names ...string) {
 	t.Helper()
 	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var got []string
 	for _, e := range ents {
 		got = append(got, e.Name())
@@ -155,9 +139,7 @@ func TestRustGoldens(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			got, err := Serialize(c.ts, c.meta)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			var want []byte
 			want = append(want, byte(len(c.header)), 0, 0, 0, 0, 0, 0, 0)
 			want = append(want, c.header...)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/stretchr/testify/require"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -51,9 +52,7 @@ func TestPlanShards(t *testing.T) {
 				total += s
 			}
 			p, err := PlanShards(specs, c.max)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			if got := fmt.Sprint(planNames(p)); got != c.want {
 				t.Errorf("shards %s, want %s", got, c.want)
 			}
@@ -81,13 +80,9 @@ func TestPlanShards(t *testing.T) {
 
 func TestIndexMarshal(t *testing.T) {
 	p, err := PlanShards([]TensorSpec{u8("model.b", 8), u8("model.a", 8), u8("caf\u00e9.\U0001F600", 1)}, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	got, err := p.Index(7).Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	// What Python's json.dumps(index, indent=2, sort_keys=True) + "\n" gives.
 	want := `{
   "metadata": {
@@ -105,9 +100,7 @@ func TestIndexMarshal(t *testing.T) {
 		t.Errorf("index:\n%s\nwant:\n%s", got, want)
 	}
 	ix, err := ParseIndex(got)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	again, err := ix.Marshal()
 	if err != nil || !bytes.Equal(again, got) {
 		t.Errorf("parse -> marshal changed the index (%v):\n%s", err, again)
@@ -150,9 +143,7 @@ func TestShardedRoundTrip(t *testing.T) {
 	}
 	const maxShard = 100_000
 	plan, err := PlanShards(specs, maxShard)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	if len(plan.Shards) < 3 {
 		t.Fatalf("want several shards for the test to mean something, got %d", len(plan.Shards))
 	}
@@ -161,13 +152,9 @@ func TestShardedRoundTrip(t *testing.T) {
 	order := slices.Clone(ts)
 	rand.New(rand.NewPCG(7, 7)).Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 	for _, x := range order {
-		if err := cw.Add(x.Name, x.DType, x.Shape, bytes.NewReader(x.Data)); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, cw.Add(x.Name, x.DType, x.Shape, bytes.NewReader(x.Data)))
 	}
-	if err := cw.Close(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, cw.Close())
 	var names []string
 	for _, s := range plan.Shards {
 		names = append(names, s.File)
@@ -184,9 +171,7 @@ func TestShardedRoundTrip(t *testing.T) {
 	assertSameBytes(t, "index", gotIndex, wantIndex)
 
 	ck, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer ck.Close()
 	if len(ck.Tensors()) != len(ts) || len(ck.Files) != len(plan.Shards) {
 		t.Fatalf("reopened: %d tensors in %d files, want %d in %d", len(ck.Tensors()), len(ck.Files), len(ts), len(plan.Shards))
@@ -251,15 +236,11 @@ func mustShard(t *testing.T, p *ShardPlan, name string) int {
 func TestCheckpointWriterFailure(t *testing.T) {
 	specs := []TensorSpec{u8("a", 8), u8("b", 8), u8("c", 8)}
 	plan, err := PlanShards(specs, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Run("short payload", func(t *testing.T) {
 		dir := t.TempDir()
 		cw := NewCheckpointWriter(dir, plan, nil, nil)
-		if err := cw.Add("a", U8, []int64{8}, bytes.NewReader(make([]byte, 8))); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, cw.Add("a", U8, []int64{8}, bytes.NewReader(make([]byte, 8))))
 		if err := cw.Add("b", U8, []int64{8}, bytes.NewReader(make([]byte, 3))); err == nil {
 			t.Fatal("short payload accepted")
 		}
@@ -272,9 +253,7 @@ func TestCheckpointWriterFailure(t *testing.T) {
 		dir := t.TempDir()
 		cw := NewCheckpointWriter(dir, plan, nil, nil)
 		for _, n := range []string{"a", "b"} {
-			if err := cw.Add(n, U8, []int64{8}, bytes.NewReader(make([]byte, 8))); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, cw.Add(n, U8, []int64{8}, bytes.NewReader(make([]byte, 8))))
 		}
 		if err := cw.Close(); !errors.Is(err, ErrIncomplete) {
 			t.Fatalf("Close with a tensor missing: %v, want ErrIncomplete", err)
@@ -293,9 +272,7 @@ func TestCheckpointWriterFailure(t *testing.T) {
 	t.Run("abort", func(t *testing.T) {
 		dir := t.TempDir()
 		cw := NewCheckpointWriter(dir, plan, nil, nil)
-		if err := cw.Add("a", U8, []int64{8}, bytes.NewReader(make([]byte, 8))); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, cw.Add("a", U8, []int64{8}, bytes.NewReader(make([]byte, 8))))
 		cw.Abort()
 		assertOnly(t, dir)
 	})

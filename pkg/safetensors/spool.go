@@ -52,8 +52,8 @@ type spoolWriter struct {
 // it also reads what it allocated, given cores to spare (minCoresToRead):
 // unwritten blocks read as zeros without touching the device, and the copy
 // then writes into pages in the cache. Reading costs about what it saves
-// (TinyLlama, 2-core dev VM: 0.3 s of reads took 0.1-0.2 s off Close), so it
-// is worth it only on a core that would otherwise wait for the stream.
+// (docs/BENCHMARKS.md has the figures), so it is worth it only on a core that
+// would otherwise wait for the stream.
 type preallocator struct {
 	f       *os.File
 	target  atomic.Int64  // bytes written to the spool

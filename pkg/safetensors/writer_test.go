@@ -3,6 +3,7 @@ package safetensors
 import (
 	"bytes"
 	"errors"
+	"github.com/stretchr/testify/require"
 	"io"
 	"os"
 	"path/filepath"
@@ -17,8 +18,8 @@ import (
 func TestDTypeWriteOrder(t *testing.T) {
 	enum := []DType{BOOL, F4, F6E2M3, F6E3M2, U8, I8, F8E5M2, F8E4M3, F8E8M0,
 		F8E4M3FNUZ, F8E5M2FNUZ, I16, U16, F16, BF16, I32, U32, F32, C64, F64, I64, U64}
-	if len(enum) != len(dtypes) {
-		t.Fatalf("%d dtypes in the table, %d in the enum", len(dtypes), len(enum))
+	if len(enum) != len(ranks) {
+		t.Fatalf("%d ranks in the table, %d in the enum", len(ranks), len(enum))
 	}
 	var ts []Tensor
 	for _, d := range enum {
@@ -26,13 +27,9 @@ func TestDTypeWriteOrder(t *testing.T) {
 		ts = append(ts, Tensor{"x" + string(d), d, []int64{4}, make([]byte, n)})
 	}
 	b, err := Serialize(ts, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	h, err := ReadHeader(bytes.NewReader(b), int64(len(b)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var got []DType
 	for _, ti := range h.Tensors {
 		got = append(got, ti.DType)
@@ -62,9 +59,7 @@ func TestSerializeNamesAndMetadata(t *testing.T) {
 		{"B", U8, []int64{}, []byte{3}},
 	}
 	got, err := Serialize(ts, map[string]string{"z": "1", "a": "2"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	header := `{"__metadata__":{"a":"2","z":"1"},"B":{"dtype":"U8","shape":[],"data_offsets":[0,1]},` +
 		`"a\"q\\\n\u0001` + "\u00e9" + `":{"dtype":"U8","shape":[1],"data_offsets":[1,2]},"b":{"dtype":"U8","shape":[1],"data_offsets":[2,3]}}`
 	for len(header)%8 != 0 {
@@ -73,9 +68,7 @@ func TestSerializeNamesAndMetadata(t *testing.T) {
 	want := append(raw(header, nil), 3, 1, 2)
 	assertSameBytes(t, "Serialize", got, want)
 	h, err := ReadHeader(bytes.NewReader(got), int64(len(got)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	if h.Tensors[1].Name != ts[1].Name || h.Metadata["a"] != "2" {
 		t.Errorf("names or metadata changed in the round trip: %+v", h)
 	}
@@ -93,12 +86,8 @@ func TestWriterErrors(t *testing.T) {
 	four := func() io.Reader { return bytes.NewReader(make([]byte, 4)) }
 
 	w, err := NewWriter(p, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Add("a", F32, []int64{1}, four()); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, w.Add("a", F32, []int64{1}, four()))
 	if err := w.Add("a", F32, []int64{1}, four()); !errors.Is(err, ErrDuplicate) {
 		t.Errorf("duplicate: %v", err)
 	}
@@ -122,9 +111,7 @@ func TestWriterErrors(t *testing.T) {
 		{"a", F32, []int64{1}, iotest.ErrReader(io.ErrClosedPipe), io.ErrClosedPipe},
 	} {
 		w, err := NewWriter(p, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		if err := w.Add(c.name, c.dtype, c.shape, c.r); !errors.Is(err, c.want) {
 			t.Errorf("Add(%q, %s, %v): %v, want %v", c.name, c.dtype, c.shape, err, c.want)
 		}
@@ -135,9 +122,7 @@ func TestWriterErrors(t *testing.T) {
 	// Declared layout: wrong shape, undeclared name, missing tensor.
 	specs := []TensorSpec{{"a", F32, []int64{1}}, {"b", F32, []int64{1}}}
 	w, err = NewWriterFor(p, nil, specs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	if err := w.Add("a", F32, []int64{1, 1}, four()); !errors.Is(err, ErrShape) {
 		t.Errorf("shape differing from the declaration: %v", err)
 	}
@@ -148,9 +133,7 @@ func TestWriterErrors(t *testing.T) {
 	}
 	w.Abort()
 	w, _ = NewWriterFor(p, nil, specs)
-	if err := w.Add("b", F32, []int64{1}, four()); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, w.Add("b", F32, []int64{1}, four()))
 	if err := w.Close(); !errors.Is(err, ErrIncomplete) {
 		t.Errorf("Close with a declared tensor missing: %v", err)
 	}
@@ -160,25 +143,17 @@ func TestWriterErrors(t *testing.T) {
 	assertOnly(t, dir)
 
 	// A successful Close, then no more use; an existing file is replaced whole.
-	if err := os.WriteFile(p, []byte("old"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.WriteFile(p, []byte("old"), 0o644))
 	w, _ = NewWriterFor(p, map[string]string{"format": "pt"}, specs[:1])
-	if err := w.Add("a", F32, []int64{1}, four()); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, w.Add("a", F32, []int64{1}, four()))
+	require.NoError(t, w.Close())
 	if err := w.Add("b", F32, []int64{1}, four()); !errors.Is(err, ErrIncomplete) {
 		t.Errorf("Add after Close: %v", err)
 	}
 	w.Abort() // must not remove the finished file
 	assertOnly(t, dir, "out.safetensors")
 	ck, err := Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer ck.Close()
 	if len(ck.Tensors()) != 1 || ck.Metadata()["format"] != "pt" {
 		t.Errorf("reopened: %+v", ck.Tensors())
@@ -191,9 +166,7 @@ func TestWriterErrors(t *testing.T) {
 func TestOpenModels(t *testing.T) {
 	for _, path := range modelFiles(t) {
 		ck, err := Open(filepath.Dir(path))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		if ck.Index != nil || len(ck.Files) != 1 || ck.Metadata()["format"] != "pt" {
 			t.Errorf("%s: index %v, %d files, metadata %v", path, ck.Index, len(ck.Files), ck.Metadata())
 		}

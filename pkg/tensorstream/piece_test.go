@@ -57,7 +57,7 @@ func readPieces(data []byte, bufSize int, mix bool) ([]sample, error) {
 
 func TestReadPieceSameAsRead(t *testing.T) {
 	for _, chunk := range []int{1, 7, 1000, DefaultChunkSize} {
-		samples := testTensors(rand.New(rand.NewPCG(3, 4)))
+		samples := testTensors(t, rand.New(rand.NewPCG(3, 4)))
 		data := writeStream(t, chunk, samples)
 		for _, bufSize := range []int{1, 5, 1000, 2500, 1 << 20} {
 			for _, mix := range []bool{false, true} {
@@ -78,7 +78,7 @@ func TestReadPieceSameAsRead(t *testing.T) {
 
 // A piece holds whole chunk frames when they fit, so that Verify has them all.
 func TestReadPieceWholeChunks(t *testing.T) {
-	samples := testTensors(rand.New(rand.NewPCG(5, 6)))
+	samples := testTensors(t, rand.New(rand.NewPCG(5, 6)))
 	data := writeStream(t, 1000, samples)
 	r := NewReader(bytes.NewReader(data))
 	_, err := r.Next() // 6600 bytes of BF16 in chunks of 1000
@@ -98,7 +98,7 @@ func TestReadPieceWholeChunks(t *testing.T) {
 }
 
 func TestPieceVerifyCatchesCorruption(t *testing.T) {
-	samples := testTensors(rand.New(rand.NewPCG(9, 10)))
+	samples := testTensors(t, rand.New(rand.NewPCG(9, 10)))
 	data := writeStream(t, 1000, samples)
 	first := bytes.Index(data, samples[0].payload[:32])
 	require.Positive(t, first)
@@ -125,7 +125,7 @@ func TestPieceVerifyCatchesCorruption(t *testing.T) {
 }
 
 func TestReadPieceTruncated(t *testing.T) {
-	data := writeStream(t, 100, testTensors(rand.New(rand.NewPCG(7, 8))))
+	data := writeStream(t, 100, testTensors(t, rand.New(rand.NewPCG(7, 8))))
 	for cut := 0; cut < len(data); cut += 1 + cut/50 {
 		_, err := readPieces(data[:cut], 250, false)
 		require.Error(t, err, "cut at %d", cut)
@@ -183,7 +183,7 @@ func copyWith(t *testing.T, data []byte, wchunk, bufSize int) []byte {
 }
 
 func TestCopyPieceFramesAsCopyTensor(t *testing.T) {
-	samples := testTensors(rand.New(rand.NewPCG(11, 12)))
+	samples := testTensors(t, rand.New(rand.NewPCG(11, 12)))
 	for _, in := range []int{7, 1000, 4096} {
 		data := writeStream(t, in, samples)
 		for _, wchunk := range []int{5, 1000, 3000, DefaultChunkSize} {

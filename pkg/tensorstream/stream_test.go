@@ -18,7 +18,7 @@ type sample struct {
 	payload []byte
 }
 
-func testTensors(rng *rand.Rand) []sample {
+func testTensors(tb testing.TB, rng *rand.Rand) []sample {
 	mk := func(t *Tensor) sample {
 		t.Size = t.ExpectedSize()
 		p := make([]byte, t.Size)
@@ -39,10 +39,10 @@ func testTensors(rng *rand.Rand) []sample {
 		mk(q),
 		mk(&Tensor{Name: "virtual", DType: BF16, Shape: []int64{4096, 4096}, Encoding: Raw, NoData: true}),
 	}
-	require.NoError(nil, out[0].t.SetAnn(AnnRole, "embedding"))
-	require.NoError(nil, out[0].t.SetAnn(AnnLayer, -1))
-	require.NoError(nil, out[3].t.SetAnn(AnnQuantize, true))
-	require.NoError(nil, out[3].t.SetAnn("x-unknown", map[string]any{"a": []int{1, 2}}))
+	require.NoError(tb, out[0].t.SetAnn(AnnRole, "embedding"))
+	require.NoError(tb, out[0].t.SetAnn(AnnLayer, -1))
+	require.NoError(tb, out[3].t.SetAnn(AnnQuantize, true))
+	require.NoError(tb, out[3].t.SetAnn("x-unknown", map[string]any{"a": []int{1, 2}}))
 	return out
 }
 
@@ -75,7 +75,7 @@ func writeStream(t testing.TB, chunk int, samples []sample) []byte {
 
 func TestRoundTrip(t *testing.T) {
 	for _, chunk := range []int{1, 7, 1000, DefaultChunkSize} {
-		samples := testTensors(rand.New(rand.NewPCG(1, 2)))
+		samples := testTensors(t, rand.New(rand.NewPCG(1, 2)))
 		data := writeStream(t, chunk, samples)
 
 		r := NewReader(bytes.NewReader(data))
@@ -135,7 +135,7 @@ func TestAnnotations(t *testing.T) {
 }
 
 func TestSkipUnreadPayload(t *testing.T) {
-	samples := testTensors(rand.New(rand.NewPCG(3, 4)))
+	samples := testTensors(t, rand.New(rand.NewPCG(3, 4)))
 	data := writeStream(t, 100, samples)
 	r := NewReader(bytes.NewReader(data))
 	n := 0
@@ -153,7 +153,7 @@ func TestSkipUnreadPayload(t *testing.T) {
 // PassThrough copies every tensor of a stream to a new one, as a stage that
 // understands nothing does; the output must equal the input byte for byte.
 func TestPassThroughIsIdentity(t *testing.T) {
-	data := writeStream(t, 1000, testTensors(rand.New(rand.NewPCG(5, 6))))
+	data := writeStream(t, 1000, testTensors(t, rand.New(rand.NewPCG(5, 6))))
 	var out bytes.Buffer
 	require.NoError(t, passThrough(&out, bytes.NewReader(data), 1000))
 	assert.Equal(t, data, out.Bytes())
@@ -203,7 +203,7 @@ func readAll(data []byte) error {
 }
 
 func TestTruncatedIsUnexpectedEOF(t *testing.T) {
-	data := writeStream(t, 100, testTensors(rand.New(rand.NewPCG(7, 8))))
+	data := writeStream(t, 100, testTensors(t, rand.New(rand.NewPCG(7, 8))))
 	require.NoError(t, readAll(data))
 	for cut := 0; cut < len(data); cut += 1 + cut/50 {
 		err := readAll(data[:cut])
@@ -215,7 +215,7 @@ func TestTruncatedIsUnexpectedEOF(t *testing.T) {
 }
 
 func TestCorruption(t *testing.T) {
-	samples := testTensors(rand.New(rand.NewPCG(9, 10)))
+	samples := testTensors(t, rand.New(rand.NewPCG(9, 10)))
 	data := writeStream(t, 1000, samples)
 
 	flip := func(at int) []byte {

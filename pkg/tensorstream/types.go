@@ -3,8 +3,11 @@ package tensorstream
 import (
 	"fmt"
 	"math"
+	"reflect"
 	"sort"
 
+	"github.com/nf4pipe/nf4pipe/pkg/dtype"
+	"github.com/nf4pipe/nf4pipe/pkg/qtype"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -15,43 +18,35 @@ const (
 	MinorVersion = 0
 )
 
-// DType names an element type the way safetensors does.
-type DType string
+// DType names an element type the way safetensors does; it is dtype.DType,
+// the one definition every package shares.
+type DType = dtype.DType
 
-// The element types a stream may carry.
+// The element types a stream may carry (docs/tensorstream.md); CanCarry
+// reports whether a type is one of them.
 const (
-	F64    DType = "F64"
-	F32    DType = "F32"
-	F16    DType = "F16"
-	BF16   DType = "BF16"
-	F8E4M3 DType = "F8_E4M3"
-	F8E5M2 DType = "F8_E5M2"
-	I64    DType = "I64"
-	I32    DType = "I32"
-	I16    DType = "I16"
-	I8     DType = "I8"
-	U64    DType = "U64"
-	U32    DType = "U32"
-	U16    DType = "U16"
-	U8     DType = "U8"
-	Bool   DType = "BOOL"
+	F64    = dtype.F64
+	F32    = dtype.F32
+	F16    = dtype.F16
+	BF16   = dtype.BF16
+	F8E4M3 = dtype.F8E4M3
+	F8E5M2 = dtype.F8E5M2
+	I64    = dtype.I64
+	I32    = dtype.I32
+	I16    = dtype.I16
+	I8     = dtype.I8
+	U64    = dtype.U64
+	U32    = dtype.U32
+	U16    = dtype.U16
+	U8     = dtype.U8
+	Bool   = dtype.Bool
 )
 
-var dtypeSizes = map[DType]int{
-	F64: 8, F32: 4, F16: 2, BF16: 2, F8E4M3: 1, F8E5M2: 1,
-	I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, Bool: 1,
-}
-
-// Size returns the size of one element in bytes, or 0 for an unknown type.
-func (d DType) Size() int { return dtypeSizes[d] }
-
-// Valid reports whether d is a known element type.
-func (d DType) Valid() bool { return dtypeSizes[d] != 0 }
-
-// IsFloat reports whether d is a floating-point type.
-func (d DType) IsFloat() bool {
+// CanCarry reports whether a stream carries elements of type d: the fifteen
+// types above, a property of format version 1.
+func CanCarry(d DType) bool {
 	switch d {
-	case F64, F32, F16, BF16, F8E4M3, F8E5M2:
+	case F64, F32, F16, BF16, F8E4M3, F8E5M2, I64, I32, I16, I8, U64, U32, U16, U8, Bool:
 		return true
 	}
 	return false
@@ -75,7 +70,7 @@ const (
 //
 // where n is the tensor's element count and floats are little-endian.
 type QuantState struct {
-	Type            string  `msgpack:"type"`      // "nf4" or "fp4"
+	Type            string  `msgpack:"type"`      // a name of pkg/qtype's registry: "nf4", "fp4"
 	BlockSize       int     `msgpack:"blocksize"` // elements per absmax block
 	DoubleQuant     bool    `msgpack:"double_quant"`
 	NestedBlockSize int     `msgpack:"nested_blocksize,omitempty"` // absmax values per nested block
@@ -83,41 +78,39 @@ type QuantState struct {
 }
 
 // Blocks returns the number of quantization blocks for n elements.
-func (q *QuantState) Blocks(n int64) int64 {
-	return ceilDiv(n, int64(q.BlockSize))
-}
+func (q *QuantState) Blocks(n int64) int64 { return q.sizes(n).Blocks }
 
 // Sections returns the byte lengths of the packed, absmax and nested sections of a
 // payload for n elements.
 func (q *QuantState) Sections(n int64) (packed, absmax, nested int64) {
-	packed = ceilDiv(n, 2)
-	blocks := q.Blocks(n)
-	if !q.DoubleQuant {
-		return packed, blocks * 4, 0
-	}
-	return packed, blocks, ceilDiv(blocks, int64(q.NestedBlockSize)) * 4
+	s := q.sizes(n)
+	return s.Packed, s.Absmax, s.Nested
 }
 
 // PayloadSize returns the total payload length for n elements.
-func (q *QuantState) PayloadSize(n int64) int64 {
-	p, a, s := q.Sections(n)
-	return p + a + s
+func (q *QuantState) PayloadSize(n int64) int64 { return q.sizes(n).Total() }
+
+// sizes asks the registry of quant types for the section sizes.
+func (q *QuantState) sizes(n int64) qtype.Sizes {
+	nbs := 0
+	if q.DoubleQuant {
+		nbs = q.NestedBlockSize
+	}
+	return qtype.SizesFor(n, q.BlockSize, nbs)
 }
 
 func (q *QuantState) validate() error {
-	if q.Type != "nf4" && q.Type != "fp4" {
-		return fmt.Errorf("quant type %q is not nf4 or fp4", q.Type)
+	if _, err := qtype.Lookup(q.Type); err != nil {
+		return err
 	}
-	if q.BlockSize < 2 || q.BlockSize > 1<<20 || q.BlockSize&(q.BlockSize-1) != 0 {
-		return fmt.Errorf("block size %d is not a power of two in [2, 2^20]", q.BlockSize)
+	if err := qtype.CheckBlockSize(q.BlockSize); err != nil {
+		return err
 	}
-	if q.DoubleQuant && (q.NestedBlockSize < 1 || q.NestedBlockSize > 1<<20) {
-		return fmt.Errorf("nested block size %d is out of range", q.NestedBlockSize)
+	if q.DoubleQuant {
+		return qtype.CheckNestedBlockSize(q.NestedBlockSize)
 	}
 	return nil
 }
-
-func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
 
 // Tensor is a tensor's descriptor: everything but its payload.
 type Tensor struct {
@@ -169,14 +162,11 @@ func (t *Tensor) ExpectedSize() int64 {
 
 // Ann decodes the annotation key into v and reports whether it was present.
 func (t *Tensor) Ann(key string, v any) (bool, error) {
-	raw, ok := t.Annotations[key]
-	if !ok {
-		return false, nil
-	}
-	if err := msgpack.Unmarshal(raw, v); err != nil {
+	ok, err := t.Annotations.Decode(key, v)
+	if err != nil {
 		return true, fmt.Errorf("tensorstream: annotation %q of %q: %w", key, t.Name, err)
 	}
-	return true, nil
+	return ok, nil
 }
 
 // SetAnn encodes v as the annotation key.
@@ -230,7 +220,7 @@ func (t *Tensor) Clone() *Tensor {
 	if t.Annotations != nil {
 		c.Annotations = make(RawMap, len(t.Annotations))
 		for k, v := range t.Annotations {
-			c.Annotations[k] = append(msgpack.RawMessage(nil), v...)
+			c.Annotations[k] = append([]byte(nil), v...)
 		}
 	}
 	return &c
@@ -240,7 +230,7 @@ func (t *Tensor) validate(lim Limits) error {
 	if t.Name == "" || len(t.Name) > lim.MaxName {
 		return fmt.Errorf("name length %d is not in [1, %d]", len(t.Name), lim.MaxName)
 	}
-	if !t.DType.Valid() {
+	if !CanCarry(t.DType) {
 		return fmt.Errorf("unknown dtype %q", t.DType)
 	}
 	if len(t.Shape) > lim.MaxDims {
@@ -280,13 +270,30 @@ func (t *Tensor) validate(lim Limits) error {
 	return nil
 }
 
-// RawMap holds values that stay msgpack-encoded, so that stages pass on those
-// they do not understand byte for byte. It encodes with its keys sorted, so equal
-// maps give equal bytes.
-type RawMap map[string]msgpack.RawMessage
+// RawMap holds values that stay encoded (msgpack, docs/tensorstream.md), so
+// that stages pass on those they do not understand byte for byte; Header.Get
+// and Tensor.Ann decode them. It encodes with its keys sorted, so equal maps
+// give equal bytes.
+type RawMap map[string][]byte
 
-// EncodeMsgpack implements msgpack.CustomEncoder.
-func (m RawMap) EncodeMsgpack(enc *msgpack.Encoder) error {
+// Decode decodes the value of key into v (a pointer; an *any takes any value)
+// and reports whether key was present.
+func (m RawMap) Decode(key string, v any) (bool, error) {
+	raw, ok := m[key]
+	if !ok {
+		return false, nil
+	}
+	return true, msgpack.Unmarshal(raw, v)
+}
+
+// The msgpack codec of RawMap is registered rather than written as methods,
+// so that no msgpack type appears in the package's API.
+func init() {
+	msgpack.Register(RawMap(nil), encodeRawMap, decodeRawMap)
+}
+
+func encodeRawMap(enc *msgpack.Encoder, v reflect.Value) error {
+	m := v.Interface().(RawMap)
 	if m == nil {
 		return enc.EncodeNil()
 	}
@@ -302,10 +309,35 @@ func (m RawMap) EncodeMsgpack(enc *msgpack.Encoder) error {
 		if err := enc.EncodeString(k); err != nil {
 			return err
 		}
-		if err := enc.Encode(m[k]); err != nil {
+		if err := enc.Encode(msgpack.RawMessage(m[k])); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+func decodeRawMap(dec *msgpack.Decoder, v reflect.Value) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return err
+	}
+	if n == -1 {
+		v.Set(reflect.Zero(v.Type()))
+		return nil
+	}
+	m := make(RawMap, n)
+	for range n {
+		k, err := dec.DecodeString()
+		if err != nil {
+			return err
+		}
+		raw, err := dec.DecodeRaw()
+		if err != nil {
+			return err
+		}
+		m[k] = raw
+	}
+	v.Set(reflect.ValueOf(m))
 	return nil
 }
 
@@ -342,14 +374,11 @@ func (h *Header) AddStage(name, version string, args []string) {
 
 // Get decodes section into v and reports whether it was present.
 func (h *Header) Get(section string, v any) (bool, error) {
-	raw, ok := h.Sections[section]
-	if !ok {
-		return false, nil
-	}
-	if err := msgpack.Unmarshal(raw, v); err != nil {
+	ok, err := h.Sections.Decode(section, v)
+	if err != nil {
 		return true, fmt.Errorf("tensorstream: header section %q: %w", section, err)
 	}
-	return true, nil
+	return ok, nil
 }
 
 // Set encodes v as section, replacing an earlier value of the same section.

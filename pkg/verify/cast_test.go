@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/stretchr/testify/require"
 	"math"
 	"os"
 	"path/filepath"
@@ -41,17 +42,11 @@ func mixedLlama(t *testing.T) string {
 	t.Helper()
 	src := fixtures.Path(t, "models", "llama")
 	dir := filepath.Join(t.TempDir(), "llama-mixed")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.Mkdir(dir, 0o755))
 	for _, f := range []string{"config.json", "generation_config.json"} {
 		b, err := os.ReadFile(filepath.Join(src, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, f), b, 0o644))
 	}
 	s := readST(t, filepath.Join(src, safetensors.SingleFileName))
 	specials := true
@@ -85,9 +80,7 @@ func mixedLlama(t *testing.T) string {
 			st.DType, st.Data = safetensors.F16, b
 		}
 	}
-	if err := safetensors.WriteFile(filepath.Join(dir, safetensors.SingleFileName), s.tensors, s.meta); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, safetensors.WriteFile(filepath.Join(dir, safetensors.SingleFileName), s.tensors, s.meta))
 	return dir
 }
 
@@ -95,14 +88,10 @@ func mixedLlama(t *testing.T) string {
 func castPipeline(t *testing.T, model string, to tensorstream.DType) []byte {
 	t.Helper()
 	m, err := detect.Open(model, arch.Policy{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer m.Close()
 	var det, out bytes.Buffer
-	if err := m.Stream(&det, tensorstream.Stage{Name: "detect", Version: "test"}); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, m.Stream(&det, tensorstream.Stage{Name: "detect", Version: "test"}))
 	o := quantize.DefaultOptions()
 	o.Device, o.Cast = "cpu", to
 	if _, err := quantize.Run(&det, &out, o); err != nil {
@@ -137,9 +126,7 @@ func TestCastPipeline(t *testing.T) {
 			} {
 				o.Reference = ref
 				rep, err := Run(o)
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				if err := rep.Err(); err != nil {
 					t.Fatalf("stream %v checkpoint %v: %v", o.Stream != nil, o.Checkpoint != "", err)
 				}
@@ -164,9 +151,7 @@ func TestCastPipeline(t *testing.T) {
 					t.Errorf("casts %v, want %v", casts, want)
 				}
 				var table bytes.Buffer
-				if err := rep.WriteTable(&table); err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, rep.WriteTable(&table))
 				for c := range want {
 					if !strings.Contains(table.String(), "cast "+c) {
 						t.Errorf("table does not say %q:\n%s", "cast "+c, table.String())
@@ -200,21 +185,15 @@ func TestCastFlippedByte(t *testing.T) {
 				t.Fatalf("%s is %s after --cast %s", c.name, st.DType, to)
 			}
 			st.Data[c.byte] ^= 1
-			if err := safetensors.WriteFile(path, s.tensors, s.meta); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, safetensors.WriteFile(path, s.tensors, s.meta))
 			rep, err := Run(Options{Checkpoint: ck, Reference: ref})
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			f := rep.Findings
 			if !errors.Is(rep.Err(), ErrIntegrity) || len(f) != 1 || f[0].Kind != KindKeptBytes || f[0].Tensor != c.name ||
 				!strings.Contains(f[0].Detail+" ", fmt.Sprintf("at byte %d ", c.byte)) {
 				t.Errorf("--cast %s, %s byte %d flipped: %v", to, c.name, c.byte, f)
 			}
-			if err := safetensors.WriteFile(path, orig.tensors, orig.meta); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, safetensors.WriteFile(path, orig.tensors, orig.meta))
 		}
 	}
 }
@@ -230,28 +209,18 @@ func TestDTypeChangeNotACast(t *testing.T) {
 	} {
 		refPath := filepath.Join(t.TempDir(), "ref.safetensors")
 		data := func(dt tensorstream.DType) []byte { return make([]byte, 8*dt.Size()) } // zeros: equal in any type
-		if err := safetensors.WriteFile(refPath, []safetensors.Tensor{{Name: "ids", DType: safetensors.DType(c.ref), Shape: []int64{8}, Data: data(c.ref)}}, nil); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, safetensors.WriteFile(refPath, []safetensors.Tensor{{Name: "ids", DType: safetensors.DType(c.ref), Shape: []int64{8}, Data: data(c.ref)}}, nil))
 		var b bytes.Buffer
 		w := tensorstream.NewWriter(&b)
 		p := data(c.got)
-		if err := w.WriteHeader(&tensorstream.Header{}); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.WriteTensor(&tensorstream.Tensor{Name: "ids", DType: c.got, Shape: []int64{8}, Encoding: tensorstream.Raw, Size: int64(len(p))}); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, w.WriteHeader(&tensorstream.Header{}))
+		require.NoError(t, w.WriteTensor(&tensorstream.Tensor{Name: "ids", DType: c.got, Shape: []int64{8}, Encoding: tensorstream.Raw, Size: int64(len(p))}))
 		if _, err := w.Write(p); err != nil {
 			t.Fatal(err)
 		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, w.Close())
 		rep, err := Run(Options{Stream: &b, Reference: refPath})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		if f := rep.Findings; !errors.Is(rep.Err(), ErrIntegrity) || len(f) != 1 || f[0].Kind != KindDType {
 			t.Errorf("%s → %s: %v", c.ref, c.got, f)
 		}
@@ -268,25 +237,17 @@ func TestCastChunks(t *testing.T) {
 		binary.LittleEndian.PutUint32(ref[4*i:], math.Float32bits(v))
 	}
 	refPath := filepath.Join(t.TempDir(), "ref.safetensors")
-	if err := safetensors.WriteFile(refPath, []safetensors.Tensor{{Name: "w", DType: safetensors.F32, Shape: []int64{int64(n)}, Data: ref}}, nil); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, safetensors.WriteFile(refPath, []safetensors.Tensor{{Name: "w", DType: safetensors.F32, Shape: []int64{int64(n)}, Data: ref}}, nil))
 	cast := quantize.Cast(make([]byte, 2*n), ref, tensorstream.F32, tensorstream.BF16)
 	streamOfCast := func(p []byte) *bytes.Buffer {
 		var b bytes.Buffer
 		w := tensorstream.NewWriter(&b)
-		if err := w.WriteHeader(&tensorstream.Header{}); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.WriteTensor(&tensorstream.Tensor{Name: "w", DType: tensorstream.BF16, Shape: []int64{int64(n)}, Encoding: tensorstream.Raw, Size: int64(len(p))}); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, w.WriteHeader(&tensorstream.Header{}))
+		require.NoError(t, w.WriteTensor(&tensorstream.Tensor{Name: "w", DType: tensorstream.BF16, Shape: []int64{int64(n)}, Encoding: tensorstream.Raw, Size: int64(len(p))}))
 		if _, err := w.Write(p); err != nil {
 			t.Fatal(err)
 		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, w.Close())
 		return &b
 	}
 	rep, err := Run(Options{Stream: streamOfCast(cast), Reference: refPath})
@@ -296,9 +257,7 @@ func TestCastChunks(t *testing.T) {
 	at := 2*n - 3 // second chunk, element n-2
 	cast[at] ^= 0x80
 	rep, err = Run(Options{Stream: streamOfCast(cast), Reference: refPath})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	if f := rep.Findings; len(f) != 1 || f[0].Kind != KindKeptBytes ||
 		!strings.HasSuffix(f[0].Detail, fmt.Sprintf("at byte %d (element %d)", at, n-2)) {
 		t.Fatalf("%v", f)

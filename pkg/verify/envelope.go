@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/nf4pipe/nf4pipe/pkg/qtype"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 )
 
@@ -26,17 +27,20 @@ type codebook struct {
 	lo, hi [16]float32
 }
 
-var codebooks = sync.OnceValue(func() map[quant.Type]*codebook {
-	return map[quant.Type]*codebook{quant.NF4: newCodebook(quant.NF4.Map()), quant.FP4: newCodebook(quant.FP4.Map())}
+var codebooks = sync.OnceValue(func() map[string]*codebook {
+	cbs := map[string]*codebook{}
+	for _, t := range qtype.Types() {
+		cbs[t.Name] = newCodebook(t)
+	}
+	return cbs
 })
 
-func codebookFor(t string) *codebook { return codebooks()[quant.Type(t)] }
+// codebookFor returns the code book of the quant type called t, or nil.
+func codebookFor(t string) *codebook { return codebooks()[t] }
 
-func newCodebook(m [16]float32) *codebook {
-	cb := &codebook{val: m, deq: m}
-	if m == quant.FP4Map {
-		cb.deq[8] = float32(math.Copysign(0, -1))
-	}
+func newCodebook(t *qtype.Type) *codebook {
+	m := t.Map
+	cb := &codebook{val: m, deq: t.Dequant}
 	levels := distinctLevels(m)
 	for c, v := range m {
 		i := slices.Index(levels, float64(v))
@@ -111,7 +115,7 @@ var (
 	envCache = map[envKey]float64{}
 )
 
-// EnvelopeFor returns the envelope of quant type t ("nf4" or "fp4") and block
+// EnvelopeFor returns the envelope of quant type t (a name of pkg/qtype's registry) and block
 // size bs, with tolerance factor tol (DefaultTolerance when tol <= 0).
 func EnvelopeFor(t string, bs int, tol float64) Envelope {
 	if tol <= 0 {
@@ -121,7 +125,7 @@ func EnvelopeFor(t string, bs int, tol float64) Envelope {
 	envMu.Lock()
 	g, ok := envCache[k]
 	if !ok {
-		g = GaussianRelError(quant.Type(t).Map(), bs)
+		g = GaussianRelError(quant.Type(t).Map(), bs) // NF4's for an unknown type, as before
 		envCache[k] = g
 	}
 	envMu.Unlock()

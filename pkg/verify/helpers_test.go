@@ -3,6 +3,8 @@ package verify
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"github.com/stretchr/testify/require"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -16,20 +18,18 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
-var models = []string{"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "mixtral", "qwen3_moe", "llava"}
+// models: every tiny model with a transformers-written 4-bit fixture, those
+// in the repository first (they never skip).
+var models = append(append([]string(nil), fixtures.RepoModels...), fixtures.SharedModels...)
 
 // streamOf returns the checkpoint at dir as a stream, as place passes it on.
 func streamOf(t testing.TB, dir string) []byte {
 	t.Helper()
 	ck, err := checkpoint.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer ck.Close()
 	var b bytes.Buffer
-	if err := ck.WriteStream(tensorstream.NewWriter(&b), nil); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, ck.WriteStream(tensorstream.NewWriter(&b), nil))
 	return b.Bytes()
 }
 
@@ -42,16 +42,12 @@ type stFile struct {
 func readST(t testing.TB, path string) *stFile {
 	t.Helper()
 	f, err := safetensors.OpenFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer f.Close()
 	s := &stFile{meta: f.Metadata}
 	for _, ti := range f.Tensors {
 		data, err := f.ReadTensor(ti.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		s.tensors = append(s.tensors, safetensors.Tensor{Name: ti.Name, DType: ti.DType, Shape: ti.Shape, Data: data})
 	}
 	return s
@@ -82,29 +78,21 @@ func copyModel(t *testing.T, name string, edit func(*stFile)) string {
 	t.Helper()
 	src := fixtures.Shared(t, "models", name)
 	dst := filepath.Join(t.TempDir(), name)
-	if err := os.Mkdir(dst, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.Mkdir(dst, 0o755))
 	entries, _ := os.ReadDir(src)
 	for _, e := range entries {
 		if e.Name() == safetensors.SingleFileName {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644))
 	}
 	s := readST(t, filepath.Join(src, safetensors.SingleFileName))
 	if edit != nil {
 		edit(s)
 	}
-	if err := safetensors.WriteFile(filepath.Join(dst, safetensors.SingleFileName), s.tensors, s.meta); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, safetensors.WriteFile(filepath.Join(dst, safetensors.SingleFileName), s.tensors, s.meta))
 	return dst
 }
 
@@ -140,9 +128,7 @@ func synth(t testing.TB, name string, shape []int64, x []float32, p quant.Params
 	t.Helper()
 	ref := bf16(x)
 	q, err := quant.Quantize(ref, quant.BF16, p, quant.CPU(1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return synthTensor{name, shape, ref, q}
 }
 
@@ -152,9 +138,7 @@ func writeSynth(t testing.TB, dir string, ts []synthTensor) (refPath string, str
 	var st []safetensors.Tensor
 	var b bytes.Buffer
 	w := tensorstream.NewWriter(&b)
-	if err := w.WriteHeader(&tensorstream.Header{}); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, w.WriteHeader(&tensorstream.Header{}))
 	for _, s := range ts {
 		st = append(st, safetensors.Tensor{Name: s.name, DType: safetensors.BF16, Shape: s.shape, Data: s.ref})
 		q := s.q
@@ -164,9 +148,7 @@ func writeSynth(t testing.TB, dir string, ts []synthTensor) (refPath string, str
 			desc.Quant.NestedBlockSize = quant.NestedBlockSize
 		}
 		desc.Size = desc.ExpectedSize()
-		if err := w.WriteTensor(desc); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, w.WriteTensor(desc))
 		desc.Quant.NestedOffset = q.NestedOffset
 		for _, p := range [][]byte{q.Packed, q.Absmax, q.Nested} {
 			if _, err := w.Write(p); err != nil {
@@ -174,12 +156,23 @@ func writeSynth(t testing.TB, dir string, ts []synthTensor) (refPath string, str
 			}
 		}
 	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, w.Close())
 	refPath = filepath.Join(dir, "ref.safetensors")
-	if err := safetensors.WriteFile(refPath, st, nil); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, safetensors.WriteFile(refPath, st, nil))
 	return refPath, b.Bytes()
+}
+
+// statusOf is the exit status cmd/verify gives err: 6, 7 or 3 by sentinel.
+func statusOf(err error) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, ErrIntegrity):
+		return 6
+	case errors.Is(err, ErrQuality):
+		return 7
+	case errors.Is(err, ErrInput):
+		return 3
+	}
+	return 1
 }

@@ -20,8 +20,16 @@ import (
 // eight, or a tensor's short last block) and any block whose reference holds a
 // NaN or an infinity.
 
+// compareBF16 flushes subnormal products value*absmax to zero as mulFTZ
+// does; compareBF16NoFlush is the same kernel without the flush, for chunks
+// whose absmax values make every product normal. Both are one macro of
+// kernel_amd64.s.
+//
 //go:noescape
-func compareBF16(src, packed *byte, bs, groups int, amax, refMax *float32, out *uint32, tabs *fastTables, flush bool)
+func compareBF16(src, packed *byte, bs, groups int, amax, refMax *float32, out *uint32, tabs *fastTables)
+
+//go:noescape
+func compareBF16NoFlush(src, packed *byte, bs, groups int, amax, refMax *float32, out *uint32, tabs *fastTables)
 
 // fastTables are the kernel's constants: the code book's cells and values
 // (flushed to zero as mulFTZ does), each split into the two halves vpermps
@@ -89,17 +97,25 @@ func (k *kernel) fastBF16(s *blockSums, raw, packed []byte, amax []float32, full
 			break
 		}
 	}
-	compareBF16(&raw[0], &packed[0], bs, groups, &amax[0], &s.refMax[0], &s.v[0], tabs, flush)
+	if flush {
+		compareBF16(&raw[0], &packed[0], bs, groups, &amax[0], &s.refMax[0], &s.v[0], tabs)
+	} else {
+		compareBF16NoFlush(&raw[0], &packed[0], bs, groups, &amax[0], &s.refMax[0], &s.v[0], tabs)
+	}
 	var x []float32
 	for b := range nb {
 		m := s.refMax[b]
 		switch {
-		case m == 0: // the Go kernel's cells are infinite: every value is inside
-			*s.at(b, fInside) |= sign
-		case math.Float32bits(m) >= 0x7f800000: // NaN or infinity: the Go kernel's way
+		case math.Float32bits(m) >= 0x7f800000, amax[b] != amax[b]:
+			// A reference holding a NaN or an infinity, or a NaN absmax,
+			// whose NaN products the kernel's integer BF16 rounding can
+			// carry into the sign and exponent (0xffffffff rounds to 0,
+			// found by FuzzFastMatchesPlain): the Go kernel's way.
 			x = grow(x, bs)
 			widen(x, raw[b*bs*2:], tensorstream.BF16)
 			k.block(s, b, x, packed[b*bs/2:], amax[b])
+		case m == 0: // the Go kernel's cells are infinite: every value is inside
+			*s.at(b, fInside) |= sign
 		}
 	}
 	return nb

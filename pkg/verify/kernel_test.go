@@ -3,6 +3,7 @@ package verify
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/stretchr/testify/require"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -30,13 +31,9 @@ func TestTableMatchesDecoder(t *testing.T) {
 			round := rounder(tensorstream.DType(dt))
 			for _, a := range absmax {
 				d, err := quant.NewDecoder(quant.Params{Type: qt, BlockSize: 32}, 32, []float32{a}, dt)
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				out, err := d.Decode(nil, packed)
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				got := make([]float32, 32)
 				widen(got, out, tensorstream.DType(dt))
 				for c := range 16 {
@@ -92,13 +89,9 @@ func TestGaussianEnvelopeMonteCarlo(t *testing.T) {
 			binary.LittleEndian.PutUint32(ref[4*i:], math.Float32bits(v))
 		}
 		q, err := quant.Quantize(ref, quant.F32, p, quant.CPU(1))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		deq, err := q.Dequantize(quant.F32)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		var sse, xx float64
 		for i, v := range x {
 			d := float64(math.Float32frombits(binary.LittleEndian.Uint32(deq[4*i:]))) - float64(v)
@@ -139,9 +132,7 @@ func TestFastMatchesPlain(t *testing.T) {
 				x := gaussian(n, 0.02, uint64(n+bs))
 				ref := bf16(x)
 				q, err := quant.Quantize(ref, quant.BF16, quant.Params{Type: qt, BlockSize: bs}, quant.CPU(1))
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				amax := make([]float32, len(q.Absmax)/4)
 				for i := range amax {
 					amax[i] = math.Float32frombits(binary.LittleEndian.Uint32(q.Absmax[4*i:]))
@@ -178,39 +169,89 @@ func TestFastMatchesPlain(t *testing.T) {
 						amax[b] = math.Float32frombits(math.Float32bits(amax[b])&^0x1ffff | low)
 					}
 				}
-				name := fmt.Sprintf("%s/bs%d/n%d", qt, bs, n)
-				k := &kernel{cb: codebookFor(string(qt)), bs: bs, round: roundBF16}
-				var got, want chunkWork
-				for _, w := range []*chunkWork{&got, &want} {
-					w.e0, w.e1, w.nblocks = int64(n), int64(2*n), nb
-					w.refBuf, w.packed, w.amax = ref, packed, amax
-					w.bad, w.badAt = 0, -1
-				}
-				k.fast = true
-				got.compare(k, tensorstream.BF16)
-				k.fast = false
-				want.compare(k, tensorstream.BF16)
-				strays += want.bad
-				if got.bad != want.bad || got.badAt != want.badAt {
-					t.Errorf("%s: strays %d at %d, plain %d at %d", name, got.bad, got.badAt, want.bad, want.badAt)
-				}
-				for b := range nb {
-					if math.Float32bits(got.sums.refMax[b]) != math.Float32bits(want.sums.refMax[b]) {
-						t.Fatalf("%s: block %d max %g, plain %g", name, b, got.sums.refMax[b], want.sums.refMax[b])
-					}
-					for f := range nFields {
-						g, w := *got.sums.at(b, f), *want.sums.at(b, f)
-						if f == fInside { // only the sign is a result; a zero block sets it either way
-							g, w = g>>31, w>>31
-						}
-						if g != w && !(f < fMaxD && isNaN32(g) && isNaN32(w)) {
-							t.Fatalf("%s: block %d field %d: %#08x, plain %#08x", name, b, f, g, w)
-						}
-					}
-				}
+				strays += sameAsPlain(t, fmt.Sprintf("%s/bs%d/n%d", qt, bs, n), qt, bs, ref, packed, amax)
 			}
 		}
 	}
+}
+
+// sameAsPlain compares the n = len(ref)/2 BF16 reference values with the
+// packed codes and absmax through the vector kernel and through the Go
+// kernel alone, and fails unless every per-block field, every block maximum,
+// the stray count and its first index are bit-identical. It returns the
+// stray count.
+func sameAsPlain(t *testing.T, name string, qt quant.Type, bs int, ref, packed []byte, amax []float32) int64 {
+	t.Helper()
+	n := len(ref) / 2
+	nb := (n + bs - 1) / bs
+	k := &kernel{cb: codebookFor(string(qt)), bs: bs, round: roundBF16}
+	var got, want chunkWork
+	for _, w := range []*chunkWork{&got, &want} {
+		w.e0, w.e1, w.nblocks = int64(n), int64(2*n), nb
+		w.refBuf, w.packed, w.amax = ref, packed, amax
+		w.bad, w.badAt = 0, -1
+	}
+	k.fast = true
+	got.compare(k, tensorstream.BF16)
+	k.fast = false
+	want.compare(k, tensorstream.BF16)
+	if got.bad != want.bad || got.badAt != want.badAt {
+		t.Errorf("%s: strays %d at %d, plain %d at %d", name, got.bad, got.badAt, want.bad, want.badAt)
+	}
+	for b := range nb {
+		if math.Float32bits(got.sums.refMax[b]) != math.Float32bits(want.sums.refMax[b]) {
+			t.Fatalf("%s: block %d max %g, plain %g", name, b, got.sums.refMax[b], want.sums.refMax[b])
+		}
+		for f := range nFields {
+			g, w := *got.sums.at(b, f), *want.sums.at(b, f)
+			if f == fInside { // only the sign is a result; a zero block sets it either way
+				g, w = g>>31, w>>31
+			}
+			if g != w && !(f < fMaxD && isNaN32(g) && isNaN32(w)) {
+				t.Fatalf("%s: block %d field %d: %#08x, plain %#08x", name, b, f, g, w)
+			}
+		}
+	}
+	return want.bad
+}
+
+// FuzzFastMatchesPlain cross-checks the vector kernel against the Go kernel
+// on fuzzed BF16 references, codes and absmax bits: 8 or 9 blocks of 32 or
+// 64 elements (one group for the kernel, a leftover block for Go), each input
+// repeated to fill its section.
+func FuzzFastMatchesPlain(f *testing.F) {
+	if !useFast(tensorstream.BF16, tensorstream.BF16, 64) {
+		f.Skip("no vector kernel on this CPU or build")
+	}
+	f.Add([]byte{0x80, 0x3f, 0x00, 0xbf, 0x01, 0x00, 0x80, 0x7f}, []byte{0x12, 0x34, 0xf0}, []byte{0x00, 0x00, 0x80, 0x3f}, uint8(0), false)
+	f.Add([]byte{0xc1, 0x7f, 0x03, 0x00, 0x7f, 0x7f, 0x00, 0x80}, []byte{0x7e, 0x81}, []byte{0x01, 0x00, 0x80, 0x00, 0x5c, 0x8e, 0x08, 0x02}, uint8(1), true)
+	f.Add([]byte{0x12, 0x3d, 0x95, 0xbe}, []byte{0xa5}, []byte{0xff, 0xff, 0x7f, 0x7f, 0x00, 0x80, 0x00, 0x3f}, uint8(3), false)
+	f.Fuzz(func(t *testing.T, refIn, packedIn, amaxIn []byte, shape uint8, fp4 bool) {
+		qt := quant.NF4
+		if fp4 {
+			qt = quant.FP4
+		}
+		bs := 32 << (shape & 1)
+		n := (8 + int(shape>>1&1)) * bs
+		ref, packed := cycle(refIn, 2*n), cycle(packedIn, n/2)
+		amaxBytes := cycle(amaxIn, 4*(n/bs))
+		amax := make([]float32, n/bs)
+		for i := range amax {
+			amax[i] = math.Float32frombits(binary.LittleEndian.Uint32(amaxBytes[4*i:]))
+		}
+		sameAsPlain(t, fmt.Sprintf("%s/bs%d/n%d", qt, bs, n), qt, bs, ref, packed, amax)
+	})
+}
+
+// cycle returns n bytes of b repeated (zeros when b is empty).
+func cycle(b []byte, n int) []byte {
+	out := make([]byte, n)
+	if len(b) > 0 {
+		for i := range out {
+			out[i] = b[i%len(b)]
+		}
+	}
+	return out
 }
 
 func isNaN32(b uint32) bool { return b&0x7fffffff > 0x7f800000 }

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/vmihailenco/msgpack/v5"
-
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
@@ -95,7 +93,7 @@ func decodeRaw(m tensorstream.RawMap) map[string]any {
 	out := make(map[string]any, len(m))
 	for k, raw := range m {
 		var v any
-		if err := msgpack.Unmarshal(raw, &v); err != nil {
+		if _, err := m.Decode(k, &v); err != nil {
 			out[k] = fmt.Sprintf("<%d bytes of msgpack>", len(raw))
 			continue
 		}

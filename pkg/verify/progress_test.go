@@ -3,6 +3,7 @@ package verify
 import (
 	"bytes"
 	"fmt"
+	"github.com/stretchr/testify/require"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,9 +17,7 @@ import (
 func TestRunProgress(t *testing.T) {
 	ref := fixtures.Path(t, "models", "llama")
 	ck, err := safetensors.Open(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var total int64
 	all := ck.TensorsByName()
 	for _, ti := range all {
@@ -32,12 +31,8 @@ func TestRunProgress(t *testing.T) {
 	var secs atomic.Int64
 	prog := cli.NewProgressTo(&p, "verify", 0, func() time.Time { return time.Unix(secs.Add(1), 0) })
 	rep, err := Run(Options{Checkpoint: fixtures.Path(t, "models", "llama-bnb-nf4"), Reference: ref, Progress: prog})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rep.Err(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, rep.Err())
 	// Every reference byte is read once to be compared.
 	if tensors, n := prog.Counted(); tensors != len(all) || n != total {
 		t.Errorf("counted %d tensors, %d bytes; the reference has %d, %d", tensors, n, len(all), total)

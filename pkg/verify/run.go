@@ -1,16 +1,18 @@
 package verify
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"slices"
 
-	"github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/pkg/checkpoint"
 	"github.com/nf4pipe/nf4pipe/pkg/hfcache"
+	"github.com/nf4pipe/nf4pipe/pkg/progress"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
@@ -40,8 +42,8 @@ type Options struct {
 	SpoolMemory int64
 	// Progress, when not nil, is told of every input tensor found in the
 	// reference and of the reference bytes read for comparison, per chunk,
-	// of all the reference's; the caller calls its Done.
-	Progress *cli.Progress
+	// of all the reference's.
+	Progress progress.Meter
 }
 
 // Run verifies what opts name. The returned error is for a verification that
@@ -51,13 +53,6 @@ type Options struct {
 func Run(opts Options) (*Report, error) {
 	if opts.Stream == nil && opts.Checkpoint == "" {
 		return nil, fmt.Errorf("%w: nothing to verify: give a stream or a checkpoint", ErrInput)
-	}
-	if opts.Checkpoint != "" {
-		path, err := locate("checkpoint", opts.Checkpoint, "")
-		if err != nil {
-			return nil, err
-		}
-		opts.Checkpoint = path
 	}
 	v := &run{
 		rep:  &Report{Stream: opts.Stream != nil, Checkpoint: opts.Checkpoint, Reference: opts.Reference},
@@ -86,8 +81,33 @@ func Run(opts Options) (*Report, error) {
 		}
 	}
 	var err error
-	if opts.Checkpoint != "" {
-		err = v.checkpoint(opts)
+	if opts.Checkpoint != "" && opts.Stream != nil {
+		// The checkpoint is the work of the stage before (place), which
+		// completes it before the stream's end record: so the stream is read
+		// to its end before the checkpoint is opened, and a stream that does
+		// not end well means the checkpoint is not this run's.
+		spooled, done, serr := spoolStream(opts.Stream, opts.SpoolDir)
+		if serr != nil {
+			return nil, serr
+		}
+		defer done()
+		if serr := completeStream(spooled); serr != nil {
+			if errors.Is(serr, ErrInput) {
+				return nil, serr
+			}
+			v.rep.RoundTrip = &RoundTrip{}
+			err = v.streamFailure(serr)
+			if err == nil {
+				v.find("", KindStream, "%s was not read: the stream did not reach its end record, so the checkpoint is not this run's output", opts.Checkpoint)
+			}
+		} else if _, serr := spooled.Seek(0, io.SeekStart); serr != nil {
+			return nil, serr
+		} else {
+			opts.Stream = spooled
+			err = v.locatedCheckpoint(opts)
+		}
+	} else if opts.Checkpoint != "" {
+		err = v.locatedCheckpoint(opts)
 	} else {
 		sp := &spool{limit: opts.SpoolMemory, dir: opts.SpoolDir}
 		if sp.limit <= 0 {
@@ -111,6 +131,19 @@ func Run(opts Options) (*Report, error) {
 	return v.rep, nil
 }
 
+// locatedCheckpoint verifies the checkpoint, a path or a model id in the
+// local Hugging Face cache, resolved only now: after the stream's end, when
+// the stage before has completed it.
+func (v *run) locatedCheckpoint(opts Options) error {
+	path, err := locate("checkpoint", opts.Checkpoint, "")
+	if err != nil {
+		return err
+	}
+	opts.Checkpoint = path
+	v.rep.Checkpoint = path
+	return v.checkpoint(opts)
+}
+
 // locate resolves a path or a model id in the local Hugging Face cache.
 func locate(what, model, revision string) (string, error) {
 	path, err := hfcache.Locate(model, revision)
@@ -129,7 +162,7 @@ type run struct {
 	ref     *safetensors.Checkpoint
 	seen    map[string]bool
 	aborted bool // the input could not be read to its end
-	prog    *cli.Progress
+	prog    progress.Meter
 }
 
 func (v *run) find(tensor, kind, format string, args ...any) {
@@ -151,8 +184,8 @@ func (v *run) reference(name string) *refTensor {
 		v.find(name, KindExtra, "in the input, not in the reference")
 		return nil
 	}
-	v.prog.Tensor(name)
-	return &refTensor{name: name, dtype: tensorstream.DType(info.DType), shape: info.Shape, size: info.Size(), r: v.prog.ReaderAt(v.ref.Section(info))}
+	progress.Or(v.prog).Tensor(name)
+	return &refTensor{name: name, dtype: info.DType, shape: info.Shape, size: info.Size(), r: progress.ReaderAt(v.prog, v.ref.Section(info))}
 }
 
 // streamFailure turns a stream read error into a finding (a checksum) or a
@@ -422,4 +455,44 @@ func descDiff(s, c *tensorstream.Tensor) string {
 		}
 	}
 	return ""
+}
+
+// spoolStream copies in to an unlinked temporary file in dir (os.TempDir()
+// when ""), and returns it with a function that closes it.
+func spoolStream(in io.Reader, dir string) (*os.File, func(), error) {
+	f, err := os.CreateTemp(dir, "verify-stream-*")
+	if err != nil {
+		return nil, nil, err
+	}
+	os.Remove(f.Name())
+	if _, err := io.Copy(f, in); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("reading the stream: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, func() { f.Close() }, nil
+}
+
+// completeStream reads the stream in f to its end record, checking every
+// checksum on the way; an empty stream is ErrInput.
+func completeStream(f *os.File) error {
+	if st, err := f.Stat(); err == nil && st.Size() == 0 {
+		return fmt.Errorf("%w: the stream is empty: the stage before verify wrote nothing (see its message)", ErrInput)
+	}
+	r := tensorstream.NewReader(bufio.NewReaderSize(f, 1<<20))
+	if _, err := r.Header(); err != nil {
+		return err
+	}
+	for {
+		_, err := r.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }

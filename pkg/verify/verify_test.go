@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"github.com/stretchr/testify/require"
 	"math"
 	"slices"
 	"strings"
@@ -14,31 +15,31 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 )
 
-// TestFixtureCheckpoints validates the ten transformers-written checkpoints
+// TestFixtureCheckpoints validates the transformers-written checkpoints
 // against their source models: all must pass, every 4-bit tensor within a few
 // percent of the Gaussian error (the tiny models' weights are normal).
 func TestFixtureCheckpoints(t *testing.T) {
 	for _, m := range models {
 		t.Run(m, func(t *testing.T) {
-			rep, err := Run(Options{Checkpoint: fixtures.Shared(t, "models", m+"-bnb-nf4"), Reference: fixtures.Shared(t, "models", m)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := rep.Err(); err != nil {
-				t.Fatal(err)
-			}
+			rep, err := Run(Options{Checkpoint: fixtures.Model(t, m+"-bnb-nf4"), Reference: fixtures.Model(t, m)})
+			require.NoError(t, err)
+			require.NoError(t, rep.Err())
 			tt := rep.Totals
 			if tt.Quantized == 0 || tt.Compared != tt.Quantized || tt.Kept+tt.Quantized != tt.Tensors {
 				t.Fatalf("totals %+v", tt)
 			}
-			if tt.BitsPerWeight < 4.12 || tt.BitsPerWeight > 4.135 {
+			// 4.127 bits plus each tensor's constants, which weigh more in
+			// the smallest fixtures (qwen2_moe's 64-element shared_expert_gate).
+			if tt.BitsPerWeight < 4.12 || tt.BitsPerWeight > 4.14 {
 				t.Errorf("bits per weight %.4f, want about 4.127", tt.BitsPerWeight)
 			}
 			for _, r := range rep.Tensors {
 				if r.Status != StatusOK {
 					t.Errorf("%s: status %s", r.Name, r.Status)
 				}
-				if r.Metrics != nil && (r.Ratio < 0.95 || r.Ratio > 1.05 || r.Metrics.Cosine < 0.995) {
+				// The error of a few hundred values drifts by several
+				// percent from the Gaussian figure by chance alone.
+				if r.Metrics != nil && r.Metrics.Elements >= 4096 && (r.Ratio < 0.95 || r.Ratio > 1.05 || r.Metrics.Cosine < 0.995) {
 					t.Errorf("%s: %+v ratio %.3f", r.Name, *r.Metrics, r.Ratio)
 				}
 			}
@@ -51,18 +52,12 @@ func TestFixtureCheckpoints(t *testing.T) {
 func TestStream(t *testing.T) {
 	ck, ref := fixtures.Shared(t, "models", "llama-bnb-nf4"), fixtures.Shared(t, "models", "llama")
 	want, err := Run(Options{Checkpoint: ck, Reference: ref})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	stream := streamOf(t, ck)
 	for _, mem := range []int64{0, 1} {
 		rep, err := Run(Options{Stream: bytes.NewReader(stream), Reference: ref, SpoolMemory: mem, SpoolDir: t.TempDir()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := rep.Err(); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		require.NoError(t, rep.Err())
 		if !slices.EqualFunc(rep.Tensors, want.Tensors, func(a, b TensorResult) bool {
 			return a.Name == b.Name && a.Status == b.Status && (a.Metrics == nil) == (b.Metrics == nil) && (a.Metrics == nil || *a.Metrics == *b.Metrics)
 		}) {
@@ -81,21 +76,15 @@ func TestRoundTrip(t *testing.T) {
 	ck, ref := fixtures.Shared(t, "models", "qwen3-bnb-nf4"), fixtures.Shared(t, "models", "qwen3")
 	stream := streamOf(t, ck)
 	rep, err := Run(Options{Stream: bytes.NewReader(stream), Checkpoint: ck, Reference: ref})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rep.Err(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, rep.Err())
 	if rt := rep.RoundTrip; rt == nil || rt.Tensors != len(rep.Tensors) || rt.Identical != rt.Tensors {
 		t.Fatalf("round trip %+v of %d tensors", rt, len(rep.Tensors))
 	}
 	// a checkpoint whose packed byte differs from the stream's
 	bad := copyModel(t, "qwen3-bnb-nf4", func(s *stFile) { s.get(t, "model.layers.0.mlp.up_proj.weight").Data[100] ^= 0xff })
 	rep, err = Run(Options{Stream: bytes.NewReader(stream), Checkpoint: bad})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	expectFinding(t, rep, KindRoundTrip, "model.layers.0.mlp.up_proj.weight", cli.ExitIntegrity)
 }
 
@@ -104,7 +93,7 @@ func expectFinding(t *testing.T, rep *Report, kind, tensor string, status int) {
 	if !slices.ContainsFunc(rep.Findings, func(f Finding) bool { return f.Kind == kind && (tensor == "" || f.Tensor == tensor) }) {
 		t.Fatalf("no %s finding for %q among %v", kind, tensor, rep.Findings)
 	}
-	if got := ExitCode(rep.Err()); got != status {
+	if got := statusOf(rep.Err()); got != status {
 		t.Fatalf("status %d, want %d (%v)", got, status, rep.Err())
 	}
 }
@@ -146,9 +135,7 @@ func TestCorruption(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			dir := copyModel(t, "llama-bnb-nf4", c.edit)
 			rep, err := Run(Options{Checkpoint: dir, Reference: ref})
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			expectFinding(t, rep, c.kind, c.tensor, cli.ExitIntegrity)
 			if !errors.Is(rep.Err(), ErrIntegrity) {
 				t.Fatal(rep.Err())
@@ -160,9 +147,7 @@ func TestCorruption(t *testing.T) {
 	i := bytes.Index(stream, []byte(w)) + 4096 // inside the first tensor after that name's descriptor
 	stream[i] ^= 0xff
 	rep, err := Run(Options{Stream: bytes.NewReader(stream), Reference: ref})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	expectFinding(t, rep, KindChecksum, "", cli.ExitIntegrity)
 }
 
@@ -181,16 +166,14 @@ func TestQualityFlag(t *testing.T) {
 		synth(t, "outlier.weight", []int64{128, 256}, outliers, quant.DefaultParams()),
 	})
 	rep, err := Run(Options{Stream: bytes.NewReader(stream), Reference: ref})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	if len(rep.Findings) != 0 {
 		t.Fatal(rep.Findings)
 	}
 	if !slices.Equal(rep.KeepIn16, []string{"outlier.weight"}) || rep.Tensors[0].Status != StatusFlagged {
 		t.Fatalf("keep in 16 bits: %v; worst %+v", rep.KeepIn16, rep.Tensors[0])
 	}
-	if got := ExitCode(rep.Err()); got != cli.ExitQuality {
+	if got := statusOf(rep.Err()); got != cli.ExitQuality {
 		t.Fatalf("status %d (%v)", got, rep.Err())
 	}
 	// a looser tolerance passes it

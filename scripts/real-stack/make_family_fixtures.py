@@ -6,7 +6,7 @@ usage: make_family_fixtures.py OUTDIR [FAMILY ...]
 For each family: OUTDIR/<family>/ is save_pretrained of a tiny random model
 (bf16), OUTDIR/<family>-bnb-nf4/ is that model loaded with
 BitsAndBytesConfig(NF4, double quant, bf16 compute) and saved again, and
-OUTDIR/<family>-bnb-nf4/logits.safetensors holds its logits for fixed input ids
+OUTDIR/<family>-logits.safetensors holds its logits for fixed input ids
 (the check that our checkpoint loads to the same model). Prints one JSON line a
 family: which modules transformers made Linear4bit, or the error.
 """
@@ -53,8 +53,22 @@ def families():
     yield "mllama", lambda: c.MllamaConfig(
         text_config=dict(T, model_type="mllama_text_model", num_hidden_layers=4, cross_attention_layers=[1]),
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_global_layers=1,
-                           attention_heads=2, image_size=32, patch_size=8, max_num_tiles=2,
+                           attention_heads=2, image_size=32, patch_size=8,
+                           # transformers 5.17 accepts only 4 tiles with the default
+                           # supported_aspect_ratios (8 of them, so 9 rows of tile
+                           # embeddings); spelled out so the fixture does not move.
+                           max_num_tiles=4,
+                           supported_aspect_ratios=[[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]],
                            intermediate_layers_indices=[0], vision_output_dim=64)), AutoModelForImageTextToText
+    # Families nf4pipe claims with no fixture yet beyond mllama: cohere (v1,
+    # with its per-head q/k norms) and deepseek_v3 (q_lora_rank: q_a/q_b
+    # projections; the noaux_tc router's e_score_correction_bias).
+    yield "cohere", lambda: text("CohereConfig", use_qk_norm=True), AutoModelForCausalLM
+    yield "deepseek_v3", lambda: text("DeepseekV3Config", moe_intermediate_size=32, n_routed_experts=4,
+                                      num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
+                                      num_key_value_heads=4, kv_lora_rank=32, q_lora_rank=32,
+                                      qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=16,
+                                      n_group=1, topk_group=1), AutoModelForCausalLM
 
 def main():
     out = sys.argv[1]

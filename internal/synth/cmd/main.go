@@ -12,4 +12,4 @@ import (
 	"github.com/nf4pipe/nf4pipe/internal/synth"
 )
 
-func main() { cli.Main(synth.App()) }
+func main() { cli.Main(synth.App(), nil) }
