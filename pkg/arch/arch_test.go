@@ -367,3 +367,55 @@ func TestCheckedFamiliesHaveFixtures(t *testing.T) {
 		t.Error("the generic fallback claims a fixture")
 	}
 }
+
+// TestKeptDTypesMatchTransformers: every tensor the default policy keeps is
+// stored in the dtype transformers' 4-bit checkpoint holds it in: its own,
+// or F32 where the family keeps the module float32 (KeepF32Tensors).
+func TestKeptDTypesMatchTransformers(t *testing.T) {
+	for _, name := range tinyModels {
+		t.Run(name, func(t *testing.T) {
+			m, ck := openTiny(t, name)
+			ref, err := safetensors.Open(fixtures.Model(t, name+"-bnb-nf4"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ref.Close()
+			stored := map[string]string{}
+			for _, ti := range ref.Tensors() {
+				stored[ti.Name] = string(ti.DType)
+			}
+			ts := Annotate(realDescs(ck), Policy{})
+			KeepF32Tensors(ts, m.Family)
+			for _, tt := range ts {
+				if tt.Quantize {
+					continue
+				}
+				want := tt.DType
+				if tt.Store != "" {
+					want = tt.Store
+				}
+				if stored[tt.Name] != want {
+					t.Errorf("%s: kept as %s, transformers stores %q", tt.Name, want, stored[tt.Name])
+				}
+			}
+		})
+	}
+}
+
+func TestKeepF32TensorsMatchesWholeComponents(t *testing.T) {
+	f := &Family{Name: "x", KeepF32: []string{"e_score_correction_bias"}}
+	ts := []Tensor{
+		{Desc: Desc{Name: "model.layers.1.mlp.gate.e_score_correction_bias", DType: "BF16"}},
+		{Desc: Desc{Name: "model.layers.1.mlp.gate.e_score_correction_bias", DType: "F16"}},
+		{Desc: Desc{Name: "model.layers.1.mlp.gate.e_score_correction_bias", DType: "F32"}},
+		{Desc: Desc{Name: "model.layers.1.mlp.gate.my_e_score_correction_bias", DType: "BF16"}},
+		{Desc: Desc{Name: "model.layers.1.mlp.gate.weight", DType: "BF16"}},
+	}
+	KeepF32Tensors(ts, f)
+	for i, want := range []string{"F32", "F32", "", "", ""} {
+		if ts[i].Store != want {
+			t.Errorf("%s %s: store %q, want %q", ts[i].Name, ts[i].DType, ts[i].Store, want)
+		}
+	}
+	KeepF32Tensors(ts, nil)
+}
