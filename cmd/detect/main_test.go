@@ -130,7 +130,7 @@ func TestPolicyVerification(t *testing.T) {
 		t.Fatalf("policy_verified_on %v (%v) in %s", rep.Verified, err, out)
 	}
 	cfg := filepath.Join(t.TempDir(), "config.json")
-	if err := os.WriteFile(cfg, []byte(`{"model_type": "cohere"}`), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(`{"model_type": "mllama"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	code, out, errs = runCLI(t, "--info", cfg)
@@ -138,6 +138,6 @@ func TestPolicyVerification(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
 	if !strings.Contains(out, "\npolicy     UNVERIFIED: no transformers-made fixture of this family") {
-		t.Errorf("cohere (no fixture) not reported unverified:\n%s", out)
+		t.Errorf("mllama (no fixture) not reported unverified:\n%s", out)
 	}
 }

@@ -171,13 +171,7 @@ func inventory(ctx context.Context, spec, maxMem string) ([]gpus.GPU, error) {
 	default:
 		ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
-		if plan.DriverInventory != nil {
-			gs, err = plan.DriverInventory(ctx)
-		}
-		if plan.DriverInventory == nil || err != nil {
-			gs, err = gpus.NvidiaSMI(ctx)
-		}
-		if err != nil {
+		if gs, err = gpus.Local(ctx); err != nil {
 			err = fmt.Errorf("%w; give the GPUs with --gpus, e.g. --gpus 24GiB or --gpus t4", err)
 		}
 	}

@@ -19,7 +19,9 @@ import (
 
 const description = `Reads a tensor stream (stdin or -i FILE), quantizes every tensor that detect marked
 for quantization to bitsandbytes 4-bit, bit-identical to bitsandbytes, and passes the
-others through unchanged (or converted with --cast). The stream goes to stdout (or -o
+others through unchanged (or converted with --cast). A kept tensor that detect
+annotated with "store" (deepseek_v3's router correction bias, which transformers keeps
+float32) is written in that dtype, --cast or not. The stream goes to stdout (or -o
 FILE), a one-line summary to stderr.
 
 --only and --skip override detect's decision: --skip keeps the tensors it matches,

@@ -91,6 +91,9 @@ func Summarize(m *Model, ts []Tensor) *Facts {
 		src := n * int64(dtype.DType(t.DType).Size())
 		f.Bytes.Source += src
 		out := src
+		if t.Store != "" {
+			out = n * int64(dtype.DType(t.Store).Size())
+		}
 		if t.Quantize {
 			out = NF4Bytes(n, NominalQuantStateLen(t.DType, t.Shape))
 			f.Bytes.NF4Slack += SlackPerTensor

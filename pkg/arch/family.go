@@ -76,6 +76,11 @@ type Family struct {
 	SlidingWindow bool
 	// CrossAttention: some decoder layers are cross-attention layers (mllama).
 	CrossAttention bool
+	// KeepF32 lists the modules transformers holds in float32 whatever the
+	// model's dtype (the model class's _keep_in_fp32_modules_strict), matched
+	// as whole dotted components of a tensor's name: a kept tensor of one is
+	// written F32 from a 16-bit source (KeepF32Tensors).
+	KeepF32 []string
 
 	// Checkpoint key prefixes as transformers writes them (5.x, legacy-compatible
 	// names) and as the published checkpoints use them.
@@ -166,7 +171,7 @@ var Families = []*Family{
 		TextDefaults: obj{"vocab_size": n(32064), "hidden_size": n(3072), "intermediate_size": n(8192),
 			"num_hidden_layers": n(32), "num_attention_heads": n(32), "max_position_embeddings": n(4096),
 			"tie_word_embeddings": false}},
-	{Name: "cohere", ModelTypes: []string{"cohere"}, Architectures: []string{"CohereForCausalLM"},
+	{Name: "cohere", Checked: "testdata/models/cohere", ModelTypes: []string{"cohere"}, Architectures: []string{"CohereForCausalLM"},
 		Norm: NormInput, QKNorm: QKNormPerHead, QKNormKey: "use_qk_norm", TextPrefix: "model.", LMHead: "lm_head.weight",
 		TextDefaults: obj{"vocab_size": n(256000), "hidden_size": n(8192), "intermediate_size": n(22528),
 			"num_hidden_layers": n(40), "num_attention_heads": n(64), "max_position_embeddings": n(8192),
@@ -186,8 +191,8 @@ var Families = []*Family{
 			"num_experts_per_tok": n(6), "first_k_dense_replace": n(0), "moe_layer_freq": n(1),
 			"kv_lora_rank": n(512), "q_lora_rank": n(1536), "qk_rope_head_dim": n(64), "v_head_dim": n(128),
 			"qk_nope_head_dim": n(128), "max_position_embeddings": n(2048), "tie_word_embeddings": false}},
-	{Name: "deepseek_v3", ModelTypes: []string{"deepseek_v3"}, Architectures: []string{"DeepseekV3ForCausalLM"},
-		Attn: AttnMLA, MLP: MoEDeepSeek, TextPrefix: "model.", LMHead: "lm_head.weight",
+	{Name: "deepseek_v3", Checked: "testdata/models/deepseek_v3", ModelTypes: []string{"deepseek_v3"}, Architectures: []string{"DeepseekV3ForCausalLM"},
+		Attn: AttnMLA, MLP: MoEDeepSeek, KeepF32: []string{"e_score_correction_bias"}, TextPrefix: "model.", LMHead: "lm_head.weight",
 		TextDefaults: obj{"vocab_size": n(129280), "hidden_size": n(7168), "intermediate_size": n(18432),
 			"moe_intermediate_size": n(2048), "num_hidden_layers": n(61), "num_attention_heads": n(128),
 			"num_key_value_heads": n(128), "n_shared_experts": n(1), "n_routed_experts": n(256),

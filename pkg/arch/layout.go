@@ -177,10 +177,17 @@ func (m *Model) mlp(b *builder, lp string, l int64) {
 		}
 	case sparse:
 		mp := lp + "mlp."
+		fp8 := b.fp8
 		b.fp8save(func() {
 			b.add(mp+"gate.weight", t.Experts, t.Hidden)
-			if t.NoAuxCorrection {
+			switch {
+			case t.NoAuxCorrection && fp8:
+				// DeepSeek's FP8 release stores the correction bias F32.
 				b.dtypeOverride("F32", func() { b.add(mp+"gate.e_score_correction_bias", t.Experts) })
+			case t.NoAuxCorrection:
+				// transformers' own 16-bit save stores it in the model's dtype
+				// (testdata/models/deepseek_v3); its 4-bit save F32 (KeepF32).
+				b.add(mp+"gate.e_score_correction_bias", t.Experts)
 			}
 		})
 		for e := int64(0); e < t.Experts; e++ {

@@ -124,6 +124,9 @@ type Tensor struct {
 	Class
 	Quantize bool
 	Reason   string
+	// Store is the dtype a kept tensor is written in when that is not DType
+	// (KeepF32Tensors); "" keeps DType.
+	Store string
 }
 
 // Annotate classifies descriptors and applies the policy.
@@ -135,4 +138,37 @@ func Annotate(descs []Desc, p Policy) []Tensor {
 		out[i] = Tensor{Desc: d, Class: c, Quantize: q, Reason: why}
 	}
 	return out
+}
+
+// KeepF32Tensors marks the kept 16-bit tensors of the modules f holds in
+// float32 (Family.KeepF32) to be stored F32: transformers upcasts them when
+// it loads the model, whatever the dtype it loads the rest in, and saves them
+// so (deepseek_v3's router e_score_correction_bias,
+// testdata/models/deepseek_v3-bnb-nf4). f may be nil.
+func KeepF32Tensors(ts []Tensor, f *Family) {
+	if f == nil {
+		return
+	}
+	for i := range ts {
+		t := &ts[i]
+		if t.Quantize || (t.DType != "BF16" && t.DType != "F16") {
+			continue
+		}
+		if m, ok := inModules(t.Name, f.KeepF32); ok {
+			t.Store = "F32"
+			t.Reason += "; stored F32: transformers keeps " + m + " in float32 (" + f.Name + "'s _keep_in_fp32_modules_strict)"
+		}
+	}
+}
+
+// inModules returns the entry of mods that names a whole run of dotted
+// components of name, as transformers matches _keep_in_fp32_modules_strict
+// (the pattern (^|\.)module($|\.)).
+func inModules(name string, mods []string) (string, bool) {
+	for _, m := range mods {
+		if m != "" && (name == m || strings.HasPrefix(name, m+".") || strings.HasSuffix(name, "."+m) || strings.Contains(name, "."+m+".")) {
+			return m, true
+		}
+	}
+	return "", false
 }

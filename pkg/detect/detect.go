@@ -174,6 +174,9 @@ func open(path string, pol arch.Policy) (*Model, error) {
 		if pq != nil { // a config alone: what the checkpoint it describes holds
 			arch.KeepSkipModules(m.Tensors, pq)
 		}
+		if m.Arch != nil {
+			arch.KeepF32Tensors(m.Tensors, m.Arch.Family)
+		}
 	}
 	m.Facts = arch.Summarize(m.Arch, m.Tensors)
 	m.Facts.SourceDType = dominantDType(m.Tensors)
@@ -290,6 +293,11 @@ func (m *Model) Descriptor(i int) (*tensorstream.Tensor, error) {
 	for k, v := range map[string]any{tensorstream.AnnRole: t.Role, tensorstream.AnnLayer: t.Layer,
 		tensorstream.AnnQuantize: t.Quantize, tensorstream.AnnReason: t.Reason} {
 		if err := d.SetAnn(k, v); err != nil {
+			return nil, err
+		}
+	}
+	if t.Store != "" {
+		if err := d.SetAnn(tensorstream.AnnStore, t.Store); err != nil {
 			return nil, err
 		}
 	}

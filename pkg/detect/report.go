@@ -27,22 +27,25 @@ type RoleReport struct {
 	Tensors  int    `json:"tensors"`
 	Params   int64  `json:"params"`
 	Reason   string `json:"reason"`
+	// Store is the dtype the kept tensors are written in when it is not
+	// their own (arch.KeepF32Tensors).
+	Store string `json:"store,omitempty"`
 }
 
 // Report builds the report of an opened model.
 func (m *Model) Report() *Report {
 	r := &Report{Source: m.Source, Facts: m.Facts}
-	idx := map[[2]string]int{}
+	idx := map[[3]string]int{}
 	for _, t := range m.Tensors {
 		if t.DType == "F8_E4M3" || t.DType == "F8_E5M2" {
 			r.FP8Tensors++
 		}
-		k := [2]string{t.Role, fmt.Sprint(t.Quantize)}
+		k := [3]string{t.Role, fmt.Sprint(t.Quantize), t.Store}
 		i, ok := idx[k]
 		if !ok {
 			i = len(r.Roles)
 			idx[k] = i
-			r.Roles = append(r.Roles, RoleReport{Role: t.Role, Quantize: t.Quantize, Reason: t.Reason})
+			r.Roles = append(r.Roles, RoleReport{Role: t.Role, Quantize: t.Quantize, Reason: t.Reason, Store: t.Store})
 		}
 		r.Roles[i].Tensors++
 		if t.Role != arch.RoleScale {
@@ -140,8 +143,11 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintln(tw, "\nROLE\tTENSORS\tPARAMS\tDECISION\tREASON")
 	for _, rr := range r.Roles {
 		d := "keep"
-		if rr.Quantize {
+		switch {
+		case rr.Quantize:
 			d = "nf4"
+		case rr.Store != "":
+			d = "keep " + rr.Store
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", rr.Role, rr.Tensors, human(rr.Params), d, rr.Reason)
 	}

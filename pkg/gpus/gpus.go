@@ -69,30 +69,59 @@ func (g GPU) KnownCC() bool { return g.Major > 0 }
 // by the driver; NvidiaSMI is the portable one.
 type Inventory func(ctx context.Context) ([]GPU, error)
 
-// Preset is a GPU model's datasheet memory and compute capability.
+// Preset is a GPU model's memory and compute capability.
 type Preset struct {
 	Name  string
 	Full  string
-	Bytes int64
+	Bytes int64 // what the driver reports as total (nvidia-smi memory.total)
 	Major int
 	Minor int
+	// Source says where Bytes comes from.
+	Source string
 }
 
-// Presets are from the vendors' datasheets. Memory is the datasheet figure
-// read as GiB, which is how GPU memory is marketed; the driver reports a little
-// less (ECC and firmware reservations), and H200's "141 GB" is 141e9 bytes.
+// ContextBytes is what the CUDA context (driver, kernels, cuBLAS and
+// bitsandbytes loaded) takes on each device outside torch's allocator; the
+// planner counts it in every device's total. Usable is Bytes minus it.
+const ContextBytes = 500 * MiB
+
+// Usable is the memory torch's allocator can have on the device: the total
+// the driver reports minus the CUDA context.
+func (p Preset) Usable() int64 { return p.Bytes - ContextBytes }
+
+const (
+	srcMeasured = "nvidia-smi memory.total on the device machine (docs/BENCHMARKS.md)"
+	srcSMI      = "nvidia-smi memory.total as commonly reported for this card (ECC on where clouds ship it on), not measured here"
+)
+
+// Presets are the cards people train on. Bytes is the device total the
+// driver reports, which is below the marketed figure (ECC and firmware
+// reservations); a desktop card that also drives a display has a few
+// hundred MiB less: cap it with --max-memory.
 var Presets = []Preset{
-	{"t4", "Tesla T4 16GB", 16 * GiB, 7, 5},
-	{"v100", "Tesla V100 16GB", 16 * GiB, 7, 0},
-	{"v100-32", "Tesla V100 32GB", 32 * GiB, 7, 0},
-	{"a10g", "NVIDIA A10G 24GB", 24 * GiB, 8, 6},
-	{"l4", "NVIDIA L4 24GB", 24 * GiB, 8, 9},
-	{"rtx3090", "GeForce RTX 3090 24GB", 24 * GiB, 8, 6},
-	{"rtx4090", "GeForce RTX 4090 24GB", 24 * GiB, 8, 9},
-	{"a100-40", "A100 40GB", 40 * GiB, 8, 0},
-	{"a100-80", "A100 80GB", 80 * GiB, 8, 0},
-	{"h100", "H100 80GB", 80 * GiB, 9, 0},
-	{"h200", "H200 141GB", 141_000_000_000, 9, 0},
+	{"rtx3060", "GeForce RTX 3060 12GB", 12288 * MiB, 8, 6, srcSMI},
+	{"rtx3070", "GeForce RTX 3070 8GB", 8192 * MiB, 8, 6, srcSMI},
+	{"rtx3080", "GeForce RTX 3080 10GB", 10240 * MiB, 8, 6, srcSMI},
+	{"rtx3090", "GeForce RTX 3090 24GB", 24576 * MiB, 8, 6, srcSMI},
+	{"rtx4060", "GeForce RTX 4060 8GB", 8188 * MiB, 8, 9, srcSMI},
+	{"rtx4060ti", "GeForce RTX 4060 Ti 16GB", 16380 * MiB, 8, 9, srcSMI},
+	{"rtx4070", "GeForce RTX 4070 12GB", 12282 * MiB, 8, 9, srcSMI},
+	{"rtx4080", "GeForce RTX 4080 16GB", 16376 * MiB, 8, 9, srcSMI},
+	{"rtx4090", "GeForce RTX 4090 24GB", 24564 * MiB, 8, 9, srcSMI},
+	{"rtx5090", "GeForce RTX 5090 32GB", 32607 * MiB, 12, 0, srcSMI},
+	{"a4000", "RTX A4000 16GB", 16376 * MiB, 8, 6, srcSMI},
+	{"a5000", "RTX A5000 24GB", 24564 * MiB, 8, 6, srcSMI},
+	{"a6000", "RTX A6000 48GB", 49140 * MiB, 8, 6, srcSMI},
+	{"l4", "NVIDIA L4 24GB", 23034 * MiB, 8, 9, srcSMI},
+	{"l40s", "NVIDIA L40S 48GB", 46068 * MiB, 8, 9, srcSMI},
+	{"a10g", "NVIDIA A10G 24GB", 23028 * MiB, 8, 6, srcSMI},
+	{"t4", "Tesla T4 16GB", 15360 * MiB, 7, 5, srcSMI},
+	{"v100", "Tesla V100 16GB", 16160 * MiB, 7, 0, srcSMI},
+	{"v100-32", "Tesla V100 32GB", 32510 * MiB, 7, 0, srcSMI},
+	{"a100-40", "A100 40GB", 40960 * MiB, 8, 0, srcSMI},
+	{"a100-80", "A100 80GB", 81920 * MiB, 8, 0, srcSMI},
+	{"h100", "H100 80GB", 81559 * MiB, 9, 0, srcSMI},
+	{"h200", "H200 141GB", 143771 * MiB, 9, 0, srcMeasured},
 }
 
 // LookupPreset finds a preset by name, case-insensitively.
@@ -138,6 +167,9 @@ func Parse(spec string) ([]GPU, error) {
 			}
 		}
 		g, ok := single(base)
+		if !ok && bare(base) {
+			return nil, fmt.Errorf("%w: %q is a bare number: give a unit (%sGiB, %sGB) or a preset (%s)", ErrSpec, item, base, base, strings.Join(PresetNames(), ", "))
+		}
 		if !ok {
 			return nil, fmt.Errorf("%w: %q is neither a size nor a preset (%s)", ErrSpec, item, strings.Join(PresetNames(), ", "))
 		}
@@ -152,10 +184,20 @@ func Parse(spec string) ([]GPU, error) {
 	return out, nil
 }
 
-// single reads one device: a preset name or a size.
+// bare reports whether s is a number without a unit.
+func bare(s string) bool {
+	_, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	return err == nil
+}
+
+// single reads one device: a preset name or a size with a unit (a bare
+// number is refused: "24" would be 24 bytes).
 func single(s string) (GPU, bool) {
 	if p, ok := LookupPreset(s); ok {
 		return GPU{Name: p.Full, TotalBytes: p.Bytes, Major: p.Major, Minor: p.Minor, Source: "preset"}, true
+	}
+	if bare(s) {
+		return GPU{}, false
 	}
 	b, err := ParseSize(s)
 	if err != nil {
@@ -293,7 +335,9 @@ func GuessCC(name string) (major, minor int) {
 	}{
 		{"h200", 9, 0}, {"h100", 9, 0}, {"gh200", 9, 0}, {"b200", 10, 0},
 		{"a100", 8, 0}, {"a30", 8, 0}, {"a10", 8, 6}, {"a40", 8, 6}, {"a6000", 8, 6},
-		{"l40", 8, 9}, {"l4", 8, 9}, {"4090", 8, 9}, {"4080", 8, 9}, {"3090", 8, 6}, {"3080", 8, 6},
+		{"l40", 8, 9}, {"l4", 8, 9}, {"5090", 12, 0}, {"5080", 12, 0},
+		{"4090", 8, 9}, {"4080", 8, 9}, {"4070", 8, 9}, {"4060", 8, 9},
+		{"3090", 8, 6}, {"3080", 8, 6}, {"3070", 8, 6}, {"3060", 8, 6}, {"a4000", 8, 6}, {"a5000", 8, 6},
 		{"t4", 7, 5}, {"2080", 7, 5}, {"v100", 7, 0}, {"p100", 6, 0},
 	}
 	for _, e := range table {
@@ -302,4 +346,16 @@ func GuessCC(name string) (major, minor int) {
 		}
 	}
 	return 0, 0
+}
+
+// DescribePresets is a table of the presets: name, card, the driver's total,
+// what is usable after the CUDA context, compute capability, and where the
+// total comes from.
+func DescribePresets() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-10s %-26s %10s %10s %4s  %s\n", "preset", "card", "total", "usable", "cc", "source of the total")
+	for _, p := range Presets {
+		fmt.Fprintf(&b, "%-10s %-26s %10s %10s %d.%d  %s\n", p.Name, p.Full, units.Bytes(p.Bytes), units.Bytes(p.Usable()), p.Major, p.Minor, p.Source)
+	}
+	return b.String()
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/gpus"
 	"github.com/nf4pipe/nf4pipe/pkg/plan"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
+	"github.com/nf4pipe/nf4pipe/pkg/quantize"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
@@ -85,7 +86,8 @@ func pipelineStream(t *testing.T, srcDir string) []byte {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !ts.AnnBool(tensorstream.AnnQuantize) {
+		store := tensorstream.DType(ts.AnnString(tensorstream.AnnStore))
+		if !ts.AnnBool(tensorstream.AnnQuantize) && (store == "" || store == ts.DType) {
 			if err := tensorstream.CopyTensor(w, r, ts); err != nil {
 				t.Fatal(err)
 			}
@@ -94,6 +96,17 @@ func pipelineStream(t *testing.T, srcDir string) []byte {
 		raw, err := io.ReadAll(r)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if !ts.AnnBool(tensorstream.AnnQuantize) { // kept, written in its store dtype as quantize does
+			ct := ts.Clone()
+			ct.DType, ct.Size = store, ts.NumElements()*int64(store.Size())
+			if err := w.WriteTensor(ct); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write(quantize.Cast(make([]byte, ct.Size), raw, ts.DType, store)); err != nil {
+				t.Fatal(err)
+			}
+			continue
 		}
 		p := quant.DefaultParams()
 		q, err := quant.Quantize(raw, quant.DType(ts.DType), p, nil)
@@ -173,7 +186,8 @@ func TestPlaceMatchesFixtures(t *testing.T) {
 	}
 }
 
-// TestPipelineMatchesFixtures: detect | quantize (pkg/quant) | place on the
+// TestPipelineMatchesFixtures: detect | quantize (pkg/quant, and
+// quantize.Cast for a kept tensor's store dtype) | place on the
 // source model gives the checkpoint transformers wrote.
 func TestPipelineMatchesFixtures(t *testing.T) {
 	list := models

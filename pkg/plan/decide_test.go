@@ -41,12 +41,15 @@ func TestLlama8BOnT4(t *testing.T) {
 	if p.Attention.Value != string(AttnSDPA) {
 		t.Errorf("attention %q on a T4, want sdpa (no flash-attention 2 below cc 8.0)", p.Attention.Value)
 	}
-	// hf-peft runs attention in float32, and Llama 3.1 uses GQA: SDPA's math kernel.
+	// No SDPA flash kernel below cc 8.0, and Llama 3.1 uses GQA, which the
+	// memory-efficient kernel does not take: SDPA's math kernel.
 	if p.AttentionKernel.Value != string(KernelMath) {
 		t.Errorf("kernel %q, want %q", p.AttentionKernel.Value, KernelMath)
 	}
-	if !p.Fits || p.GradientCheckpointing.Value != "on" {
-		t.Errorf("fits %v with checkpointing %q; want it to fit once checkpointing is on", p.Fits, p.GradientCheckpointing.Value)
+	// With checkpointing on it is at the T4's 15 GiB; offloading the layer
+	// inputs gives the margin.
+	if p.Verdict != VerdictFits || p.GradientCheckpointing.Value != "offload" {
+		t.Errorf("verdict %q with checkpointing %q; want fits with offload", p.Verdict, p.GradientCheckpointing.Value)
 	}
 	// Without checkpointing it must not fit: 32 layers of float32 attention probabilities.
 	s := DefaultSettings()
@@ -55,14 +58,13 @@ func TestLlama8BOnT4(t *testing.T) {
 	if off.Fits || len(off.Advice) == 0 {
 		t.Errorf("checkpointing off: fits %v, advice %d; want no fit with advice", off.Fits, len(off.Advice))
 	}
-	found := false
+	var offload, on bool
 	for _, a := range off.Advice {
-		if a.Change == "--gradient-checkpointing on" && a.Fits && a.PeakBytes > 0 {
-			found = true
-		}
+		offload = offload || (a.Change == "--gradient-checkpointing offload" && a.Verdict == VerdictFits && a.PeakBytes > 0)
+		on = on || (a.Change == "--gradient-checkpointing on" && a.Verdict != VerdictFits)
 	}
-	if !found {
-		t.Errorf("advice lacks a fitting --gradient-checkpointing on: %+v", off.Advice)
+	if !offload || !on {
+		t.Errorf("advice lacks a fitting offload (%v) or a checkpointing on without margin (%v): %+v", offload, on, off.Advice)
 	}
 }
 
@@ -138,12 +140,14 @@ func Test70BOnTwo24GiB(t *testing.T) {
 	if p.Fits {
 		t.Errorf("70B under hf-peft on 2x24GiB predicted to fit; the float32 embeddings and lm_head alone take 8 GiB")
 	}
-	var lean bool
+	// lean alone is within the model's error; lean with one more change fits.
+	var lean, leanPlus bool
 	for _, a := range p.Advice {
-		lean = lean || (a.Fits && bytes.HasPrefix([]byte(a.Change), []byte("--recipe lean")))
+		lean = lean || (a.Change == "--recipe lean" && a.Verdict == VerdictTight)
+		leanPlus = leanPlus || (a.Verdict == VerdictFits && len(a.Changes) == 2 && a.Changes[0] == "--recipe lean")
 	}
-	if !lean {
-		t.Errorf("advice should say the lean recipe fits: %+v", p.Advice)
+	if !lean || !leanPlus {
+		t.Errorf("advice should say lean alone is tight (%v) and lean with one more change fits (%v): %+v", lean, leanPlus, p.Advice)
 	}
 	s := DefaultSettings()
 	s.Recipe, s.Strategy = RecipeLean, Balanced
@@ -293,6 +297,8 @@ func TestShowReports(t *testing.T) {
 		{"meta-llama__Llama-3.1-8B.json", "t4"},
 		{"meta-llama__Llama-3.1-70B.json", "24GiB,24GiB"},
 		{"google__gemma-2-9b-it.json", "t4"},
+		{"meta-llama__Llama-2-7b-chat-hf.json", "rtx4060"},
+		{"Qwen__Qwen2.5-7B-Instruct.json", "rtx4060"},
 	} {
 		_, p := mustPlan(t, x.cfg, x.gpus, DefaultSettings())
 		p.WriteReport(os.Stdout)

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
+	"github.com/nf4pipe/nf4pipe/pkg/gpus"
 )
 
 // Recipe is how the model is prepared for training.
@@ -79,23 +80,27 @@ type Config struct {
 	Attention     Attention
 	Kernel        Kernel
 	ComputeDType  string // "bf16" or "fp16"
+	// Accumulate: gradient accumulation over micro-batches, so the LoRA
+	// gradients of earlier micro-batches are there at the loss peak.
+	Accumulate bool
 }
 
 // Constants of the memory model. docs/plan.md gives the reasoning for each.
 const (
 	// CUDAContext is the driver context and the kernels loaded into it: on the
 	// device, but outside torch's caching allocator.
-	CUDAContext = 500 << 20
+	CUDAContext = gpus.ContextBytes
 	// FrameworkBuffers: what is allocated after from_pretrained beyond the
 	// parameters (cuBLAS workspace and small buffers), measured on the
 	// calibration run (19.7 MiB) and rounded.
 	FrameworkBuffers = 20 << 20
-	// fragLayer and fragUnit* size the caching allocator's slack in the large
-	// pool: blocks freed by one layer's working set that later requests split
-	// and cannot coalesce. See docs/plan.md, "Allocator".
-	fragLayer      = 1.0
-	fragUnitCkpt   = 0.5
-	fragUnitNoCkpt = 2.0
+	// BackwardBuffers: what the backward pass allocates once and keeps (the
+	// autograd thread's cuBLAS workspaces), fitted to the measured rows.
+	BackwardBuffers = 64 << 20
+	// slackLoss, slackLayer and slackConst size the caching allocator's
+	// slack (see slack); fitted to the measured rows.
+	slackLoss  = 0.85
+	slackLayer = 0.85
 
 	smallAlloc   = 1 << 20  // requests up to this go to the small pool
 	smallSegment = 2 << 20  // the small pool's segment
@@ -122,14 +127,6 @@ func poolBytes(n int64) float64 {
 	default:
 		return float64(ceilDiv(r, largeRound) * largeRound)
 	}
-}
-
-// actBytes is the width of the residual stream's elements under the recipe.
-func (c Config) actBytes() float64 {
-	if c.Recipe == RecipeHFPeft {
-		return 4
-	}
-	return 2
 }
 
 // keptBytes is the width of a parameter that is not quantized.
@@ -220,17 +217,33 @@ func inputGroup(role string) string {
 	return role
 }
 
-// layerActs is what one decoder layer keeps for backward, per token: lin
-// bytes, plus quad bytes per token per key position (the attention
-// probabilities of the math and eager kernels); and the extra working set
-// of its backward at the peak, per token (transLin) and per token per
-// position (transQuad).
-type layerActs struct {
-	lin, quad, transLin, transQuad float64
+// residualBytes is the width of the residual stream under the recipe: the
+// embeddings' dtype. hf-peft makes them float32, and autocast does not touch
+// additions and norms, so the residual stays float32; lean keeps it 16-bit.
+func (c Config) residualBytes() float64 {
+	if c.Recipe == RecipeHFPeft {
+		return 4
+	}
+	return 2
 }
 
+// layerActs is what one decoder layer keeps for backward under autocast:
+// lin bytes per token, quad bytes per token per key position (attention
+// probabilities of the math and eager kernels and explicit masks), and
+// fixed bytes independent of the tokens; trans and transQuad are the extra
+// working set of its backward, per token and per token per position.
+type layerActs struct {
+	lin, quad, fixed, trans, transQuad float64
+}
+
+// layerActs follows what autograd saves in one decoder layer of
+// transformers 5 under torch.autocast (Trainer with bf16/fp16), with peft's
+// bnb LoRA layers (which do not cast their input under autocast) and
+// bitsandbytes' MatMul4Bit (which saves no input: its weight is frozen).
+// docs/plan.md walks through each term.
 func (m *Model) layerActs(l int, c Config, loras []Tensor) layerActs {
-	a := c.actBytes()
+	const h16 = 2 // autocast's compute dtype, bf16 or fp16
+	a := c.residualBytes()
 	h := float64(m.Hidden)
 	qd := float64(m.Heads * m.HeadDim)
 	kvd := float64(m.KVHeads * m.HeadDim)
@@ -238,90 +251,103 @@ func (m *Model) layerActs(l int, c Config, loras []Tensor) layerActs {
 	r := float64(c.Rank)
 	var x layerActs
 
-	// Each RMSNorm keeps a float32 view of its input (the input itself under
-	// hf-peft, a float32 copy under lean) for pow and mul; its weight is
-	// frozen, so the normalized value is not kept.
+	// RMSNorm keeps a float32 view of its input (a copy under lean) and the
+	// rsqrt; its weight is frozen, so the normalized value is not kept.
 	norms := 2.0
 	if m.SandwichNorm {
 		norms = 4
 	}
-	x.lin += norms * 4 * h
+	x.lin += norms * (4*h + 4)
 	if m.QKNorm {
 		x.lin += 4 * (qd + kvd)
 	}
 
-	// LoRA: lora_A keeps its input (float32, the adapters' dtype); lora_B
-	// keeps the rank-wide intermediate. The base 4-bit matmul keeps nothing
-	// (its weight is frozen and dequantized on the fly).
+	// The kernel's saved set; outShared says whether it keeps the output,
+	// which o_proj's lora_A then keeps too (the same tensor).
+	outShared := false
+	switch c.Kernel {
+	case KernelFlash, KernelFlash2:
+		// q, k, v cast to 16 bits, the output and the float32 log-sum-exp.
+		x.lin += h16*(2*qd+2*kvd) + 4*nh
+		x.trans += h16 * (4*qd + 2*kvd) // dq, dk and dv for every head, dout
+		outShared = true
+	case KernelEfficient:
+		// An explicit mask: k and v repeated to every head, and the boolean
+		// mask turned into a 16-bit bias that each layer keeps.
+		x.lin += h16*4*qd + 4*nh
+		x.quad += h16
+		x.trans += h16 * 4 * qd
+		outShared = true
+	case KernelMath:
+		// torch computes 16-bit math SDPA in float32: q, k and v (repeated)
+		// upcast and the float32 probabilities are kept.
+		x.lin += 4 * 3 * qd
+		x.quad += 4 * nh
+		x.transQuad += 2 * 4 * nh
+	case KernelEager:
+		// q, k (repeated), v (repeated) in 16 bits; the float32 softmax and its
+		// 16-bit cast; the tanh of the soft-cap.
+		x.lin += h16 * 3 * qd
+		x.quad += (4 + h16) * nh
+		if m.AttnSoftcap > 0 {
+			x.quad += h16 * nh
+		}
+		x.transQuad += (4 + h16) * nh
+	}
+
+	// LoRA: lora_A keeps its input as autocast gives it to the matmul: a 16-bit
+	// copy per adapter when the input is float32 (hf-peft), the shared 16-bit
+	// tensor otherwise; lora_B keeps the rank-wide 16-bit intermediate.
 	groups := map[string]bool{}
 	for _, t := range loras {
 		in := float64(t.Shape[1])
 		g := inputGroup(t.Role)
-		if a == 4 {
-			if !groups[g] {
-				x.lin += 4 * in
-			}
-		} else {
-			x.lin += 4 * in // cast to float32 per adapter
+		x.lin += h16 * r
+		switch {
+		case t.Role == arch.RoleAttnO && outShared:
+		case t.Role == arch.RoleAttnO, t.Role == arch.RoleMLPDown:
+			x.lin += h16 * in // a tensor nobody else keeps
+		case a == 4 || !groups[g]:
+			x.lin += h16 * in
 		}
 		groups[g] = true
-		x.lin += 4 * r
-	}
-
-	switch c.Kernel {
-	case KernelMath:
-		// q·scale, kᵀ·scale (repeated to all heads), v (repeated), probabilities.
-		x.lin += 3 * a * qd
-		x.quad += a * nh
-		x.transQuad += 3 * a * nh
-	case KernelEager:
-		x.lin += 3 * a * qd
-		x.quad += 4 * nh // float32 softmax
-		if a != 4 {
-			x.quad += a * nh // its cast back to the compute dtype
-		}
-		if m.AttnSoftcap > 0 {
-			x.quad += a * nh // tanh output of the soft-cap
-		}
-		x.transQuad += 3 * 4 * nh
-	case KernelEfficient:
-		// q, k and v repeated to all heads (an explicit mask disables GQA), out, logsumexp.
-		x.lin += 4*a*qd + 4*nh
-		x.transLin += 3 * a * qd
-	case KernelFlash:
-		x.lin += 2*(2*qd+2*kvd) + 4*nh
-		x.transLin += 2*(qd+2*kvd) + 4*qd
-	case KernelFlash2:
-		// transformers casts float32 q, k, v to the compute dtype first.
-		x.lin += 2*(qd+2*kvd) + 2*qd + 4*nh
-		x.transLin += 2*(qd+2*kvd) + 4*qd
 	}
 
 	if m.sparse(l) {
+		// Routed experts are plain 16-bit Linear layers (float32 under
+		// hf-peft): per routed token the gathered input, gate_up output,
+		// activation, product and weighted output in 16 bits; the router's
+		// float32 probabilities.
 		k := float64(m.ExpertsPerToken)
 		mi := float64(m.MoEIntermediate)
-		x.lin += k*3*a*mi + k*a*h + 4*float64(m.Experts)
+		x.lin += k*(h16*(2*h)+h16*4*mi) + 2*4*float64(m.Experts)
 		if m.SharedIntermediate > 0 {
-			x.lin += 3 * a * float64(m.SharedIntermediate)
+			x.lin += 3*a*float64(m.SharedIntermediate) + h16*float64(m.SharedIntermediate)
 		}
+		x.trans += k * h16 * 3 * mi
 	} else {
-		// gate output (kept by the activation), activation output and up
-		// output (kept by their product).
-		x.lin += 3 * a * float64(m.Intermediate)
+		// Dense MLP: the gate output (kept by the activation), the activation
+		// and up outputs (kept by their product), all in the residual's width
+		// (bitsandbytes casts its output back to its input's dtype).
+		i := float64(m.Intermediate)
+		x.lin += 3 * a * i
+		x.trans = math.Max(x.trans, 3*a*i)
 	}
-	x.transLin += 2 * a * h
+	x.trans += 2 * a * h
 	return x
 }
 
-// lossPerToken is the working set of logits and cross-entropy at the start
-// of backward: the logits (kept by the output object), the float32
-// log-probabilities, their gradient and the logits' gradient.
-func (m *Model) lossPerToken(c Config) float64 {
-	la := c.actBytes()
+// lossPerToken is the working set of logits and cross-entropy at its peak,
+// at the start of backward: transformers upcasts the 16-bit logits to
+// float32 for the loss, log-softmax keeps its float32 output, and its
+// backward holds the gradient of the log-probabilities and of the logits
+// (the 16-bit logits are gone with the output object). A final soft-cap
+// keeps its 16-bit tanh.
+func (m *Model) lossPerToken() float64 {
 	v := float64(m.Vocab)
-	x := (la + 12) * v
+	x := 12 * v
 	if m.FinalSoftcap > 0 {
-		x += 2 * la * v
+		x += 2 * v
 	}
 	return x
 }
@@ -401,6 +427,7 @@ func (m *Model) Estimate(c Config, p Placement) []DeviceMemory {
 		ac := &accs[d]
 		ac.weights4 += gr.weights4
 		ac.kept += gr.kept
+		ac.lmHead16 += gr.lmHead16
 		ac.lora += gr.lora
 		ac.grads += gr.grads
 		ac.states += gr.states
@@ -412,49 +439,75 @@ func (m *Model) Estimate(c Config, p Placement) []DeviceMemory {
 			ac.gradsByLayer[gr.layer] += gr.grads
 		}
 	}
-	loraByLayer := g.loraByLayer
 	for l := 0; l < int(m.Layers) && l < len(p.Layer); l++ {
 		if d := p.Layer[l]; d >= 0 && d < p.Devices {
 			accs[d].layers = append(accs[d].layers, l)
 		}
 	}
 
+	// Layers alike (same MLP kind and adapters) keep alike: compute once.
+	type shape struct {
+		sparse  bool
+		n       int
+		in, out int64
+	}
+	memo := map[shape]layerActs{}
+	acts := func(l int) layerActs {
+		k := shape{sparse: m.sparse(l), n: len(g.loraByLayer[l])}
+		for _, t := range g.loraByLayer[l] {
+			k.in += t.Shape[1]
+			k.out += t.Shape[0]
+		}
+		if x, ok := memo[k]; ok {
+			return x
+		}
+		x := m.layerActs(l, c, g.loraByLayer[l])
+		memo[k] = x
+		return x
+	}
 	T := float64(c.SeqLen * c.Batch)
 	s := float64(c.SeqLen)
-	a := c.actBytes()
+	a := c.residualBytes()
 	h := float64(m.Hidden)
 	out := make([]DeviceMemory, p.Devices)
 	for d := range accs {
 		ac := &accs[d]
-		persistent := ac.weights4 + ac.kept + ac.lora + ac.states + FrameworkBuffers
-		var saved, maxLayer, maxTrans, fragLin, fragQuad, firstSaved float64
+		// autocast's 16-bit copies of the LoRA weights, kept by each lora
+		// matmul for the input's gradient (recomputed layer by layer under
+		// checkpointing).
+		loraCopies := 0.0
+		if c.Checkpointing == CkptOff {
+			loraCopies = float64(ac.lora) / 2
+		}
+		persistent := ac.weights4 + ac.kept + ac.lora + ac.states + FrameworkBuffers + BackwardBuffers
+		var saved, maxLayer, maxTrans, firstSaved float64
 		for i, l := range ac.layers {
-			x := m.layerActs(l, c, loraByLayer[l])
-			full := x.lin*T + x.quad*T*s
-			trans := x.transLin*T + x.transQuad*T*s
+			x := acts(l)
+			x.fixed += g.copiesByLayer[l]
+			full := x.lin*T + x.quad*T*s + x.fixed
+			trans := x.trans*T + x.transQuad*T*s
 			switch c.Checkpointing {
 			case CkptOff:
 				saved += full
 			case CkptOn:
-				saved += a * h * T
+				saved += a * h * T // the layer's input
 			}
 			if i == 0 {
 				firstSaved = full
 			}
 			maxLayer = math.Max(maxLayer, full)
 			maxTrans = math.Max(maxTrans, trans)
-			fragLin = math.Max(fragLin, x.lin*T)
-			fragQuad = math.Max(fragQuad, x.transQuad/3*T*s)
 		}
+		saved += loraCopies
 		var lastGrads, allGrads float64
 		if n := len(ac.layers); n > 0 {
 			lastGrads = float64(ac.gradsByLayer[ac.layers[n-1]])
 			allGrads = float64(ac.grads)
 		}
-		// The backward peak of this device is at its last layer, with all its
-		// saved activations and few gradients, or at its first layer, with
-		// all its gradients and little else; the loss peak is on the device
-		// of lm_head, at the start of backward.
+		// The peaks: the loss on the device of lm_head at the start of
+		// backward (no gradients yet: the Trainer sets them to None after each
+		// step); the backward of this device's last layer with every saved
+		// activation; its first layer with every gradient.
 		type peak struct{ saved, grads, work float64 }
 		total := func(x peak) float64 { return x.saved + x.grads + x.work }
 		var best peak
@@ -475,20 +528,21 @@ func (m *Model) Estimate(c Config, p Placement) []DeviceMemory {
 				consider(peak{0, allGrads, maxLayer + maxTrans})
 			}
 		}
+		var loss float64
 		if d == p.Last {
-			consider(peak{saved, 0, 4*h*T + m.lossPerToken(c)*T})
-		}
-		unit := fragUnitNoCkpt
-		if c.Checkpointing != CkptOff {
-			unit = fragUnitCkpt
-		}
-		frag := 0.0
-		if len(ac.layers) > 0 {
-			frag = fragLayer*fragLin + unit*fragQuad
+			// The final norm's float32 input, autocast's 16-bit copy of a
+			// float32 lm_head (kept by its matmul), and the loss.
+			loss = 4*h*T + float64(ac.lmHead16) + m.lossPerToken()*T
+			grads := 0.0
+			if c.Accumulate {
+				grads = float64(ac.grads)
+			}
+			consider(peak{saved, grads, loss})
 		}
 		dm := DeviceMemory{}
 		dm.PeakAllocated = persistent + int64(total(best))
-		reserved := ac.resPersist + float64(FrameworkBuffers) + ac.resGrads + ac.resStep + best.saved + best.work + frag
+		slack := m.slack(c, d == p.Last, maxLayer)
+		reserved := ac.resPersist + float64(FrameworkBuffers+BackwardBuffers) + ac.resGrads + ac.resStep + best.saved + best.work + slack
 		dm.PeakReserved = int64(reserved)
 		add := func(name string, b int64, torch bool, note string) {
 			if b > 0 {
@@ -504,8 +558,8 @@ func (m *Model) Estimate(c Config, p Placement) []DeviceMemory {
 		add("LoRA weights (float32)", ac.lora, true, "")
 		add("LoRA gradients (float32) at the peak", int64(best.grads), true, "")
 		add("optimizer states", ac.states, true, string(c.Optimizer))
-		add("framework buffers", FrameworkBuffers, true, "cuBLAS workspace and small buffers")
-		actNote := "kept for backward by every layer"
+		add("framework buffers", FrameworkBuffers+BackwardBuffers, true, "cuBLAS workspaces (forward and backward threads) and small buffers")
+		actNote := "kept for backward by every layer, under autocast"
 		switch c.Checkpointing {
 		case CkptOn:
 			actNote = "layer inputs kept by gradient checkpointing"
@@ -513,8 +567,8 @@ func (m *Model) Estimate(c Config, p Placement) []DeviceMemory {
 			actNote = "layer inputs offloaded to host memory"
 		}
 		add("activations", int64(best.saved), true, actNote)
-		add("working set at the peak", int64(best.work), true, "recomputed layer, attention backward, or logits and loss")
-		add("allocator rounding and fragmentation", dm.PeakReserved-dm.PeakAllocated, true, "reserved minus allocated")
+		add("working set at the peak", int64(best.work), true, "recomputed layer and its backward, or lm_head, logits and loss")
+		add("allocator rounding and slack", dm.PeakReserved-dm.PeakAllocated, true, "reserved minus allocated: cached blocks the peak's requests could not reuse")
 		add("paged optimizer states", ac.paged, false, "CUDA unified memory outside torch's allocator; evictable to host")
 		add("CUDA context", CUDAContext, false, "outside torch's allocator")
 		dm.Total = dm.PeakReserved + ac.paged + CUDAContext
@@ -524,6 +578,22 @@ func (m *Model) Estimate(c Config, p Placement) []DeviceMemory {
 		out[d] = dm
 	}
 	return out
+}
+
+// slack is the caching allocator's reserved-over-allocated at the peak:
+// blocks cached by one phase of a step that the next phase's requests cannot
+// reuse. The largest requests of a step are the loss's float32
+// vocabulary-wide tensors (4·V bytes a token, on the device of lm_head) and
+// a layer's activations; blocks freed by one get split by the other's
+// smaller requests in the next step and cannot be coalesced, so the slack
+// grows with the tokens of a step. Fitted to the measured rows
+// (docs/plan.md, "Allocator").
+func (m *Model) slack(c Config, lossDevice bool, layer float64) float64 {
+	x := slackLayer * layer
+	if lossDevice {
+		x += slackLoss * 4 * float64(m.Vocab) * float64(c.SeqLen*c.Batch)
+	}
+	return x
 }
 
 // smallOnly is what a request of n bytes adds to the small pool, which the
@@ -553,18 +623,17 @@ func SinglePlacement(m *Model) Placement {
 }
 
 // SDPAKernel is the backend torch's scaled_dot_product_attention picks for
-// transformers' call on a device of capability cc (major*10+minor): with no
-// padding mask transformers passes is_causal and, for grouped-query attention
-// on torch >= 2.5, enable_gqa. Flash needs 16-bit inputs and cc >= 8.0; the
-// memory-efficient kernel takes float32 but not enable_gqa; the math kernel
-// takes anything and keeps the attention probabilities.
+// transformers' call on a device of capability cc (major*10+minor). Under
+// the Trainer's autocast its inputs are 16-bit whatever the recipe; with no
+// padding mask transformers passes is_causal and, for grouped-query
+// attention on torch >= 2.5, enable_gqa. Flash needs cc >= 8.0 and head size
+// <= 256; the memory-efficient kernel does not take enable_gqa; the math
+// kernel takes anything and keeps the attention probabilities.
 func (m *Model) SDPAKernel(c Config, cc int) Kernel {
-	sixteen := c.Recipe != RecipeHFPeft
-	gqa := m.KVHeads != m.Heads
 	switch {
-	case sixteen && cc >= 80 && m.HeadDim <= 256:
+	case cc >= 80 && m.HeadDim <= 256:
 		return KernelFlash
-	case gqa:
+	case m.KVHeads != m.Heads:
 		return KernelMath
 	default:
 		return KernelEfficient
@@ -574,7 +643,10 @@ func (m *Model) SDPAKernel(c Config, cc int) Kernel {
 // sums are the persistent bytes of a group of tensors.
 type sums struct {
 	weights4, kept, lora, grads, states, paged int64
-	resPersist, resGrads, resStep              float64
+	// lmHead16 is autocast's 16-bit copy of a float32 lm_head (hf-peft),
+	// which its matmul keeps for the input's gradient.
+	lmHead16                      int64
+	resPersist, resGrads, resStep float64
 }
 
 // group is the tensors that always go to the same device: one decoder
@@ -589,6 +661,9 @@ type group struct {
 type groups struct {
 	list        []group
 	loraByLayer map[int][]Tensor
+	// copiesByLayer is autocast's 16-bit copies of a layer's float32
+	// (hf-peft) expert weights, which their matmuls keep for backward.
+	copiesByLayer map[int]float64
 }
 
 // groups sums the persistent bytes of every placement unit under c; the
@@ -602,13 +677,14 @@ func (m *Model) groups(c Config) *groups {
 		return g
 	}
 	set := c.targets()
-	g := &groups{list: make([]group, m.Layers+2), loraByLayer: map[int][]Tensor{}}
+	g := &groups{list: make([]group, m.Layers+2), loraByLayer: map[int][]Tensor{}, copiesByLayer: map[int]float64{}}
 	for l := range g.list {
 		g.list[l].layer = l
 	}
 	head, tail := &g.list[m.Layers], &g.list[m.Layers+1]
 	head.layer, tail.layer, tail.last = -1, -1, true
 	probe := Placement{First: 0, Last: 1, Devices: 2}
+	fused := map[int]int64{}
 	for _, t := range m.Tensors {
 		gr := head
 		switch {
@@ -626,7 +702,20 @@ func (m *Model) groups(c Config) *groups {
 		} else {
 			b := n * c.keptBytes(t.DType)
 			ac.kept += b
-			ac.resPersist += poolBytes(b)
+			if t.Role == arch.RoleExpert && t.Layer >= 0 {
+				// transformers 5 fuses a layer's experts into a few large
+				// parameters: the allocator sees those, not the checkpoint's
+				// per-expert tensors.
+				fused[t.Layer] += b
+			} else {
+				ac.resPersist += poolBytes(b)
+			}
+			if c.Recipe == RecipeHFPeft && t.Role == arch.RoleExpert && t.Layer >= 0 {
+				g.copiesByLayer[t.Layer] += 2 * float64(n)
+			}
+			if c.Recipe == RecipeHFPeft && (t.Role == arch.RoleLMHead || (m.Tied && t.Role == arch.RoleEmbedding && t.Part == arch.PartText)) {
+				tail.lmHead16 += 2 * n
+			}
 		}
 		if !c.isTarget(t, set) {
 			continue
@@ -651,6 +740,9 @@ func (m *Model) groups(c Config) *groups {
 				ac.resPersist += 2*poolBytes(pn) + 2*poolBytes(ceilDiv(pn, 256)*4)
 			}
 		}
+	}
+	for l, b := range fused {
+		g.list[l].resPersist += poolBytes(b)
 	}
 	if m.cache == nil {
 		m.cache = map[string]*groups{}

@@ -96,23 +96,77 @@ type Device struct {
 	// Layers is the first and last decoder layer on the device; empty if none.
 	Layers []int `json:"layers,omitempty"`
 	DeviceMemory
-	HeadroomBytes int64 `json:"headroom_bytes"`
-	Fits          bool  `json:"fits"`
+	HeadroomBytes int64   `json:"headroom_bytes"`
+	Fits          bool    `json:"fits"`
+	Verdict       Verdict `json:"verdict"`
+}
+
+// Verdict is a plan's answer, with the model's error taken into account.
+type Verdict string
+
+// Verdicts.
+const (
+	// VerdictFits: the predicted total plus the model's error margin fits.
+	VerdictFits Verdict = "fits"
+	// VerdictTight: the predicted total fits, but the headroom is within the
+	// model's error: it may or may not run.
+	VerdictTight Verdict = "tight"
+	// VerdictNoFit: the predicted total is over capacity.
+	VerdictNoFit Verdict = "does not fit"
+)
+
+// ModelError is the margin of the memory model on torch's reserved figure:
+// on the measured rows (testdata/plan) it predicts within -3.7..+8.7%, and
+// leaving each row out of the fit, within -4.5..+9.9%; a run may need up to
+// this fraction more than predicted.
+const ModelError = 0.06
+
+// verdictOf judges a device's total against its capacity.
+func verdictOf(dm DeviceMemory, capacity int64) Verdict {
+	switch {
+	case dm.Total > capacity:
+		return VerdictNoFit
+	case dm.Total+int64(ModelError*float64(dm.PeakReserved)) > capacity:
+		return VerdictTight
+	}
+	return VerdictFits
+}
+
+func rankOf(v Verdict) int {
+	switch v {
+	case VerdictFits:
+		return 0
+	case VerdictTight:
+		return 1
+	}
+	return 2
+}
+
+// worse is the worse of two verdicts.
+func worse(a, b Verdict) Verdict {
+	if rankOf(b) > rankOf(a) {
+		return b
+	}
+	return a
 }
 
 // Advice is one change that would make a plan fit (or fit better), with the
 // figure it would reach.
 type Advice struct {
-	Change string `json:"change"`
+	// Change is the flags of the change, or of a set of changes joined by " + ".
+	Change  string   `json:"change"`
+	Changes []string `json:"changes"`
 	// PeakBytes is the largest device total under the change.
-	PeakBytes int64 `json:"peak_bytes"`
-	Fits      bool  `json:"fits"`
+	PeakBytes int64   `json:"peak_bytes"`
+	Fits      bool    `json:"fits"`
+	Verdict   Verdict `json:"verdict"`
 }
 
 // Plan is the planner's answer.
 type Plan struct {
-	Fits  bool   `json:"fits"`
-	Model string `json:"model"`
+	Fits    bool    `json:"fits"`
+	Verdict Verdict `json:"verdict"`
+	Model   string  `json:"model"`
 	// ModelID is the Hugging Face id detect found the model by in the local
 	// cache ("" for a local path): the snippet loads it by that id.
 	ModelID               string            `json:"model_id,omitempty"`
@@ -129,10 +183,14 @@ type Plan struct {
 	GradientCheckpointing Decision          `json:"gradient_checkpointing"`
 	Optimizer             Decision          `json:"optimizer"`
 	MaxBatchSize          int64             `json:"max_batch_size"`
+	MaxSeqLen             int64             `json:"max_seq_len"`
 	Devices               []Device          `json:"devices"`
 	DeviceMap             map[string]string `json:"device_map"`
 	Advice                []Advice          `json:"advice,omitempty"`
-	Notes                 []string          `json:"notes,omitempty"`
+	// VisionLanguage: the model has a vision tower (loaded with
+	// AutoModelForImageTextToText).
+	VisionLanguage bool     `json:"vision_language,omitempty"`
+	Notes          []string `json:"notes,omitempty"`
 
 	placement Placement
 	config    Config
@@ -219,13 +277,13 @@ func (m *Model) kernelFor(a Attention, c Config, cc int) Decision {
 	k := m.SDPAKernel(c, cc)
 	switch k {
 	case KernelFlash:
-		return Decision{string(k), "16-bit inputs on compute capability >= 8.0: SDPA's flash kernel"}
+		return Decision{string(k), "autocast gives SDPA 16-bit inputs; on compute capability >= 8.0 it runs its flash kernel"}
 	case KernelMath:
-		why := "float32 inputs (hf-peft casts the residual stream to float32)"
-		if c.Recipe != RecipeHFPeft {
-			why = "compute capability " + ccString(cc) + " has no SDPA flash kernel"
+		why := "compute capability " + ccString(cc) + " has no SDPA flash kernel"
+		if m.HeadDim > 256 {
+			why = fmt.Sprintf("head size %d is beyond SDPA's flash kernel", m.HeadDim)
 		}
-		return Decision{string(k), why + " with grouped-query attention: the memory-efficient kernel does not take enable_gqa, so SDPA falls back to its math kernel, which keeps the attention probabilities (quadratic in the sequence)"}
+		return Decision{string(k), why + ", and with grouped-query attention the memory-efficient kernel (no enable_gqa) is skipped: SDPA falls back to its math kernel, which upcasts to float32 and keeps the attention probabilities (quadratic in the sequence)"}
 	}
 	return Decision{string(k), "SDPA's memory-efficient kernel: linear in the sequence"}
 }
@@ -244,6 +302,7 @@ func Make(m *Model, gs []gpus.GPU, s Settings) (*Plan, error) {
 	roles, _ := TargetRoles(s.Targets)
 	p := &Plan{Model: m.Family, SeqLen: s.SeqLen, BatchSize: s.Batch, LoRARank: s.Rank, LoRATargets: roles,
 		Recipe: s.Recipe, Strategy: s.Strategy}
+	p.VisionLanguage = m.VisionParams > 0
 	p.ComputeDType = decideDType(gs)
 	p.Attention, p.Notes = decideAttention(m, gs, s.Attention)
 	c := Config{SeqLen: s.SeqLen, Batch: s.Batch, Rank: s.Rank, Targets: roles, Recipe: s.Recipe,
@@ -258,46 +317,72 @@ func Make(m *Model, gs []gpus.GPU, s Settings) (*Plan, error) {
 	if s.Checkpointing == CkptAuto {
 		modes = []Checkpointing{CkptOff, CkptOn, CkptOffload}
 	}
-	var devs []Device
-	var fits bool
+	// The first mode that fits with margin; else the first that is tight;
+	// else the most frugal.
+	var chosen *modeResult
 	for _, mode := range modes {
 		c.Checkpointing = mode
-		p.placement, devs, fits = m.place(c, gs, s.Strategy)
-		if fits {
+		pl, devs, v := m.place(c, gs, s.Strategy)
+		r := &modeResult{mode, pl, devs, v}
+		if chosen == nil || rankOf(v) < rankOf(chosen.verdict) || (v == VerdictNoFit && chosen.verdict == VerdictNoFit) {
+			chosen = r
+		}
+		if v == VerdictFits {
 			break
 		}
 	}
+	c.Checkpointing = chosen.mode
+	p.placement = chosen.placement
 	p.config = c
-	p.Devices, p.Fits = devs, fits
-	p.GradientCheckpointing = ckptDecision(s.Checkpointing, c.Checkpointing, fits)
+	p.Devices, p.Verdict, p.Fits = chosen.devs, chosen.verdict, chosen.verdict != VerdictNoFit
+	p.GradientCheckpointing = ckptDecision(s.Checkpointing, c.Checkpointing, p.Verdict)
 	p.Optimizer = optimizerDecision(s.Optimizer)
 	p.MaxBatchSize = m.maxBatch(c, gs, s.Strategy)
+	// The longest sequence: with checkpointing auto, in whichever mode
+	// reaches furthest.
+	for _, mode := range modes {
+		c2 := c
+		c2.Checkpointing = mode
+		p.MaxSeqLen = max(p.MaxSeqLen, m.maxSeq(c2, gs, s.Strategy))
+	}
 	p.DeviceMap = m.deviceMap(p.placement)
 	if c.Kernel == KernelMath || c.Kernel == KernelEager {
-		p.Notes = append(p.Notes, "attention memory grows with the square of the sequence under this kernel; flash-attention 2 (compute capability >= 8.0) or the lean recipe avoid it")
+		p.Notes = append(p.Notes, "attention memory grows with the square of the sequence under this kernel; flash-attention 2 (compute capability >= 8.0) avoids it")
+	}
+	if p.TrainableParams == 0 {
+		p.Notes = append(p.Notes, "no LoRA target is among the model's 4-bit linear layers (an FP8 or pre-quantized checkpoint?): nothing would train")
 	}
 	if m.Experts > 0 {
 		p.Notes = append(p.Notes, "MoE experts stay 16-bit under transformers 5 (fused parameters bitsandbytes does not convert); hf-peft casts them to float32")
 	}
-	if !fits || p.MaxBatchSize < s.Batch*2 {
+	if p.Verdict != VerdictFits {
 		p.Advice = m.advise(c, gs, s)
 	}
 	return p, nil
 }
 
-func ckptDecision(asked, got Checkpointing, fits bool) Decision {
+type modeResult struct {
+	mode      Checkpointing
+	placement Placement
+	devs      []Device
+	verdict   Verdict
+}
+
+func ckptDecision(asked, got Checkpointing, v Verdict) Decision {
 	if asked != CkptAuto {
 		return Decision{string(got), "given with --gradient-checkpointing"}
 	}
 	switch {
-	case got == CkptOff && fits:
+	case v == VerdictTight:
+		return Decision{string(got), "no mode fits with the model's margin; this one fits only tightly"}
+	case v == VerdictNoFit:
+		return Decision{string(got), "does not fit in any mode; this is the most frugal one"}
+	case got == CkptOff:
 		return Decision{"off", "fits without it, and recomputation would cost about a third more compute"}
-	case got == CkptOn && fits:
-		return Decision{"on", "does not fit without it: only each layer's input is kept, and one layer is recomputed at a time in backward"}
-	case got == CkptOffload && fits:
-		return Decision{"offload", "does not fit even with checkpointing on: layer inputs go to pinned host memory"}
+	case got == CkptOn:
+		return Decision{"on", "does not fit with margin without it: only each layer's input is kept, and one layer is recomputed at a time in backward"}
 	}
-	return Decision{string(got), "does not fit in any mode; this is the most frugal one"}
+	return Decision{"offload", "does not fit with margin even with checkpointing on: layer inputs go to pinned host memory (torch.autograd.graph.save_on_cpu)"}
 }
 
 func optimizerDecision(o Optimizer) Decision {
@@ -311,7 +396,7 @@ func optimizerDecision(o Optimizer) Decision {
 }
 
 // evaluate estimates every device under placement pl.
-func (m *Model) evaluate(c Config, gs []gpus.GPU, pl Placement) ([]Device, bool) {
+func (m *Model) evaluate(c Config, gs []gpus.GPU, pl Placement) ([]Device, Verdict) {
 	mem := m.Estimate(c, pl)
 	used := make([]bool, len(gs))
 	for _, d := range pl.Layer {
@@ -321,7 +406,7 @@ func (m *Model) evaluate(c Config, gs []gpus.GPU, pl Placement) ([]Device, bool)
 	}
 	used[pl.First], used[pl.Last] = true, true
 	devs := make([]Device, len(gs))
-	fits := true
+	verdict := VerdictFits
 	for i, g := range gs {
 		d := Device{Index: i, Name: g.Name, CapacityBytes: g.Capacity()}
 		if used[i] {
@@ -340,15 +425,19 @@ func (m *Model) evaluate(c Config, gs []gpus.GPU, pl Placement) ([]Device, bool)
 			d.Layers = []int{first, last}
 		}
 		d.HeadroomBytes = d.CapacityBytes - d.Total
-		d.Fits = d.HeadroomBytes >= 0
-		fits = fits && d.Fits
+		d.Verdict = VerdictFits
+		if used[i] {
+			d.Verdict = verdictOf(d.DeviceMemory, d.CapacityBytes)
+		}
+		d.Fits = d.Verdict != VerdictNoFit
+		verdict = worse(verdict, d.Verdict)
 		devs[i] = d
 	}
-	return devs, fits
+	return devs, verdict
 }
 
 // place assigns whole decoder layers to devices in order.
-func (m *Model) place(c Config, gs []gpus.GPU, st Strategy) (Placement, []Device, bool) {
+func (m *Model) place(c Config, gs []gpus.GPU, st Strategy) (Placement, []Device, Verdict) {
 	n := len(gs)
 	L := int(m.Layers)
 	if st == Balanced && n > 1 {
@@ -366,13 +455,13 @@ func (m *Model) place(c Config, gs []gpus.GPU, st Strategy) (Placement, []Device
 				}
 			}
 		}
-		devs, fits := m.evaluate(c, gs, best)
-		return best, devs, fits
+		devs, v := m.evaluate(c, gs, best)
+		return best, devs, v
 	}
 	_ = L
 	pl := m.sequential(c, gs)
-	devs, fits := m.evaluate(c, gs, pl)
-	return pl, devs, fits
+	devs, v := m.evaluate(c, gs, pl)
+	return pl, devs, v
 }
 
 // sequential fills device 0 with layers until the next would not fit, then
@@ -391,6 +480,11 @@ func (m *Model) sequential(c Config, gs []gpus.GPU) Placement {
 func (m *Model) fill(c Config, gs []gpus.GPU, u float64, overflow bool) (Placement, bool) {
 	n := len(gs)
 	budget := func(d int) int64 { return int64(u * float64(gs[d].Capacity())) }
+	// A device is full when its total plus the model's error margin reaches
+	// the budget, so that a plan that fits fits with margin.
+	over := func(dm DeviceMemory, d int) bool {
+		return dm.Total+int64(ModelError*float64(dm.PeakReserved)) > budget(d)
+	}
 	pl := Placement{Layer: make([]int, m.Layers), Devices: n, Last: -1} // no tail while filling
 	for l := range pl.Layer {
 		pl.Layer[l] = -1
@@ -398,21 +492,21 @@ func (m *Model) fill(c Config, gs []gpus.GPU, u float64, overflow bool) (Placeme
 	d := 0
 	for l := range pl.Layer {
 		pl.Layer[l] = d
-		if d+1 < n && m.Estimate(c, pl)[d].Total > budget(d) {
+		if d+1 < n && over(m.Estimate(c, pl)[d], d) {
 			d++
 			pl.Layer[l] = d
 		}
-		if !overflow && m.Estimate(c, pl)[d].Total > budget(d) {
+		if !overflow && over(m.Estimate(c, pl)[d], d) {
 			return pl, false
 		}
 	}
 	pl.Last = pl.Layer[len(pl.Layer)-1]
-	if m.Estimate(c, pl)[pl.Last].Total > budget(pl.Last) && pl.Last+1 < n {
+	if over(m.Estimate(c, pl)[pl.Last], pl.Last) && pl.Last+1 < n {
 		pl.Last++
 	}
 	mem := m.Estimate(c, pl)
 	for i := range mem {
-		if mem[i].Total > budget(i) && (i == pl.First || i == pl.Last || contains(pl.Layer, i)) {
+		if over(mem[i], i) && (i == pl.First || i == pl.Last || contains(pl.Layer, i)) {
 			return pl, false
 		}
 	}
@@ -428,125 +522,297 @@ func contains(s []int, v int) bool {
 	return false
 }
 
-// peakOf is the largest total over devices, and whether all fit.
-func (m *Model) peakOf(c Config, gs []gpus.GPU, st Strategy) (int64, bool) {
-	_, devs, fits := m.place(c, gs, st)
+// peakOf is the largest total over devices, and the plan's verdict.
+func (m *Model) peakOf(c Config, gs []gpus.GPU, st Strategy) (int64, Verdict) {
+	_, devs, v := m.place(c, gs, st)
 	var peak int64
 	for _, d := range devs {
 		peak = max(peak, d.Total)
 	}
-	return peak, fits
+	return peak, v
 }
 
-// maxBatch is the largest batch size that fits under c, 0 when none does.
-func (m *Model) maxBatch(c Config, gs []gpus.GPU, st Strategy) int64 {
-	ok := func(b int64) bool {
-		c.Batch = b
-		_, fits := m.peakOf(c, gs, st)
-		return fits
+// largest is the largest n in [lo, hi] for which ok holds, ok being
+// monotone (true up to some n); lo-1 when none.
+func largest(lo, hi int64, ok func(int64) bool) int64 {
+	if !ok(lo) {
+		return lo - 1
 	}
-	if !ok(1) {
-		return 0
-	}
-	lo, hi := int64(1), int64(2)
-	for hi <= 4096 && ok(hi) {
-		lo, hi = hi, hi*2
-	}
-	if hi > 4096 {
-		return lo
-	}
-	for hi-lo > 1 {
-		mid := (lo + hi) / 2
+	for lo < hi {
+		mid := lo + (hi-lo+1)/2
 		if ok(mid) {
 			lo = mid
 		} else {
-			hi = mid
+			hi = mid - 1
 		}
 	}
 	return lo
 }
 
-// advise tries the changes a user can make and reports the figure each reaches.
-func (m *Model) advise(c Config, gs []gpus.GPU, s Settings) []Advice {
-	var out []Advice
-	try := func(change string, c2 Config, gs2 []gpus.GPU) {
-		peak, fits := m.peakOf(c2, gs2, s.Strategy)
-		out = append(out, Advice{Change: change, PeakBytes: peak, Fits: fits})
-	}
-	cc, _ := minCC(gs)
-	if c.Checkpointing == CkptOff {
-		c2 := c
-		c2.Checkpointing = CkptOn
-		try("--gradient-checkpointing on", c2, gs)
-	}
-	if c.Checkpointing != CkptOffload {
-		c2 := c
-		c2.Checkpointing = CkptOffload
-		try("--gradient-checkpointing offload", c2, gs)
-	}
-	if c.Optimizer != PagedAdamW8bit {
-		c2 := c
-		c2.Optimizer = PagedAdamW8bit
-		try("--optimizer paged_adamw_8bit", c2, gs)
-	}
-	if c.Attention != AttnFlash2 && cc >= 80 && m.HeadDim <= 256 {
-		c2 := c
-		c2.Attention, c2.Kernel = AttnFlash2, KernelFlash2
-		try("--attention flash_attention_2 (pip install flash-attn)", c2, gs)
-	}
-	if c.Recipe == RecipeHFPeft {
-		c2 := c
-		c2.Recipe = RecipeLean
-		if c2.Attention == AttnSDPA {
-			c2.Kernel = Kernel(m.kernelFor(AttnSDPA, c2, cc).Value)
-		}
-		try("--recipe lean (keep 16-bit parameters instead of casting them to float32)", c2, gs)
-	}
-	if c.Rank > 4 {
-		c2 := c
-		c2.Rank = max(4, c.Rank/2)
-		try(fmt.Sprintf("--lora-rank %d", c2.Rank), c2, gs)
-	}
-	if c.Batch > 1 {
-		c2 := c
-		c2.Batch = 1
-		try("--batch-size 1 (with gradient accumulation)", c2, gs)
-	}
-	// The longest sequence, in steps of 256 tokens, that fits as configured.
-	for _, frac := range []int64{2, 4, 8} {
-		c2 := c
-		c2.SeqLen = max(256, c.SeqLen/frac/256*256)
-		if c2.SeqLen >= c.SeqLen {
-			break
-		}
-		try(fmt.Sprintf("--seq-len %d", c2.SeqLen), c2, gs)
-		if _, fits := m.peakOf(c2, gs, s.Strategy); fits {
-			break
-		}
-	}
-	more := append(append([]gpus.GPU(nil), gs...), gs[len(gs)-1])
-	for i := range more {
-		more[i].Index = i
-	}
-	try(fmt.Sprintf("%d GPUs like the last one", len(more)), c, more)
-	if bigger, ok := largerGPU(gs); ok {
-		big := make([]gpus.GPU, len(gs))
-		for i := range big {
-			big[i] = gpus.GPU{Index: i, Name: bigger.Full, TotalBytes: bigger.Bytes, Major: bigger.Major, Minor: bigger.Minor, Source: "preset"}
-		}
-		c2 := c
-		try(fmt.Sprintf("%d x %s (--gpus %s)", len(gs), bigger.Full, bigger.Name), c2, big)
-	}
-	sort.SliceStable(out, func(i, j int) bool {
-		if out[i].Fits != out[j].Fits {
-			return out[i].Fits
-		}
-		return out[i].PeakBytes < out[j].PeakBytes
+// maxBatch is the largest batch size that fits with margin under c, 0 when
+// none does.
+func (m *Model) maxBatch(c Config, gs []gpus.GPU, st Strategy) int64 {
+	return largest(1, 4096, func(b int64) bool {
+		c.Batch = b
+		_, v := m.peakOf(c, gs, st)
+		return v == VerdictFits
 	})
-	return out
 }
 
-// largerGPU is the smallest preset with more memory than the smallest GPU given.
+// seqStep is the granularity of the longest-sequence answers.
+const seqStep = 128
+
+// maxSeq is the longest sequence, in steps of 128 tokens, that fits with
+// margin under c (batch as given), 0 when none does.
+func (m *Model) maxSeq(c Config, gs []gpus.GPU, st Strategy) int64 {
+	n := largest(1, 1<<20/seqStep, func(k int64) bool {
+		c.SeqLen = k * seqStep
+		_, v := m.peakOf(c, gs, st)
+		return v == VerdictFits
+	})
+	return max(0, n*seqStep)
+}
+
+// change is one thing a user can change, as a function of the settings it
+// applies to; cost orders changes by what they take from the user (speed,
+// quality, hardware).
+type change struct {
+	dim  string
+	cost int
+	// apply changes c and gs; it returns the flags to print, or "" when the
+	// change cannot make anything fit.
+	apply func(c *Config, gs *[]gpus.GPU) string
+}
+
+// changes lists, per dimension, the alternatives to what c and gs have.
+func (m *Model) changes(c Config, gs []gpus.GPU, st Strategy) [][]change {
+	cc, _ := minCC(gs)
+	var dims [][]change
+	if c.Attention != AttnFlash2 && cc >= 80 && m.HeadDim <= 256 {
+		dims = append(dims, []change{{"attention", 1, func(c *Config, _ *[]gpus.GPU) string {
+			c.Attention, c.Kernel = AttnFlash2, KernelFlash2
+			return "--attention flash_attention_2"
+		}}})
+	}
+	if c.Optimizer != PagedAdamW8bit {
+		dims = append(dims, []change{{"optimizer", 1, func(c *Config, _ *[]gpus.GPU) string {
+			c.Optimizer = PagedAdamW8bit
+			return "--optimizer paged_adamw_8bit"
+		}}})
+	}
+	if c.Recipe == RecipeHFPeft {
+		dims = append(dims, []change{{"recipe", 2, func(c *Config, _ *[]gpus.GPU) string {
+			c.Recipe = RecipeLean
+			return "--recipe lean"
+		}}})
+	}
+	if c.Batch > 1 {
+		b := c.Batch
+		dims = append(dims, []change{{"batch", 2, func(c *Config, _ *[]gpus.GPU) string {
+			c.Batch, c.Accumulate = 1, true
+			return fmt.Sprintf("--batch-size 1 (gradient_accumulation_steps=%d)", b)
+		}}})
+	}
+	var ck []change
+	if c.Checkpointing == CkptOff {
+		ck = append(ck, change{"checkpointing", 3, func(c *Config, _ *[]gpus.GPU) string {
+			c.Checkpointing = CkptOn
+			return "--gradient-checkpointing on"
+		}})
+	}
+	if c.Checkpointing != CkptOffload {
+		ck = append(ck, change{"checkpointing", 5, func(c *Config, _ *[]gpus.GPU) string {
+			c.Checkpointing = CkptOffload
+			return "--gradient-checkpointing offload"
+		}})
+	}
+	if len(ck) > 0 {
+		dims = append(dims, ck)
+	}
+	var rk []change
+	for _, div := range []int64{2, 4} {
+		if r := c.Rank / div; r >= 4 {
+			rk = append(rk, change{"rank", 3 + int(div)/2, func(c *Config, _ *[]gpus.GPU) string {
+				c.Rank = r
+				return fmt.Sprintf("--lora-rank %d", r)
+			}})
+		}
+	}
+	if len(rk) > 0 {
+		dims = append(dims, rk)
+	}
+	var hw []change
+	for k := 1; k <= 3 && len(gs)+k <= 8; k++ {
+		hw = append(hw, change{"gpus", 7 + k, func(_ *Config, gs *[]gpus.GPU) string {
+			more := append([]gpus.GPU(nil), *gs...)
+			for i := 0; i < k; i++ {
+				more = append(more, (*gs)[len(*gs)-1])
+			}
+			for i := range more {
+				more[i].Index = i
+			}
+			*gs = more
+			return fmt.Sprintf("%d GPUs like the last one", len(more))
+		}})
+	}
+	if len(hw) > 0 {
+		dims = append(dims, hw)
+	}
+	hw = nil
+	if bigger, ok := largerGPU(gs); ok {
+		hw = append(hw, change{"larger gpu", 9, func(_ *Config, gs *[]gpus.GPU) string {
+			big := make([]gpus.GPU, len(*gs))
+			for i := range big {
+				big[i] = gpus.GPU{Index: i, Name: bigger.Full, TotalBytes: bigger.Bytes, Major: bigger.Major, Minor: bigger.Minor, Source: "preset"}
+			}
+			*gs = big
+			if len(big) > 1 {
+				return fmt.Sprintf("--gpus %sx%d (%s)", bigger.Name, len(big), bigger.Full)
+			}
+			return fmt.Sprintf("--gpus %s (%s)", bigger.Name, bigger.Full)
+		}})
+	}
+	if len(hw) > 0 {
+		dims = append(dims, hw)
+	}
+	// Last, so that it sees every other change of its set.
+	if c.SeqLen > seqStep {
+		// Shorten to the longest sequence that fits with the other changes.
+		dims = append(dims, []change{{"seq", 6, func(c *Config, gs *[]gpus.GPU) string {
+			c2 := *c
+			c2.SeqLen = c.SeqLen - seqStep
+			s := m.maxSeq(c2, *gs, st)
+			if s <= 0 || s >= c.SeqLen {
+				return ""
+			}
+			c.SeqLen = min(s, c.SeqLen-seqStep)
+			return fmt.Sprintf("--seq-len %d", c.SeqLen)
+		}}})
+	}
+	return dims
+}
+
+// maxAdvice caps the sets of changes reported.
+const maxAdvice = 8
+
+// advise searches combinations of changes (recipe, sequence, batch, rank,
+// checkpointing or offload, optimizer, attention, GPUs) for the smallest sets
+// that make the plan fit with margin: every set of one change, then of two,
+// and so on, keeping only sets none of whose subsets already fits. It
+// returns those sets (fewest changes first, then the cheapest), followed by
+// each single change that does not suffice, with the total it reaches.
+func (m *Model) advise(c Config, gs []gpus.GPU, s Settings) []Advice {
+	dims := m.changes(c, gs, s.Strategy)
+	type combo struct {
+		pick []int // per dimension: -1 unchanged, else the alternative
+		size int
+		cost int
+	}
+	var found []combo
+	var singles []Advice
+	// Alternatives within a dimension go from mild to strong (checkpointing
+	// on, then offload; rank halved, then quartered; one more GPU, then two):
+	// a set is not minimal when a set already found has, in each of its
+	// dimensions, this set's alternative or a milder one.
+	subsetOfFound := func(pick []int) bool {
+		for _, f := range found {
+			sub := true
+			for d, v := range f.pick {
+				if v >= 0 && pick[d] < v {
+					sub = false
+					break
+				}
+			}
+			if sub {
+				return true
+			}
+		}
+		return false
+	}
+	var fitting []Advice
+	minSize := 0
+	pick := make([]int, len(dims))
+	var walk func(d, size, cost, want int)
+	try := func(size, cost int) {
+		if subsetOfFound(pick) {
+			return
+		}
+		c2, gs2 := c, append([]gpus.GPU(nil), gs...)
+		var flags []string
+		for d, v := range pick {
+			if v < 0 {
+				continue
+			}
+			f := dims[d][v].apply(&c2, &gs2)
+			if f == "" {
+				return
+			}
+			flags = append(flags, f)
+		}
+		peak, v := m.peakOf(c2, gs2, s.Strategy)
+		a := Advice{Change: strings.Join(flags, " + "), Changes: flags, PeakBytes: peak, Verdict: v, Fits: v == VerdictFits}
+		if v == VerdictFits {
+			found = append(found, combo{append([]int(nil), pick...), size, cost})
+			fitting = append(fitting, a)
+			if minSize == 0 {
+				minSize = size
+			}
+		} else if size == 1 {
+			singles = append(singles, a)
+		}
+	}
+	walk = func(d, size, cost, want int) {
+		if size == want {
+			try(size, cost)
+			return
+		}
+		if d == len(dims) || len(dims)-d < want-size {
+			return
+		}
+		for v := range dims[d] {
+			pick[d] = v
+			walk(d+1, size+1, cost+dims[d][v].cost, want)
+		}
+		pick[d] = -1
+		walk(d+1, size, cost, want)
+	}
+	for i := range pick {
+		pick[i] = -1
+	}
+	for k := 1; k <= min(4, len(dims)); k++ {
+		if minSize > 0 && k > minSize+1 {
+			break
+		}
+		walk(0, 0, 0, k)
+	}
+	costOf := func(a Advice) (int, int) {
+		for i, f := range fitting {
+			if f.Change == a.Change {
+				return found[i].size, found[i].cost
+			}
+		}
+		return 0, 0
+	}
+	sort.SliceStable(fitting, func(i, j int) bool {
+		si, ci := costOf(fitting[i])
+		sj, cj := costOf(fitting[j])
+		if si != sj {
+			return si < sj
+		}
+		if ci != cj {
+			return ci < cj
+		}
+		return fitting[i].PeakBytes < fitting[j].PeakBytes
+	})
+	if len(fitting) > maxAdvice {
+		fitting = fitting[:maxAdvice]
+	}
+	sort.SliceStable(singles, func(i, j int) bool { return singles[i].PeakBytes < singles[j].PeakBytes })
+	return append(fitting, singles...)
+}
+
+// largerGPU is the smallest preset with at least a fifth more memory than
+// the smallest GPU given.
 func largerGPU(gs []gpus.GPU) (gpus.Preset, bool) {
 	small := int64(math.MaxInt64)
 	for _, g := range gs {
@@ -555,7 +821,7 @@ func largerGPU(gs []gpus.GPU) (gpus.Preset, bool) {
 	var best gpus.Preset
 	found := false
 	for _, p := range gpus.Presets {
-		if p.Bytes > small && p.Major >= 8 && (!found || p.Bytes < best.Bytes) {
+		if p.Bytes > small*6/5 && p.Major >= 8 && (!found || p.Bytes < best.Bytes) {
 			best, found = p, true
 		}
 	}

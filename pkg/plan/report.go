@@ -23,9 +23,9 @@ func (p *Plan) WriteJSON(w io.Writer) error {
 // capacity and headroom, then the decisions with their reasons, then advice.
 func (p *Plan) WriteReport(w io.Writer) error {
 	var b strings.Builder
-	verdict := "FITS"
-	if !p.Fits {
-		verdict = "DOES NOT FIT"
+	verdict := strings.ToUpper(string(p.Verdict))
+	if p.Verdict == VerdictTight {
+		verdict = fmt.Sprintf("TIGHT (fits as predicted, but within the model's error of %.0f%%)", 100*ModelError)
 	}
 	fmt.Fprintf(&b, "plan: %s, seq %d x batch %d, LoRA r=%d (%s trainable parameters), recipe %s: %s\n",
 		p.Model, p.SeqLen, p.BatchSize, p.LoRARank, groupDigits(p.TrainableParams), p.Recipe, verdict)
@@ -59,22 +59,20 @@ func (p *Plan) WriteReport(w io.Writer) error {
 		{"gradient checkpointing", p.GradientCheckpointing}, {"optimizer", p.Optimizer}} {
 		fmt.Fprintf(&b, "  %-23s %s: %s\n", x.k, x.d.Value, x.d.Reason)
 	}
-	fmt.Fprintf(&b, "  %-23s %d (largest batch that fits with these settings)\n", "max batch size", p.MaxBatchSize)
+	fmt.Fprintf(&b, "  %-23s %d (largest batch that fits with margin, these settings)\n", "max batch size", p.MaxBatchSize)
+	fmt.Fprintf(&b, "  %-23s %d (longest sequence that fits with margin at batch %d, these settings, checkpointing in any mode auto allows)\n", "max sequence length", p.MaxSeqLen, p.BatchSize)
 	for _, n := range p.Notes {
 		fmt.Fprintf(&b, "  note: %s\n", n)
 	}
 	if len(p.Advice) > 0 {
-		if p.Fits {
-			b.WriteString("\nother options:\n")
+		if p.Verdict == VerdictFits {
+			b.WriteString("\nother options (largest device total):\n")
 		} else {
-			b.WriteString("\nto make it fit (largest device total under each change):\n")
+			b.WriteString("\nsmallest sets of changes that make it fit, then single changes that do not suffice\n(largest device total under each):\n")
 		}
 		for _, a := range p.Advice {
-			mark := "no "
-			if a.Fits {
-				mark = "fits"
-			}
-			fmt.Fprintf(&b, "  [%s] %-70s %s\n", mark, a.Change, units.Bytes(a.PeakBytes))
+			mark := map[Verdict]string{VerdictFits: "fits ", VerdictTight: "tight", VerdictNoFit: "no   "}[a.Verdict]
+			fmt.Fprintf(&b, "  [%s] %-80s %s\n", mark, a.Change, units.Bytes(a.PeakBytes))
 		}
 	}
 	_, err := io.WriteString(w, b.String())
@@ -105,9 +103,14 @@ func init() {
 	peftModules["shared_expert"] = "all-linear"
 }
 
-// WritePython prints a ready-to-run transformers + peft training snippet
-// with the plan's settings, loading modelPath ("" for the model id detect
-// found in the Hugging Face cache, else a placeholder).
+// WritePython prints a training snippet that runs as printed and does what
+// the plan decided: the device map, attention, compute dtype, recipe,
+// checkpointing (offloaded through torch.autograd.graph.save_on_cpu when
+// chosen), optimizer and LoRA settings, with transformers' Trainer. Its
+// train_dataset hook makes random token ids of the planned length (the
+// memory is the same as with real text) and says how to put real data in.
+// It loads modelPath ("" for the model id detect found in the Hugging Face
+// cache, else a placeholder).
 func (p *Plan) WritePython(w io.Writer, modelPath string) error {
 	if modelPath == "" {
 		modelPath = p.ModelID
@@ -126,6 +129,10 @@ func (p *Plan) WritePython(w io.Writer, modelPath string) error {
 			mods, seen[n] = append(mods, strconv.Quote(n)), true
 		}
 	}
+	target := "[" + strings.Join(mods, ", ") + "]"
+	if seen["all-linear"] || len(mods) == 0 {
+		target = `"all-linear"`
+	}
 	keys := make([]string, 0, len(p.DeviceMap))
 	for k := range p.DeviceMap {
 		keys = append(keys, k)
@@ -135,17 +142,34 @@ func (p *Plan) WritePython(w io.Writer, modelPath string) error {
 	for _, k := range keys {
 		fmt.Fprintf(&dm, "    %q: %s,\n", k, p.DeviceMap[k])
 	}
+	auto := "AutoModelForCausalLM"
+	if p.VisionLanguage {
+		auto = "AutoModelForImageTextToText"
+	}
 	gc := p.GradientCheckpointing.Value != "off"
+	offload := p.GradientCheckpointing.Value == "offload"
+	var peak int64
+	for _, d := range p.Devices {
+		peak = max(peak, d.PeakReserved)
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, `# nf4pipe plan: %s, seq %d, batch %d, LoRA r=%d; predicted to fit: %v
+	fmt.Fprintf(&b, `# nf4pipe plan: %s, seq %d, batch %d, LoRA r=%d, recipe %s: %s
+# predicted peak torch.cuda.max_memory_reserved (largest device): %d bytes (%s)
+import importlib.util
+
 import torch
-from transformers import AutoModelForCausalLM, BitsAndBytesConfig, Trainer, TrainingArguments
+from transformers import %s, BitsAndBytesConfig, Trainer, TrainingArguments
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
 model_path = %q
+SEQ_LEN, BATCH = %d, %d
+attn = %q
+if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+    print("flash-attn is not installed (pip install flash-attn): using sdpa, whose flash kernel keeps the same memory")
+    attn = "sdpa"
 device_map = {
 %s}
-model = AutoModelForCausalLM.from_pretrained(
+model = %s.from_pretrained(
     model_path,
     quantization_config=BitsAndBytesConfig(
         load_in_4bit=True,
@@ -155,46 +179,79 @@ model = AutoModelForCausalLM.from_pretrained(
     ),
     dtype=%s,
     device_map=device_map,
-    attn_implementation=%q,
+    attn_implementation=attn,
 )
-`, p.Model, p.SeqLen, p.BatchSize, p.LoRARank, p.Fits, modelPath, dm.String(), dtype, dtype, p.Attention.Value)
+`, p.Model, p.SeqLen, p.BatchSize, p.LoRARank, p.Recipe, p.Verdict, peak, units.Bytes(peak),
+		auto, modelPath, p.SeqLen, p.BatchSize, p.Attention.Value, dm.String(), auto, dtype, dtype)
 	if p.Recipe == RecipeHFPeft {
-		fmt.Fprintf(&b, "model = prepare_model_for_kbit_training(\n    model, use_gradient_checkpointing=%s,\n    gradient_checkpointing_kwargs={\"use_reentrant\": False})\n", pyBool(gc))
-	} else if gc {
-		b.WriteString("model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={\"use_reentrant\": False})\nmodel.enable_input_require_grads()\n")
+		fmt.Fprintf(&b, "# hf-peft: casts every parameter that is not 4-bit to float32\nmodel = prepare_model_for_kbit_training(\n    model, use_gradient_checkpointing=%s,\n    gradient_checkpointing_kwargs={\"use_reentrant\": False})\n", pyBool(gc))
+	} else {
+		b.WriteString("# lean: parameters stay 16-bit\n")
+		if gc {
+			b.WriteString("model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={\"use_reentrant\": False})\n")
+		}
+		b.WriteString("model.enable_input_require_grads()\n")
 	}
 	fmt.Fprintf(&b, `model = get_peft_model(model, LoraConfig(
     r=%d, lora_alpha=%d, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
-    target_modules=[%s]))
+    target_modules=%s))
 model.print_trainable_parameters()
+
+
+def train_dataset():
+    """The training data: token ids of SEQ_LEN tokens, labels = input_ids.
+
+    Random ids use exactly the memory real text does. For real data, e.g.:
+        from datasets import load_dataset
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(model_path)
+        text = load_dataset("text", data_files="train.txt")["train"]
+        ids = tok("\n\n".join(text["text"]), return_tensors="pt").input_ids[0]
+        ids = ids[: len(ids) // SEQ_LEN * SEQ_LEN].view(-1, SEQ_LEN)
+    """
+    vocab = model.config.get_text_config().vocab_size
+    ids = torch.randint(0, vocab, (8 * BATCH, SEQ_LEN), generator=torch.Generator().manual_seed(0))
+    return [{"input_ids": r, "labels": r} for r in ids]
+
 
 args = TrainingArguments(
     output_dir="out",
-    per_device_train_batch_size=%d,
+    per_device_train_batch_size=BATCH,
     gradient_accumulation_steps=1,
     gradient_checkpointing=%s,
     gradient_checkpointing_kwargs={"use_reentrant": False},
     optim=%q,
     %s=True,
     learning_rate=2e-4,
-    logging_steps=10,
+    num_train_epochs=1,
+    logging_steps=1,
+    save_strategy="no",
+    report_to="none",
 )
-# train_dataset: token ids of length %d (labels = input_ids), e.g. from datasets + tokenizer.
-`, p.LoRARank, p.LoRARank, strings.Join(mods, ", "), p.BatchSize, pyBool(gc), string(p.config.Optimizer), p.ComputeDType.Value, p.SeqLen)
-	if p.GradientCheckpointing.Value == "offload" {
+`, p.LoRARank, p.LoRARank, target, pyBool(gc), string(p.config.Optimizer), p.ComputeDType.Value)
+	if offload {
 		b.WriteString(`
+
 class OffloadTrainer(Trainer):
-    # Keep the checkpointed layer inputs in pinned host memory.
+    """Offloaded checkpointing: the tensors autograd keeps (the checkpointed
+    layer inputs) go to pinned host memory and come back in backward."""
+
     def compute_loss(self, model, inputs, *a, **kw):
         with torch.autograd.graph.save_on_cpu(pin_memory=True):
             return super().compute_loss(model, inputs, *a, **kw)
 
-trainer = OffloadTrainer(model=model, args=args, train_dataset=train_dataset)
+
+trainer = OffloadTrainer(model=model, args=args, train_dataset=train_dataset())
 `)
 	} else {
-		b.WriteString("trainer = Trainer(model=model, args=args, train_dataset=train_dataset)\n")
+		b.WriteString("trainer = Trainer(model=model, args=args, train_dataset=train_dataset())\n")
 	}
-	b.WriteString("trainer.train()\n")
+	b.WriteString(`for d in range(torch.cuda.device_count()):
+    torch.cuda.reset_peak_memory_stats(d)  # measure training, not loading
+trainer.train()
+for d in range(torch.cuda.device_count()):
+    print(f"cuda:{d} peak reserved {torch.cuda.max_memory_reserved(d)} bytes")
+`)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -21,6 +21,7 @@ type spec struct {
 	shape    []int64
 	quantize bool
 	payload  []byte
+	store    string // the "store" annotation, when set
 }
 
 func (s spec) elements() int64 {
@@ -75,6 +76,11 @@ func makeStream(tb testing.TB, specs ...spec) []byte {
 		}
 		if err := t.SetAnn("custom", "x"); err != nil {
 			tb.Fatal(err)
+		}
+		if s.store != "" {
+			if err := t.SetAnn(tensorstream.AnnStore, s.store); err != nil {
+				tb.Fatal(err)
+			}
 		}
 		p := s.payload
 		if p == nil {

@@ -646,3 +646,42 @@ func TestSameFormat(t *testing.T) {
 		t.Errorf("raw tensor: %v", err)
 	}
 }
+
+// TestStoreAnnotation: a kept tensor whose "store" annotation names another
+// dtype is written in it (detect marks deepseek_v3's router correction bias
+// F32, as transformers saves it), ahead of --cast; a bad one is refused.
+func TestStoreAnnotation(t *testing.T) {
+	bf16 := make([]byte, 2*4)
+	for i, v := range []uint16{0x3F80, 0xBF81, 0x0001, 0x7F80} {
+		putU16(bf16[2*i:], v)
+	}
+	in := makeStream(t,
+		spec{name: "bias", dt: tensorstream.BF16, shape: []int64{4}, payload: bf16, store: "F32"},
+		spec{name: "norm", dt: tensorstream.BF16, shape: []int64{4}, payload: bf16})
+	for _, cast := range []tensorstream.DType{"", tensorstream.F16} {
+		o := cpuOptions()
+		o.Cast, o.ChunkSize = cast, 3
+		out, sum := mustRun(t, in, o)
+		_, got := readAll(t, out)
+		b := got[0]
+		if b.t.DType != tensorstream.F32 || b.t.Size != 16 {
+			t.Fatalf("--cast %q: stored %s, %d bytes; want F32, 16", cast, b.t.DType, b.t.Size)
+		}
+		for i := range 4 {
+			if g, w := getU32(b.payload[4*i:]), uint32(getU16(bf16[2*i:]))<<16; g != w {
+				t.Errorf("--cast %q: element %d %08x, want %08x", cast, i, g, w)
+			}
+		}
+		wantNorm := tensorstream.BF16
+		if cast != "" {
+			wantNorm = cast
+		}
+		if got[1].t.DType != wantNorm || sum.Cast != map[bool]int{true: 1, false: 2}[cast == ""] {
+			t.Errorf("--cast %q: norm %s, summary %+v", cast, got[1].t.DType, sum)
+		}
+	}
+	bad := makeStream(t, spec{name: "bias", dt: tensorstream.BF16, shape: []int64{4}, store: "I8"})
+	if _, _, err := run(t, bad, cpuOptions()); err == nil || !strings.Contains(err.Error(), `store annotation "I8"`) {
+		t.Errorf("store I8: %v", err)
+	}
+}

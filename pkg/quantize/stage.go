@@ -142,13 +142,31 @@ func (s *stage) tensor(p *pipeline, t *tensorstream.Tensor) error {
 			return err
 		}
 	}
-	switch {
-	case q:
+	if q {
 		return s.quantize(p, t)
-	case s.o.Cast != "" && t.Encoding == tensorstream.Raw && quantizable(t.DType) && t.DType != s.o.Cast:
-		return s.cast(p, t)
+	}
+	to, err := keptDType(t, s.o.Cast)
+	if err != nil {
+		return err
+	}
+	if to != "" && t.Encoding == tensorstream.Raw && quantizable(t.DType) && t.DType != to {
+		return s.cast(p, t, to)
 	}
 	return s.keep(p, t)
+}
+
+// keptDType is the dtype kept tensor t is written in: its "store" annotation
+// (detect sets it where transformers keeps a tensor float32 whatever the
+// model's dtype), else cast (--cast), else "" for its own.
+func keptDType(t *tensorstream.Tensor, cast tensorstream.DType) (tensorstream.DType, error) {
+	store := tensorstream.DType(t.AnnString(tensorstream.AnnStore))
+	switch {
+	case store == "":
+		return cast, nil
+	case !quantizable(store):
+		return "", fmt.Errorf("tensor %q: store annotation %q: want F32, F16 or BF16", t.Name, store)
+	}
+	return store, nil
 }
 
 // each hands b to use s.chunk bytes at a time.
@@ -252,12 +270,12 @@ func (s *stage) quantize(p *pipeline, t *tensorstream.Tensor) error {
 	return nil
 }
 
-// cast converts t's raw payload to s.o.Cast piece by piece; an element cut
+// cast converts t's raw payload to dtype to piece by piece; an element cut
 // by a piece's end waits in carry for the rest of its bytes.
-func (s *stage) cast(p *pipeline, t *tensorstream.Tensor) error {
+func (s *stage) cast(p *pipeline, t *tensorstream.Tensor, to tensorstream.DType) error {
 	ct := t.Clone()
-	ct.DType = s.o.Cast
-	ct.Size = t.NumElements() * int64(s.o.Cast.Size())
+	ct.DType = to
+	ct.Size = t.NumElements() * int64(to.Size())
 	if err := p.put(wop{kind: opTensor, t: ct}); err != nil {
 		return err
 	}
@@ -265,10 +283,10 @@ func (s *stage) cast(p *pipeline, t *tensorstream.Tensor) error {
 	out := &outWriter{p: p}
 	var carry []byte
 	convert := func(b []byte) error {
-		if need := len(b) / es * s.o.Cast.Size(); cap(s.castBuf) < need {
+		if need := len(b) / es * to.Size(); cap(s.castBuf) < need {
 			s.castBuf = make([]byte, need)
 		}
-		_, err := out.Write(Cast(s.castBuf, b, t.DType, s.o.Cast))
+		_, err := out.Write(Cast(s.castBuf, b, t.DType, to))
 		return err
 	}
 	if _, err := payload(p, func(it *step) error {

@@ -140,6 +140,7 @@ const (
 	AnnQuantize = "quantize" // bool: the policy quantizes this tensor
 	AnnReason   = "reason"   // string: why the policy decided so
 	AnnDevice   = "device"   // string: the device the plan assigned, e.g. "cuda:0"
+	AnnStore    = "store"    // string: the dtype a kept tensor is to be written in, e.g. "F32"
 )
 
 // NumElements returns the product of the shape (1 for a scalar).

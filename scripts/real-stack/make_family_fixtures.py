@@ -51,7 +51,11 @@ def families():
                            fullatt_block_indexes=[1], window_size=112, patch_size=14, spatial_merge_size=2,
                            temporal_patch_size=2)), AutoModelForImageTextToText
     yield "mllama", lambda: c.MllamaConfig(
-        text_config=dict(T, model_type="mllama_text_model", num_hidden_layers=4, cross_attention_layers=[1]),
+        # pad_token_id: MllamaTextConfig's default, 128004, is past the tiny
+        # vocabulary (512 + 8 embedding rows), which nn.Embedding refuses
+        # ("Padding_idx must be within num_embeddings", the H200 run of 2026-12-03).
+        text_config=dict(T, model_type="mllama_text_model", num_hidden_layers=4, cross_attention_layers=[1],
+                         pad_token_id=0),
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_global_layers=1,
                            attention_heads=2, image_size=32, patch_size=8,
                            # transformers 5.17 accepts only 4 tiles with the default
@@ -60,9 +64,9 @@ def families():
                            max_num_tiles=4,
                            supported_aspect_ratios=[[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]],
                            intermediate_layers_indices=[0], vision_output_dim=64)), AutoModelForImageTextToText
-    # Families nf4pipe claims with no fixture yet beyond mllama: cohere (v1,
-    # with its per-head q/k norms) and deepseek_v3 (q_lora_rank: q_a/q_b
-    # projections; the noaux_tc router's e_score_correction_bias).
+    # cohere (v1, with its per-head q/k norms) and deepseek_v3 (q_lora_rank:
+    # q_a/q_b projections; the noaux_tc router's e_score_correction_bias),
+    # adopted from the H200 run of 2026-12-03.
     yield "cohere", lambda: text("CohereConfig", use_qk_norm=True), AutoModelForCausalLM
     yield "deepseek_v3", lambda: text("DeepseekV3Config", moe_intermediate_size=32, n_routed_experts=4,
                                       num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
