@@ -13,6 +13,8 @@ import (
 	"github.com/nf4pipe/nf4pipe/internal/fixtures"
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func runCLI(t *testing.T, args ...string) (int, string, string) {
@@ -47,56 +49,43 @@ func TestCLIInfoJSON(t *testing.T) {
 	}
 }
 
+// TestCLIStreamToFileAndFlags: detect on qwen2_moe (2 layers of 4 routed
+// experts; 8 tensors a layer 4-bit by default) with policy flags, into a file.
 func TestCLIStreamToFileAndFlags(t *testing.T) {
-	dir := fixtures.Shared(t, "models", "mixtral")
+	dir := fixtures.Model(t, "qwen2_moe")
 	outPath := filepath.Join(t.TempDir(), "s.nf4s")
 	code, _, errs := runCLI(t, "-o", outPath, "--quantize-experts", "--skip", "*.q_proj.weight", dir)
-	if code != cli.ExitOK {
-		t.Fatalf("exit %d: %s", code, errs)
-	}
-	if !strings.Contains(errs, "mixtral") {
-		t.Errorf("no report on stderr: %q", errs)
-	}
+	require.Equal(t, cli.ExitOK, code, errs)
+	assert.Contains(t, errs, "qwen2_moe", "report on stderr")
 	f, err := os.Open(outPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer f.Close()
 	r := tensorstream.NewReader(f)
 	h, err := r.Header()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var experts, q int
 	for {
 		tt, err := r.Next()
 		if err == io.EOF {
 			break
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		if tt.AnnBool(tensorstream.AnnQuantize) {
 			q++
-			if strings.HasSuffix(tt.Name, "q_proj.weight") {
-				t.Errorf("%s quantized despite --skip", tt.Name)
-			}
+			assert.False(t, strings.HasSuffix(tt.Name, "q_proj.weight"), "%s quantized despite --skip", tt.Name)
 			if tt.AnnString(tensorstream.AnnRole) == arch.RoleExpert {
 				experts++
 			}
 		}
 	}
-	if experts != 24 || q != 24+6 {
-		t.Errorf("experts quantized %d, total quantized %d", experts, q)
-	}
-	if len(h.Stages) != 1 || h.Stages[0].Name != "detect" {
-		t.Errorf("stages %+v", h.Stages)
-	}
+	assert.Equal(t, 2*4*3, experts, "routed experts quantized")
+	assert.Equal(t, 2*4*3+2*8-2, q, "tensors quantized")
+	require.Len(t, h.Stages, 1)
+	assert.Equal(t, "detect", h.Stages[0].Name)
 	// The stage record says what ran: the flags given, in their long names.
 	want := []string{"--output=" + outPath, "--quantize-experts", "--skip=*.q_proj.weight", dir}
-	if got := h.Stages[0].Args; strings.Join(got, " ") != strings.Join(want, " ") || h.Stages[0].Version != cli.Version {
-		t.Errorf("stage record %s %v, want %s %v", h.Stages[0].Version, got, cli.Version, want)
-	}
+	assert.Equal(t, want, h.Stages[0].Args)
+	assert.Equal(t, cli.Version, h.Stages[0].Version)
 }
 
 func TestCLIUsage(t *testing.T) {

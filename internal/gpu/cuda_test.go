@@ -15,6 +15,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/nf4pipe/nf4pipe/internal/fixtures"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"gorgonia.org/cu"
 )
@@ -34,7 +35,7 @@ func openGPU(t *testing.T) *Device {
 func TestGoldenGPU(t *testing.T) {
 	d := openGPU(t)
 	for _, name := range goldenNames {
-		f := readGolden(t, name)
+		f := readGolden(t, fixtures.Shared(t, "bnb", name))
 		for _, c := range f.cases {
 			dt := quant.BF16
 			if c.DType == "float16" {

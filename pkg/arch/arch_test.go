@@ -10,6 +10,7 @@ import (
 
 	"github.com/nf4pipe/nf4pipe/internal/fixtures"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
+	"github.com/stretchr/testify/assert"
 )
 
 // publishedTotals are the real parameter counts of the models whose config.json
@@ -259,9 +260,11 @@ func offsetOf(t *testing.T, js []byte) float32 {
 	return float32(v)
 }
 
+// TestPolicyOptions: the policy's switches on qwen2_moe (2 layers of 4
+// experts, a shared expert and q/k/v/o each): by default 8 tensors a layer
+// are 4-bit, the routed experts' 24 only when asked.
 func TestPolicyOptions(t *testing.T) {
-	m, ck := openTiny(t, "mixtral")
-	_ = m
+	_, ck := openTiny(t, "qwen2_moe")
 	descs := realDescs(ck)
 	count := func(p Policy) (n int) {
 		for _, tt := range Annotate(descs, p) {
@@ -272,18 +275,11 @@ func TestPolicyOptions(t *testing.T) {
 		return n
 	}
 	base := count(Policy{})
-	if got := count(Policy{QuantizeExperts: true}); got != base+2*4*3 {
-		t.Errorf("--quantize-experts: %d quantized, want %d", got, base+24)
-	}
-	if got := count(Policy{Skip: []string{"*.self_attn.q_proj.weight"}}); got != base-2 {
-		t.Errorf("--skip q_proj: %d, want %d", got, base-2)
-	}
-	if got := count(Policy{Only: []string{"model.layers.0.*"}}); got != base/2 {
-		t.Errorf("--only layer 0: %d, want %d", got, base/2)
-	}
-	if err := (Policy{Skip: []string{"["}}).Validate(); !errors.Is(err, ErrPattern) {
-		t.Errorf("bad pattern: %v", err)
-	}
+	assert.Equal(t, 2*8, base, "default policy")
+	assert.Equal(t, base+2*4*3, count(Policy{QuantizeExperts: true}), "QuantizeExperts")
+	assert.Equal(t, base-2, count(Policy{Skip: []string{"*.self_attn.q_proj.weight"}}), "Skip q_proj")
+	assert.Equal(t, base/2, count(Policy{Only: []string{"model.layers.0.*"}}), "Only layer 0")
+	assert.ErrorIs(t, Policy{Skip: []string{"["}}.Validate(), ErrPattern)
 }
 
 func TestFP8Refused(t *testing.T) {

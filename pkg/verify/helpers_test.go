@@ -76,7 +76,7 @@ func (s *stFile) remove(name string) {
 // letting edit change its model.safetensors.
 func copyModel(t *testing.T, name string, edit func(*stFile)) string {
 	t.Helper()
-	src := fixtures.Shared(t, "models", name)
+	src := fixtures.Model(t, name)
 	dst := filepath.Join(t.TempDir(), name)
 	require.NoError(t, os.Mkdir(dst, 0o755))
 	entries, _ := os.ReadDir(src)

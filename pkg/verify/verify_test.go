@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"github.com/stretchr/testify/require"
 	"math"
 	"slices"
 	"strings"
@@ -13,6 +12,8 @@ import (
 	"github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/internal/fixtures"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestFixtureCheckpoints validates the transformers-written checkpoints
@@ -50,7 +51,7 @@ func TestFixtureCheckpoints(t *testing.T) {
 // TestStream verifies the stream a checkpoint becomes, with payloads spooled
 // in memory and in a file; both give the checkpoint's own figures.
 func TestStream(t *testing.T) {
-	ck, ref := fixtures.Shared(t, "models", "llama-bnb-nf4"), fixtures.Shared(t, "models", "llama")
+	ck, ref := fixtures.Model(t, "llama-bnb-nf4"), fixtures.Model(t, "llama")
 	want, err := Run(Options{Checkpoint: ck, Reference: ref})
 	require.NoError(t, err)
 	stream := streamOf(t, ck)
@@ -71,21 +72,24 @@ func TestStream(t *testing.T) {
 	}
 }
 
-// TestRoundTrip: a checkpoint with the stream it was written from.
+// TestRoundTrip: a checkpoint with the stream it was written from; gemma3's
+// has QK-norm and a vision tower beside the 4-bit decoder.
 func TestRoundTrip(t *testing.T) {
-	ck, ref := fixtures.Shared(t, "models", "qwen3-bnb-nf4"), fixtures.Shared(t, "models", "qwen3")
+	const up = "language_model.model.layers.0.mlp.up_proj.weight"
+	ck, ref := fixtures.Model(t, "gemma3-bnb-nf4"), fixtures.Model(t, "gemma3")
 	stream := streamOf(t, ck)
 	rep, err := Run(Options{Stream: bytes.NewReader(stream), Checkpoint: ck, Reference: ref})
 	require.NoError(t, err)
 	require.NoError(t, rep.Err())
-	if rt := rep.RoundTrip; rt == nil || rt.Tensors != len(rep.Tensors) || rt.Identical != rt.Tensors {
-		t.Fatalf("round trip %+v of %d tensors", rt, len(rep.Tensors))
-	}
+	rt := rep.RoundTrip
+	require.NotNil(t, rt)
+	assert.Equal(t, len(rep.Tensors), rt.Tensors)
+	assert.Equal(t, rt.Tensors, rt.Identical)
 	// a checkpoint whose packed byte differs from the stream's
-	bad := copyModel(t, "qwen3-bnb-nf4", func(s *stFile) { s.get(t, "model.layers.0.mlp.up_proj.weight").Data[100] ^= 0xff })
+	bad := copyModel(t, "gemma3-bnb-nf4", func(s *stFile) { s.get(t, up).Data[100] ^= 0xff })
 	rep, err = Run(Options{Stream: bytes.NewReader(stream), Checkpoint: bad})
 	require.NoError(t, err)
-	expectFinding(t, rep, KindRoundTrip, "model.layers.0.mlp.up_proj.weight", cli.ExitIntegrity)
+	expectFinding(t, rep, KindRoundTrip, up, cli.ExitIntegrity)
 }
 
 func expectFinding(t *testing.T, rep *Report, kind, tensor string, status int) {
@@ -102,7 +106,7 @@ func expectFinding(t *testing.T, rep *Report, kind, tensor string, status int) {
 // is found, with the integrity status.
 func TestCorruption(t *testing.T) {
 	const w = "model.layers.0.self_attn.q_proj.weight"
-	ref := fixtures.Shared(t, "models", "llama")
+	ref := fixtures.Model(t, "llama")
 	setF32 := func(b []byte, i int, v float32) { binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v)) }
 	cases := []struct {
 		name, kind, tensor string
@@ -143,7 +147,7 @@ func TestCorruption(t *testing.T) {
 		})
 	}
 	// a flipped byte in a stream payload fails its checksum
-	stream := streamOf(t, fixtures.Shared(t, "models", "llama-bnb-nf4"))
+	stream := streamOf(t, fixtures.Model(t, "llama-bnb-nf4"))
 	i := bytes.Index(stream, []byte(w)) + 4096 // inside the first tensor after that name's descriptor
 	stream[i] ^= 0xff
 	rep, err := Run(Options{Stream: bytes.NewReader(stream), Reference: ref})
