@@ -24,7 +24,7 @@ func main() { cli.Main(newApp(), exitTable) }
 // exitTable maps plan's errors to its exit statuses.
 var exitTable = cli.Table{
 	{Code: cli.ExitOK, Meaning: "it fits"},
-	{Code: cli.ExitUsage, Meaning: "bad flags or arguments", Errs: []error{plan.ErrSettings, gpus.ErrSpec, gpus.ErrSize, gpus.ErrMaxMem}},
+	{Code: cli.ExitUsage, Meaning: "bad flags or arguments", Errs: []error{plan.ErrSettings, gpus.ErrSpec, gpus.ErrSize, gpus.ErrMaxMem, gpus.ErrCapOverTotal}},
 	{Code: cli.ExitInput, Meaning: "an invalid stream or model description", Errs: []error{plan.ErrModel,
 		tensorstream.ErrCorrupt, tensorstream.ErrChecksum, tensorstream.ErrVersion, tensorstream.ErrLimit, tensorstream.ErrSize}},
 	{Code: cli.ExitOutput, Meaning: "the output could not be written"},
@@ -111,7 +111,7 @@ func action(c *ucli.Context) error {
 	case !toStdout && cli.IsTerminal(c.App.Writer):
 		return cli.Usagef("stdout is a terminal; pipe the stream on, give -o FILE, or use --report")
 	case !toStdout:
-		dst = c.App.Writer
+		dst = &outputWriter{w: c.App.Writer}
 	}
 	in, err := cli.OpenInput(c, inPath)
 	if err != nil {
@@ -120,6 +120,9 @@ func action(c *ucli.Context) error {
 	defer in.Close()
 	stage := tensorstream.Stage{Name: "plan", Version: cli.Version, Args: cli.StageArgs(c)}
 	p, err := plan.Stream(in, dst, gs, s, stage)
+	if ow, ok := dst.(*outputWriter); ok && ow.err != nil {
+		return cli.WithCode(cli.ExitOutput, fmt.Errorf("writing the output: %w", err))
+	}
 	if err != nil {
 		return err
 	}
@@ -144,7 +147,7 @@ func action(c *ucli.Context) error {
 		reported = false
 	}
 	if err != nil {
-		return err
+		return cli.WithCode(cli.ExitOutput, fmt.Errorf("writing the report: %w", err))
 	}
 	if p.Fits {
 		return nil
@@ -156,6 +159,22 @@ func action(c *ucli.Context) error {
 		return cli.WithCode(cli.ExitNoFit, errors.New("does not fit the GPUs; see the advice"))
 	}
 	return cli.Silent(cli.ExitNoFit) // the report on stderr says so, with the advice
+}
+
+// outputWriter keeps the first error of writing stdout, so that the failure
+// plan.Stream then returns is reported as the output's (status 4), not taken
+// for a fault of the input.
+type outputWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (o *outputWriter) Write(b []byte) (int, error) {
+	n, err := o.w.Write(b)
+	if err != nil && o.err == nil {
+		o.err = err
+	}
+	return n, err
 }
 
 // inventory lists the GPUs: given ones, else the driver's, else nvidia-smi's.
@@ -181,12 +200,6 @@ func inventory(ctx context.Context, spec, maxMem string) ([]gpus.GPU, error) {
 	if maxMem != "" {
 		if err := gpus.ApplyMaxMemory(gs, maxMem); err != nil {
 			return nil, fmt.Errorf("--max-memory: %w", err)
-		}
-		for _, g := range gs {
-			if g.TotalBytes > 0 && g.CapBytes > g.TotalBytes {
-				return nil, cli.Usagef("--max-memory: device %d: a cap of %.1f GiB is more than its %.1f GiB",
-					g.Index, float64(g.CapBytes)/(1<<30), float64(g.TotalBytes)/(1<<30))
-			}
 		}
 	}
 	return gs, nil
