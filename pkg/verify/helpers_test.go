@@ -151,9 +151,8 @@ func writeSynth(t testing.TB, dir string, ts []synthTensor) (refPath string, str
 		require.NoError(t, w.WriteTensor(desc))
 		desc.Quant.NestedOffset = q.NestedOffset
 		for _, p := range [][]byte{q.Packed, q.Absmax, q.Nested} {
-			if _, err := w.Write(p); err != nil {
-				t.Fatal(err)
-			}
+			_, err := w.Write(p)
+			require.NoError(t, err)
 		}
 	}
 	require.NoError(t, w.Close())

@@ -3,7 +3,6 @@ package verify
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"math"
 	"slices"
 	"strings"
@@ -26,22 +25,19 @@ func TestFixtureCheckpoints(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, rep.Err())
 			tt := rep.Totals
-			if tt.Quantized == 0 || tt.Compared != tt.Quantized || tt.Kept+tt.Quantized != tt.Tensors {
-				t.Fatalf("totals %+v", tt)
-			}
+			require.NotZero(t, tt.Quantized, "quantized tensors")
+			require.Equal(t, tt.Quantized, tt.Compared, "compared")
+			require.Equal(t, tt.Tensors, tt.Kept+tt.Quantized, "kept + quantized")
 			// 4.127 bits plus each tensor's constants, which weigh more in
 			// the smallest fixtures (qwen2_moe's 64-element shared_expert_gate).
-			if tt.BitsPerWeight < 4.12 || tt.BitsPerWeight > 4.14 {
-				t.Errorf("bits per weight %.4f, want about 4.127", tt.BitsPerWeight)
-			}
+			assert.InDelta(t, 4.13, tt.BitsPerWeight, 0.01, "bits per weight, about 4.127")
 			for _, r := range rep.Tensors {
-				if r.Status != StatusOK {
-					t.Errorf("%s: status %s", r.Name, r.Status)
-				}
+				assert.Equal(t, StatusOK, r.Status, r.Name)
 				// The error of a few hundred values drifts by several
 				// percent from the Gaussian figure by chance alone.
-				if r.Metrics != nil && r.Metrics.Elements >= 4096 && (r.Ratio < 0.95 || r.Ratio > 1.05 || r.Metrics.Cosine < 0.995) {
-					t.Errorf("%s: %+v ratio %.3f", r.Name, *r.Metrics, r.Ratio)
+				if r.Metrics != nil && r.Metrics.Elements >= 4096 {
+					assert.InDelta(t, 1, r.Ratio, 0.05, "%s: error ratio to the Gaussian figure", r.Name)
+					assert.GreaterOrEqual(t, r.Metrics.Cosine, 0.995, "%s: cosine", r.Name)
 				}
 			}
 		})
@@ -59,17 +55,15 @@ func TestStream(t *testing.T) {
 		rep, err := Run(Options{Stream: bytes.NewReader(stream), Reference: ref, SpoolMemory: mem, SpoolDir: t.TempDir()})
 		require.NoError(t, err)
 		require.NoError(t, rep.Err())
-		if !slices.EqualFunc(rep.Tensors, want.Tensors, func(a, b TensorResult) bool {
+		require.True(t, slices.EqualFunc(rep.Tensors, want.Tensors, func(a, b TensorResult) bool {
 			return a.Name == b.Name && a.Status == b.Status && (a.Metrics == nil) == (b.Metrics == nil) && (a.Metrics == nil || *a.Metrics == *b.Metrics)
-		}) {
-			t.Fatalf("spool %d: stream results differ from the checkpoint's", mem)
-		}
+		}), "spool %d: stream results differ from the checkpoint's", mem)
 	}
 	// without a reference: integrity only
 	rep, err := Run(Options{Stream: bytes.NewReader(stream)})
-	if err != nil || rep.Err() != nil || rep.Totals.Compared != 0 {
-		t.Fatalf("%v %v %+v", err, rep.Err(), rep.Totals)
-	}
+	require.NoError(t, err)
+	require.NoError(t, rep.Err())
+	assert.Zero(t, rep.Totals.Compared)
 }
 
 // TestRoundTrip: a checkpoint with the stream it was written from; gemma3's
@@ -94,12 +88,9 @@ func TestRoundTrip(t *testing.T) {
 
 func expectFinding(t *testing.T, rep *Report, kind, tensor string, status int) {
 	t.Helper()
-	if !slices.ContainsFunc(rep.Findings, func(f Finding) bool { return f.Kind == kind && (tensor == "" || f.Tensor == tensor) }) {
-		t.Fatalf("no %s finding for %q among %v", kind, tensor, rep.Findings)
-	}
-	if got := statusOf(rep.Err()); got != status {
-		t.Fatalf("status %d, want %d (%v)", got, status, rep.Err())
-	}
+	require.True(t, slices.ContainsFunc(rep.Findings, func(f Finding) bool { return f.Kind == kind && (tensor == "" || f.Tensor == tensor) }),
+		"no %s finding for %q among %v", kind, tensor, rep.Findings)
+	require.Equal(t, status, statusOf(rep.Err()), "status (%v)", rep.Err())
 }
 
 // TestCorruption: each kind of damage to a copy of the tiny llama checkpoint
@@ -141,9 +132,7 @@ func TestCorruption(t *testing.T) {
 			rep, err := Run(Options{Checkpoint: dir, Reference: ref})
 			require.NoError(t, err)
 			expectFinding(t, rep, c.kind, c.tensor, cli.ExitIntegrity)
-			if !errors.Is(rep.Err(), ErrIntegrity) {
-				t.Fatal(rep.Err())
-			}
+			require.ErrorIs(t, rep.Err(), ErrIntegrity)
 		})
 	}
 	// a flipped byte in a stream payload fails its checksum
@@ -171,22 +160,14 @@ func TestQualityFlag(t *testing.T) {
 	})
 	rep, err := Run(Options{Stream: bytes.NewReader(stream), Reference: ref})
 	require.NoError(t, err)
-	if len(rep.Findings) != 0 {
-		t.Fatal(rep.Findings)
-	}
-	if !slices.Equal(rep.KeepIn16, []string{"outlier.weight"}) || rep.Tensors[0].Status != StatusFlagged {
-		t.Fatalf("keep in 16 bits: %v; worst %+v", rep.KeepIn16, rep.Tensors[0])
-	}
-	if got := statusOf(rep.Err()); got != cli.ExitQuality {
-		t.Fatalf("status %d (%v)", got, rep.Err())
-	}
+	require.Empty(t, rep.Findings)
+	require.Equal(t, []string{"outlier.weight"}, rep.KeepIn16, "keep in 16 bits")
+	require.Equal(t, StatusFlagged, rep.Tensors[0].Status, "worst %+v", rep.Tensors[0])
+	require.Equal(t, cli.ExitQuality, statusOf(rep.Err()), "status (%v)", rep.Err())
 	// a looser tolerance passes it
 	rep, _ = Run(Options{Stream: bytes.NewReader(stream), Reference: ref, Tolerance: 10})
-	if rep.Err() != nil {
-		t.Fatal(rep.Err())
-	}
+	require.NoError(t, rep.Err())
 	var sb strings.Builder
-	if err := rep.WriteTable(&sb); err != nil || !strings.Contains(sb.String(), "outlier.weight") {
-		t.Fatal(err, sb.String())
-	}
+	require.NoError(t, rep.WriteTable(&sb))
+	assert.Contains(t, sb.String(), "outlier.weight")
 }
