@@ -71,12 +71,14 @@ type Device struct {
 	mean    meanScratch
 	streams [2]cu.Stream
 	sms     int // multiprocessors
-	ws      *workspace
+	// Grids are the persistent kernels' CTAs per multiprocessor.
+	Grids Grids
+	ws    *workspace
 }
 
 // Open creates a context on GPU ordinal and loads the kernels.
 func Open(ordinal int) (*Device, error) {
-	d := &Device{ordinal: ordinal, work: make(chan func()), fn: map[string]cu.Function{}, fit: map[string]int{}}
+	d := &Device{ordinal: ordinal, work: make(chan func()), fn: map[string]cu.Function{}, fit: map[string]int{}, Grids: DefaultGrids()}
 	errc := make(chan error)
 	go d.loop(errc)
 	if err := <-errc; err != nil {
@@ -281,17 +283,17 @@ func (p *pinned) free() {
 	}
 }
 
-// QuantGridPerSM and DequantGridPerSM are the numbers of 256-thread CTAs per
-// multiprocessor that the persistent kernels launch (they loop over their
-// work); the defaults were the fastest on an H200 (docs/BENCHMARKS.md).
-// Quantize launches no more than fit at once (its registers decide: 5 with
-// the driver's compile of the PTX there), since a second wave of a persistent
-// grid only adds a tail (72.6% of copy at 6 a multiprocessor against 85.8%).
-var (
-	QuantGridPerSM   = 5
-	DequantGridPerSM = 16
-	NestGridPerSM    = 8
-)
+// Grids are the numbers of 256-thread CTAs per multiprocessor that the
+// persistent kernels launch (they loop over their work). Quantize launches no
+// more than fit at once (its registers decide), since a second wave of a
+// persistent grid only adds a tail. A Device starts with DefaultGrids, the
+// fastest on an H200 (docs/BENCHMARKS.md); benchmarks set Device.Grids.
+type Grids struct {
+	Quant, Dequant, Nest int
+}
+
+// DefaultGrids are the grids a Device opens with.
+func DefaultGrids() Grids { return Grids{Quant: 5, Dequant: 16, Nest: 8} }
 
 // ChunkBytes is the input chunk size of the host pipelines: each chunk is
 // copied to the device, quantized and copied back on one of two streams, so
@@ -358,7 +360,7 @@ func (d *Device) launchQuantize(x cu.DevicePtr, n int64, dt quant.DType, p quant
 		tile := int64(256 * v)
 		if ntiles := n / tile; ntiles > 0 {
 			name := fmt.Sprintf("quant_tile_%s_%s_b%d_v%d", dn, p.Type, bs, v)
-			if err := d.launch(name, min(QuantGridPerSM, d.fit[name]), ntiles, st, uint64(x), uint64(ntiles), uint64(packed), uint64(absmax), uint64(bad)); err != nil {
+			if err := d.launch(name, min(d.Grids.Quant, d.fit[name]), ntiles, st, uint64(x), uint64(ntiles), uint64(packed), uint64(absmax), uint64(bad)); err != nil {
 				return err
 			}
 			blk0 = ntiles * tile / bs
@@ -367,7 +369,7 @@ func (d *Device) launchQuantize(x cu.DevicePtr, n int64, dt quant.DType, p quant
 	if blk0 == nblocks {
 		return nil
 	}
-	return d.launch(fmt.Sprintf("quant_warp_%s_%s", dn, p.Type), QuantGridPerSM, nblocks-blk0, st,
+	return d.launch(fmt.Sprintf("quant_warp_%s_%s", dn, p.Type), d.Grids.Quant, nblocks-blk0, st,
 		uint64(x), uint64(n), uint64(bs), uint64(blk0), uint64(packed), uint64(absmax), uint64(bad))
 }
 
@@ -703,7 +705,7 @@ func (d *Device) launchNest(devAbs cu.DevicePtr, n int64, gpu quant.ReduceGPU, c
 	if err := d.launchMean(devAbs, n, gpu, st); err != nil {
 		return err
 	}
-	return d.launch("nest_quantize", NestGridPerSM, (n+255)/256, st,
+	return d.launch("nest_quantize", d.Grids.Nest, (n+255)/256, st,
 		uint64(devAbs), uint64(n), uint64(d.mean.result()), uint64(d.nestTab), uint64(codes), uint64(nested))
 }
 
@@ -793,7 +795,7 @@ func (d *Device) launchDequantV(dt quant.DType, v int, n int64, p quant.Params, 
 		absmax, codes, kind = 0, uint64(sec), "dq"
 	}
 	warps := max((n/8+int64(32*v)-1)/int64(32*v), 1)
-	return d.launch(fmt.Sprintf("dequant_%s_v%d_%s", dtNames[dt], v, kind), DequantGridPerSM, warps, st,
+	return d.launch(fmt.Sprintf("dequant_%s_v%d_%s", dtNames[dt], v, kind), d.Grids.Dequant, warps, st,
 		uint64(packed), uint64(n), log2(p.BlockSize)-3, qt, absmax, codes, uint64(nested), f32arg(offset), uint64(d.dynmap), uint64(out))
 }
 

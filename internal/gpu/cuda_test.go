@@ -534,7 +534,7 @@ func TestBenchReport(t *testing.T) {
 	d := openGPU(t)
 	info, _ := d.Info()
 	t.Logf("device: %s, cc %d.%d, %d MiB, %d SMs; quant_tile_bf16_nf4_b64_v4: %d CTAs of 256 fit a multiprocessor, launched with %d",
-		info.Name, info.Major, info.Minor, info.TotalBytes>>20, d.sms, d.fit["quant_tile_bf16_nf4_b64_v4"], min(QuantGridPerSM, d.fit["quant_tile_bf16_nf4_b64_v4"]))
+		info.Name, info.Major, info.Minor, info.TotalBytes>>20, d.sms, d.fit["quant_tile_bf16_nf4_b64_v4"], min(d.Grids.Quant, d.fit["quant_tile_bf16_nf4_b64_v4"]))
 	const rows, cols = 128256, 4096
 	n := int64(rows * cols)
 	p := quant.DefaultParams()
@@ -585,7 +585,7 @@ func TestBenchReport(t *testing.T) {
 				bw := timeIt(fmt.Sprintf("quantize %s grid %d/SM", name, g), qbytes, func() error {
 					return d.launch(name, g, tiles, st, uint64(x), uint64(tiles), uint64(packed), uint64(absmax), uint64(bad))
 				})
-				if vr.suffix == "v4" && g == QuantGridPerSM {
+				if vr.suffix == "v4" && g == d.Grids.Quant {
 					quantBW = bw
 				}
 				best[vr.suffix] = max(best[vr.suffix], bw)
@@ -595,7 +595,7 @@ func TestBenchReport(t *testing.T) {
 		outputs := map[string][]byte{}
 		for _, k := range []string{"v4", "v4_plain"} {
 			tiles := n / 1024
-			if err := d.launch("quant_tile_bf16_nf4_b64_"+k, QuantGridPerSM, tiles, st, uint64(x), uint64(tiles), uint64(packed), uint64(absmax), uint64(bad)); err != nil {
+			if err := d.launch("quant_tile_bf16_nf4_b64_"+k, d.Grids.Quant, tiles, st, uint64(x), uint64(tiles), uint64(packed), uint64(absmax), uint64(bad)); err != nil {
 				return err
 			}
 			out := make([]byte, sz.Packed+sz.Blocks*4)
@@ -634,8 +634,8 @@ func TestBenchReport(t *testing.T) {
 		if devOff != off {
 			t.Errorf("device offset %v, host %v", devOff, off)
 		}
-		nestBW := timeIt(fmt.Sprintf("nested quantize kernel (absmax f32 -> u8 + nested), grid %d/SM", NestGridPerSM), sz.Blocks*4+sz.Blocks+sz.Nested, func() error {
-			return d.launch("nest_quantize", NestGridPerSM, sz.NestedBlocks(), st,
+		nestBW := timeIt(fmt.Sprintf("nested quantize kernel (absmax f32 -> u8 + nested), grid %d/SM", d.Grids.Nest), sz.Blocks*4+sz.Blocks+sz.Nested, func() error {
+			return d.launch("nest_quantize", d.Grids.Nest, sz.NestedBlocks(), st,
 				uint64(absmax), uint64(sz.Blocks), uint64(d.mean.result()), uint64(d.nestTab), uint64(codes), uint64(nested))
 		})
 		moved := 2*n + sz.Packed + sz.Blocks*4 + sz.Blocks*4 + sz.Blocks*4 + sz.Blocks + sz.Nested
@@ -658,10 +658,10 @@ func TestBenchReport(t *testing.T) {
 			t.Errorf("double quantization on the device differs from the CPU's")
 		}
 		var deqBW float64
-		defGrid := DequantGridPerSM
+		defGrid := d.Grids.Dequant
 		for _, v := range []int{2, 4, 8} {
 			for _, g := range []int{4, 8, 16} {
-				DequantGridPerSM = g
+				d.Grids.Dequant = g
 				bw := timeIt(fmt.Sprintf("dequantize nf4+dq -> bf16 v%d grid %d/SM", v, g), sz.Total()+2*n, func() error {
 					return d.launchDequantV(quant.BF16, v, n, p, packed, codes, nested, off, y, st)
 				})
@@ -670,7 +670,7 @@ func TestBenchReport(t *testing.T) {
 				}
 			}
 		}
-		DequantGridPerSM = defGrid
+		d.Grids.Dequant = defGrid
 		t.Logf("RESULT copy %.1f GB/s; quantize (v4, default grid) %.1f%% of copy; quantize+mean+nested %.1f%% of copy counting all bytes moved, %.1f%% counting input and final payload only; mean %.1f GB/s, nested %.1f GB/s; dequantize (v4, default grid) %.1f%%",
 			copyBW, 100*quantBW/copyBW, 100*both/copyBW, 100*effective/copyBW, meanBW, nestBW, 100*deqBW/copyBW)
 		return nil
@@ -760,7 +760,7 @@ func TestBenchProbe(t *testing.T) {
 		qbytes := 2*n + sz.Packed + sz.Blocks*4
 		copyBW := timeIt("device-to-device copy (r+w)", 4*n, func() error { return cu.MemcpyDtoDAsync(y, x, 2*n, st) })
 		quantBW := timeIt("quantize kernel v4", qbytes, func() error {
-			return d.launch("quant_tile_bf16_nf4_b64_v4", QuantGridPerSM, tiles, st, uint64(x), uint64(tiles), uint64(packed), uint64(absmax), uint64(bad))
+			return d.launch("quant_tile_bf16_nf4_b64_v4", d.Grids.Quant, tiles, st, uint64(x), uint64(tiles), uint64(packed), uint64(absmax), uint64(bad))
 		})
 		sameCoal, err := mod.Function("same_bytes_coalesced")
 		if err != nil {

@@ -22,13 +22,17 @@ var publishedTotals = map[string]struct {
 	total  int64
 	source string
 }{
-	"meta-llama__Llama-3.1-8B.json":                  {8_030_261_248, "issue text; index total_size 16060522496 / 2"},
-	"tiny-llama.json":                                {557_696, "testdata/models/llama/model.safetensors: the elements of its tensors (the same config)"},
-	"meta-llama__Llama-3.1-8B-Instruct.json":         {8_030_261_248, "same weights shape as the base model; index total_size 16060522496 / 2"},
-	"meta-llama__Llama-3.1-70B.json":                 {70_553_706_496, "index total_size 141107412992 / 2"},
-	"meta-llama__Llama-3.2-1B-Instruct.json":         {1_235_814_400, "numel, quoted as Llama-3.2-1B parameter count in several repos"},
-	"unsloth__Llama-3.2-1B-Instruct-bnb-4bit.json":   {1_235_814_400, "the unquantized Llama-3.2-1B-Instruct it was made from"},
-	"meta-llama__Llama-2-7b-chat-hf.json":            {6_738_415_616, "numel 'all params: 6738415616' (peft print_trainable_parameters)"},
+	"meta-llama__Llama-3.1-8B.json":                {8_030_261_248, "issue text; index total_size 16060522496 / 2"},
+	"tiny-llama.json":                              {557_696, "testdata/models/llama/model.safetensors: the elements of its tensors (the same config)"},
+	"meta-llama__Llama-3.1-8B-Instruct.json":       {8_030_261_248, "same weights shape as the base model; index total_size 16060522496 / 2"},
+	"meta-llama__Llama-3.1-70B.json":               {70_553_706_496, "index total_size 141107412992 / 2"},
+	"meta-llama__Llama-3.2-1B-Instruct.json":       {1_235_814_400, "numel, quoted as Llama-3.2-1B parameter count in several repos"},
+	"unsloth__Llama-3.2-1B-Instruct-bnb-4bit.json": {1_235_814_400, "the unquantized Llama-3.2-1B-Instruct it was made from"},
+	"meta-llama__Llama-2-7b-chat-hf.json":          {6_738_415_616, "numel 'all params: 6738415616' (peft print_trainable_parameters)"},
+	// This config was written from Llama-2-13B's published dimensions, not
+	// copied; the total is the count those dimensions give (untied 32000 x
+	// 5120 embeddings, 40 layers of 317,204,480), which is the 13.0B quoted.
+	"meta-llama__Llama-2-13b-hf.json":                {13_015_864_320, "count from the published dimensions (config written by hand)"},
 	"meta-llama__Llama-3.2-11B-Vision-Instruct.json": {10_670_220_835, "hub safetensors total quoted for meta-llama/llama-3.2-11b-vision-instruct"},
 	"TinyLlama__TinyLlama-1.1B-Chat-v1.0.json":       {1_100_048_384, "numel; safetensors metadata {F32: 1100048384}"},
 	"mistralai__Mistral-7B-v0.1.json":                {7_241_732_096, "GGUF general.parameter_count 7241732096"},
