@@ -48,7 +48,7 @@ func newApp() *ucli.App {
 			"   detect testdata/models/llama | plan --gpus 24GiB,24GiB --max-memory 0:20GiB --emit python\n" +
 			"   plan --gpus t4 -q -i llama.stream -o planned.stream\n" +
 			"   detect testdata/models/llama | plan --gpus a100-80 | quantize | place --out llama-nf4\n" +
-			"   detect llava-hf/llava-1.5-7b-hf | plan --gpus l4 --images 1 --report   # a vision-language model, one image a sample\n\n" +
+			"   detect testdata/models/gemma3 | plan --gpus l4 --images 1 --report   # a vision-language model, one image a sample\n\n" +
 			"GPU presets: " + strings.Join(gpus.PresetNames(), ", "),
 		Flags: []ucli.Flag{
 			&ucli.StringFlag{Name: "gpus", Usage: "GPUs as `LIST` of sizes or presets, each optionally xN: 24GiB,24GiB | rtx4090x2 | t4 (default: the driver or nvidia-smi)"},
