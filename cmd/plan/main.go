@@ -47,7 +47,8 @@ func newApp() *ucli.App {
 			"   detect testdata/models/llama | plan --gpus rtx4090x2 --report --json\n" +
 			"   detect testdata/models/llama | plan --gpus 24GiB,24GiB --max-memory 0:20GiB --emit python\n" +
 			"   plan --gpus t4 -q -i llama.stream -o planned.stream\n" +
-			"   detect testdata/models/llama | plan --gpus a100-80 | quantize | place --out llama-nf4\n\n" +
+			"   detect testdata/models/llama | plan --gpus a100-80 | quantize | place --out llama-nf4\n" +
+			"   detect testdata/models/gemma3 | plan --gpus l4 --images 1 --report   # a vision-language model, one image a sample\n\n" +
 			"GPU presets: " + strings.Join(gpus.PresetNames(), ", "),
 		Flags: []ucli.Flag{
 			&ucli.StringFlag{Name: "gpus", Usage: "GPUs as `LIST` of sizes or presets, each optionally xN: 24GiB,24GiB | rtx4090x2 | t4 (default: the driver or nvidia-smi)"},
@@ -61,6 +62,8 @@ func newApp() *ucli.App {
 			&ucli.StringFlag{Name: "recipe", Value: string(plan.RecipeHFPeft), Usage: "`NAME`: hf-peft (float32 cast of non-quantized parameters) | lean"},
 			&ucli.StringFlag{Name: "strategy", Value: string(plan.Sequential), Usage: "`NAME`: sequential | balanced"},
 			&ucli.StringFlag{Name: "attention", Value: string(plan.AttnAuto), Usage: "`NAME`: auto | flash_attention_2 | sdpa | eager"},
+			&ucli.Int64Flag{Name: "images", Value: 0, Usage: "vision-language models: `N` images a sample (0: text-only fine-tuning, what the --emit snippet's dataset does)"},
+			&ucli.Int64Flag{Name: "image-tokens", Value: 0, Usage: "tokens `N` one image makes, instead of the family's default (llava-1.5 576, gemma3 mm_tokens_per_image, qwen vl 256 = a 448x448 image; mllama: the tokens its cross-attention attends to, 4 tiles x 1601)"},
 			&ucli.BoolFlag{Name: "report", Usage: "print the report on stdout; no stream on stdout"},
 			&ucli.BoolFlag{Name: "json", Usage: "the report as JSON (the plan itself): with --report on stdout, else on stderr"},
 			&ucli.StringFlag{Name: "emit", Usage: "print a ready-to-run snippet (`LANG`: python) on stdout; no stream on stdout"},
@@ -80,7 +83,8 @@ func action(c *ucli.Context) error {
 	}
 	s := plan.Settings{SeqLen: c.Int64("seq-len"), Batch: c.Int64("batch-size"), Rank: c.Int64("lora-rank"),
 		Checkpointing: plan.Checkpointing(c.String("gradient-checkpointing")), Optimizer: plan.Optimizer(c.String("optimizer")),
-		Recipe: plan.Recipe(c.String("recipe")), Strategy: plan.Strategy(c.String("strategy")), Attention: plan.Attention(c.String("attention"))}
+		Recipe: plan.Recipe(c.String("recipe")), Strategy: plan.Strategy(c.String("strategy")), Attention: plan.Attention(c.String("attention")),
+		Images: c.Int64("images"), ImageTokens: c.Int64("image-tokens")}
 	if t := c.String("lora-targets"); t != "" && t != "all-linear" {
 		s.Targets = strings.Split(t, ",")
 	}
