@@ -516,7 +516,7 @@ func TestSmallerItems(t *testing.T) {
 		t.Errorf("-o file mode %v (%v), want 0644 as > makes it", st.Mode().Perm(), err)
 	}
 	_, errs, code := shell(t, dir, "detect -q testdata/models/llama | plan --gpus 24GiB --max-memory 0:30GiB --report")
-	if code != cli.ExitUsage || !strings.Contains(errs, "more than its 24.0 GiB") {
+	if code != cli.ExitUsage || !strings.Contains(errs, "more than its 24.00 GiB") {
 		t.Errorf("--max-memory over the GPU's memory: status %d: %s", code, errs)
 	}
 	_, errs, _ = shell(t, dir, "detect -q testdata/models/llama | plan --gpus 24GiB --max-memory 0:abc")

@@ -24,7 +24,7 @@ func main() { cli.Main(newApp(), exitTable) }
 // exitTable maps plan's errors to its exit statuses.
 var exitTable = cli.Table{
 	{Code: cli.ExitOK, Meaning: "it fits"},
-	{Code: cli.ExitUsage, Meaning: "bad flags or arguments", Errs: []error{plan.ErrSettings, gpus.ErrSpec, gpus.ErrSize, gpus.ErrMaxMem}},
+	{Code: cli.ExitUsage, Meaning: "bad flags or arguments", Errs: []error{plan.ErrSettings, gpus.ErrSpec, gpus.ErrSize, gpus.ErrMaxMem, gpus.ErrCapOverTotal}},
 	{Code: cli.ExitInput, Meaning: "an invalid stream or model description", Errs: []error{plan.ErrModel,
 		tensorstream.ErrCorrupt, tensorstream.ErrChecksum, tensorstream.ErrVersion, tensorstream.ErrLimit, tensorstream.ErrSize}},
 	{Code: cli.ExitOutput, Meaning: "the output could not be written"},
@@ -47,7 +47,8 @@ func newApp() *ucli.App {
 			"   detect testdata/models/llama | plan --gpus rtx4090x2 --report --json\n" +
 			"   detect testdata/models/llama | plan --gpus 24GiB,24GiB --max-memory 0:20GiB --emit python\n" +
 			"   plan --gpus t4 -q -i llama.stream -o planned.stream\n" +
-			"   detect testdata/models/llama | plan --gpus a100-80 | quantize | place --out llama-nf4\n\n" +
+			"   detect testdata/models/llama | plan --gpus a100-80 | quantize | place --out llama-nf4\n" +
+			"   detect testdata/models/gemma3 | plan --gpus l4 --images 1 --report   # a vision-language model, one image a sample\n\n" +
 			"GPU presets: " + strings.Join(gpus.PresetNames(), ", "),
 		Flags: []ucli.Flag{
 			&ucli.StringFlag{Name: "gpus", Usage: "GPUs as `LIST` of sizes or presets, each optionally xN: 24GiB,24GiB | rtx4090x2 | t4 (default: the driver or nvidia-smi)"},
@@ -61,6 +62,8 @@ func newApp() *ucli.App {
 			&ucli.StringFlag{Name: "recipe", Value: string(plan.RecipeHFPeft), Usage: "`NAME`: hf-peft (float32 cast of non-quantized parameters) | lean"},
 			&ucli.StringFlag{Name: "strategy", Value: string(plan.Sequential), Usage: "`NAME`: sequential | balanced"},
 			&ucli.StringFlag{Name: "attention", Value: string(plan.AttnAuto), Usage: "`NAME`: auto | flash_attention_2 | sdpa | eager"},
+			&ucli.Int64Flag{Name: "images", Value: 0, Usage: "vision-language models: `N` images a sample (0: text-only fine-tuning, what the --emit snippet's dataset does)"},
+			&ucli.Int64Flag{Name: "image-tokens", Value: 0, Usage: "tokens `N` one image makes, instead of the family's default (llava-1.5 576, gemma3 mm_tokens_per_image, qwen vl 256 = a 448x448 image; mllama: the tokens its cross-attention attends to, 4 tiles x 1601)"},
 			&ucli.BoolFlag{Name: "report", Usage: "print the report on stdout; no stream on stdout"},
 			&ucli.BoolFlag{Name: "json", Usage: "the report as JSON (the plan itself): with --report on stdout, else on stderr"},
 			&ucli.StringFlag{Name: "emit", Usage: "print a ready-to-run snippet (`LANG`: python) on stdout; no stream on stdout"},
@@ -80,7 +83,8 @@ func action(c *ucli.Context) error {
 	}
 	s := plan.Settings{SeqLen: c.Int64("seq-len"), Batch: c.Int64("batch-size"), Rank: c.Int64("lora-rank"),
 		Checkpointing: plan.Checkpointing(c.String("gradient-checkpointing")), Optimizer: plan.Optimizer(c.String("optimizer")),
-		Recipe: plan.Recipe(c.String("recipe")), Strategy: plan.Strategy(c.String("strategy")), Attention: plan.Attention(c.String("attention"))}
+		Recipe: plan.Recipe(c.String("recipe")), Strategy: plan.Strategy(c.String("strategy")), Attention: plan.Attention(c.String("attention")),
+		Images: c.Int64("images"), ImageTokens: c.Int64("image-tokens")}
 	if t := c.String("lora-targets"); t != "" && t != "all-linear" {
 		s.Targets = strings.Split(t, ",")
 	}
@@ -111,7 +115,7 @@ func action(c *ucli.Context) error {
 	case !toStdout && cli.IsTerminal(c.App.Writer):
 		return cli.Usagef("stdout is a terminal; pipe the stream on, give -o FILE, or use --report")
 	case !toStdout:
-		dst = c.App.Writer
+		dst = &outputWriter{w: c.App.Writer}
 	}
 	in, err := cli.OpenInput(c, inPath)
 	if err != nil {
@@ -120,6 +124,9 @@ func action(c *ucli.Context) error {
 	defer in.Close()
 	stage := tensorstream.Stage{Name: "plan", Version: cli.Version, Args: cli.StageArgs(c)}
 	p, err := plan.Stream(in, dst, gs, s, stage)
+	if ow, ok := dst.(*outputWriter); ok && ow.err != nil {
+		return cli.WithCode(cli.ExitOutput, fmt.Errorf("writing the output: %w", err))
+	}
 	if err != nil {
 		return err
 	}
@@ -144,7 +151,7 @@ func action(c *ucli.Context) error {
 		reported = false
 	}
 	if err != nil {
-		return err
+		return cli.WithCode(cli.ExitOutput, fmt.Errorf("writing the report: %w", err))
 	}
 	if p.Fits {
 		return nil
@@ -156,6 +163,22 @@ func action(c *ucli.Context) error {
 		return cli.WithCode(cli.ExitNoFit, errors.New("does not fit the GPUs; see the advice"))
 	}
 	return cli.Silent(cli.ExitNoFit) // the report on stderr says so, with the advice
+}
+
+// outputWriter keeps the first error of writing stdout, so that the failure
+// plan.Stream then returns is reported as the output's (status 4), not taken
+// for a fault of the input.
+type outputWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (o *outputWriter) Write(b []byte) (int, error) {
+	n, err := o.w.Write(b)
+	if err != nil && o.err == nil {
+		o.err = err
+	}
+	return n, err
 }
 
 // inventory lists the GPUs: given ones, else the driver's, else nvidia-smi's.
@@ -181,12 +204,6 @@ func inventory(ctx context.Context, spec, maxMem string) ([]gpus.GPU, error) {
 	if maxMem != "" {
 		if err := gpus.ApplyMaxMemory(gs, maxMem); err != nil {
 			return nil, fmt.Errorf("--max-memory: %w", err)
-		}
-		for _, g := range gs {
-			if g.TotalBytes > 0 && g.CapBytes > g.TotalBytes {
-				return nil, cli.Usagef("--max-memory: device %d: a cap of %.1f GiB is more than its %.1f GiB",
-					g.Index, float64(g.CapBytes)/(1<<30), float64(g.TotalBytes)/(1<<30))
-			}
 		}
 	}
 	return gs, nil

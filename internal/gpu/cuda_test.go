@@ -15,7 +15,10 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/nf4pipe/nf4pipe/internal/fixtures"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"gorgonia.org/cu"
 )
 
@@ -34,7 +37,7 @@ func openGPU(t *testing.T) *Device {
 func TestGoldenGPU(t *testing.T) {
 	d := openGPU(t)
 	for _, name := range goldenNames {
-		f := readGolden(t, name)
+		f := readGolden(t, fixtures.Shared(t, "bnb", name))
 		for _, c := range f.cases {
 			dt := quant.BF16
 			if c.DType == "float16" {
@@ -46,28 +49,19 @@ func TestGoldenGPU(t *testing.T) {
 			src := f.get(t, c.Input)
 			got := make([]byte, sz.Total())
 			off, err := d.Quantize(got, src, dt, n, p)
-			if err != nil {
-				t.Fatalf("%s %s: %v", name, c.Key, err)
-			}
+			require.NoError(t, err, "%s %s", name, c.Key)
 			want := append([]byte(nil), f.get(t, c.Key+".packed")...)
 			want = append(want, f.get(t, c.Key+".absmax")...)
 			if c.DoubleQuant {
 				want = append(want, f.get(t, c.Key+".nested_absmax")...)
-				if off != c.NestedOffset {
-					t.Errorf("%s %s: offset %v, golden %v", name, c.Key, off, c.NestedOffset)
-				}
+				assert.Equal(t, math.Float32bits(c.NestedOffset), math.Float32bits(off), "%s %s: offset %v, golden %v", name, c.Key, off, c.NestedOffset)
 			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("%s %s (%+v %v): payload differs from golden", name, c.Key, p, c.Shape)
+			if !assert.True(t, bytes.Equal(got, want), "%s %s (%+v %v): payload differs from golden", name, c.Key, p, c.Shape) {
 				continue
 			}
 			deq := make([]byte, len(src))
-			if err := d.Dequantize(deq, got, dt, n, p, off); err != nil {
-				t.Fatalf("%s %s: dequantize: %v", name, c.Key, err)
-			}
-			if !bytes.Equal(deq, f.get(t, c.Key+".dequant")) {
-				t.Errorf("%s %s: dequantized values differ from golden", name, c.Key)
-			}
+			require.NoError(t, d.Dequantize(deq, got, dt, n, p, off), "%s %s: dequantize", name, c.Key)
+			assert.True(t, bytes.Equal(deq, f.get(t, c.Key+".dequant")), "%s %s: dequantized values differ from golden", name, c.Key)
 		}
 	}
 }

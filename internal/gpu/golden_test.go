@@ -4,11 +4,14 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/nf4pipe/nf4pipe/internal/fixtures"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // goldenFile is one of bitsandbytes' golden vector files (safetensors).
@@ -39,21 +42,22 @@ func (c goldenCase) elements() int64 {
 
 var goldenNames = []string{"golden_bnb_bfloat16.safetensors", "golden_bnb_float16.safetensors"}
 
-func readGolden(t *testing.T, name string) *goldenFile {
+// smallGolden names the repository's subset of a golden file (testdata/bnb).
+func smallGolden(name string) string {
+	return strings.TrimSuffix(name, ".safetensors") + "_small.safetensors"
+}
+
+// readGolden reads a golden file at path.
+func readGolden(t *testing.T, path string) *goldenFile {
 	t.Helper()
-	sf, err := safetensors.OpenFile(fixtures.Shared(t, "bnb", name))
-	if err != nil {
-		t.Fatal(err)
-	}
+	sf, err := safetensors.OpenFile(path)
+	require.NoError(t, err)
 	defer sf.Close()
 	f := &goldenFile{tensors: map[string][]byte{}}
-	if err := json.Unmarshal([]byte(sf.Metadata["cases"]), &f.cases); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, json.Unmarshal([]byte(sf.Metadata["cases"]), &f.cases))
 	for _, ti := range sf.Tensors {
-		if f.tensors[ti.Name], err = sf.ReadTensor(ti.Name); err != nil {
-			t.Fatal(err)
-		}
+		f.tensors[ti.Name], err = sf.ReadTensor(ti.Name)
+		require.NoError(t, err)
 	}
 	return f
 }
@@ -61,9 +65,7 @@ func readGolden(t *testing.T, name string) *goldenFile {
 func (f *goldenFile) get(t *testing.T, key string) []byte {
 	t.Helper()
 	b, ok := f.tensors[key]
-	if !ok {
-		t.Fatalf("golden tensor %s missing", key)
-	}
+	require.True(t, ok, "golden tensor %s missing", key)
 	return b
 }
 
@@ -76,11 +78,12 @@ func f32s(b []byte) []float32 {
 }
 
 // TestMeanF32Golden checks quant.MeanF32, the offset both the CPU and the GPU
-// paths use, against every golden offset against every golden offset:
-// the absmax values come from the same input quantized without double quant.
+// paths use, against every golden offset of the repository's subsets of the
+// golden files (pkg/quant holds it to the full files too): the absmax values
+// come from the same input quantized without double quant.
 func TestMeanF32Golden(t *testing.T) {
 	for _, name := range goldenNames {
-		f := readGolden(t, name)
+		f := readGolden(t, fixtures.Path(t, "bnb", smallGolden(name)))
 		checked := 0
 		for _, c := range f.cases {
 			if !c.DoubleQuant {
@@ -91,15 +94,12 @@ func TestMeanF32Golden(t *testing.T) {
 					continue
 				}
 				a := f32s(f.get(t, d.Key+".absmax"))
-				if got := quant.MeanF32(a); got != c.NestedOffset {
-					t.Errorf("%s %s: mean of %d absmax = %v (%#x), golden offset %v (%#x)", name, c.Key, len(a),
-						got, math.Float32bits(got), c.NestedOffset, math.Float32bits(c.NestedOffset))
-				}
+				got := quant.MeanF32(a)
+				assert.Equal(t, math.Float32bits(c.NestedOffset), math.Float32bits(got),
+					"%s %s: mean of %d absmax = %v, golden offset %v", name, c.Key, len(a), got, c.NestedOffset)
 				checked++
 			}
 		}
-		if checked == 0 {
-			t.Fatalf("%s: no double-quant case checked", name)
-		}
+		assert.NotZero(t, checked, "%s: no double-quant case checked", name)
 	}
 }

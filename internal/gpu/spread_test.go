@@ -3,12 +3,13 @@ package gpu
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"math"
 	"math/rand/v2"
 	"testing"
 
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // named is a CPU backend under another name that counts its runs.
@@ -31,21 +32,16 @@ func TestSpreadMatchesOneBackend(t *testing.T) {
 	}
 	p := quant.DefaultParams()
 	want, err := quant.Quantize(src, quant.BF16, p, quant.CPU(1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	a, b := &named{Backend: quant.CPU(1)}, &named{Backend: quant.CPU(1)}
 	got, err := quant.Quantize(src, quant.BF16, p, Spread(a, b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got.Packed, want.Packed) || !bytes.Equal(got.Absmax, want.Absmax) ||
-		!bytes.Equal(got.Nested, want.Nested) || got.NestedOffset != want.NestedOffset {
-		t.Fatal("spread result differs from one backend's")
-	}
-	if a.runs == 0 || b.runs == 0 {
-		t.Fatalf("runs %d and %d: one backend did nothing", a.runs, b.runs)
-	}
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(got.Packed, want.Packed), "packed codes differ from one backend's")
+	assert.True(t, bytes.Equal(got.Absmax, want.Absmax), "absmax differs from one backend's")
+	assert.True(t, bytes.Equal(got.Nested, want.Nested), "nested absmax differs from one backend's")
+	assert.Equal(t, want.NestedOffset, got.NestedOffset)
+	assert.NotZero(t, a.runs, "first backend's runs")
+	assert.NotZero(t, b.runs, "second backend's runs")
 }
 
 func TestSpreadNamesFirstNonFinite(t *testing.T) {
@@ -56,7 +52,6 @@ func TestSpreadNamesFirstNonFinite(t *testing.T) {
 	}
 	_, err := quant.Quantize(src, quant.F32, quant.DefaultParams(), Spread(quant.CPU(1), quant.CPU(1)))
 	var nf *quant.NonFiniteError
-	if !errors.As(err, &nf) || nf.Index != int64(n/2+3) {
-		t.Fatalf("got %v, want the non-finite value at %d", err, n/2+3)
-	}
+	require.ErrorAs(t, err, &nf)
+	assert.Equal(t, int64(n/2+3), nf.Index, "the first non-finite value")
 }

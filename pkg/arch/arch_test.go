@@ -10,6 +10,8 @@ import (
 
 	"github.com/nf4pipe/nf4pipe/internal/fixtures"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // publishedTotals are the real parameter counts of the models whose config.json
@@ -56,17 +58,11 @@ var publishedTotals = map[string]struct {
 func loadModel(t *testing.T, path string) *Model {
 	t.Helper()
 	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	cfg, err := ParseConfig(data)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
+	require.NoError(t, err, path)
 	m, err := Resolve(cfg)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
+	require.NoError(t, err, path)
 	return m
 }
 
@@ -77,34 +73,24 @@ func configTotal(m *Model) int64 {
 // TestLlama31Total runs always, on the copy in the repository's testdata.
 func TestLlama31Total(t *testing.T) {
 	m := loadModel(t, fixtures.Path(t, "configs", "meta-llama__Llama-3.1-8B.json"))
-	if got := configTotal(m); got != 8_030_261_248 {
-		t.Fatalf("Llama-3.1-8B total = %d, want 8030261248", got)
-	}
-	if m.Family.Name != "llama" || m.Family.Fallback {
-		t.Fatalf("family %q fallback %v", m.Family.Name, m.Family.Fallback)
-	}
+	assert.EqualValues(t, 8_030_261_248, configTotal(m), "Llama-3.1-8B total")
+	assert.Equal(t, "llama", m.Family.Name)
+	assert.False(t, m.Family.Fallback, "fallback")
 }
 
 func TestPublishedTotals(t *testing.T) {
 	dir := fixtures.Path(t, "configs")
 	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
-	if len(files) == 0 {
-		t.Fatal("no configs")
-	}
+	require.NotEmpty(t, files, "configs")
 	for _, f := range files {
 		name := filepath.Base(f)
 		want, ok := publishedTotals[name]
-		if !ok {
-			t.Errorf("%s: no published total recorded; add it with its source", name)
+		if !assert.True(t, ok, "%s: no published total recorded; add it with its source", name) {
 			continue
 		}
 		m := loadModel(t, f)
-		if m.Family.Fallback {
-			t.Errorf("%s: fell back to the generic decoder", name)
-		}
-		if got := configTotal(m); got != want.total {
-			t.Errorf("%s (%s): total %d, want %d (%s)", name, m.Family.Name, got, want.total, want.source)
-		}
+		assert.False(t, m.Family.Fallback, "%s: fell back to the generic decoder", name)
+		assert.Equal(t, want.total, configTotal(m), "%s (%s): total (%s)", name, m.Family.Name, want.source)
 	}
 }
 
@@ -116,9 +102,7 @@ func openTiny(t *testing.T, name string) (*Model, *safetensors.Checkpoint) {
 	dir := fixtures.Model(t, name)
 	m := loadModel(t, filepath.Join(dir, "config.json"))
 	ck, err := safetensors.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { ck.Close() })
 	return m, ck
 }
@@ -153,23 +137,11 @@ func TestTinyConfigTensorsEqualWeights(t *testing.T) {
 			}
 			slices.Sort(fromCfg)
 			slices.Sort(fromFile)
-			if !slices.Equal(fromCfg, fromFile) {
-				for _, k := range fromCfg {
-					if !slices.Contains(fromFile, k) {
-						t.Errorf("config-only: %s", k)
-					}
-				}
-				for _, k := range fromFile {
-					if !slices.Contains(fromCfg, k) {
-						t.Errorf("weights-only: %s", k)
-					}
-				}
-			}
+			assert.Equal(t, fromFile, fromCfg, "tensors from config.json, from the weights")
 			fc := Summarize(m, Annotate(m.Tensors(), Policy{}))
 			fw := Summarize(m, Annotate(realDescs(ck), Policy{}))
-			if fc.Params != fw.Params || fc.Bytes != fw.Bytes {
-				t.Errorf("config counts %+v %+v != weight counts %+v %+v", fc.Params, fc.Bytes, fw.Params, fw.Bytes)
-			}
+			assert.Equal(t, fw.Params, fc.Params, "parameters: config, weights")
+			assert.Equal(t, fw.Bytes, fc.Bytes, "bytes: config, weights")
 		})
 	}
 }
@@ -178,9 +150,7 @@ func TestTinyConfigTensorsEqualWeights(t *testing.T) {
 // with each one's exact byte total (its six tensors) and quant-state JSON.
 func bnbQuantized(t *testing.T, name string) (map[string]int64, map[string][]byte, int64) {
 	ck, err := safetensors.Open(fixtures.Model(t, name+"-bnb-nf4"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer ck.Close()
 	const qs = ".quant_state.bitsandbytes__nf4"
 	sizes, jsons := map[string]int64{}, map[string][]byte{}
@@ -190,9 +160,7 @@ func bnbQuantized(t *testing.T, name string) (map[string]int64, map[string][]byt
 		if base, ok := strings.CutSuffix(ti.Name, qs); ok {
 			sizes[base] = 0
 			b, err := ck.Files[ti.Shard].ReadTensor(ti.Name)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			jsons[base] = b
 		}
 	}
@@ -216,15 +184,11 @@ func TestDefaultPolicyMatchesTransformers(t *testing.T) {
 			for _, tt := range ts {
 				if tt.Quantize {
 					got[tt.Name] = true
-					if _, ok := want[tt.Name]; !ok {
-						t.Errorf("detect quantizes %s (%s), transformers keeps it", tt.Name, tt.Role)
-					}
+					assert.Contains(t, want, tt.Name, "detect quantizes %s (%s), transformers keeps it", tt.Name, tt.Role)
 				}
 			}
 			for n := range want {
-				if !got[n] {
-					t.Errorf("transformers quantizes %s, detect keeps it", n)
-				}
+				assert.True(t, got[n], "transformers quantizes %s, detect keeps it", n)
 			}
 			// Byte sizes: exact per tensor once the offset is known, and the
 			// estimate within its stated slack for the whole checkpoint.
@@ -237,35 +201,29 @@ func TestDefaultPolicyMatchesTransformers(t *testing.T) {
 				js := jsons[tt.Name]
 				q.off = offsetOf(t, js)
 				exact, err := quantStateJSON(tt.DType, tt.Shape, q.off)
-				if err != nil || string(exact) != string(js) {
-					t.Errorf("%s: quant state (%v)\n got %s\nwant %s", tt.Name, err, exact, js)
+				if assert.NoError(t, err, tt.Name) {
+					assert.Equal(t, string(js), string(exact), "%s: quant state", tt.Name)
 				}
-				if got := NF4Bytes(tt.Elements(), int64(len(js))); got != want[tt.Name] {
-					t.Errorf("%s: NF4 bytes %d, checkpoint has %d", tt.Name, got, want[tt.Name])
-				}
+				assert.Equal(t, want[tt.Name], NF4Bytes(tt.Elements(), int64(len(js))), "%s: NF4 bytes", tt.Name)
 			}
-			if d := f.Bytes.NF4 - bnbTotal; d < -f.Bytes.NF4Slack || d > f.Bytes.NF4Slack {
-				t.Errorf("NF4 estimate %d is %d from the checkpoint's %d, beyond slack %d", f.Bytes.NF4, d, bnbTotal, f.Bytes.NF4Slack)
-			}
+			assert.InDelta(t, bnbTotal, f.Bytes.NF4, float64(f.Bytes.NF4Slack), "NF4 estimate against the checkpoint, within its slack")
 		})
 	}
 }
 
 func offsetOf(t *testing.T, js []byte) float32 {
 	_, after, ok := strings.Cut(string(js), `"nested_offset": `)
-	if !ok {
-		t.Fatalf("no nested_offset in %s", js)
-	}
+	require.True(t, ok, "no nested_offset in %s", js)
 	v, err := parseFloat(strings.TrimSuffix(after, "}"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return float32(v)
 }
 
+// TestPolicyOptions: the policy's switches on qwen2_moe (2 layers of 4
+// experts, a shared expert and q/k/v/o each): by default 8 tensors a layer
+// are 4-bit, the routed experts' 24 only when asked.
 func TestPolicyOptions(t *testing.T) {
-	m, ck := openTiny(t, "mixtral")
-	_ = m
+	_, ck := openTiny(t, "qwen2_moe")
 	descs := realDescs(ck)
 	count := func(p Policy) (n int) {
 		for _, tt := range Annotate(descs, p) {
@@ -276,18 +234,11 @@ func TestPolicyOptions(t *testing.T) {
 		return n
 	}
 	base := count(Policy{})
-	if got := count(Policy{QuantizeExperts: true}); got != base+2*4*3 {
-		t.Errorf("--quantize-experts: %d quantized, want %d", got, base+24)
-	}
-	if got := count(Policy{Skip: []string{"*.self_attn.q_proj.weight"}}); got != base-2 {
-		t.Errorf("--skip q_proj: %d, want %d", got, base-2)
-	}
-	if got := count(Policy{Only: []string{"model.layers.0.*"}}); got != base/2 {
-		t.Errorf("--only layer 0: %d, want %d", got, base/2)
-	}
-	if err := (Policy{Skip: []string{"["}}).Validate(); !errors.Is(err, ErrPattern) {
-		t.Errorf("bad pattern: %v", err)
-	}
+	assert.Equal(t, 2*8, base, "default policy")
+	assert.Equal(t, base+2*4*3, count(Policy{QuantizeExperts: true}), "QuantizeExperts")
+	assert.Equal(t, base-2, count(Policy{Skip: []string{"*.self_attn.q_proj.weight"}}), "Skip q_proj")
+	assert.Equal(t, base/2, count(Policy{Only: []string{"model.layers.0.*"}}), "Only layer 0")
+	assert.ErrorIs(t, Policy{Skip: []string{"["}}.Validate(), ErrPattern)
 }
 
 func TestFP8Refused(t *testing.T) {
@@ -296,17 +247,15 @@ func TestFP8Refused(t *testing.T) {
 	for _, tt := range Annotate(m.Tensors(), Policy{}) {
 		if tt.DType == "F8_E4M3" {
 			fp8++
-			if tt.Quantize || !strings.Contains(tt.Reason, "FP8") {
-				t.Fatalf("%s: quantize=%v reason %q", tt.Name, tt.Quantize, tt.Reason)
-			}
+			require.False(t, tt.Quantize, tt.Name)
+			require.Contains(t, tt.Reason, "FP8", tt.Name)
 		}
 		if tt.Quantize {
 			q++
 		}
 	}
-	if fp8 == 0 || q != 0 {
-		t.Fatalf("fp8 tensors %d, quantized %d", fp8, q)
-	}
+	assert.NotZero(t, fp8, "fp8 tensors")
+	assert.Zero(t, q, "quantized")
 }
 
 func TestHostileConfigs(t *testing.T) {
@@ -328,10 +277,8 @@ func TestHostileConfigs(t *testing.T) {
 		if err == nil {
 			_, err = Resolve(cfg)
 		}
-		if err == nil {
-			t.Errorf("%s: no error", name)
-		} else if !errors.Is(err, ErrConfig) && !errors.Is(err, ErrShape) {
-			t.Errorf("%s: error %v wraps neither ErrConfig nor ErrShape", name, err)
+		if assert.Error(t, err, name) {
+			assert.True(t, errors.Is(err, ErrConfig) || errors.Is(err, ErrShape), "%s: error %v wraps neither ErrConfig nor ErrShape", name, err)
 		}
 	}
 }
@@ -346,30 +293,20 @@ func TestCheckedFamiliesHaveFixtures(t *testing.T) {
 			continue
 		}
 		name := filepath.Base(f.Checked)
-		if !slices.Contains(tinyModels, name) {
-			t.Errorf("%s: Checked %q is not among the tested fixtures", f.Name, f.Checked)
-		}
+		assert.Contains(t, tinyModels, name, "%s: Checked %q is not among the tested fixtures", f.Name, f.Checked)
 		inRepo := strings.HasPrefix(f.Checked, "testdata/")
-		if inRepo != slices.Contains(fixtures.RepoModels, name) {
-			t.Errorf("%s: Checked %q, but the fixture is %s", f.Name, f.Checked, map[bool]string{true: "in the repository", false: "in ../shared"}[!inRepo])
-		}
+		assert.Equal(t, inRepo, slices.Contains(fixtures.RepoModels, name), "%s: Checked %q, but the fixture is %s", f.Name, f.Checked, map[bool]string{true: "in the repository", false: "in ../shared"}[!inRepo])
 		claimed[name] = true
 	}
 	for _, name := range fixtures.RepoModels {
 		dir := fixtures.Model(t, name)
 		m := loadModel(t, filepath.Join(dir, "config.json"))
-		if m.Family.Checked != "testdata/models/"+name {
-			t.Errorf("%s: family %s claims %q", name, m.Family.Name, m.Family.Checked)
-		}
+		assert.Equal(t, "testdata/models/"+name, m.Family.Checked, "%s: family %s", name, m.Family.Name)
 	}
 	for _, name := range tinyModels {
-		if !claimed[name] {
-			t.Errorf("fixture %s verifies no family", name)
-		}
+		assert.True(t, claimed[name], "fixture %s verifies no family", name)
 	}
-	if Generic.Checked != "" {
-		t.Error("the generic fallback claims a fixture")
-	}
+	assert.Empty(t, Generic.Checked, "the generic fallback claims a fixture")
 }
 
 // TestKeptDTypesMatchTransformers: every tensor the default policy keeps is
@@ -380,9 +317,7 @@ func TestKeptDTypesMatchTransformers(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			m, ck := openTiny(t, name)
 			ref, err := safetensors.Open(fixtures.Model(t, name+"-bnb-nf4"))
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer ref.Close()
 			stored := map[string]string{}
 			for _, ti := range ref.Tensors() {
@@ -398,9 +333,7 @@ func TestKeptDTypesMatchTransformers(t *testing.T) {
 				if tt.Store != "" {
 					want = tt.Store
 				}
-				if stored[tt.Name] != want {
-					t.Errorf("%s: kept as %s, transformers stores %q", tt.Name, want, stored[tt.Name])
-				}
+				assert.Equal(t, want, stored[tt.Name], "%s: kept as", tt.Name)
 			}
 		})
 	}
@@ -417,9 +350,7 @@ func TestKeepF32TensorsMatchesWholeComponents(t *testing.T) {
 	}
 	KeepF32Tensors(ts, f)
 	for i, want := range []string{"F32", "F32", "", "", ""} {
-		if ts[i].Store != want {
-			t.Errorf("%s %s: store %q, want %q", ts[i].Name, ts[i].DType, ts[i].Store, want)
-		}
+		assert.Equal(t, want, ts[i].Store, "%s %s: store", ts[i].Name, ts[i].DType)
 	}
 	KeepF32Tensors(ts, nil)
 }

@@ -60,6 +60,13 @@ type Vision struct {
 	AspectRatios  int64 // mllama: supported aspect ratio count
 	OutputDim     int64 // mllama: vision_output_dim
 	UseHead       bool  // siglip attention-pooling head
+
+	// TokensPerImage is what one image puts into the language model's
+	// sequence at the family's default resolution: llava (image/patch)^2
+	// (+1 with vision_feature_select_strategy "full"), gemma3
+	// mm_tokens_per_image; 0 for qwen vl (it depends on the image) and mllama
+	// (its images enter through cross-attention, not the sequence).
+	TokensPerImage int64
 }
 
 // Model is a resolved architecture: the family and every dimension needed to
@@ -117,6 +124,20 @@ func Resolve(cfg *Config) (*Model, error) {
 		m.Vision = resolveVision(fam.Vision, vv, m.Text.Hidden)
 		if vv.err != nil {
 			return nil, vv.err
+		}
+		tv := &view{o: top, def: obj{"mm_tokens_per_image": n(256)}}
+		switch fam.Vision {
+		case VisionCLIP:
+			side := m.Vision.ImageSize / m.Vision.PatchSize
+			m.Vision.TokensPerImage = side * side
+			if top.str("vision_feature_select_strategy") == "full" {
+				m.Vision.TokensPerImage++
+			}
+		case VisionSiglip:
+			m.Vision.TokensPerImage = tv.opt("mm_tokens_per_image", 256)
+		}
+		if tv.err != nil {
+			return nil, tv.err
 		}
 	}
 	if err := m.checkCounts(); err != nil {

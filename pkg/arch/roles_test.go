@@ -3,6 +3,9 @@ package arch
 import (
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestClassify(t *testing.T) {
@@ -42,9 +45,9 @@ func TestClassify(t *testing.T) {
 	}
 	for _, c := range cases {
 		got := Classify(c.name, c.shape)
-		if got.Role != c.role || got.Layer != c.layer || got.Linear != c.linear {
-			t.Errorf("%s: %+v, want role %s layer %d linear %v", c.name, got, c.role, c.layer, c.linear)
-		}
+		assert.Equal(t, c.role, got.Role, c.name)
+		assert.Equal(t, c.layer, got.Layer, c.name)
+		assert.Equal(t, c.linear, got.Linear, c.name)
 	}
 }
 
@@ -52,29 +55,23 @@ func TestClassify(t *testing.T) {
 // model_type and architecture and yields tensors.
 func TestFamilies(t *testing.T) {
 	for _, f := range Families {
-		if Lookup("", f.Architectures) != f || Lookup(f.ModelTypes[0], nil) != f {
-			t.Errorf("%s: lookup failed", f.Name)
-		}
+		assert.Same(t, f, Lookup("", f.Architectures), "%s by architecture", f.Name)
+		assert.Same(t, f, Lookup(f.ModelTypes[0], nil), "%s by model type", f.Name)
 	}
-	if g := Lookup("brand_new", []string{"BrandNewForCausalLM"}); !g.Fallback {
-		t.Errorf("unknown model: %s, want the fallback", g.Name)
-	}
+	g := Lookup("brand_new", []string{"BrandNewForCausalLM"})
+	assert.True(t, g.Fallback, "unknown model: %s, want the fallback", g.Name)
 	for _, js := range []string{`{"model_type":"cohere","num_hidden_layers":2,"use_qk_norm":true}`,
 		`{"model_type":"granite","num_hidden_layers":2}`, `{"model_type":"gemma","num_hidden_layers":2}`,
 		`{"model_type":"qwen2_moe","num_hidden_layers":2}`, `{"model_type":"qwen2_vl","num_hidden_layers":2}`,
 		`{"model_type":"brand_new","hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,"vocab_size":100}`} {
 		cfg, err := ParseConfig([]byte(js))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		m, err := Resolve(cfg)
-		if err != nil {
-			t.Fatalf("%s: %v", js, err)
-		}
+		require.NoError(t, err, js)
 		f := Summarize(m, Annotate(m.Tensors(), Policy{}))
-		if f.Params.Total == 0 || f.QuantizedTensors == 0 || f.Params.Quantized+f.Params.Kept != f.Params.Total {
-			t.Errorf("%s: %+v", js, f.Params)
-		}
+		assert.NotZero(t, f.Params.Total, js)
+		assert.NotZero(t, f.QuantizedTensors, js)
+		assert.Equal(t, f.Params.Total, f.Params.Quantized+f.Params.Kept, js)
 	}
 }
 
@@ -90,21 +87,15 @@ func TestQKNormKeyFromTable(t *testing.T) {
 		{`{"model_type":"qwen3","num_hidden_layers":2}`, 4},
 	} {
 		cfg, err := ParseConfig([]byte(c.js))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		m, err := Resolve(cfg)
-		if err != nil {
-			t.Fatalf("%s: %v", c.js, err)
-		}
+		require.NoError(t, err, c.js)
 		norms := 0
 		for _, ts := range m.Tensors() {
 			if strings.HasSuffix(ts.Name, "q_norm.weight") || strings.HasSuffix(ts.Name, "k_norm.weight") {
 				norms++
 			}
 		}
-		if norms != c.norms {
-			t.Errorf("%s: %d q/k norm tensors, want %d", c.js, norms, c.norms)
-		}
+		assert.Equal(t, c.norms, norms, "%s: q/k norm tensors", c.js)
 	}
 }

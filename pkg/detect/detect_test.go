@@ -15,6 +15,8 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // tinyModels: every tiny model with a transformers-written 4-bit checkpoint,
@@ -279,18 +281,23 @@ func TestHostileInputs(t *testing.T) {
 	}
 }
 
+// TestWeightsWithoutConfig: a weights file alone, its config.json gone, gets
+// the fallback facts and, for every in-repo family, the quantization choices
+// transformers made with the config.
 func TestWeightsWithoutConfig(t *testing.T) {
-	dir := copyDir(t, fixtures.Shared(t, "models", "qwen2"))
-	os.Remove(filepath.Join(dir, "config.json"))
-	s := streamModel(t, filepath.Join(dir, "model.safetensors"), arch.Policy{})
-	if !s.facts.Fallback || s.source.Config != nil || s.facts.Layers != 2 {
-		t.Fatalf("fallback %v config %d bytes layers %d", s.facts.Fallback, len(s.source.Config), s.facts.Layers)
-	}
-	bnb := bnbQuantized(t, "qwen2")
-	for _, tt := range s.tensors {
-		if tt.AnnBool(tensorstream.AnnQuantize) != bnb[tt.Name] {
-			t.Errorf("%s: quantize differs from transformers without config", tt.Name)
-		}
+	for _, name := range fixtures.RepoModels {
+		t.Run(name, func(t *testing.T) {
+			dir := copyDir(t, fixtures.Model(t, name))
+			require.NoError(t, os.Remove(filepath.Join(dir, "config.json")))
+			s := streamModel(t, filepath.Join(dir, "model.safetensors"), arch.Policy{})
+			assert.True(t, s.facts.Fallback, "fallback")
+			assert.Nil(t, s.source.Config)
+			assert.EqualValues(t, 2, s.facts.Layers)
+			bnb := bnbQuantized(t, name)
+			for _, tt := range s.tensors {
+				assert.Equal(t, bnb[tt.Name], tt.AnnBool(tensorstream.AnnQuantize), "%s: quantize without config", tt.Name)
+			}
+		})
 	}
 }
 

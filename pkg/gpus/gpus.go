@@ -19,11 +19,14 @@ import (
 
 // Sentinel errors; callers test them with errors.Is.
 var (
-	ErrSpec     = errors.New("gpus: bad GPU specification")
-	ErrSize     = errors.New("gpus: bad memory size")
-	ErrNoGPU    = errors.New("gpus: no GPU found")
-	ErrMaxMem   = errors.New("gpus: bad memory cap")
-	ErrSMIParse = errors.New("gpus: cannot parse nvidia-smi output")
+	ErrSpec   = errors.New("gpus: bad GPU specification")
+	ErrSize   = errors.New("gpus: bad memory size")
+	ErrNoGPU  = errors.New("gpus: no GPU found")
+	ErrMaxMem = errors.New("gpus: bad memory cap")
+	// ErrCapOverTotal: a cap above the memory the device has, which would
+	// let a plan count memory that is not there.
+	ErrCapOverTotal = errors.New("gpus: cap above the device's memory")
+	ErrSMIParse     = errors.New("gpus: cannot parse nvidia-smi output")
 )
 
 const (
@@ -234,7 +237,9 @@ func ParseSize(s string) (int64, error) {
 	return int64(v * float64(mult)), nil
 }
 
-// ApplyMaxMemory applies a --max-memory value ("0:20GiB,1:24GiB") to gs.
+// ApplyMaxMemory applies per-device caps ("0:20GiB,1:24GiB", as accelerate's
+// max_memory) to gs. A malformed entry wraps ErrMaxMem; a cap above a device's
+// known total wraps ErrCapOverTotal.
 func ApplyMaxMemory(gs []GPU, spec string) error {
 	for _, item := range strings.Split(spec, ",") {
 		item = strings.TrimSpace(item)
@@ -252,6 +257,9 @@ func ApplyMaxMemory(gs []GPU, spec string) error {
 		b, err := ParseSize(size)
 		if err != nil {
 			return fmt.Errorf("%w: %q: %w", ErrMaxMem, item, err)
+		}
+		if total := gs[i].TotalBytes; total > 0 && b > total {
+			return fmt.Errorf("%w: device %d: %s is more than its %s", ErrCapOverTotal, i, units.Bytes(b), units.Bytes(total))
 		}
 		gs[i].CapBytes = b
 	}

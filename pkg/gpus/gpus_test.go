@@ -2,66 +2,80 @@ package gpus
 
 import (
 	"context"
-	"errors"
-	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/nf4pipe/nf4pipe/internal/units"
 )
 
 func TestParse(t *testing.T) {
 	gs, err := Parse("rtx4090x2,24GiB,t4")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(gs) != 4 || gs[0].CC() != 89 || gs[1].Index != 1 || gs[2].TotalBytes != 24*GiB || gs[2].KnownCC() || gs[3].CC() != 75 {
-		t.Errorf("%+v", gs)
-	}
-	if gs, err := Parse("rtx4090"); err != nil || len(gs) != 1 {
-		t.Errorf("rtx4090: %v %v", gs, err)
-	}
-	if b, err := ParseSize("40GB"); err != nil || b != 40e9 {
-		t.Errorf("40GB = %d %v", b, err)
-	}
+	require.NoError(t, err)
+	require.Len(t, gs, 4)
+	assert.Equal(t, 89, gs[0].CC())
+	assert.Equal(t, 1, gs[1].Index)
+	assert.Equal(t, 24*GiB, gs[2].TotalBytes)
+	assert.False(t, gs[2].KnownCC())
+	assert.Equal(t, 75, gs[3].CC())
+
+	gs, err = Parse("rtx4090")
+	require.NoError(t, err)
+	assert.Len(t, gs, 1)
+	b, err := ParseSize("40GB")
+	require.NoError(t, err)
+	assert.Equal(t, int64(40e9), b)
 	for _, bad := range []string{"", "24XB", "t5", "t4x0", "-3GiB"} {
-		if _, err := Parse(bad); !errors.Is(err, ErrSpec) {
-			t.Errorf("%q: %v, want ErrSpec", bad, err)
-		}
+		_, err := Parse(bad)
+		assert.ErrorIs(t, err, ErrSpec, "%q", bad)
 	}
 }
 
 func TestMaxMemory(t *testing.T) {
-	gs, _ := Parse("a100-80x2")
-	if err := ApplyMaxMemory(gs, "0:20GiB,1:70GiB"); err != nil {
-		t.Fatal(err)
-	}
-	if gs[0].Capacity() != 20*GiB || gs[1].Capacity() != 70*GiB {
-		t.Errorf("%+v", gs)
-	}
+	gs, err := Parse("a100-80x2")
+	require.NoError(t, err)
+	require.NoError(t, ApplyMaxMemory(gs, "0:20GiB,1:70GiB"))
+	assert.Equal(t, 20*GiB, gs[0].Capacity())
+	assert.Equal(t, 70*GiB, gs[1].Capacity())
 	for _, bad := range []string{"2:1GiB", "0=1GiB", "0:lots"} {
-		if err := ApplyMaxMemory(gs, bad); !errors.Is(err, ErrMaxMem) {
-			t.Errorf("%q: %v", bad, err)
-		}
+		assert.ErrorIs(t, ApplyMaxMemory(gs, bad), ErrMaxMem, "%q", bad)
 	}
+}
+
+// TestMaxMemoryOverTotal: a cap above what a device has is refused, with both
+// figures; a device of unknown size takes any cap.
+func TestMaxMemoryOverTotal(t *testing.T) {
+	gs, err := Parse("24GiB")
+	require.NoError(t, err)
+	err = ApplyMaxMemory(gs, "0:30GiB")
+	require.ErrorIs(t, err, ErrCapOverTotal)
+	assert.NotErrorIs(t, err, ErrMaxMem)
+	assert.Contains(t, err.Error(), units.Bytes(30*GiB)+" is more than its "+units.Bytes(24*GiB))
+	assert.Zero(t, gs[0].CapBytes, "a refused cap is not applied")
+
+	require.NoError(t, ApplyMaxMemory(gs, "0:24GiB"), "a cap equal to the total")
+	assert.Equal(t, 24*GiB, gs[0].Capacity())
+
+	unknown := []GPU{{Name: "x"}}
+	require.NoError(t, ApplyMaxMemory(unknown, "0:30GiB"))
+	assert.Equal(t, 30*GiB, unknown[0].CapBytes)
 }
 
 func TestParseNvidiaSMI(t *testing.T) {
 	out := "1, NVIDIA H100 80GB HBM3, 81559, 80000, 9.0\n0, Tesla T4, 15360, 15000, 7.5\n"
 	gs, err := ParseNvidiaSMI([]byte(out))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(gs) != 2 || gs[0].Name != "Tesla T4" || gs[0].TotalBytes != 15360*MiB || gs[1].CC() != 90 {
-		t.Errorf("%+v", gs)
-	}
-	if _, err := ParseNvidiaSMI([]byte("0, x\n")); !errors.Is(err, ErrSMIParse) {
-		t.Errorf("short line: %v", err)
-	}
+	require.NoError(t, err)
+	require.Len(t, gs, 2)
+	assert.Equal(t, "Tesla T4", gs[0].Name)
+	assert.Equal(t, 15360*MiB, gs[0].TotalBytes)
+	assert.Equal(t, 90, gs[1].CC())
+	_, err = ParseNvidiaSMI([]byte("0, x\n"))
+	assert.ErrorIs(t, err, ErrSMIParse, "short line")
 	// Old drivers: no compute_cap column, guessed from the name.
 	gs, err = ParseNvidiaSMI([]byte("0, NVIDIA A10G, 23028, 22000\n"))
-	if err != nil || gs[0].CC() != 86 {
-		t.Errorf("%+v %v", gs, err)
-	}
+	require.NoError(t, err)
+	assert.Equal(t, 86, gs[0].CC())
 }
 
 // TestPresets: the cards people train on are there, each with a plausible
@@ -74,18 +88,18 @@ func TestPresets(t *testing.T) {
 	}
 	for name, gb := range want {
 		p, ok := LookupPreset(name)
-		if !ok {
-			t.Errorf("no preset %q", name)
+		if !assert.True(t, ok, "no preset %q", name) {
 			continue
 		}
 		// The driver reports at most the marketed size and not much less.
 		hi := int64(gb * float64(GiB))
-		if p.Bytes > hi || p.Bytes < hi*90/100 || p.Usable() >= p.Bytes || p.Source == "" || !(p.Major > 0) {
-			t.Errorf("%s: %d bytes (usable %d), cc %d.%d, source %q; marketed %g GB", name, p.Bytes, p.Usable(), p.Major, p.Minor, p.Source, gb)
-		}
-		if maj, min := GuessCC(p.Full); maj != p.Major || min != p.Minor {
-			t.Errorf("%s: GuessCC(%q) = %d.%d, preset %d.%d", name, p.Full, maj, min, p.Major, p.Minor)
-		}
+		assert.LessOrEqual(t, p.Bytes, hi, name)
+		assert.GreaterOrEqual(t, p.Bytes, hi*90/100, name)
+		assert.Less(t, p.Usable(), p.Bytes, name)
+		assert.NotEmpty(t, p.Source, name)
+		assert.Positive(t, p.Major, name)
+		maj, min := GuessCC(p.Full)
+		assert.Equal(t, [2]int{p.Major, p.Minor}, [2]int{maj, min}, "%s: GuessCC(%q)", name, p.Full)
 	}
 }
 
@@ -93,33 +107,33 @@ func TestPresets(t *testing.T) {
 func TestBareNumberRefused(t *testing.T) {
 	for _, spec := range []string{"24", "24x2", "t4,16", "8.5"} {
 		_, err := Parse(spec)
-		if !errors.Is(err, ErrSpec) || !strings.Contains(err.Error(), "GiB") || !strings.Contains(err.Error(), "bare number") {
-			t.Errorf("%q: %v, want ErrSpec with a unit hint", spec, err)
+		if assert.ErrorIs(t, err, ErrSpec, spec) {
+			assert.Contains(t, err.Error(), "GiB", spec)
+			assert.Contains(t, err.Error(), "bare number", spec)
 		}
 	}
-	if gs, err := Parse("24GiBx2"); err != nil || len(gs) != 2 || gs[0].TotalBytes != 24*GiB {
-		t.Errorf("24GiBx2: %+v %v", gs, err)
-	}
+	gs, err := Parse("24GiBx2")
+	require.NoError(t, err)
+	require.Len(t, gs, 2)
+	assert.Equal(t, 24*GiB, gs[0].TotalBytes)
 }
 
 // TestLocal: the first inventory that answers wins; without any, the last error.
 func TestLocal(t *testing.T) {
 	fail := func(context.Context) ([]GPU, error) { return nil, ErrNoGPU }
 	one := func(context.Context) ([]GPU, error) { return []GPU{{Name: "x", TotalBytes: GiB}}, nil }
-	if gs, err := Local(context.Background(), fail, one); err != nil || len(gs) != 1 {
-		t.Errorf("%+v %v", gs, err)
-	}
-	if _, err := Local(context.Background(), fail); !errors.Is(err, ErrNoGPU) {
-		t.Errorf("%v, want ErrNoGPU", err)
-	}
+	gs, err := Local(context.Background(), fail, one)
+	require.NoError(t, err)
+	assert.Len(t, gs, 1)
+	_, err = Local(context.Background(), fail)
+	assert.ErrorIs(t, err, ErrNoGPU)
 }
 
 func TestDescribePresets(t *testing.T) {
 	d := DescribePresets()
 	for _, p := range Presets {
-		if !strings.Contains(d, p.Name+" ") || !strings.Contains(d, units.Bytes(p.Usable())) {
-			t.Errorf("%s missing from:\n%s", p.Name, d)
-		}
+		assert.Contains(t, d, p.Name+" ")
+		assert.Contains(t, d, units.Bytes(p.Usable()), p.Name)
 	}
 	if testing.Verbose() {
 		t.Log("\n" + d)

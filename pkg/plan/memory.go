@@ -5,6 +5,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/nf4pipe/nf4pipe/internal/units"
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
 	"github.com/nf4pipe/nf4pipe/pkg/gpus"
 )
@@ -83,6 +84,9 @@ type Config struct {
 	// Accumulate: gradient accumulation over micro-batches, so the LoRA
 	// gradients of earlier micro-batches are there at the loss peak.
 	Accumulate bool
+	// Images per sample, and the tokens each makes (0: the family's
+	// default; see Model.images).
+	Images, ImageTokens int64
 }
 
 // Constants of the memory model. docs/plan.md gives the reasoning for each.
@@ -127,6 +131,90 @@ func poolBytes(n int64) float64 {
 	default:
 		return float64(ceilDiv(r, largeRound) * largeRound)
 	}
+}
+
+// images is what the images of one sample bring under c: the tokens they add
+// to the language model's sequence (llava, qwen vl, gemma3), the tokens the
+// cross-attention layers attend to (mllama), and the tokens they are inside
+// the vision tower. All zero for a text model or no images.
+func (m *Model) images(c Config) (seq, cross, patches int64) {
+	v := m.Vision
+	if v == nil || c.Images <= 0 {
+		return 0, 0, 0
+	}
+	if v.CrossTokensPerImage > 0 {
+		cross = v.CrossTokensPerImage
+		if c.ImageTokens > 0 {
+			cross = c.ImageTokens
+		}
+		return 0, cross * c.Images, cross * c.Images
+	}
+	seq, patches = v.TokensPerImage, v.PatchesPerImage
+	if c.ImageTokens > 0 {
+		seq = c.ImageTokens
+		if v.Merge > 1 {
+			// qwen vl: the image's resolution makes its tokens, so the tower
+			// sees merge x as many patches.
+			patches = seq * v.Merge
+		}
+	}
+	return seq * c.Images, 0, patches * c.Images
+}
+
+// seqLen is the language model's sequence under c: the text and the tokens of
+// every image.
+func (m *Model) seqLen(c Config) int64 {
+	s, _, _ := m.images(c)
+	return c.SeqLen + s
+}
+
+// visionGraph reports whether autograd records the frozen vision tower's
+// forward, so that it keeps activations for backward. The planner puts no
+// adapter in the tower (the snippet excludes it from LoRA), so that happens
+// only when the tower's input needs a gradient: transformers 5's
+// enable_input_require_grads hooks the input embeddings of every sub-model,
+// the vision tower's patch embedding included, and the lean recipe calls it;
+// hf-peft's prepare_model_for_kbit_training with non-reentrant checkpointing
+// does not, so under hf-peft the tower runs without a graph.
+func (c Config) visionGraph() bool { return c.Recipe == RecipeLean }
+
+// layerBytes is what one encoder layer of the tower keeps per token when
+// autograd records it (16-bit activations under autocast): both norms'
+// float32 inputs (layer_norm and RMSNorm compute in float32), q, k, v and the
+// output kept by the attention kernel with its float32 log-sum-exp, and the
+// MLP's activation input (fc1's output; gate, activation and up outputs of a
+// gated MLP). The 4-bit projections keep no input.
+func (v *Vision) layerBytes() float64 {
+	h, i := float64(v.Hidden), float64(v.Intermediate)
+	mlp := 2 * i
+	if v.GatedMLP {
+		mlp = 3 * 2 * i
+	}
+	return 2*4*h + 2*4*h + 4*float64(v.Heads) + mlp
+}
+
+// crossBytes is what one cross-attention layer (mllama) keeps for nv image
+// tokens (batch included) beyond a self-attention layer, with s text tokens
+// a sample: k and v of the image tokens kept by the kernel, k_norm's float32
+// input, the input of the k and v adapters' lora_A (one 16-bit copy each of
+// the float32 image states under hf-peft, one shared 16-bit tensor under
+// lean), and the cross-attention mask as a 16-bit bias of s x nv. Modelled,
+// not measured.
+func (m *Model) crossBytes(c Config, nv, s float64) float64 {
+	kvd := float64(m.KVHeads * m.HeadDim)
+	h := float64(m.Hidden)
+	x := nv * (2*2*kvd + 4*kvd)
+	set := c.targets()
+	n := 0.0
+	for _, r := range []string{arch.RoleAttnK, arch.RoleAttnV} {
+		if set[r] {
+			n++
+		}
+	}
+	if c.Recipe == RecipeLean {
+		n = min(n, 1)
+	}
+	return x + n*2*h*nv + 2*s*nv
 }
 
 // keptBytes is the width of a parameter that is not quantized.
@@ -435,6 +523,10 @@ func (m *Model) Estimate(c Config, p Placement) []DeviceMemory {
 		ac.resPersist += gr.resPersist
 		ac.resGrads += gr.resGrads
 		ac.resStep += gr.resStep
+		ac.vis4 += gr.vis4
+		ac.visKept += gr.visKept
+		ac.proj4 += gr.proj4
+		ac.projKept += gr.projKept
 		if gr.layer >= 0 {
 			ac.gradsByLayer[gr.layer] += gr.grads
 		}
@@ -465,10 +557,42 @@ func (m *Model) Estimate(c Config, p Placement) []DeviceMemory {
 		memo[k] = x
 		return x
 	}
-	T := float64(c.SeqLen * c.Batch)
-	s := float64(c.SeqLen)
+	seqTok, crossTok, patches := m.images(c)
+	T := float64((c.SeqLen + seqTok) * c.Batch)
+	s := float64(c.SeqLen + seqTok)
 	a := c.residualBytes()
 	h := float64(m.Hidden)
+	// The vision tower, on the device of the embeddings: what it keeps for
+	// backward (only when autograd records it), its forward working set, and
+	// mllama's image states that the cross-attention layers read.
+	var visSaved, visWork, visHost float64
+	if v := m.Vision; v != nil && patches > 0 {
+		n := float64(patches * c.Batch)
+		per, L, hv := v.layerBytes(), float64(v.Layers), float64(v.Hidden)
+		visWork = per * n
+		if c.visionGraph() {
+			switch c.Checkpointing {
+			case CkptOff:
+				visSaved = per * n * L
+			case CkptOn:
+				visSaved = 2 * hv * n * L
+			case CkptOffload:
+				visHost = 2 * hv * n * L
+			}
+		} else if v.AllHiddenStates {
+			visWork += (L + 1) * 2 * hv * n // every layer's output, until the projector ran
+		}
+	}
+	crossN := float64(crossTok * c.Batch)
+	if crossN > 0 && c.Checkpointing != CkptOff {
+		// The checkpointed cross-attention layers keep their input, the image states.
+		states := a * h * crossN
+		if c.Checkpointing == CkptOffload {
+			visHost += states
+		} else {
+			visSaved += states
+		}
+	}
 	out := make([]DeviceMemory, p.Devices)
 	for d := range accs {
 		ac := &accs[d]
@@ -484,6 +608,9 @@ func (m *Model) Estimate(c Config, p Placement) []DeviceMemory {
 		for i, l := range ac.layers {
 			x := acts(l)
 			x.fixed += g.copiesByLayer[l]
+			if crossN > 0 && l < len(m.CrossAttnLayers) && m.CrossAttnLayers[l] {
+				x.fixed += m.crossBytes(c, crossN, s)
+			}
 			full := x.lin*T + x.quad*T*s + x.fixed
 			trans := x.trans*T + x.transQuad*T*s
 			switch c.Checkpointing {
@@ -509,7 +636,13 @@ func (m *Model) Estimate(c Config, p Placement) []DeviceMemory {
 		// step); the backward of this device's last layer with every saved
 		// activation; its first layer with every gradient.
 		type peak struct{ saved, grads, work float64 }
-		total := func(x peak) float64 { return x.saved + x.grads + x.work }
+		// vis: the vision tower's kept activations, there at every peak of
+		// the device of the embeddings (its backward comes last).
+		vis := 0.0
+		if d == p.First {
+			vis = visSaved
+		}
+		total := func(x peak) float64 { return x.saved + x.grads + x.work + vis }
 		var best peak
 		consider := func(x peak) {
 			if total(x) > total(best) {
@@ -528,6 +661,14 @@ func (m *Model) Estimate(c Config, p Placement) []DeviceMemory {
 				consider(peak{0, allGrads, maxLayer + maxTrans})
 			}
 		}
+		if d == p.First && visWork > 0 {
+			// The tower's forward, before any decoder layer ran; with a
+			// recorded graph, also its backward, after every layer's.
+			consider(peak{0, 0, visWork})
+			if visSaved > 0 {
+				consider(peak{0, float64(ac.grads), visWork})
+			}
+		}
 		var loss float64
 		if d == p.Last {
 			// The final norm's float32 input, autocast's 16-bit copy of a
@@ -542,19 +683,24 @@ func (m *Model) Estimate(c Config, p Placement) []DeviceMemory {
 		dm := DeviceMemory{}
 		dm.PeakAllocated = persistent + int64(total(best))
 		slack := m.slack(c, d == p.Last, maxLayer)
-		reserved := ac.resPersist + float64(FrameworkBuffers+BackwardBuffers) + ac.resGrads + ac.resStep + best.saved + best.work + slack
+		reserved := ac.resPersist + float64(FrameworkBuffers+BackwardBuffers) + ac.resGrads + ac.resStep + best.saved + best.work + vis + slack
 		dm.PeakReserved = int64(reserved)
 		add := func(name string, b int64, torch bool, note string) {
 			if b > 0 {
 				dm.Items = append(dm.Items, Item{Name: name, Bytes: b, Torch: torch, Note: note})
 			}
 		}
-		add("4-bit weights and quantization constants", ac.weights4, true, "NF4, blocksize 64, double quantization")
-		keptNote := "as loaded (16-bit)"
+		add("4-bit weights and quantization constants", ac.weights4-ac.vis4-ac.proj4, true, "NF4, blocksize 64, double quantization")
+		keptNote, keptWidth := "as loaded (16-bit)", "16-bit"
 		if c.Recipe == RecipeHFPeft {
-			keptNote = "cast to float32 by prepare_model_for_kbit_training"
+			keptNote, keptWidth = "cast to float32 by prepare_model_for_kbit_training", "float32 (prepare_model_for_kbit_training)"
 		}
-		add("non-quantized parameters", ac.kept, true, keptNote)
+		add("non-quantized parameters", ac.kept-ac.visKept-ac.projKept, true, keptNote)
+		partNote := func(w4, kept int64) string {
+			return fmt.Sprintf("frozen: %s in 4-bit, %s kept %s", units.Bytes(w4), units.Bytes(kept), keptWidth)
+		}
+		add("vision tower", ac.vis4+ac.visKept, true, partNote(ac.vis4, ac.visKept))
+		add("projector", ac.proj4+ac.projKept, true, partNote(ac.proj4, ac.projKept))
 		add("LoRA weights (float32)", ac.lora, true, "")
 		add("LoRA gradients (float32) at the peak", int64(best.grads), true, "")
 		add("optimizer states", ac.states, true, string(c.Optimizer))
@@ -567,13 +713,26 @@ func (m *Model) Estimate(c Config, p Placement) []DeviceMemory {
 			actNote = "layer inputs offloaded to host memory"
 		}
 		add("activations", int64(best.saved), true, actNote)
-		add("working set at the peak", int64(best.work), true, "recomputed layer and its backward, or lm_head, logits and loss")
+		if vis > 0 {
+			visNote := "the vision tower's, kept for backward: lean's enable_input_require_grads makes its input need a gradient"
+			switch {
+			case c.visionGraph() && c.Checkpointing == CkptOn:
+				visNote = "the vision tower's layer inputs, kept by checkpointing (lean's enable_input_require_grads makes its input need a gradient)"
+			case !c.visionGraph():
+				visNote = "the image states the checkpointed cross-attention layers keep"
+			}
+			add("image activations", int64(vis), true, visNote)
+		}
+		add("working set at the peak", int64(best.work), true, "recomputed layer and its backward, or lm_head, logits and loss, or the vision tower's forward")
 		add("allocator rounding and slack", dm.PeakReserved-dm.PeakAllocated, true, "reserved minus allocated: cached blocks the peak's requests could not reuse")
 		add("paged optimizer states", ac.paged, false, "CUDA unified memory outside torch's allocator; evictable to host")
 		add("CUDA context", CUDAContext, false, "outside torch's allocator")
 		dm.Total = dm.PeakReserved + ac.paged + CUDAContext
 		if c.Checkpointing == CkptOffload {
 			dm.HostBytes = int64(a * h * T * float64(len(ac.layers)))
+			if d == p.First {
+				dm.HostBytes += int64(visHost)
+			}
 		}
 		out[d] = dm
 	}
@@ -591,7 +750,7 @@ func (m *Model) Estimate(c Config, p Placement) []DeviceMemory {
 func (m *Model) slack(c Config, lossDevice bool, layer float64) float64 {
 	x := slackLayer * layer
 	if lossDevice {
-		x += slackLoss * 4 * float64(m.Vocab) * float64(c.SeqLen*c.Batch)
+		x += slackLoss * 4 * float64(m.Vocab) * float64(m.seqLen(c)*c.Batch)
 	}
 	return x
 }
@@ -647,6 +806,8 @@ type sums struct {
 	// which its matmul keeps for the input's gradient.
 	lmHead16                      int64
 	resPersist, resGrads, resStep float64
+	// The vision tower's and the projector's share of weights4 and kept.
+	vis4, visKept, proj4, projKept int64
 }
 
 // group is the tensors that always go to the same device: one decoder
@@ -695,6 +856,17 @@ func (m *Model) groups(c Config) *groups {
 		}
 		ac := &gr.sums
 		n := t.Elements()
+		part4, partKept := &ac.vis4, &ac.visKept
+		if t.Part == arch.PartProjector {
+			part4, partKept = &ac.proj4, &ac.projKept
+		}
+		if t.Part != arch.PartText {
+			if t.Quantize {
+				*part4 += NF4Bytes(n)
+			} else {
+				*partKept += n * c.keptBytes(t.DType)
+			}
+		}
 		if t.Quantize {
 			ac.weights4 += NF4Bytes(n)
 			blocks := ceilDiv(n, 64)

@@ -48,6 +48,11 @@ type Model struct {
 	FinalSoftcap  float64
 	// VisionParams counts the vision tower and projector parameters.
 	VisionParams int64
+	// Vision is the vision tower and what an image costs; nil for a text model.
+	Vision *Vision
+	// CrossAttnLayers marks the decoder layers that cross-attend to the
+	// image tokens (mllama).
+	CrossAttnLayers []bool
 	// SourceDType is the checkpoint's float dtype (BF16, F16, F32).
 	SourceDType string
 
@@ -56,6 +61,41 @@ type Model struct {
 	mu    sync.Mutex
 	cache map[string]*groups
 }
+
+// Vision is what the planner needs of a vision tower: its dimensions, for its
+// activations, and how many tokens one image makes.
+type Vision struct {
+	Kind         string // clip, siglip, qwen2_vl, qwen2_5_vl, mllama
+	Hidden       int64
+	Intermediate int64
+	Layers       int64 // every encoder layer (mllama: local and global)
+	Heads        int64
+	// GatedMLP: gate, up and down projections (qwen2.5-vl); fc1, fc2 otherwise.
+	GatedMLP bool
+	// PatchesPerImage: the tokens one image is inside the tower, at the
+	// family's default resolution (mllama: every tile, class token included).
+	PatchesPerImage int64
+	// TokensPerImage: the tokens one image adds to the language model's
+	// sequence by default; 0 for mllama, whose images enter by cross-attention.
+	TokensPerImage int64
+	// CrossTokensPerImage: the image tokens each cross-attention layer attends
+	// to (mllama); 0 otherwise.
+	CrossTokensPerImage int64
+	// Merge is how many patches the projector merges into one token (qwen vl:
+	// spatial_merge_size squared); 1 otherwise.
+	Merge int64
+	// AllHiddenStates: the family's forward asks the tower for every layer's
+	// output (llava's vision_feature_layer), held until the projector ran.
+	AllHiddenStates bool
+
+	TowerParams, ProjectorParams int64
+}
+
+// QwenDefaultImageSide is the image side in pixels the planner assumes for
+// qwen2-vl and qwen2.5-vl, whose tokens per image follow the image's
+// resolution: 448x448 makes (448/14)^2 = 1024 patches, merged 2x2 into 256
+// tokens. --image-tokens sets another count.
+const QwenDefaultImageSide = 448
 
 // Tensor is one tensor of the checkpoint as the planner sees it.
 type Tensor struct {
@@ -104,15 +144,62 @@ func FromArch(m *arch.Model) (*Model, error) {
 		SlidingWindow: t.SlidingWindow, AttnSoftcap: t.AttnSoftcap, FinalSoftcap: t.FinalSoftcap,
 		SourceDType: m.DType,
 	}
+	if len(t.CrossAttnLayers) > 0 {
+		pm.CrossAttnLayers = make([]bool, t.Layers)
+		for _, l := range t.CrossAttnLayers {
+			if l >= 0 && l < t.Layers {
+				pm.CrossAttnLayers[l] = true
+			}
+		}
+	}
+	pm.Vision = visionOf(m.Vision)
 	for _, at := range arch.Annotate(m.Tensors(), arch.Policy{}) {
 		pt := Tensor{Name: at.Name, Role: at.Role, Layer: at.Layer, Part: at.Part,
 			Shape: at.Shape, DType: at.DType, Quantize: at.Quantize}
 		if at.Part != arch.PartText {
 			pm.VisionParams += pt.Elements()
+			if pm.Vision != nil && at.Part == arch.PartProjector {
+				pm.Vision.ProjectorParams += pt.Elements()
+			} else if pm.Vision != nil {
+				pm.Vision.TowerParams += pt.Elements()
+			}
 		}
 		pm.Tensors = append(pm.Tensors, pt)
 	}
 	return pm, pm.Validate()
+}
+
+// visionOf takes from a resolved vision tower what the planner needs.
+func visionOf(v *arch.Vision) *Vision {
+	if v == nil || v.Hidden <= 0 || v.Layers <= 0 {
+		return nil
+	}
+	pv := &Vision{Hidden: v.Hidden, Intermediate: v.Intermediate, Layers: v.Layers + v.GlobalLayers,
+		Heads: v.Heads, Merge: 1, TokensPerImage: v.TokensPerImage}
+	side := int64(0)
+	if v.PatchSize > 0 {
+		side = v.ImageSize / v.PatchSize
+	}
+	switch v.Kind {
+	case arch.VisionCLIP:
+		pv.Kind, pv.PatchesPerImage, pv.AllHiddenStates = "clip", side*side+1, true
+	case arch.VisionSiglip:
+		pv.Kind, pv.PatchesPerImage = "siglip", side*side
+	case arch.VisionQwen2VL, arch.VisionQwen25VL:
+		pv.Kind, pv.GatedMLP = "qwen2_vl", v.Kind == arch.VisionQwen25VL
+		if pv.GatedMLP {
+			pv.Kind = "qwen2_5_vl"
+		}
+		pv.Merge = max(1, v.SpatialMerge*v.SpatialMerge)
+		q := int64(QwenDefaultImageSide) / max(1, v.PatchSize)
+		pv.PatchesPerImage = q * q
+		pv.TokensPerImage = pv.PatchesPerImage / pv.Merge
+	case arch.VisionMllama:
+		pv.Kind = "mllama"
+		pv.PatchesPerImage = (side*side + 1) * max(1, v.MaxTiles)
+		pv.TokensPerImage, pv.CrossTokensPerImage = 0, pv.PatchesPerImage
+	}
+	return pv
 }
 
 // FromConfig builds the planner's model from config.json bytes.

@@ -33,6 +33,11 @@ type Settings struct {
 	Recipe        Recipe
 	Strategy      Strategy
 	Attention     Attention
+	// Images per sample (vision-language models; 0: text-only fine-tuning)
+	// and, when not 0, the tokens one image makes instead of the family's
+	// default (mllama: the tokens its cross-attention attends to).
+	Images      int64
+	ImageTokens int64
 }
 
 // DefaultSettings are the flag defaults.
@@ -75,6 +80,12 @@ func (s Settings) Validate() error {
 	case AttnAuto, AttnFlash2, AttnSDPA, AttnEager:
 	default:
 		return fmt.Errorf("%w: attention %q (want auto, flash_attention_2, sdpa or eager)", ErrSettings, s.Attention)
+	}
+	switch {
+	case s.Images < 0 || s.Images > 1024:
+		return fmt.Errorf("%w: images per sample %d (want 0..1024)", ErrSettings, s.Images)
+	case s.ImageTokens < 0 || s.ImageTokens > 1<<20:
+		return fmt.Errorf("%w: tokens per image %d (want 0..1048576, 0 for the family's default)", ErrSettings, s.ImageTokens)
 	}
 	if _, ok := TargetRoles(s.Targets); !ok {
 		return fmt.Errorf("%w: LoRA targets %q: want module names such as q_proj,v_proj or all-linear", ErrSettings, strings.Join(s.Targets, ","))
@@ -189,11 +200,43 @@ type Plan struct {
 	Advice                []Advice          `json:"advice,omitempty"`
 	// VisionLanguage: the model has a vision tower (loaded with
 	// AutoModelForImageTextToText).
-	VisionLanguage bool     `json:"vision_language,omitempty"`
-	Notes          []string `json:"notes,omitempty"`
+	VisionLanguage bool `json:"vision_language,omitempty"`
+	// Vision is the vision part of the plan; nil for a text model.
+	Vision *VisionPlan `json:"vision,omitempty"`
+	Notes  []string    `json:"notes,omitempty"`
 
 	placement Placement
 	config    Config
+}
+
+// VisionPlan is what a plan says of the vision tower, the projector and the
+// images.
+type VisionPlan struct {
+	// Parameters, and how the default policy stores them: 4-bit or kept
+	// (float32 under hf-peft, which casts every parameter that is not 4-bit,
+	// 16-bit under lean). All frozen: LoRA goes to the language model only.
+	TowerParams         int64 `json:"vision_tower_params"`
+	TowerParams4bit     int64 `json:"vision_tower_params_4bit"`
+	ProjectorParams     int64 `json:"projector_params"`
+	ProjectorParams4bit int64 `json:"projector_params_4bit"`
+	TowerBytes          int64 `json:"vision_tower_bytes"`
+	ProjectorBytes      int64 `json:"projector_bytes"`
+	// ImagesPerSample is --images; the tokens are per image.
+	ImagesPerSample int64 `json:"images_per_sample"`
+	// ImageTokens: what one image adds to the language model's sequence.
+	ImageTokens int64 `json:"image_tokens_per_image"`
+	// CrossAttentionTokens: what each cross-attention layer attends to, per
+	// image (mllama); its images do not enter the sequence.
+	CrossAttentionTokens int64 `json:"cross_attention_tokens_per_image,omitempty"`
+	// TowerTokens: the tokens one image is inside the vision tower.
+	TowerTokens int64 `json:"vision_tower_tokens_per_image"`
+	// LanguageSeqLen is the language model's sequence: text and image tokens.
+	LanguageSeqLen int64 `json:"language_model_seq_len"`
+	// KeepsActivations: autograd records the frozen tower (see
+	// Config.visionGraph), so it keeps activations for backward.
+	KeepsActivations bool   `json:"vision_tower_keeps_activations"`
+	Measured         bool   `json:"measured"`
+	Note             string `json:"note"`
 }
 
 // DeviceOf is the device ("cuda:N") a tensor goes to under the plan.
@@ -271,7 +314,7 @@ func (m *Model) kernelFor(a Attention, c Config, cc int) Decision {
 	case AttnEager:
 		return Decision{string(KernelEager), "eager keeps the float32 attention probabilities of every layer: memory grows with the square of the sequence"}
 	}
-	if m.SlidingWindow > 0 && c.SeqLen > m.SlidingWindow {
+	if m.SlidingWindow > 0 && m.seqLen(c) > m.SlidingWindow {
 		return Decision{string(KernelEfficient), "the sliding-window mask is explicit, so SDPA runs the memory-efficient kernel with k and v repeated to every head"}
 	}
 	k := m.SDPAKernel(c, cc)
@@ -306,7 +349,8 @@ func Make(m *Model, gs []gpus.GPU, s Settings) (*Plan, error) {
 	p.ComputeDType = decideDType(gs)
 	p.Attention, p.Notes = decideAttention(m, gs, s.Attention)
 	c := Config{SeqLen: s.SeqLen, Batch: s.Batch, Rank: s.Rank, Targets: roles, Recipe: s.Recipe,
-		Optimizer: s.Optimizer, Attention: Attention(p.Attention.Value), ComputeDType: p.ComputeDType.Value}
+		Optimizer: s.Optimizer, Attention: Attention(p.Attention.Value), ComputeDType: p.ComputeDType.Value,
+		Images: s.Images, ImageTokens: s.ImageTokens}
 	cc, _ := minCC(gs)
 	p.AttentionKernel = m.kernelFor(c.Attention, c, cc)
 	c.Kernel = Kernel(p.AttentionKernel.Value)
@@ -355,10 +399,86 @@ func Make(m *Model, gs []gpus.GPU, s Settings) (*Plan, error) {
 	if m.Experts > 0 {
 		p.Notes = append(p.Notes, "MoE experts stay 16-bit under transformers 5 (fused parameters bitsandbytes does not convert); hf-peft casts them to float32")
 	}
+	if m.Vision != nil {
+		p.Vision = m.visionPlan(c)
+		p.Notes = append(p.Notes, m.visionNotes(c)...)
+	} else if s.Images > 0 {
+		p.Notes = append(p.Notes, fmt.Sprintf("--images %d ignored: %s has no vision tower", s.Images, m.Family))
+	}
 	if p.Verdict != VerdictFits {
 		p.Advice = m.advise(c, gs, s)
 	}
 	return p, nil
+}
+
+// visionPlan sums the vision part of a plan under c.
+func (m *Model) visionPlan(c Config) *VisionPlan {
+	vp := &VisionPlan{ImagesPerSample: c.Images, LanguageSeqLen: m.seqLen(c),
+		KeepsActivations: c.visionGraph() && c.Images > 0}
+	one := c
+	one.Images = 1
+	vp.ImageTokens, vp.CrossAttentionTokens, vp.TowerTokens = m.images(one)
+	for _, t := range m.Tensors {
+		if t.Part == arch.PartText {
+			continue
+		}
+		n, b := t.Elements(), t.Elements()*c.keptBytes(t.DType)
+		if t.Quantize {
+			b = NF4Bytes(n)
+		}
+		if t.Part == arch.PartProjector {
+			vp.ProjectorParams += n
+			vp.ProjectorBytes += b
+			if t.Quantize {
+				vp.ProjectorParams4bit += n
+			}
+		} else {
+			vp.TowerParams += n
+			vp.TowerBytes += b
+			if t.Quantize {
+				vp.TowerParams4bit += n
+			}
+		}
+	}
+	vp.Note = "modelled, not measured: no vision-language row has been measured on a GPU"
+	return vp
+}
+
+// visionNotes says what the plan assumed about images.
+func (m *Model) visionNotes(c Config) []string {
+	v := m.Vision
+	one := c
+	one.Images = 1
+	seq, cross, patches := m.images(one)
+	var out []string
+	per := fmt.Sprintf("%d tokens per image in the sequence", seq)
+	if cross > 0 {
+		per = fmt.Sprintf("%d image tokens per image that every cross-attention layer attends to", cross)
+	}
+	if c.Images == 0 {
+		out = append(out, fmt.Sprintf("text-only: 0 images per sample, so the vision tower never runs; --images N plans N images a sample (%s, %d through the vision tower)", per, patches))
+	} else {
+		out = append(out, fmt.Sprintf("%d image(s) per sample: %s, %d through the vision tower; the language model's sequence is %d tokens", c.Images, per, patches, m.seqLen(c)))
+	}
+	switch v.Kind {
+	case "qwen2_vl", "qwen2_5_vl":
+		if c.ImageTokens == 0 {
+			out = append(out, fmt.Sprintf("qwen vl's tokens follow the image's resolution: assumed %dx%d pixels, (%d/14)^2 = %d patches merged 2x2 into %d tokens; --image-tokens N for another (N x %d patches)", QwenDefaultImageSide, QwenDefaultImageSide, QwenDefaultImageSide, v.PatchesPerImage, v.PatchesPerImage/v.Merge, v.Merge))
+		}
+	case "mllama":
+		out = append(out, "mllama's images enter by cross-attention, not the sequence: modelled as each cross-attention layer's k, v, k_norm input, adapters' inputs and mask over the image tokens (all tiles of an image, class tokens included), approximate")
+	case "siglip":
+		out = append(out, "gemma3: pan-and-scan crops are images of their own: count them in --images")
+	}
+	if c.Images > 0 {
+		if c.visionGraph() {
+			out = append(out, "the frozen vision tower keeps activations for backward under lean: its enable_input_require_grads hooks the tower's patch embedding too (transformers 5)")
+		} else {
+			out = append(out, "the frozen vision tower keeps no activations under hf-peft (no adapter in it, no input needing a gradient): only its forward's working set counts")
+		}
+	}
+	out = append(out, "LoRA goes to the language model only: the snippet excludes the vision tower and projector (peft's all-linear and module names would match their q_proj, fc1, gate_proj... too); the vision part is modelled, not measured")
+	return out
 }
 
 type modeResult struct {

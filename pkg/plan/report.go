@@ -59,6 +59,15 @@ func (p *Plan) WriteReport(w io.Writer) error {
 		{"gradient checkpointing", p.GradientCheckpointing}, {"optimizer", p.Optimizer}} {
 		fmt.Fprintf(&b, "  %-23s %s: %s\n", x.k, x.d.Value, x.d.Reason)
 	}
+	if v := p.Vision; v != nil {
+		fmt.Fprintf(&b, "  %-23s %s parameters (%s 4-bit), %s; frozen, no LoRA\n", "vision tower", groupDigits(v.TowerParams), groupDigits(v.TowerParams4bit), units.Bytes(v.TowerBytes))
+		fmt.Fprintf(&b, "  %-23s %s parameters (%s 4-bit), %s; frozen, no LoRA\n", "projector", groupDigits(v.ProjectorParams), groupDigits(v.ProjectorParams4bit), units.Bytes(v.ProjectorBytes))
+		if v.CrossAttentionTokens > 0 {
+			fmt.Fprintf(&b, "  %-23s %d a sample x %d cross-attention tokens (%d in the vision tower); the sequence stays %d tokens\n", "image tokens", v.ImagesPerSample, v.CrossAttentionTokens, v.TowerTokens, v.LanguageSeqLen)
+		} else {
+			fmt.Fprintf(&b, "  %-23s %d a sample x %d tokens (%d in the vision tower): the language model's sequence is %d tokens\n", "image tokens", v.ImagesPerSample, v.ImageTokens, v.TowerTokens, v.LanguageSeqLen)
+		}
+	}
 	fmt.Fprintf(&b, "  %-23s %d (largest batch that fits with margin, these settings)\n", "max batch size", p.MaxBatchSize)
 	fmt.Fprintf(&b, "  %-23s %d (longest sequence that fits with margin at batch %d, these settings, checkpointing in any mode auto allows)\n", "max sequence length", p.MaxSeqLen, p.BatchSize)
 	for _, n := range p.Notes {
@@ -194,7 +203,7 @@ model = %s.from_pretrained(
 	}
 	fmt.Fprintf(&b, `model = get_peft_model(model, LoraConfig(
     r=%d, lora_alpha=%d, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
-    target_modules=%s))
+    target_modules=%s%s))
 model.print_trainable_parameters()
 
 
@@ -212,7 +221,7 @@ def train_dataset():
     vocab = model.config.get_text_config().vocab_size
     ids = torch.randint(0, vocab, (8 * BATCH, SEQ_LEN), generator=torch.Generator().manual_seed(0))
     return [{"input_ids": r, "labels": r} for r in ids]
-
+%s
 
 args = TrainingArguments(
     output_dir="out",
@@ -228,7 +237,7 @@ args = TrainingArguments(
     save_strategy="no",
     report_to="none",
 )
-`, p.LoRARank, p.LoRARank, target, pyBool(gc), string(p.config.Optimizer), p.ComputeDType.Value)
+`, p.LoRARank, p.LoRARank, target, p.excludeVision(), p.imagesHook(), pyBool(gc), string(p.config.Optimizer), p.ComputeDType.Value)
 	if offload {
 		b.WriteString(`
 
@@ -254,6 +263,50 @@ for d in range(torch.cuda.device_count()):
 `)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// visionModules matches the module names transformers 5 gives a
+// vision-language model's vision tower and projector.
+const visionModules = `r".*(vision_tower|visual|vision_model|multi_modal_projector).*"`
+
+// excludeVision keeps LoRA out of the vision tower and projector, as the plan
+// assumes: peft matches target module names as suffixes (and all-linear takes
+// every linear layer), so q_proj, fc1 or gate_proj of the tower would get
+// adapters too.
+func (p *Plan) excludeVision() string {
+	if !p.VisionLanguage {
+		return ""
+	}
+	return ",\n    # LoRA in the language model only, as planned\n    exclude_modules=" + visionModules
+}
+
+// imagesHook is the dataset note of a vision-language plan: how to feed
+// images, and what the plan assumed.
+func (p *Plan) imagesHook() string {
+	if !p.VisionLanguage {
+		return ""
+	}
+	n, tok := int64(0), int64(0)
+	if p.Vision != nil {
+		n, tok = p.Vision.ImagesPerSample, p.Vision.ImageTokens
+	}
+	return fmt.Sprintf(`
+# Images: this dataset is text only; the plan assumed %d image(s) a sample
+# (%d tokens each in the sequence; plan --images N). To train on images, build
+# each sample with the model's processor, which expands the image placeholder
+# into the image tokens and returns pixel_values (and, by family,
+# image_grid_thw, aspect_ratio_ids/aspect_ratio_mask/cross_attention_mask or
+# token_type_ids), e.g.:
+#     from transformers import AutoProcessor
+#     proc = AutoProcessor.from_pretrained(model_path)
+#     msgs = [{"role": "user", "content": [{"type": "image", "image": img},
+#             {"type": "text", "text": prompt}]},
+#             {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
+#     x = proc.apply_chat_template(msgs, tokenize=True, return_dict=True, return_tensors="pt")
+#     sample = {k: v[0] if k in ("input_ids", "attention_mask") else v for k, v in x.items()}
+#     sample["labels"] = sample["input_ids"].clone()  # mask the prompt and image tokens with -100
+# and give Trainer a data_collator that pads input_ids and stacks the image tensors.
+`, n, tok)
 }
 
 func pyBool(v bool) string {

@@ -76,7 +76,7 @@ func (s *stFile) remove(name string) {
 // letting edit change its model.safetensors.
 func copyModel(t *testing.T, name string, edit func(*stFile)) string {
 	t.Helper()
-	src := fixtures.Shared(t, "models", name)
+	src := fixtures.Model(t, name)
 	dst := filepath.Join(t.TempDir(), name)
 	require.NoError(t, os.Mkdir(dst, 0o755))
 	entries, _ := os.ReadDir(src)
@@ -151,9 +151,8 @@ func writeSynth(t testing.TB, dir string, ts []synthTensor) (refPath string, str
 		require.NoError(t, w.WriteTensor(desc))
 		desc.Quant.NestedOffset = q.NestedOffset
 		for _, p := range [][]byte{q.Packed, q.Absmax, q.Nested} {
-			if _, err := w.Write(p); err != nil {
-				t.Fatal(err)
-			}
+			_, err := w.Write(p)
+			require.NoError(t, err)
 		}
 	}
 	require.NoError(t, w.Close())

@@ -3,8 +3,6 @@ package verify
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
-	"github.com/stretchr/testify/require"
 	"math"
 	"slices"
 	"strings"
@@ -13,6 +11,8 @@ import (
 	"github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/internal/fixtures"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestFixtureCheckpoints validates the transformers-written checkpoints
@@ -25,22 +25,19 @@ func TestFixtureCheckpoints(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, rep.Err())
 			tt := rep.Totals
-			if tt.Quantized == 0 || tt.Compared != tt.Quantized || tt.Kept+tt.Quantized != tt.Tensors {
-				t.Fatalf("totals %+v", tt)
-			}
+			require.NotZero(t, tt.Quantized, "quantized tensors")
+			require.Equal(t, tt.Quantized, tt.Compared, "compared")
+			require.Equal(t, tt.Tensors, tt.Kept+tt.Quantized, "kept + quantized")
 			// 4.127 bits plus each tensor's constants, which weigh more in
 			// the smallest fixtures (qwen2_moe's 64-element shared_expert_gate).
-			if tt.BitsPerWeight < 4.12 || tt.BitsPerWeight > 4.14 {
-				t.Errorf("bits per weight %.4f, want about 4.127", tt.BitsPerWeight)
-			}
+			assert.InDelta(t, 4.13, tt.BitsPerWeight, 0.01, "bits per weight, about 4.127")
 			for _, r := range rep.Tensors {
-				if r.Status != StatusOK {
-					t.Errorf("%s: status %s", r.Name, r.Status)
-				}
+				assert.Equal(t, StatusOK, r.Status, r.Name)
 				// The error of a few hundred values drifts by several
 				// percent from the Gaussian figure by chance alone.
-				if r.Metrics != nil && r.Metrics.Elements >= 4096 && (r.Ratio < 0.95 || r.Ratio > 1.05 || r.Metrics.Cosine < 0.995) {
-					t.Errorf("%s: %+v ratio %.3f", r.Name, *r.Metrics, r.Ratio)
+				if r.Metrics != nil && r.Metrics.Elements >= 4096 {
+					assert.InDelta(t, 1, r.Ratio, 0.05, "%s: error ratio to the Gaussian figure", r.Name)
+					assert.GreaterOrEqual(t, r.Metrics.Cosine, 0.995, "%s: cosine", r.Name)
 				}
 			}
 		})
@@ -50,7 +47,7 @@ func TestFixtureCheckpoints(t *testing.T) {
 // TestStream verifies the stream a checkpoint becomes, with payloads spooled
 // in memory and in a file; both give the checkpoint's own figures.
 func TestStream(t *testing.T) {
-	ck, ref := fixtures.Shared(t, "models", "llama-bnb-nf4"), fixtures.Shared(t, "models", "llama")
+	ck, ref := fixtures.Model(t, "llama-bnb-nf4"), fixtures.Model(t, "llama")
 	want, err := Run(Options{Checkpoint: ck, Reference: ref})
 	require.NoError(t, err)
 	stream := streamOf(t, ck)
@@ -58,51 +55,49 @@ func TestStream(t *testing.T) {
 		rep, err := Run(Options{Stream: bytes.NewReader(stream), Reference: ref, SpoolMemory: mem, SpoolDir: t.TempDir()})
 		require.NoError(t, err)
 		require.NoError(t, rep.Err())
-		if !slices.EqualFunc(rep.Tensors, want.Tensors, func(a, b TensorResult) bool {
+		require.True(t, slices.EqualFunc(rep.Tensors, want.Tensors, func(a, b TensorResult) bool {
 			return a.Name == b.Name && a.Status == b.Status && (a.Metrics == nil) == (b.Metrics == nil) && (a.Metrics == nil || *a.Metrics == *b.Metrics)
-		}) {
-			t.Fatalf("spool %d: stream results differ from the checkpoint's", mem)
-		}
+		}), "spool %d: stream results differ from the checkpoint's", mem)
 	}
 	// without a reference: integrity only
 	rep, err := Run(Options{Stream: bytes.NewReader(stream)})
-	if err != nil || rep.Err() != nil || rep.Totals.Compared != 0 {
-		t.Fatalf("%v %v %+v", err, rep.Err(), rep.Totals)
-	}
+	require.NoError(t, err)
+	require.NoError(t, rep.Err())
+	assert.Zero(t, rep.Totals.Compared)
 }
 
-// TestRoundTrip: a checkpoint with the stream it was written from.
+// TestRoundTrip: a checkpoint with the stream it was written from; gemma3's
+// has QK-norm and a vision tower beside the 4-bit decoder.
 func TestRoundTrip(t *testing.T) {
-	ck, ref := fixtures.Shared(t, "models", "qwen3-bnb-nf4"), fixtures.Shared(t, "models", "qwen3")
+	const up = "language_model.model.layers.0.mlp.up_proj.weight"
+	ck, ref := fixtures.Model(t, "gemma3-bnb-nf4"), fixtures.Model(t, "gemma3")
 	stream := streamOf(t, ck)
 	rep, err := Run(Options{Stream: bytes.NewReader(stream), Checkpoint: ck, Reference: ref})
 	require.NoError(t, err)
 	require.NoError(t, rep.Err())
-	if rt := rep.RoundTrip; rt == nil || rt.Tensors != len(rep.Tensors) || rt.Identical != rt.Tensors {
-		t.Fatalf("round trip %+v of %d tensors", rt, len(rep.Tensors))
-	}
+	rt := rep.RoundTrip
+	require.NotNil(t, rt)
+	assert.Equal(t, len(rep.Tensors), rt.Tensors)
+	assert.Equal(t, rt.Tensors, rt.Identical)
 	// a checkpoint whose packed byte differs from the stream's
-	bad := copyModel(t, "qwen3-bnb-nf4", func(s *stFile) { s.get(t, "model.layers.0.mlp.up_proj.weight").Data[100] ^= 0xff })
+	bad := copyModel(t, "gemma3-bnb-nf4", func(s *stFile) { s.get(t, up).Data[100] ^= 0xff })
 	rep, err = Run(Options{Stream: bytes.NewReader(stream), Checkpoint: bad})
 	require.NoError(t, err)
-	expectFinding(t, rep, KindRoundTrip, "model.layers.0.mlp.up_proj.weight", cli.ExitIntegrity)
+	expectFinding(t, rep, KindRoundTrip, up, cli.ExitIntegrity)
 }
 
 func expectFinding(t *testing.T, rep *Report, kind, tensor string, status int) {
 	t.Helper()
-	if !slices.ContainsFunc(rep.Findings, func(f Finding) bool { return f.Kind == kind && (tensor == "" || f.Tensor == tensor) }) {
-		t.Fatalf("no %s finding for %q among %v", kind, tensor, rep.Findings)
-	}
-	if got := statusOf(rep.Err()); got != status {
-		t.Fatalf("status %d, want %d (%v)", got, status, rep.Err())
-	}
+	require.True(t, slices.ContainsFunc(rep.Findings, func(f Finding) bool { return f.Kind == kind && (tensor == "" || f.Tensor == tensor) }),
+		"no %s finding for %q among %v", kind, tensor, rep.Findings)
+	require.Equal(t, status, statusOf(rep.Err()), "status (%v)", rep.Err())
 }
 
 // TestCorruption: each kind of damage to a copy of the tiny llama checkpoint
 // is found, with the integrity status.
 func TestCorruption(t *testing.T) {
 	const w = "model.layers.0.self_attn.q_proj.weight"
-	ref := fixtures.Shared(t, "models", "llama")
+	ref := fixtures.Model(t, "llama")
 	setF32 := func(b []byte, i int, v float32) { binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v)) }
 	cases := []struct {
 		name, kind, tensor string
@@ -137,13 +132,11 @@ func TestCorruption(t *testing.T) {
 			rep, err := Run(Options{Checkpoint: dir, Reference: ref})
 			require.NoError(t, err)
 			expectFinding(t, rep, c.kind, c.tensor, cli.ExitIntegrity)
-			if !errors.Is(rep.Err(), ErrIntegrity) {
-				t.Fatal(rep.Err())
-			}
+			require.ErrorIs(t, rep.Err(), ErrIntegrity)
 		})
 	}
 	// a flipped byte in a stream payload fails its checksum
-	stream := streamOf(t, fixtures.Shared(t, "models", "llama-bnb-nf4"))
+	stream := streamOf(t, fixtures.Model(t, "llama-bnb-nf4"))
 	i := bytes.Index(stream, []byte(w)) + 4096 // inside the first tensor after that name's descriptor
 	stream[i] ^= 0xff
 	rep, err := Run(Options{Stream: bytes.NewReader(stream), Reference: ref})
@@ -167,22 +160,14 @@ func TestQualityFlag(t *testing.T) {
 	})
 	rep, err := Run(Options{Stream: bytes.NewReader(stream), Reference: ref})
 	require.NoError(t, err)
-	if len(rep.Findings) != 0 {
-		t.Fatal(rep.Findings)
-	}
-	if !slices.Equal(rep.KeepIn16, []string{"outlier.weight"}) || rep.Tensors[0].Status != StatusFlagged {
-		t.Fatalf("keep in 16 bits: %v; worst %+v", rep.KeepIn16, rep.Tensors[0])
-	}
-	if got := statusOf(rep.Err()); got != cli.ExitQuality {
-		t.Fatalf("status %d (%v)", got, rep.Err())
-	}
+	require.Empty(t, rep.Findings)
+	require.Equal(t, []string{"outlier.weight"}, rep.KeepIn16, "keep in 16 bits")
+	require.Equal(t, StatusFlagged, rep.Tensors[0].Status, "worst %+v", rep.Tensors[0])
+	require.Equal(t, cli.ExitQuality, statusOf(rep.Err()), "status (%v)", rep.Err())
 	// a looser tolerance passes it
 	rep, _ = Run(Options{Stream: bytes.NewReader(stream), Reference: ref, Tolerance: 10})
-	if rep.Err() != nil {
-		t.Fatal(rep.Err())
-	}
+	require.NoError(t, rep.Err())
 	var sb strings.Builder
-	if err := rep.WriteTable(&sb); err != nil || !strings.Contains(sb.String(), "outlier.weight") {
-		t.Fatal(err, sb.String())
-	}
+	require.NoError(t, rep.WriteTable(&sb))
+	assert.Contains(t, sb.String(), "outlier.weight")
 }
