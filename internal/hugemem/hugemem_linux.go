@@ -19,14 +19,23 @@ func alloc(n int) (b, raw []byte) {
 	}
 	head := int(-uintptr(unsafe.Pointer(unsafe.SliceData(m))) & (hugePage - 1))
 	if head > 0 {
-		_ = syscall.Munmap(m[:head])
+		munmap(m[:head])
 	}
 	if tail := hugePage - head; tail > 0 {
-		_ = syscall.Munmap(m[head+size:])
+		munmap(m[head+size:])
 	}
 	raw = m[head : head+size : head+size]
 	_ = syscall.Madvise(raw, 14) // MADV_HUGEPAGE; where THP is off the memory works as it is
 	return raw[:n:n], raw
 }
 
-func free(raw []byte) { _ = syscall.Munmap(raw) }
+func free(raw []byte) { munmap(raw) }
+
+// munmap unmaps b's pages with the system call itself: syscall.Munmap
+// accepts only a whole mapping that syscall.Mmap returned, and refuses (EINVAL)
+// the trimmed head, tail and aligned middle this package works with.
+func munmap(b []byte) {
+	if len(b) > 0 {
+		_, _, _ = syscall.Syscall(syscall.SYS_MUNMAP, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), 0)
+	}
+}
