@@ -19,6 +19,7 @@ type spliceState struct {
 	off     bool     // splicing failed in a way that says it cannot work here
 	moved   int64    // payload bytes spliced, for tests
 	ahead   ahead    // chunks checksummed ahead of the splice
+	misses  int      // chunk lookups that found no hint, for tests
 }
 
 // maxCRCWorkers bounds the goroutines that checksum spliced chunks ahead of
@@ -131,6 +132,17 @@ func (w *Writer) fill() {
 	}
 }
 
+// hinted returns the index of the span not yet submitted that has a chunk
+// starting at off of f, or -1.
+func (a *ahead) hinted(f *os.File, off, cs int64) int {
+	for i, s := range a.spans {
+		if s.f == f && off >= s.off && off < s.off+s.n && (off-s.off)%cs == 0 {
+			return i
+		}
+	}
+	return -1
+}
+
 // chunkCRC returns the CRC-32C of the k bytes of f at off, which begin the n
 // bytes the current call splices: from the chunks checksummed ahead when it
 // is among them, else after queueing the call's own chunks ahead of any
@@ -147,15 +159,21 @@ func (w *Writer) chunkCRC(f *os.File, off, k, n int64) (uint32, error) {
 				return r.crc, r.err
 			}
 		}
-		if len(a.spans) > 0 && a.spans[0].f == f && a.spans[0].off == off {
-			// Next in line: the window was full of chunks not asked for.
+		if i := a.hinted(f, off, int64(w.chunkSize)); i >= 0 {
+			// Hinted, further on than the chunks in flight (those before
+			// it were written some other way): drop them, go on from it.
 			clear(a.pending)
 			a.pending = a.pending[:0]
+			clear(a.spans[:i])
+			a.spans = a.spans[i:]
+			s := &a.spans[0]
+			s.off, s.n = off, s.off+s.n-off
 			w.fill()
 			continue
 		}
 		// Not announced: what was checksummed ahead is not what comes
 		// next. Checksum this call's chunks first, then the rest.
+		w.splice.misses++
 		clear(a.pending)
 		a.pending = a.pending[:0]
 		a.spans = append([]span{{f, off, n}}, a.spans...)
