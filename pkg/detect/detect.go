@@ -323,14 +323,6 @@ func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 	if m.ck != nil || m.qck != nil {
 		progress.Or(m.Progress).Expect(len(m.Tensors), m.PayloadBytes())
 	}
-	if m.ck != nil && m.qck == nil {
-		// Every payload's range, so that the writer checksums the next
-		// tensor's first chunks while this one's last are spliced.
-		for i := range m.Tensors {
-			src, off, n := m.ck.Section(m.infos[i]).Outer()
-			sw.Hint(src, off, n)
-		}
-	}
 	for i := range m.Tensors {
 		d, err := m.Descriptor(i)
 		if err != nil {

@@ -75,24 +75,6 @@ func (w *Writer) WriteFrom(src io.ReaderAt, off, n int64) error {
 	return nil
 }
 
-// Hint tells the writer that a later WriteFrom will write the n bytes of src
-// at off, as a tensor's payload or the part of it that begins on a chunk
-// boundary. Hints are taken in order: a writer that splices (see WriteFrom)
-// checksums the chunks of the hinted ranges a few chunks ahead of the splice,
-// across WriteFrom calls and tensors, so that the destination pipe does not
-// run dry while the first chunk of each call is checksummed. A caller may hint
-// every tensor's range before writing the first.
-//
-// A hint changes no byte of the stream and is never required: a WriteFrom
-// that was not hinted, or hinted differently, checksums what it writes as it
-// would without hints. Only the ranges and the CRCs are kept, never payload
-// bytes; the ranges must stay readable until written or until Close.
-func (w *Writer) Hint(src io.ReaderAt, off, n int64) {
-	if w.err == nil && !w.closed {
-		w.hint(src, off, n)
-	}
-}
-
 // writeChunksFrom writes the n bytes of src at off as chunks; w.buf is empty
 // and n is a whole number of chunks, the last one possibly short.
 func (w *Writer) writeChunksFrom(src io.ReaderAt, off, n int64) error {

@@ -18,8 +18,6 @@ type spliceState struct {
 	pipe    *os.File // the destination, when it is a pipe
 	off     bool     // splicing failed in a way that says it cannot work here
 	moved   int64    // payload bytes spliced, for tests
-	ahead   ahead    // chunks checksummed ahead of the splice
-	misses  int      // chunk lookups that found no hint, for tests
 }
 
 // maxCRCWorkers bounds the goroutines that checksum spliced chunks ahead of
@@ -49,20 +47,10 @@ func (w *Writer) splicePipe() *os.File {
 	return w.splice.pipe
 }
 
-// span is a range of a file whose chunks are to be checksummed ahead, chunk
-// boundaries counted from off.
-type span struct {
-	f      *os.File
-	off, n int64
-}
-
-// crcAhead is a chunk being checksummed ahead: its range and where its CRC
-// comes. The channel has room for the one result, so the goroutine never
-// waits on it and a dropped chunk leaves nothing behind.
-type crcAhead struct {
-	f      *os.File
-	off, n int64
-	out    chan crcResult
+type crcJob struct {
+	off int64
+	n   int64
+	out chan<- crcResult
 }
 
 type crcResult struct {
@@ -70,137 +58,60 @@ type crcResult struct {
 	err error
 }
 
-// ahead checksums chunks ahead of the splice, across WriteFrom calls: the
-// chunks of the spans that Hint announced, in order, at most window of them
-// in flight, on at most workers goroutines at a time.
-type ahead struct {
-	spans   []span     // announced, not yet submitted
-	pending []crcAhead // submitted, in order
-	sem     chan struct{}
-	wg      sync.WaitGroup // the checksum goroutines
-}
-
-// stopAhead drops the chunks checksummed ahead and waits for their goroutines,
-// so that none reads a file after Close.
-func (w *Writer) stopAhead() {
-	a := &w.splice.ahead
-	clear(a.pending)
-	a.pending, a.spans = nil, nil
-	a.wg.Wait()
-}
-
-// hint queues the n bytes of src at off to be checksummed ahead.
-func (w *Writer) hint(src io.ReaderAt, off, n int64) {
-	f, ok := src.(*os.File)
-	if !ok || n <= 0 || w.chunkSize < spliceMin || w.splicePipe() == nil {
-		return
-	}
-	w.splice.ahead.spans = append(w.splice.ahead.spans, span{f, off, n})
-}
-
-func crcWorkers() int { return min(runtime.GOMAXPROCS(0), maxCRCWorkers) }
-
-// fill submits announced chunks until window are in flight.
-func (w *Writer) fill() {
-	a := &w.splice.ahead
-	if a.sem == nil {
-		a.sem = make(chan struct{}, crcWorkers())
-	}
-	sem := a.sem
-	window := 2 * cap(sem)
-	cs := int64(w.chunkSize)
-	for len(a.pending) < window && len(a.spans) > 0 {
-		s := &a.spans[0]
-		k := min(cs, s.n)
-		c := crcAhead{f: s.f, off: s.off, n: k, out: make(chan crcResult, 1)}
-		a.pending = append(a.pending, c)
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			sem <- struct{}{}
-			buf := crcBufs.Get().(*[]byte)
-			crc, err := checksumAt(c.f, c.off, c.n, *buf)
-			crcBufs.Put(buf)
-			<-sem
-			c.out <- crcResult{crc, err}
-		}()
-		s.off, s.n = s.off+k, s.n-k
-		if s.n == 0 {
-			a.spans[0] = span{}
-			a.spans = a.spans[1:]
-		}
-	}
-}
-
-// hinted returns the index of the span not yet submitted that has a chunk
-// starting at off of f, or -1.
-func (a *ahead) hinted(f *os.File, off, cs int64) int {
-	for i, s := range a.spans {
-		if s.f == f && off >= s.off && off < s.off+s.n && (off-s.off)%cs == 0 {
-			return i
-		}
-	}
-	return -1
-}
-
-// chunkCRC returns the CRC-32C of the k bytes of f at off, which begin the n
-// bytes the current call splices: from the chunks checksummed ahead when it
-// is among them, else after queueing the call's own chunks ahead of any
-// announced ones.
-func (w *Writer) chunkCRC(f *os.File, off, k, n int64) (uint32, error) {
-	a := &w.splice.ahead
-	for {
-		for i, c := range a.pending {
-			if c.f == f && c.off == off && c.n == k {
-				clear(a.pending[:i+1])
-				a.pending = a.pending[i+1:]
-				w.fill()
-				r := <-c.out
-				return r.crc, r.err
-			}
-		}
-		if i := a.hinted(f, off, int64(w.chunkSize)); i >= 0 {
-			// Hinted, further on than the chunks in flight (those before
-			// it were written some other way): drop them, go on from it.
-			clear(a.pending)
-			a.pending = a.pending[:0]
-			clear(a.spans[:i])
-			a.spans = a.spans[i:]
-			s := &a.spans[0]
-			s.off, s.n = off, s.off+s.n-off
-			w.fill()
-			continue
-		}
-		// Not announced: what was checksummed ahead is not what comes
-		// next. Checksum this call's chunks first, then the rest.
-		w.splice.misses++
-		clear(a.pending)
-		a.pending = a.pending[:0]
-		a.spans = append([]span{{f, off, n}}, a.spans...)
-		w.fill()
-	}
-}
-
 // spliceChunks writes the n bytes of src at off as chunks whose payload is
 // spliced from src to the destination pipe, and returns how many bytes it
 // wrote: 0 when the destination is not a pipe. w.buf is empty and n is a whole
 // number of chunks. Goroutines read and checksum the chunks ahead of the one
-// being spliced, since a chunk's frame, which goes first, holds its CRC; with
-// Hint, across calls, so the pipe does not wait for a call's first chunk.
+// being spliced, since a chunk's frame, which goes first, holds its CRC.
 func (w *Writer) spliceChunks(src *os.File, off, n int64) (int64, error) {
 	dst := w.splicePipe()
 	if dst == nil || n == 0 {
 		return 0, nil
 	}
 	cs := int64(w.chunkSize)
+	chunks := int((n + cs - 1) / cs)
+	workers := min(runtime.GOMAXPROCS(0), maxCRCWorkers, chunks)
+	window := min(chunks, 2*workers)
+	jobs := make(chan crcJob, window)
+	slots := make([]chan crcResult, window)
+	for i := range slots {
+		slots[i] = make(chan crcResult, 1) // one job per slot at a time: sends never block
+	}
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := crcBufs.Get().(*[]byte)
+			defer crcBufs.Put(buf)
+			for j := range jobs {
+				crc, err := checksumAt(src, j.off, j.n, *buf)
+				j.out <- crcResult{crc, err}
+			}
+		}()
+	}
+	defer func() {
+		close(jobs)
+		wg.Wait()
+	}()
+	submit := func(i int) {
+		o := int64(i) * cs
+		jobs <- crcJob{off: off + o, n: min(cs, n-o), out: slots[i%window]}
+	}
+	for i := range window {
+		submit(i)
+	}
 	var done int64
-	for done < n {
-		k := min(cs, n-done)
-		crc, err := w.chunkCRC(src, off+done, k, n-done)
-		if err != nil {
-			return done, w.failSource(err)
+	for i := range chunks {
+		r := <-slots[i%window]
+		if i+window < chunks {
+			submit(i + window)
 		}
-		if err := w.spliceChunk(dst, src, off+done, k, crc); err != nil {
+		if r.err != nil {
+			return done, w.failSource(r.err)
+		}
+		k := min(cs, n-done)
+		if err := w.spliceChunk(dst, src, off+done, k, r.crc); err != nil {
 			return done, err
 		}
 		done += k

@@ -19,15 +19,6 @@ func checkSpliced(t *testing.T, w *Writer, want bool) {
 	}
 }
 
-// checkHinted fails t unless every spliced chunk's CRC came from a hint
-// (want), or some did not.
-func checkHinted(t *testing.T, w *Writer, want bool) {
-	t.Helper()
-	if w.splice.moved > 0 && (w.splice.misses == 0) != want {
-		t.Fatalf("%d chunks spliced without a hint; want all hinted %v", w.splice.misses, want)
-	}
-}
-
 // TestSplicePastEnd: a file that ends inside the range (cut after its chunk
 // was checksummed) is io.ErrUnexpectedEOF, after what there was is moved.
 func TestSplicePastEnd(t *testing.T) {

@@ -55,16 +55,8 @@ func (ft fileTensor) tensor() *Tensor {
 // with every third piece of the second tensor given to Write instead, so that
 // WriteFrom finds chunks left pending by Write and leaves some for it.
 func streamOf(t testing.TB, dst io.Writer, chunk int, ts []fileTensor, src *os.File, pieces ...int) *Writer {
-	return streamHinted(t, dst, chunk, ts, src, nil, pieces...)
-}
-
-// streamHinted is streamOf with hint called after the header.
-func streamHinted(t testing.TB, dst io.Writer, chunk int, ts []fileTensor, src *os.File, hint func(*Writer), pieces ...int) *Writer {
 	w := NewWriterSize(dst, chunk)
 	require.NoError(t, w.WriteHeader(&Header{}))
-	if hint != nil {
-		hint(w)
-	}
 	for i, ft := range ts {
 		require.NoError(t, w.WriteTensor(ft.tensor()))
 		if src == nil {
@@ -148,57 +140,6 @@ func TestWriteFromIdentical(t *testing.T) {
 					// Every tensor's whole chunks reach WriteFrom in one call.
 					checkSpliced(t, w, chunk >= min)
 				}
-			}
-		}
-	}
-}
-
-// TestWriteFromHinted: hints change no byte of the stream, whether they are
-// the payloads' ranges, some of them, out of order, wrong, or of another file.
-func TestWriteFromHinted(t *testing.T) {
-	src, ts := sourceFile(t, 0, 1, 4095, 3*4096+17, 200_003, 1<<20+5, 64<<10, 300_001)
-	other, _ := sourceFile(t, 1<<20)
-	hints := map[string]func(*Writer){
-		"all": func(w *Writer) {
-			for _, ft := range ts {
-				w.Hint(src, ft.off, int64(len(ft.payload)))
-			}
-		},
-		"some": func(w *Writer) {
-			for i, ft := range ts {
-				if i%2 == 1 {
-					w.Hint(src, ft.off, int64(len(ft.payload)))
-				}
-			}
-		},
-		"reversed": func(w *Writer) {
-			for i := len(ts) - 1; i >= 0; i-- {
-				w.Hint(src, ts[i].off, int64(len(ts[i].payload)))
-			}
-		},
-		"wrong": func(w *Writer) {
-			for _, ft := range ts {
-				w.Hint(src, ft.off+1, int64(len(ft.payload))/2+1)
-				w.Hint(other, ft.off, int64(len(ft.payload)))
-			}
-		},
-	}
-	setSpliceMin(t, 4096)
-	for name, hint := range hints {
-		for _, chunk := range []int{4096, 64 << 10, 1 << 20} {
-			for _, pieces := range [][]int{nil, {1 << 20}, {4096, 333, 70_000}} {
-				var want bytes.Buffer
-				streamOf(t, &want, chunk, ts, nil)
-				var w *Writer
-				got := throughPipe(t, func(pw io.Writer) { w = streamHinted(t, pw, chunk, ts, src, hint, pieces...) })
-				require.Equal(t, want.Bytes(), got, "hints %s, chunk %d, pieces %v", name, chunk, pieces)
-				if pieces == nil || pieces[0] >= chunk {
-					checkSpliced(t, w, true)
-				}
-				checkHinted(t, w, name == "all")
-				var buf bytes.Buffer
-				streamHinted(t, &buf, chunk, ts, src, hint, pieces...)
-				require.Equal(t, want.Bytes(), buf.Bytes(), "to a buffer, hints %s, chunk %d, pieces %v", name, chunk, pieces)
 			}
 		}
 	}

@@ -295,7 +295,6 @@ func (w *Writer) Close() error {
 	if w.closed {
 		return nil
 	}
-	defer w.stopAhead()
 	if !w.headerDone {
 		return w.fail("", fmt.Errorf("%w: close before the header", ErrState))
 	}
