@@ -11,6 +11,7 @@ import (
 	"github.com/nf4pipe/nf4pipe/internal/cli"
 	"github.com/nf4pipe/nf4pipe/internal/gpu"
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
+	"github.com/nf4pipe/nf4pipe/pkg/gpus"
 	"github.com/nf4pipe/nf4pipe/pkg/qtype"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/quantize"
@@ -49,7 +50,7 @@ func newApp() *ucli.App {
 			&ucli.StringSliceFlag{Name: "skip", Usage: "keep tensors whose name matches the glob `PATTERN` (repeatable; wins over --only)"},
 			&ucli.IntFlag{Name: "threads", Usage: "CPU threads (`N`), 0 for all cores"},
 			&ucli.BoolFlag{Name: "allow-nonfinite", Usage: "quantize NaN and ±Inf weights as bitsandbytes does instead of failing"},
-			&ucli.StringFlag{Name: "offset-gpu", Usage: "sum the double-quantization offset in torch's order on this GPU: a name (h100, h200, a100, a10g, l4, t4, rtx4090, ...) or `SMSxTHREADS` (default: the first local GPU in a CUDA build, else h100/h200)"},
+			&ucli.StringFlag{Name: "offset-gpu", Usage: "sum the double-quantization offset in torch's order on this GPU: a --gpus preset name (h100, h200, a100-80, a10g, l4, t4, rtx4090, ...) or `SMSxTHREADS` (default: the first local GPU in a CUDA build, else h100/h200)"},
 			&ucli.StringFlag{Name: "cast", Usage: "convert kept F32/F16/BF16 tensors to `DTYPE`: bf16, f16 or f32"},
 			&ucli.StringFlag{Name: "input", Aliases: []string{"i"}, Usage: "read the stream from `FILE` (- for stdin)"},
 			&ucli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the stream to `FILE` (- for stdout); written whole or not at all"},
@@ -134,11 +135,19 @@ var exitTable = cli.Table{
 }
 
 // offsetGeometry is the GPU whose torch reduction order the offset follows:
-// the named one, else the first local GPU (CUDA builds), else quant's default
-// (an H100/H200, where transformers + bitsandbytes were checked).
+// the named one (a gpus preset, or SMSxTHREADS), else the first local GPU
+// (CUDA builds), else quant's default (an H100/H200, where transformers +
+// bitsandbytes were checked).
 func offsetGeometry(name string) (quant.ReduceGPU, error) {
 	if name != "" {
-		return quant.ParseReduceGPU(name)
+		if p, ok := gpus.LookupPreset(name); ok {
+			return p.ReduceGPU(), nil
+		}
+		g, err := quant.ParseReduceGPU(name)
+		if err != nil {
+			return g, fmt.Errorf("%q is neither a GPU preset (%s) nor SMSxTHREADS such as 108x2048", name, strings.Join(gpus.PresetNames(), ", "))
+		}
+		return g, nil
 	}
 	if n, err := gpu.Count(); err == nil && n > 0 {
 		if g, err := gpu.ReduceGeometry(0); err == nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/nf4pipe/nf4pipe/internal/fixtures"
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
 	"github.com/nf4pipe/nf4pipe/pkg/detect"
+	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/quantize"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
@@ -224,5 +225,19 @@ func TestHelpAndVersion(t *testing.T) {
 	r = runApp(t, nil, nil, "--version")
 	if r.code != 0 || !strings.Contains(string(r.stdout), cli.Version) {
 		t.Errorf("--version: %d %s", r.code, r.stdout)
+	}
+}
+
+func TestOffsetGeometry(t *testing.T) {
+	for name, want := range map[string]quant.ReduceGPU{
+		"a100-80": {SMs: 108, ThreadsPerSM: 2048}, "H200": quant.DefaultReduceGPU, "80x1536": {SMs: 80, ThreadsPerSM: 1536},
+	} {
+		got, err := offsetGeometry(name)
+		if err != nil || got != want {
+			t.Errorf("offsetGeometry(%q) = %+v, %v; want %+v", name, got, err, want)
+		}
+	}
+	if _, err := offsetGeometry("gtx480"); err == nil || !strings.Contains(err.Error(), "a100-80") {
+		t.Errorf("offsetGeometry(gtx480): %v; want an error listing the presets", err)
 	}
 }

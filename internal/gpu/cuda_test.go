@@ -408,7 +408,7 @@ func TestMeanTorchGPU(t *testing.T) {
 func TestNestPathsMatchCPU(t *testing.T) {
 	d := openGPU(t)
 	r := rand.New(rand.NewPCG(21, 22))
-	a100 := quant.ReduceGPUs["a100"]
+	a100 := quant.ReduceGPU{SMs: 108, ThreadsPerSM: 2048}
 	for _, n := range []int64{1, 7, 255, 256, 257, 8191, 8193, 131073, 1<<20 + 5, 3670016, 128256 * 4096 / 64} {
 		a := make([]float32, n)
 		for i := range a {

@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/nf4pipe/nf4pipe/internal/units"
+	"github.com/nf4pipe/nf4pipe/pkg/quant"
 )
 
 // Sentinel errors; callers test them with errors.Is.
@@ -81,6 +82,27 @@ type Preset struct {
 	Minor int
 	// Source says where Bytes comes from.
 	Source string
+	// SMs is the card's number of multiprocessors (NVIDIA's specifications;
+	// the H100 is the SXM5 card), which torch's reductions depend on.
+	SMs int
+}
+
+// ThreadsPerSM is the most resident threads per multiprocessor of the
+// card's compute capability (CUDA's compute-capability tables).
+func (p Preset) ThreadsPerSM() int {
+	switch {
+	case p.Major == 7 && p.Minor == 5:
+		return 1024
+	case p.Major == 8 && p.Minor > 0, p.Major == 12:
+		return 1536
+	}
+	return 2048
+}
+
+// ReduceGPU is the geometry torch's CUDA reductions, and so bitsandbytes'
+// double-quantization offset, take on this card (quant.ReduceGPU).
+func (p Preset) ReduceGPU() quant.ReduceGPU {
+	return quant.ReduceGPU{SMs: p.SMs, ThreadsPerSM: p.ThreadsPerSM()}
 }
 
 // ContextBytes is what the CUDA context (driver, kernels, cuBLAS and
@@ -102,29 +124,29 @@ const (
 // reservations); a desktop card that also drives a display has a few
 // hundred MiB less: cap it with --max-memory.
 var Presets = []Preset{
-	{"rtx3060", "GeForce RTX 3060 12GB", 12288 * MiB, 8, 6, srcSMI},
-	{"rtx3070", "GeForce RTX 3070 8GB", 8192 * MiB, 8, 6, srcSMI},
-	{"rtx3080", "GeForce RTX 3080 10GB", 10240 * MiB, 8, 6, srcSMI},
-	{"rtx3090", "GeForce RTX 3090 24GB", 24576 * MiB, 8, 6, srcSMI},
-	{"rtx4060", "GeForce RTX 4060 8GB", 8188 * MiB, 8, 9, srcSMI},
-	{"rtx4060ti", "GeForce RTX 4060 Ti 16GB", 16380 * MiB, 8, 9, srcSMI},
-	{"rtx4070", "GeForce RTX 4070 12GB", 12282 * MiB, 8, 9, srcSMI},
-	{"rtx4080", "GeForce RTX 4080 16GB", 16376 * MiB, 8, 9, srcSMI},
-	{"rtx4090", "GeForce RTX 4090 24GB", 24564 * MiB, 8, 9, srcSMI},
-	{"rtx5090", "GeForce RTX 5090 32GB", 32607 * MiB, 12, 0, srcSMI},
-	{"a4000", "RTX A4000 16GB", 16376 * MiB, 8, 6, srcSMI},
-	{"a5000", "RTX A5000 24GB", 24564 * MiB, 8, 6, srcSMI},
-	{"a6000", "RTX A6000 48GB", 49140 * MiB, 8, 6, srcSMI},
-	{"l4", "NVIDIA L4 24GB", 23034 * MiB, 8, 9, srcSMI},
-	{"l40s", "NVIDIA L40S 48GB", 46068 * MiB, 8, 9, srcSMI},
-	{"a10g", "NVIDIA A10G 24GB", 23028 * MiB, 8, 6, srcSMI},
-	{"t4", "Tesla T4 16GB", 15360 * MiB, 7, 5, srcSMI},
-	{"v100", "Tesla V100 16GB", 16160 * MiB, 7, 0, srcSMI},
-	{"v100-32", "Tesla V100 32GB", 32510 * MiB, 7, 0, srcSMI},
-	{"a100-40", "A100 40GB", 40960 * MiB, 8, 0, srcSMI},
-	{"a100-80", "A100 80GB", 81920 * MiB, 8, 0, srcSMI},
-	{"h100", "H100 80GB", 81559 * MiB, 9, 0, srcSMI},
-	{"h200", "H200 141GB", 143771 * MiB, 9, 0, srcMeasured},
+	{"rtx3060", "GeForce RTX 3060 12GB", 12288 * MiB, 8, 6, srcSMI, 28},
+	{"rtx3070", "GeForce RTX 3070 8GB", 8192 * MiB, 8, 6, srcSMI, 46},
+	{"rtx3080", "GeForce RTX 3080 10GB", 10240 * MiB, 8, 6, srcSMI, 68},
+	{"rtx3090", "GeForce RTX 3090 24GB", 24576 * MiB, 8, 6, srcSMI, 82},
+	{"rtx4060", "GeForce RTX 4060 8GB", 8188 * MiB, 8, 9, srcSMI, 24},
+	{"rtx4060ti", "GeForce RTX 4060 Ti 16GB", 16380 * MiB, 8, 9, srcSMI, 34},
+	{"rtx4070", "GeForce RTX 4070 12GB", 12282 * MiB, 8, 9, srcSMI, 46},
+	{"rtx4080", "GeForce RTX 4080 16GB", 16376 * MiB, 8, 9, srcSMI, 76},
+	{"rtx4090", "GeForce RTX 4090 24GB", 24564 * MiB, 8, 9, srcSMI, 128},
+	{"rtx5090", "GeForce RTX 5090 32GB", 32607 * MiB, 12, 0, srcSMI, 170},
+	{"a4000", "RTX A4000 16GB", 16376 * MiB, 8, 6, srcSMI, 48},
+	{"a5000", "RTX A5000 24GB", 24564 * MiB, 8, 6, srcSMI, 64},
+	{"a6000", "RTX A6000 48GB", 49140 * MiB, 8, 6, srcSMI, 84},
+	{"l4", "NVIDIA L4 24GB", 23034 * MiB, 8, 9, srcSMI, 58},
+	{"l40s", "NVIDIA L40S 48GB", 46068 * MiB, 8, 9, srcSMI, 142},
+	{"a10g", "NVIDIA A10G 24GB", 23028 * MiB, 8, 6, srcSMI, 80},
+	{"t4", "Tesla T4 16GB", 15360 * MiB, 7, 5, srcSMI, 40},
+	{"v100", "Tesla V100 16GB", 16160 * MiB, 7, 0, srcSMI, 80},
+	{"v100-32", "Tesla V100 32GB", 32510 * MiB, 7, 0, srcSMI, 80},
+	{"a100-40", "A100 40GB", 40960 * MiB, 8, 0, srcSMI, 108},
+	{"a100-80", "A100 80GB", 81920 * MiB, 8, 0, srcSMI, 108},
+	{"h100", "H100 80GB", 81559 * MiB, 9, 0, srcSMI, 132},
+	{"h200", "H200 141GB", 143771 * MiB, 9, 0, srcMeasured, 132},
 }
 
 // LookupPreset finds a preset by name, case-insensitively.

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/nf4pipe/nf4pipe/internal/units"
+	"github.com/nf4pipe/nf4pipe/pkg/quant"
 )
 
 func TestParse(t *testing.T) {
@@ -137,5 +138,31 @@ func TestDescribePresets(t *testing.T) {
 	}
 	if testing.Verbose() {
 		t.Log("\n" + d)
+	}
+}
+
+// TestPresetReduceGPU: every preset knows its multiprocessors, and the
+// geometry quantize --offset-gpu takes from it matches the hardware's.
+func TestPresetReduceGPU(t *testing.T) {
+	for _, p := range Presets {
+		if p.SMs < 1 {
+			t.Errorf("%s: no multiprocessor count", p.Name)
+		}
+		if err := p.ReduceGPU().Validate(); err != nil {
+			t.Errorf("%s: %v", p.Name, err)
+		}
+	}
+	for name, want := range map[string]quant.ReduceGPU{
+		"h200": quant.DefaultReduceGPU, "h100": quant.DefaultReduceGPU,
+		"a100-80": {SMs: 108, ThreadsPerSM: 2048}, "t4": {SMs: 40, ThreadsPerSM: 1024},
+		"rtx4090": {SMs: 128, ThreadsPerSM: 1536}, "rtx5090": {SMs: 170, ThreadsPerSM: 1536},
+	} {
+		p, ok := LookupPreset(name)
+		if !ok {
+			t.Fatalf("no preset %s", name)
+		}
+		if got := p.ReduceGPU(); got != want {
+			t.Errorf("%s: %+v, want %+v", name, got, want)
+		}
 	}
 }

@@ -51,35 +51,10 @@ type ReduceGPU struct {
 // transformers + bitsandbytes were checked on.
 var DefaultReduceGPU = ReduceGPU{SMs: 132, ThreadsPerSM: 2048}
 
-// ReduceGPUs are named geometries for ParseReduceGPU: multiprocessor counts
-// from NVIDIA's specifications, resident threads per multiprocessor from the
-// CUDA compute-capability tables (2048 for 7.0, 8.0 and 9.0; 1024 for 7.5;
-// 1536 for 8.6, 8.9 and 12.0).
-var ReduceGPUs = map[string]ReduceGPU{
-	"h200":      {132, 2048},
-	"h100":      {132, 2048}, // SXM5
-	"h100-pcie": {114, 2048},
-	"a100":      {108, 2048},
-	"v100":      {80, 2048},
-	"t4":        {40, 1024},
-	"a10g":      {80, 1536},
-	"a10":       {72, 1536},
-	"l4":        {58, 1536},
-	"l40s":      {142, 1536},
-	"a6000":     {84, 1536},
-	"rtx3090":   {82, 1536},
-	"rtx4090":   {128, 1536},
-	"rtx5090":   {170, 1536},
-}
-
-// ParseReduceGPU reads a geometry: a name of ReduceGPUs, or SMSxTHREADS
-// such as "108x2048".
+// ParseReduceGPU reads a geometry written SMSxTHREADS, such as "108x2048".
+// (Named cards are gpus.Presets: gpus.LookupPreset(name).ReduceGPU().)
 func ParseReduceGPU(s string) (ReduceGPU, error) {
-	key := strings.ToLower(strings.TrimSpace(s))
-	if g, ok := ReduceGPUs[key]; ok {
-		return g, nil
-	}
-	if a, b, ok := strings.Cut(key, "x"); ok {
+	if a, b, ok := strings.Cut(strings.ToLower(strings.TrimSpace(s)), "x"); ok {
 		sms, err1 := strconv.Atoi(a)
 		thr, err2 := strconv.Atoi(b)
 		if err1 == nil && err2 == nil {
@@ -87,7 +62,7 @@ func ParseReduceGPU(s string) (ReduceGPU, error) {
 			return g, g.Validate()
 		}
 	}
-	return ReduceGPU{}, fmt.Errorf("%w: GPU geometry %q (want a name such as h100, a100, rtx4090, or SMSxTHREADS such as 108x2048)", ErrParams, s)
+	return ReduceGPU{}, fmt.Errorf("%w: GPU geometry %q (want SMSxTHREADS such as 108x2048)", ErrParams, s)
 }
 
 // Validate reports whether g can run torch's reduction.
