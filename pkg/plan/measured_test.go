@@ -56,9 +56,9 @@ var measuredConfigs = map[string]string{
 	"llava-1.5-7b":   "llava-hf__llava-1.5-7b-hf.json",
 	// MoE models at their real layer dimensions with fewer layers
 	// (testdata/configs/SOURCES.md).
-	"deepseek-v2-lite-8l": "deepseek-v2-lite-8l.json",
-	"qwen3-30b-a3b-8l":    "qwen3-30b-a3b-8l.json",
-	"mixtral-8x7b-4l":     "mixtral-8x7b-4l.json",
+	"deepseek-v2-lite-8l": "derived/deepseek-v2-lite-8l.json",
+	"qwen3-30b-a3b-8l":    "derived/qwen3-30b-a3b-8l.json",
+	"mixtral-8x7b-4l":     "derived/mixtral-8x7b-4l.json",
 }
 
 // configFor finds the config of a measured model: the map above, else a
