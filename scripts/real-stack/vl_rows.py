@@ -18,13 +18,17 @@ Supported families (model_type of config.json), each sample built without a proc
               mm_token_type_ids, by those: 1 on the image tokens).
   llava       image_token_id x (image_size/patch_size)^2 per image (+1 with vision_feature_select_strategy
               "full"); pixel_values (n, 3, image_size, image_size).
-Not supported (a row prints "error"): mllama (cross-attention images need aspect_ratio_ids/mask and a
-cross_attention_mask) and any other family.
+  mllama      one image_token_id per image in the text (nothing enters the sequence, as the plan counts it);
+              pixel_values (images, max_num_tiles, C, S, S), every tile used (the plan's worst case: 4 x 1601
+              cross-attention tokens at 560px), aspect_ratio_ids of the all-tiles ratio, aspect_ratio_mask all
+              ones, cross_attention_mask (seq, images, tiles) 1 from each image token on; stacked per batch.
+Any other family prints "error" (with images 0 it trains on text alone).
 
 `seq` is the text of a sample, as `plan --seq-len`: the language model's sequence is seq + images x tokens per
 image (the plan's "language model sequence"), the special tokens around each image counted in seq. labels are
 the input ids with the image tokens masked (-100); text ids are drawn below every special id of the config.
-The collator stacks input_ids, labels and the type ids and concatenates pixel_values and image_grid_thw.
+The collator stacks input_ids, labels and the type ids and concatenates pixel_values and image_grid_thw
+(mllama: stacks everything).
 LoRA goes to the language model only: its Linear4bit names as target_modules, and the snippet's
 exclude_modules for the tower and projector (peft matches names as suffixes; the towers have q_proj too).
 """
@@ -86,7 +90,28 @@ def image_spec(config):
         n = (side // patch) ** 2 + (1 if getattr(config, "vision_feature_select_strategy", "default") == "full" else 0)
         return {"token": cfg_id(config, "image_token_id", "image_token_index"), "tokens": n, "before": [], "after": [],
                 "pixels": lambda g: {"pixel_values": torch.randn(1, 3, side, side, generator=g)}}
-    raise Unsupported(f"model_type {mt!r}: vl_rows.py builds samples for gemma3, qwen2_vl, qwen2_5_vl and llava")
+    if mt == "mllama":
+        side, tiles = int(v.image_size), int(v.max_num_tiles)
+        ch = int(getattr(v, "num_channels", 3))
+        ar = mllama_aspect_ratio_id(tiles)
+        # One <|image|> token in the text (plan: nothing enters the sequence); the cross-attention layers attend
+        # to every tile of every image. Batched as (batch, images, ...): stacked, not concatenated.
+        return {"token": cfg_id(config, "image_token_id", "image_token_index"), "tokens": 1, "seq_tokens": 0,
+                "before": [], "after": [], "stack": True,
+                "pixels": lambda g: {"pixel_values": torch.randn(1, tiles, ch, side, side, generator=g),
+                                     "aspect_ratio_ids": torch.tensor([ar]),
+                                     "aspect_ratio_mask": torch.ones(1, tiles, dtype=torch.long)},
+                "cross": tiles}
+    raise Unsupported(f"model_type {mt!r}: vl_rows.py builds samples for gemma3, qwen2_vl, qwen2_5_vl, llava and "
+                      "mllama")
+
+
+def mllama_aspect_ratio_id(tiles):
+    """The aspect ratio id of an image cut into all `tiles` tiles: 1 + its index in MllamaImageProcessor's
+    supported aspect ratios (every w x h <= tiles, w then h ascending; id 0 is padding)."""
+    ratios = [(w, h) for w in range(1, tiles + 1) for h in range(1, tiles + 1) if w * h <= tiles]
+    full = [i for i, (w, h) in enumerate(ratios) if w * h == tiles]
+    return 1 + (full[len(full) // 2] if full else len(ratios) - 1)
 
 
 def text_high(config, spec, vocab):
@@ -104,19 +129,23 @@ def samples(config, spec, vocab, count, S, images, seed=0):
     g = torch.Generator().manual_seed(seed)
     high = text_high(config, spec, vocab)
     around = sum(t is not None for t in spec["before"] + spec["after"])
-    if 1 + images * around > S:
+    added = spec.get("seq_tokens", spec["tokens"])  # what an image adds to the sequence beyond seq
+    if 1 + images * (around + spec["tokens"] - added) > S:
         raise Unsupported(f"seq {S} leaves no room for the tokens around {images} image(s)")
     out = []
     for _ in range(count):
-        ids = torch.randint(0, high, (S + images * spec["tokens"],), generator=g)
+        L = S + images * added
+        ids = torch.randint(0, high, (L,), generator=g)
         is_image = torch.zeros_like(ids, dtype=torch.bool)
         pos = 1  # one text token first, as a chat template's BOS
         extra = {}
+        starts = []
         for _ in range(images):
             for t in spec["before"]:
                 if t is not None:
                     ids[pos] = t
                     pos += 1
+            starts.append(pos)
             ids[pos:pos + spec["tokens"]] = spec["token"]
             is_image[pos:pos + spec["tokens"]] = True
             pos += spec["tokens"]
@@ -130,18 +159,29 @@ def samples(config, spec, vocab, count, S, images, seed=0):
         x["_type_ids"] = is_image.long()  # 1 on image tokens; named after the model's forward in run()
         for k, v in extra.items():
             x[k] = torch.cat(v, 0)
+        if spec.get("cross") and images > 0:
+            # mllama: each token attends to every tile of the images at or before it (the processor's
+            # cross_attention_mask, (seq, images, tiles)); the tokens before the first image to none.
+            cam = torch.zeros(L, images, spec["cross"], dtype=torch.long)
+            for i, p0 in enumerate(starts):
+                cam[p0:, i, :] = 1
+            x["cross_attention_mask"] = cam
         out.append(x)
     return out
 
 
-def collate(batch):
-    out = {}
-    for k in batch[0]:
-        if k in ("pixel_values", "image_grid_thw"):
-            out[k] = torch.cat([b[k] for b in batch], 0)  # the models take the images of the batch as one list
-        else:
-            out[k] = torch.stack([b[k] for b in batch])
-    return out
+def collator(stack_images):
+    """Stacks every key; pixel_values and image_grid_thw are concatenated instead (gemma3, qwen vl, llava take
+    the images of a batch as one list), unless stack_images (mllama: batch x images x tiles)."""
+    def collate(batch):
+        out = {}
+        for k in batch[0]:
+            if k in ("pixel_values", "image_grid_thw") and not stack_images:
+                out[k] = torch.cat([b[k] for b in batch], 0)
+            else:
+                out[k] = torch.stack([b[k] for b in batch])
+        return out
+    return collate
 
 
 def run(path, name, g, versions):
@@ -197,7 +237,7 @@ def run(path, name, g, versions):
         gradient_checkpointing_kwargs={"use_reentrant": False}, optim=OPT[opt], bf16=True, learning_rate=2e-4,
         max_steps=3, logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True,
         remove_unused_columns=False)
-    tr = Trainer(model=model, args=args, train_dataset=ds, data_collator=collate)
+    tr = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator(bool(spec and spec.get("stack"))))
     after_load = torch.cuda.memory_allocated()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     torch.cuda.reset_peak_memory_stats()
