@@ -60,6 +60,11 @@ var measuredConfigs = map[string]string{
 	"qwen2.5-vl-7b":       "Qwen__Qwen2.5-VL-7B-Instruct.json",
 	"llava-1.5-7b":        "llava-hf__llava-1.5-7b-hf.json",
 	"llama3.2-11b-vision": "meta-llama__Llama-3.2-11B-Vision-Instruct.json",
+	// MoE models at their real layer dimensions with fewer layers
+	// (testdata/configs/SOURCES.md).
+	"deepseek-v2-lite-8l": "deepseek-v2-lite-8l.json",
+	"qwen3-30b-a3b-8l":    "qwen3-30b-a3b-8l.json",
+	"mixtral-8x7b-4l":     "mixtral-8x7b-4l.json",
 }
 
 // configFor finds the config of a measured model: the map above, else a
