@@ -128,7 +128,10 @@ def text_high(config, spec, vocab):
 def samples(config, spec, vocab, count, S, images, seed=0):
     g = torch.Generator().manual_seed(seed)
     high = text_high(config, spec, vocab)
-    around = sum(t is not None for t in spec["before"] + spec["after"])
+    # The special tokens around an image, those the embedding has (a tiny test model's vocabulary may not)
+    before = [t for t in spec["before"] if t is not None and t < vocab]
+    after = [t for t in spec["after"] if t is not None and t < vocab]
+    around = len(before) + len(after)
     added = spec.get("seq_tokens", spec["tokens"])  # what an image adds to the sequence beyond seq
     if 1 + images * (around + spec["tokens"] - added) > S:
         raise Unsupported(f"seq {S} leaves no room for the tokens around {images} image(s)")
@@ -141,18 +144,16 @@ def samples(config, spec, vocab, count, S, images, seed=0):
         extra = {}
         starts = []
         for _ in range(images):
-            for t in spec["before"]:
-                if t is not None:
-                    ids[pos] = t
-                    pos += 1
+            for t in before:
+                ids[pos] = t
+                pos += 1
             starts.append(pos)
             ids[pos:pos + spec["tokens"]] = spec["token"]
             is_image[pos:pos + spec["tokens"]] = True
             pos += spec["tokens"]
-            for t in spec["after"]:
-                if t is not None:
-                    ids[pos] = t
-                    pos += 1
+            for t in after:
+                ids[pos] = t
+                pos += 1
             for k, v in spec["pixels"](g).items():
                 extra.setdefault(k, []).append(v)
         x = {"input_ids": ids, "labels": ids.masked_fill(is_image, -100)}
