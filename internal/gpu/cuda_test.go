@@ -251,6 +251,32 @@ func TestGPUMatchesCPU(t *testing.T) {
 	}
 }
 
+// TestBackendSteps: runs of a few MiB, as the quantize stage hands them,
+// go to the device in several pipelined steps (pipelineStep) with the
+// default workspace; the bytes must be the CPU's, across step boundaries
+// and with a short last step and block.
+func TestBackendSteps(t *testing.T) {
+	d := openGPU(t)
+	r := rand.New(rand.NewPCG(5, 6))
+	b := d.Backend()
+	for _, dt := range []quant.DType{quant.BF16, quant.F16, quant.F32} {
+		for _, bs := range []int{64, 4096} {
+			for _, n := range []int64{4*minStepElems - 1, 2<<20 + 17, 8<<20 + 3*4096 + 1} {
+				p := quant.Params{Type: quant.NF4, BlockSize: bs, DoubleQuant: true}
+				src := randomTensor(r, dt, n, bs, false)
+				want, err := quant.Quantize(src, dt, p, quant.CPU(0))
+				require.NoError(t, err)
+				got, err := quant.Quantize(src, dt, p, b)
+				require.NoError(t, err)
+				what := fmt.Sprintf("%s bs %d n %d (step %d)", dt, bs, n, pipelineStep(n, ChunkBytes/4/4096*4096, 4096))
+				assert.Equal(t, -1, firstDiff(got.Packed, want.Packed), "%s: packed", what)
+				assert.Equal(t, -1, firstDiff(got.Absmax, want.Absmax), "%s: absmax codes", what)
+				assert.Equal(t, -1, firstDiff(got.Nested, want.Nested), "%s: nested", what)
+			}
+		}
+	}
+}
+
 func checkAgainstCPU(t *testing.T, d *Device, src []byte, dt quant.DType, n int64, p quant.Params) {
 	t.Helper()
 	what := fmt.Sprintf("%s n=%d %+v", dt, n, p)

@@ -20,12 +20,17 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
+// needGPU skips t without a GPU; with one, it makes every GPU that Run
+// opens during t take the work from the first run of blocks on (rather than
+// after its start-up, which outlasts these small models on the CPU).
 func needGPU(t *testing.T) []gpu.DeviceInfo {
 	t.Helper()
 	infos, err := gpu.Devices()
 	if err != nil || len(infos) == 0 {
 		t.Skipf("needs a CUDA GPU: %v", err)
 	}
+	testWaitGPU = true
+	t.Cleanup(func() { testWaitGPU = false })
 	return infos
 }
 
@@ -307,5 +312,43 @@ func BenchmarkStageCUDA(b *testing.B) {
 		if _, err := Run(bytes.NewReader(in), io.Discard, o); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestCUDAAutoShares: --device auto with the GPU open from the first run
+// shares the large runs between the CPU and the GPU and gives the CPU's
+// bytes; the summary names both.
+func TestCUDAAutoShares(t *testing.T) {
+	needGPU(t)
+	in := bigStream(t)
+	want, _ := mustRun(t, in, cpuOptions())
+	o := cpuOptions()
+	o.Device = "auto"
+	got, sum := mustRun(t, in, o)
+	if !sameAfterHeader(t, got, want) {
+		t.Error("--device auto: output differs from the CPU's")
+	}
+	if sum.Device != "cpu+cuda:0" {
+		t.Errorf("--device auto: device %q, want cpu+cuda:0 (the first shared runs go to the GPU)", sum.Device)
+	}
+}
+
+// TestCUDAStartsOnCPU: without waiting for the GPU (as the tool runs),
+// --device cuda and auto give the CPU's bytes whichever backend each run
+// lands on, and a later run in the same process (the driver initialized)
+// too.
+func TestCUDAStartsOnCPU(t *testing.T) {
+	needGPU(t)
+	testWaitGPU = false
+	in := bigStream(t)
+	want, _ := mustRun(t, in, cpuOptions())
+	for _, dev := range []string{"cuda:0", "auto", "cuda", "auto"} {
+		o := cpuOptions()
+		o.Device = dev
+		got, sum := mustRun(t, in, o)
+		if !sameAfterHeader(t, got, want) {
+			t.Errorf("--device %s: output differs from the CPU's", dev)
+		}
+		t.Logf("--device %s: ran on %s in %.3f s", dev, sum.Device, sum.Seconds)
 	}
 }

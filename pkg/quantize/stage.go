@@ -42,12 +42,7 @@ func Run(in io.Reader, out io.Writer, o Options) (*Summary, error) {
 		}
 		defer release()
 	}
-	for i, b := range backends {
-		if i > 0 {
-			sum.Device += ","
-		}
-		sum.Device += b.Name()
-	}
+	sum.Device = names(backends)
 	chunk := o.ChunkSize
 	if chunk <= 0 {
 		chunk = cpuChunk
@@ -60,7 +55,19 @@ func Run(in io.Reader, out io.Writer, o Options) (*Summary, error) {
 	s := &stage{o: o, sum: sum, backends: backends, chunk: chunk}
 	err := s.run(tensorstream.NewReader(cin), tensorstream.NewWriter(cout))
 	sum.BytesIn, sum.BytesOut = cin.n.Load(), cout.n
+	// The header named where the work was to run; a GPU opened in the
+	// background may have joined (auto) or failed to open since.
+	sum.Device = names(backends)
 	return sum, err
+}
+
+// names joins the backends' names with commas.
+func names(backends []quant.Backend) string {
+	s := make([]string, len(backends))
+	for i, b := range backends {
+		s[i] = b.Name()
+	}
+	return strings.Join(s, ",")
 }
 
 type stage struct {
