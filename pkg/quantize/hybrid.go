@@ -55,6 +55,7 @@ type hybrid struct {
 	gpu      quant.Backend // set before ready is closed; nil if it failed
 	closeGPU func()
 	openErr  error
+	openTime time.Duration // how long the opening took
 
 	mu       sync.Mutex
 	released bool
@@ -65,8 +66,10 @@ type hybrid struct {
 // newHybrid starts opening the GPU and returns the backend at once.
 func newHybrid(cpu quant.Backend, name string, mode hybridMode, open gpuOpener) *hybrid {
 	h := &hybrid{cpu: cpu, name: name, mode: mode, ready: make(chan struct{})}
+	t0 := time.Now()
 	go func() {
 		b, c, err := open()
+		h.openTime = time.Since(t0)
 		h.mu.Lock()
 		released := h.released
 		h.gpu, h.closeGPU, h.openErr = b, c, err
@@ -121,6 +124,27 @@ type openState struct {
 	done bool
 	b    quant.Backend
 	err  error
+}
+
+// routing describes the GPU's opening and, under shared, the router's
+// measures.
+func (h *hybrid) routing() string {
+	g := h.opened()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var s string
+	switch {
+	case !g.done:
+		s = h.name + " still opening at the end"
+	case g.b == nil:
+		s = fmt.Sprintf("%s not used (%.3f s): %v", h.name, h.openTime.Seconds(), g.err)
+	default:
+		s = fmt.Sprintf("%s open after %.3f s", h.name, h.openTime.Seconds())
+	}
+	if h.mode == shared {
+		s += "; " + h.r.String()
+	}
+	return s
 }
 
 // opened says whether the opening has returned, and with what.

@@ -58,6 +58,13 @@ func Run(in io.Reader, out io.Writer, o Options) (*Summary, error) {
 	// The header named where the work was to run; a GPU opened in the
 	// background may have joined (auto) or failed to open since.
 	sum.Device = names(backends)
+	var routes []string
+	for _, b := range backends {
+		if h, ok := b.(*hybrid); ok {
+			routes = append(routes, h.routing())
+		}
+	}
+	sum.Routing = strings.Join(routes, "; ")
 	return sum, err
 }
 
