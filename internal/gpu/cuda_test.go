@@ -806,3 +806,31 @@ func TestBenchProbe(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestOpenTimes logs what a GPU's start-up costs, step by step, in this
+// process (cuInit already ran, in package init): the context and module
+// load (Open), the first small run (its workspace: device memory and pinned
+// staging, and the kernel's first launch), a second one, and Close. The
+// quantize stage hides the first two behind the CPU (pkg/quantize/hybrid.go).
+func TestOpenTimes(t *testing.T) {
+	t0 := time.Now()
+	d, err := Open(0)
+	if err != nil {
+		t.Skipf("no usable GPU: %v", err)
+	}
+	open := time.Since(t0)
+	p := quant.DefaultParams()
+	const n = 16 << 10
+	src := randomTensor(rand.New(rand.NewPCG(9, 10)), quant.BF16, n, p.BlockSize, false)
+	b := d.Backend()
+	var runs [2]time.Duration
+	for i := range runs {
+		t1 := time.Now()
+		require.NoError(t, b.QuantizeBlocks(make([]byte, n/2), make([]float32, n/p.BlockSize), src, quant.BF16, p, 0))
+		runs[i] = time.Since(t1)
+	}
+	t2 := time.Now()
+	require.NoError(t, d.Close())
+	t.Logf("start-up: open %.1f ms, first run %.1f ms, second run %.3f ms, close %.1f ms",
+		open.Seconds()*1e3, runs[0].Seconds()*1e3, runs[1].Seconds()*1e3, time.Since(t2).Seconds()*1e3)
+}
