@@ -59,7 +59,7 @@ type hybrid struct {
 
 	mu       sync.Mutex
 	released bool
-	gpuUsed  bool // the GPU quantized some blocks
+	gpuUsed  bool // under shared, the GPU quantized some blocks
 	r        router
 }
 
@@ -69,16 +69,18 @@ func newHybrid(cpu quant.Backend, name string, mode hybridMode, open gpuOpener) 
 	t0 := time.Now()
 	go func() {
 		b, c, err := open()
-		h.openTime = time.Since(t0)
-		h.mu.Lock()
-		released := h.released
-		h.gpu, h.closeGPU, h.openErr = b, c, err
 		if err != nil {
-			h.gpu, h.closeGPU = nil, nil
+			b, c = nil, nil
 		}
-		h.mu.Unlock()
+		// ready closes under mu, so that release sees either the GPU
+		// open or released still to be read here.
+		h.mu.Lock()
+		h.openTime = time.Since(t0)
+		h.gpu, h.closeGPU, h.openErr = b, c, err
 		close(h.ready)
-		if released && c != nil && err == nil {
+		released := h.released
+		h.mu.Unlock()
+		if released && c != nil {
 			c() // the run ended while the GPU opened
 		}
 	}()
@@ -166,11 +168,8 @@ func (h *hybrid) QuantizeBlocks(packed []byte, absmax []float32, src []byte, dt 
 	case g.done && g.b == nil && h.mode == gpuAlone && !errors.Is(g.err, errFallBack):
 		return g.err
 	case !g.done || g.b == nil:
-		return h.timed(h.cpu, packed, absmax, src, dt, p, first, true)
+		return h.cpuAlone(packed, absmax, src, dt, p, first)
 	case h.mode == gpuAlone:
-		h.mu.Lock()
-		h.gpuUsed = true
-		h.mu.Unlock()
 		return g.b.QuantizeBlocks(packed, absmax, src, dt, p, first)
 	}
 	es := dt.Size()
@@ -183,17 +182,16 @@ func (h *hybrid) QuantizeBlocks(packed []byte, absmax []float32, src []byte, dt 
 	gb := h.r.gpuBlocks(blocks, p.BlockSize*es)
 	h.mu.Unlock()
 	if gb == 0 {
-		return h.timed(h.cpu, packed, absmax, src, dt, p, first, true)
+		return h.cpuAlone(packed, absmax, src, dt, p, first)
 	}
 	return h.split(g.b, gb, packed, absmax, src, dt, p, first)
 }
 
-// timed runs b on the whole run and, for the CPU alone, tells the router
-// its rate.
-func (h *hybrid) timed(b quant.Backend, packed []byte, absmax []float32, src []byte, dt quant.DType, p quant.Params, first int64, alone bool) error {
+// cpuAlone quantizes the whole run on the CPU and tells the router its rate.
+func (h *hybrid) cpuAlone(packed []byte, absmax []float32, src []byte, dt quant.DType, p quant.Params, first int64) error {
 	t0 := time.Now()
-	err := b.QuantizeBlocks(packed, absmax, src, dt, p, first)
-	if err == nil && alone {
+	err := h.cpu.QuantizeBlocks(packed, absmax, src, dt, p, first)
+	if err == nil {
 		h.mu.Lock()
 		h.r.cpuAlone(len(src), time.Since(t0))
 		h.mu.Unlock()
