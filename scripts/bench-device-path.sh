@@ -10,7 +10,8 @@
 # directory is removed (untimed, then sync) before its run; the checkpoints
 # must be byte-identical (cmp of every file). Then the GPU tests, and each
 # quantize's JSON summary (device, routing: when the GPU was ready, the
-# throughputs auto measured). OUT gets at most 5 files.
+# throughputs auto measured), and the stage's steady state with the GPU
+# already open (BenchmarkStageFileDevice). OUT gets 4 files.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -90,6 +91,14 @@ for v in cudabuild-cpu cuda auto; do
 done 2>&1 | tee -a "$R"
 # Where each quantize ran, when its GPU was ready, what auto measured.
 sed -nE '/^-- /p; s/^([a-z-]+) .*"device":"([^"]*)"(,"routing":"(([^"\\]|\\.)*)")?,"seconds":([0-9.]+).*/\1: \2, \6 s; \4/p' "$Q" | tee -a "$R"
+
+# The stage alone, in process, from a stream file in tmpfs, the GPU already
+# open: the steady state of the CPU, the GPU alone and shared, at 4 and 32
+# MiB chunks (MB/s of input stream).
+$T/cpu/detect -q $M > /dev/shm/tl.stream
+(cd pkg/quantize && NF4PIPE_STREAM=/dev/shm/tl.stream $T/quantize.test -test.run '^$' -test.v -test.bench StageFileDevice -test.benchtime 5x 2>&1) |
+	grep -E 'Benchmark|cpu alone|FAIL|panic' | tee -a "$R"
+rm -f /dev/shm/tl.stream
 
 # GPU tests: the pipelined steps, the backend against the CPU, the golden
 # vectors, and the stage's CUDA tests (GPU from the first run, auto sharing,

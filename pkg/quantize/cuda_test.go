@@ -352,3 +352,61 @@ func TestCUDAStartsOnCPU(t *testing.T) {
 		t.Logf("--device %s: ran on %s in %.3f s", dev, sum.Device, sum.Seconds)
 	}
 }
+
+// BenchmarkStageFileDevice is BenchmarkStageFile with the GPU already open
+// (its start-up left out): the CPU alone, the GPU alone (--device cuda once
+// ready) and shared (auto once ready), with the CPU's 4 MiB chunks and the
+// GPU's 32 MiB, so that the steady state of each path can be compared:
+//
+//	NF4PIPE_STREAM=/tmp/tl.stream go test -tags cuda -run '^$' -bench StageFileDevice -benchtime 5x ./pkg/quantize
+//
+// The shared case reports the router's measures once (b.Log).
+func BenchmarkStageFileDevice(b *testing.B) {
+	name := os.Getenv("NF4PIPE_STREAM")
+	if name == "" {
+		b.Skip("NF4PIPE_STREAM names no stream file")
+	}
+	st, err := os.Stat(name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dev, err := gpu.Open(0)
+	if err != nil {
+		b.Skipf("needs a CUDA GPU: %v", err)
+	}
+	defer dev.Close()
+	gb := dev.Backend()
+	if err := warm(gb); err != nil {
+		b.Fatal(err)
+	}
+	for _, chunk := range []int{cpuChunk, gpuChunk} {
+		for _, mode := range []string{"cpu", "gpu", "shared"} {
+			b.Run(fmt.Sprintf("%s/chunk=%dMiB", mode, chunk>>20), func(b *testing.B) {
+				o := cpuOptions()
+				o.ChunkSize = chunk
+				var h *hybrid
+				if mode != "cpu" {
+					m := map[string]hybridMode{"gpu": gpuAlone, "shared": shared}[mode]
+					h = newHybrid(quant.CPU(0), "cuda:0", m, func() (quant.Backend, func(), error) { return gb, func() {}, nil })
+					<-h.ready
+					o.Backends = []quant.Backend{h}
+				}
+				b.SetBytes(st.Size())
+				for b.Loop() {
+					f, err := os.Open(name)
+					if err != nil {
+						b.Fatal(err)
+					}
+					_, err = Run(f, io.Discard, o)
+					f.Close()
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				if h != nil && mode == "shared" {
+					b.Logf("%s: %s", h.Name(), h.routing())
+				}
+			})
+		}
+	}
+}
