@@ -120,10 +120,12 @@ func openGPU(ordinal int, auto bool, warn func(string)) gpuOpener {
 	}
 }
 
-// warm quantizes one small bf16 run with the default parameters.
+// warm quantizes one small bf16 run with the default parameters: whole
+// tiles and one block more, so that both kernels a run may need (tiles, and
+// a warp per block for the rest) have been launched once.
 func warm(b quant.Backend) error {
 	p := quant.DefaultParams()
-	const n = 16 << 10
+	const n = 16<<10 + 64
 	src := make([]byte, 2*n)
 	for i := 0; i < len(src); i += 2 {
 		src[i], src[i+1] = 0x80, 0x3f // bf16 1.0
