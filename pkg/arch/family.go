@@ -224,7 +224,7 @@ var Families = []*Family{
 		VisionDefaults: obj{"depth": n(32), "hidden_size": n(3584), "intermediate_size": n(3420),
 			"num_heads": n(16), "in_channels": n(3), "patch_size": n(14), "spatial_merge_size": n(2),
 			"temporal_patch_size": n(2), "out_hidden_size": n(3584)}},
-	{Name: "mllama", ModelTypes: []string{"mllama"}, Architectures: []string{"MllamaForConditionalGeneration"},
+	{Name: "mllama", Checked: "testdata/models/mllama", ModelTypes: []string{"mllama"}, Architectures: []string{"MllamaForConditionalGeneration"},
 		Vision: VisionMllama, CrossAttention: true, NestedText: true, TextPrefix: "language_model.model.",
 		LMHead: "language_model.lm_head.weight", VisionPrefix: "vision_model.", ProjPrefix: "multi_modal_projector.",
 		TextDefaults: obj{"vocab_size": n(128256), "hidden_size": n(4096), "intermediate_size": n(14336),

@@ -54,6 +54,11 @@ var measuredConfigs = map[string]string{
 	"mixtral-8x7b":   "mistralai__Mixtral-8x7B-v0.1.json",
 	"qwen2.5-vl-7b":  "Qwen__Qwen2.5-VL-7B-Instruct.json",
 	"llava-1.5-7b":   "llava-hf__llava-1.5-7b-hf.json",
+	// MoE models at their real layer dimensions with fewer layers
+	// (testdata/configs/SOURCES.md).
+	"deepseek-v2-lite-8l": "derived/deepseek-v2-lite-8l.json",
+	"qwen3-30b-a3b-8l":    "derived/qwen3-30b-a3b-8l.json",
+	"mixtral-8x7b-4l":     "derived/mixtral-8x7b-4l.json",
 }
 
 // configFor finds the config of a measured model: the map above, else a
