@@ -90,7 +90,7 @@ for v in cudabuild-cpu cuda auto; do
 	echo "checkpoint $v vs cpu: identical=$same (cmp: $(ls /tmp/dp-cpu | grep -v nf4pipe_plan.json | tr '\n' ' '); nf4pipe_plan.json but for --device/--out/device)"
 done 2>&1 | tee -a "$R"
 # Where each quantize ran, when its GPU was ready, what auto measured.
-sed -nE '/^-- /p; s/^([a-z-]+) .*"device":"([^"]*)"(,"routing":"(([^"\\]|\\.)*)")?,"seconds":([0-9.]+).*/\1: \2, \6 s; \4/p' "$Q" | tee -a "$R"
+sed -nE '/^-- /p; s/^([a-z-]+) .*"device":"([^"]*)","seconds":([0-9.]+)(,"routing":"(([^"\\]|\\.)*)")?.*/\1: \2, \3 s; \5/p' "$Q" | tee -a "$R"
 
 # The stage alone, in process, from a stream file in tmpfs, the GPU already
 # open: the steady state of the CPU, the GPU alone and shared, at 4 and 32

@@ -11,19 +11,16 @@ import (
 
 // Summary counts what a Run did.
 type Summary struct {
-	Quantized         int    `json:"quantized"`          // tensors quantized
-	Kept              int    `json:"kept"`               // tensors passed through, cast or not
-	Cast              int    `json:"cast"`               // kept tensors converted by Options.Cast
-	QuantizedElements int64  `json:"quantized_elements"` // weights quantized
-	QuantizedBytes    int64  `json:"quantized_bytes"`    // their payload: codes, absmax, nested absmax
-	BytesIn           int64  `json:"bytes_in"`           // stream bytes read
-	BytesOut          int64  `json:"bytes_out"`          // stream bytes written
-	Device            string `json:"device"`             // where the work ran
-	// Routing, for GPUs opened in the background (a CUDA build), says when
-	// each was ready or why it was not used, and under auto the
-	// throughputs measured and chosen by.
-	Routing string  `json:"routing,omitempty"`
-	Seconds float64 `json:"seconds"`
+	Quantized         int     `json:"quantized"`          // tensors quantized
+	Kept              int     `json:"kept"`               // tensors passed through, cast or not
+	Cast              int     `json:"cast"`               // kept tensors converted by Options.Cast
+	QuantizedElements int64   `json:"quantized_elements"` // weights quantized
+	QuantizedBytes    int64   `json:"quantized_bytes"`    // their payload: codes, absmax, nested absmax
+	BytesIn           int64   `json:"bytes_in"`           // stream bytes read
+	BytesOut          int64   `json:"bytes_out"`          // stream bytes written
+	Device            string  `json:"device"`             // where the work ran
+	Seconds           float64 `json:"seconds"`
+	Routing           string  `json:"routing,omitempty"` // GPUs opened in the background: when ready or why not used; auto's measures
 }
 
 // BitsPerWeight is the payload bits per quantized weight: about 4.127 with
