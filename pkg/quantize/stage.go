@@ -45,8 +45,10 @@ func Run(in io.Reader, out io.Writer, o Options) (*Summary, error) {
 	sum.Device = names(backends)
 	chunk := o.ChunkSize
 	if chunk <= 0 {
+		// auto ("cpu", "cpu+cuda:0") keeps the CPU's chunks: its
+		// pipeline is the CPU's, only the routing of runs differs.
 		chunk = cpuChunk
-		if backends[0].Name() != "cpu" {
+		if strings.HasPrefix(backends[0].Name(), "cuda") {
 			chunk = gpuChunk
 		}
 	}
