@@ -39,7 +39,7 @@ func newApp() *ucli.App {
 		Name:      "quantize",
 		Usage:     "quantize a tensor stream to bitsandbytes NF4/FP4 with double quantization",
 		UsageText: "quantize [flags] < STREAM > STREAM",
-		Description: description + "\n\n   This build: " + map[bool]string{true: "with CUDA (--device cuda uses the GPUs; auto stays on the CPU, which keeps up with any pipe)",
+		Description: description + "\n\n   This build: " + map[bool]string{true: "with CUDA (the GPU opens in the background while the CPU starts; --device cuda then hands it the work, auto shares each run with it while that measures faster than the CPU alone)",
 			false: "CPU only (make cuda builds the GPU path)"}[quantize.CUDABuilt],
 		Flags: []ucli.Flag{
 			&ucli.StringFlag{Name: "type", Value: string(quant.DefaultParams().Type), Usage: "4-bit data `TYPE`: " + qtype.Names()},

@@ -478,6 +478,7 @@ func (d *Device) quantizeBlocks(packed []byte, absmax []float32, src []byte, dt 
 		return false, err
 	}
 	absOff, badOff, _ := outLayout(ws.chunk)
+	step := pipelineStep(n, chunkElems, align)
 	type pending struct{ start, cnt int64 }
 	var inflight [2]*pending
 	bad := false
@@ -499,12 +500,12 @@ func (d *Device) quantizeBlocks(packed []byte, absmax []float32, src []byte, dt 
 		}
 		return nil
 	}
-	for i, start := 0, int64(0); start < n; i, start = i+1, start+chunkElems {
+	for i, start := 0, int64(0); start < n; i, start = i+1, start+step {
 		s := i % 2
 		if err := finish(s); err != nil {
 			return false, err
 		}
-		cnt := min(chunkElems, n-start)
+		cnt := min(step, n-start)
 		st, in, out := d.streams[s], ws.in[s], ws.out[s]
 		parallelCopy(ws.host[s].b[:cnt*es], src[start*es:(start+cnt)*es])
 		hostOut := unsafe.Add(ws.host[s].p, ws.chunk)

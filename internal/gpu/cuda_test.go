@@ -251,6 +251,32 @@ func TestGPUMatchesCPU(t *testing.T) {
 	}
 }
 
+// TestBackendSteps: runs of a few MiB, as the quantize stage hands them,
+// go to the device in several pipelined steps (pipelineStep) with the
+// default workspace; the bytes must be the CPU's, across step boundaries
+// and with a short last step and block.
+func TestBackendSteps(t *testing.T) {
+	d := openGPU(t)
+	r := rand.New(rand.NewPCG(5, 6))
+	b := d.Backend()
+	for _, dt := range []quant.DType{quant.BF16, quant.F16, quant.F32} {
+		for _, bs := range []int{64, 4096} {
+			for _, n := range []int64{4*minStepElems - 1, 2<<20 + 17, 8<<20 + 3*4096 + 1} {
+				p := quant.Params{Type: quant.NF4, BlockSize: bs, DoubleQuant: true}
+				src := randomTensor(r, dt, n, bs, false)
+				want, err := quant.Quantize(src, dt, p, quant.CPU(0))
+				require.NoError(t, err)
+				got, err := quant.Quantize(src, dt, p, b)
+				require.NoError(t, err)
+				what := fmt.Sprintf("%s bs %d n %d (step %d)", dt, bs, n, pipelineStep(n, ChunkBytes/4/4096*4096, 4096))
+				assert.Equal(t, -1, firstDiff(got.Packed, want.Packed), "%s: packed", what)
+				assert.Equal(t, -1, firstDiff(got.Absmax, want.Absmax), "%s: absmax codes", what)
+				assert.Equal(t, -1, firstDiff(got.Nested, want.Nested), "%s: nested", what)
+			}
+		}
+	}
+}
+
 func checkAgainstCPU(t *testing.T, d *Device, src []byte, dt quant.DType, n int64, p quant.Params) {
 	t.Helper()
 	what := fmt.Sprintf("%s n=%d %+v", dt, n, p)
@@ -779,4 +805,32 @@ func TestBenchProbe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestOpenTimes logs what a GPU's start-up costs, step by step, in this
+// process (cuInit already ran, in package init): the context and module
+// load (Open), the first small run (its workspace: device memory and pinned
+// staging, and the kernel's first launch), a second one, and Close. The
+// quantize stage hides the first two behind the CPU (pkg/quantize/hybrid.go).
+func TestOpenTimes(t *testing.T) {
+	t0 := time.Now()
+	d, err := Open(0)
+	if err != nil {
+		t.Skipf("no usable GPU: %v", err)
+	}
+	open := time.Since(t0)
+	p := quant.DefaultParams()
+	const n = 16 << 10
+	src := randomTensor(rand.New(rand.NewPCG(9, 10)), quant.BF16, n, p.BlockSize, false)
+	b := d.Backend()
+	var runs [2]time.Duration
+	for i := range runs {
+		t1 := time.Now()
+		require.NoError(t, b.QuantizeBlocks(make([]byte, n/2), make([]float32, n/p.BlockSize), src, quant.BF16, p, 0))
+		runs[i] = time.Since(t1)
+	}
+	t2 := time.Now()
+	require.NoError(t, d.Close())
+	t.Logf("start-up: open %.1f ms, first run %.1f ms, second run %.3f ms, close %.1f ms",
+		open.Seconds()*1e3, runs[0].Seconds()*1e3, runs[1].Seconds()*1e3, time.Since(t2).Seconds()*1e3)
 }

@@ -52,3 +52,26 @@ func checkArgs(raw int, dt quant.DType, n int64, p quant.Params) error {
 	}
 	return nil
 }
+
+// minStepElems is the fewest values of a pipeline step, unless the run has
+// fewer: below it a step's fixed costs (launches, a synchronization, the
+// call of parallelCopy) weigh on its copies.
+const minStepElems = 1 << 19
+
+// pipelineStep is the values quantizeBlocks stages at a time for a run of n:
+// a whole workspace chunk where the run fills at least pipelineSteps of
+// them, else about n/pipelineSteps (a multiple of align, at least
+// minStepElems), so that a run of a few MiB, as the quantize stage hands
+// over, still goes in several steps whose copies overlap: the staging copy
+// of step i+1 and the copy back of step i-1 run on the host while step i is
+// on the device. In a single step each of them waited for the others.
+func pipelineStep(n, chunkElems, align int64) int64 {
+	if n >= pipelineSteps*chunkElems {
+		return chunkElems
+	}
+	step := (n/pipelineSteps + align - 1) / align * align
+	return min(chunkElems, max(step, minStepElems))
+}
+
+// pipelineSteps is the steps a run smaller than the workspace is cut into.
+const pipelineSteps = 4

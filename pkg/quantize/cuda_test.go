@@ -20,12 +20,17 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
+// needGPU skips t without a GPU; with one, it makes every GPU that Run
+// opens during t take the work from the first run of blocks on (rather than
+// after its start-up, which outlasts these small models on the CPU).
 func needGPU(t *testing.T) []gpu.DeviceInfo {
 	t.Helper()
 	infos, err := gpu.Devices()
 	if err != nil || len(infos) == 0 {
 		t.Skipf("needs a CUDA GPU: %v", err)
 	}
+	testWaitGPU = true
+	t.Cleanup(func() { testWaitGPU = false })
 	return infos
 }
 
@@ -306,6 +311,102 @@ func BenchmarkStageCUDA(b *testing.B) {
 	for b.Loop() {
 		if _, err := Run(bytes.NewReader(in), io.Discard, o); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestCUDAAutoShares: --device auto with the GPU open from the first run
+// shares the large runs between the CPU and the GPU and gives the CPU's
+// bytes; the summary names both.
+func TestCUDAAutoShares(t *testing.T) {
+	needGPU(t)
+	in := bigStream(t)
+	want, _ := mustRun(t, in, cpuOptions())
+	o := cpuOptions()
+	o.Device = "auto"
+	got, sum := mustRun(t, in, o)
+	if !sameAfterHeader(t, got, want) {
+		t.Error("--device auto: output differs from the CPU's")
+	}
+	if sum.Device != "cpu+cuda:0" {
+		t.Errorf("--device auto: device %q, want cpu+cuda:0 (the first shared runs go to the GPU)", sum.Device)
+	}
+}
+
+// TestCUDAStartsOnCPU: without waiting for the GPU (as the tool runs),
+// --device cuda and auto give the CPU's bytes whichever backend each run
+// lands on, and a later run in the same process (the driver initialized)
+// too.
+func TestCUDAStartsOnCPU(t *testing.T) {
+	needGPU(t)
+	testWaitGPU = false
+	in := bigStream(t)
+	want, _ := mustRun(t, in, cpuOptions())
+	for _, dev := range []string{"cuda:0", "auto", "cuda", "auto"} {
+		o := cpuOptions()
+		o.Device = dev
+		got, sum := mustRun(t, in, o)
+		if !sameAfterHeader(t, got, want) {
+			t.Errorf("--device %s: output differs from the CPU's", dev)
+		}
+		t.Logf("--device %s: ran on %s in %.3f s", dev, sum.Device, sum.Seconds)
+	}
+}
+
+// BenchmarkStageFileDevice is BenchmarkStageFile with the GPU already open
+// (its start-up left out): the CPU alone, the GPU alone (--device cuda once
+// ready) and shared (auto once ready), with the CPU's 4 MiB chunks and the
+// GPU's 32 MiB, so that the steady state of each path can be compared:
+//
+//	NF4PIPE_STREAM=/tmp/tl.stream go test -tags cuda -run '^$' -bench StageFileDevice -benchtime 5x ./pkg/quantize
+//
+// The shared case reports the router's measures once (b.Log).
+func BenchmarkStageFileDevice(b *testing.B) {
+	name := os.Getenv("NF4PIPE_STREAM")
+	if name == "" {
+		b.Skip("NF4PIPE_STREAM names no stream file")
+	}
+	st, err := os.Stat(name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dev, err := gpu.Open(0)
+	if err != nil {
+		b.Skipf("needs a CUDA GPU: %v", err)
+	}
+	defer dev.Close()
+	gb := dev.Backend()
+	if err := warm(gb); err != nil {
+		b.Fatal(err)
+	}
+	for _, chunk := range []int{cpuChunk, gpuChunk} {
+		for _, mode := range []string{"cpu", "gpu", "shared"} {
+			b.Run(fmt.Sprintf("%s/chunk=%dMiB", mode, chunk>>20), func(b *testing.B) {
+				o := cpuOptions()
+				o.ChunkSize = chunk
+				var h *hybrid
+				if mode != "cpu" {
+					m := map[string]hybridMode{"gpu": gpuAlone, "shared": shared}[mode]
+					h = newHybrid(quant.CPU(0), "cuda:0", m, func() (quant.Backend, func(), error) { return gb, func() {}, nil })
+					<-h.ready
+					o.Backends = []quant.Backend{h}
+				}
+				b.SetBytes(st.Size())
+				for b.Loop() {
+					f, err := os.Open(name)
+					if err != nil {
+						b.Fatal(err)
+					}
+					_, err = Run(f, io.Discard, o)
+					f.Close()
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				if h != nil && mode == "shared" {
+					b.Logf("%s: %s", h.Name(), h.routing())
+				}
+			})
 		}
 	}
 }

@@ -13,65 +13,126 @@ import (
 // CUDABuilt reports whether this build can use GPUs.
 const CUDABuilt = true
 
-// openBackends opens the GPUs d names (every visible one for plain cuda).
+// openBackends returns the backends for d. A GPU is opened in the
+// background (hybrid.go): the CPU quantizes until it is ready, so the
+// device's start-up (context, module load, pinned buffers: about 0.45 s on
+// an H200 host) no longer comes before the first block.
 //
-// auto means the CPU, also in this build: the CPU path keeps up with any pipe
-// that feeds the stage, while the GPU path adds the device's start-up (and, on
-// a machine's first run, the driver's JIT compile of the PTX) and a host round
-// trip per piece, so a GPU is used only when --device names cuda. The figures
-// behind this choice are in docs/BENCHMARKS.md ("Whole tool").
+// cuda (every visible GPU) and cuda:N,...: the driver's device count is
+// taken first, before any output, so that a machine without a usable GPU
+// fails at once with one line and an empty stream, as before; then each GPU
+// listed gets a hybrid of its own (tensors go to them in turn) that hands
+// all its work to the GPU once it is open. A GPU whose context cannot be
+// created for lack of memory (another process holds it all) leaves its
+// share to the CPU with one warning; a GPU out of memory later quantizes in
+// smaller chunks, then on the CPU, with one warning (gpu.Device.BackendWithWarn).
+// Any other failure to open fails the run when the next run of blocks comes.
 //
-// A GPU out of device memory quantizes in smaller chunks, then on the CPU,
-// with one warning through warn (see gpu.Device.BackendWithWarn); one whose
-// context cannot even be created for lack of memory (another process holds it
-// all) is replaced by the CPU at once, with a warning too. The bytes are the
-// same either way.
+// auto: one hybrid over the CPU and GPU 0 that shares each run of blocks
+// between them in proportion to their measured throughput and stops giving
+// the GPU work when sharing measures slower than the CPU alone (router).
+// No GPU, no driver or any failure of the GPU only leaves the CPU, silently.
+// The bytes are the same on every path.
 func openBackends(d Device, threads int, warn func(string)) ([]quant.Backend, func(), error) {
-	cpu := []quant.Backend{quant.CPU(threads)}
-	if d.Kind == "cpu" || d.Kind == "auto" {
-		return cpu, func() {}, nil
+	cpu := quant.CPU(threads)
+	switch d.Kind {
+	case "cpu":
+		return []quant.Backend{cpu}, func() {}, nil
+	case "auto":
+		h := newHybrid(cpu, "cuda:0", shared, openGPU(0, true, func(string) {}))
+		return []quant.Backend{h}, h.release, nil
+	}
+	// Count, not gpu.Devices: that would open every GPU once more.
+	n, err := gpu.Count()
+	if err == nil && n == 0 {
+		err = gpu.ErrNoDevice
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("device %s: %w", d, err)
 	}
 	ords := d.Ordinals
 	if len(ords) == 0 {
-		// Count, not gpu.Devices: that would open every GPU once more.
-		n, err := gpu.Count()
-		if err == nil && n == 0 {
-			err = gpu.ErrNoDevice
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("device %s: %w", d, err)
-		}
 		for i := range n {
 			ords = append(ords, i)
 		}
 	}
-	var devs []*gpu.Device
-	release := func() {
-		for _, dev := range devs {
-			dev.Close()
+	for _, o := range ords {
+		if o >= n {
+			return nil, nil, fmt.Errorf("device %s: GPU %d: %w: cuda:%d (have %d)", d, o, gpu.ErrNoDevice, o, n)
 		}
 	}
+	var hs []*hybrid
 	var out []quant.Backend
 	for _, o := range ords {
-		dev, err := gpu.Open(o)
-		if errors.Is(err, gpu.ErrOutOfMemory) {
-			warn(fmt.Sprintf("cuda:%d: out of device memory opening it, quantizing on the CPU", o))
-			out = append(out, quant.CPU(threads))
-			continue
-		}
-		if err != nil {
-			release()
-			return nil, nil, fmt.Errorf("device %s: GPU %d: %w", d, o, err)
-		}
-		devs = append(devs, dev)
-		out = append(out, dev.BackendWithWarn(warn))
+		h := newHybrid(cpu, fmt.Sprintf("cuda:%d", o), gpuAlone, openGPU(o, false, warn))
+		hs = append(hs, h)
+		out = append(out, h)
 	}
-	if testHookOpened != nil {
-		testHookOpened(devs)
+	release := func() {
+		for _, h := range hs {
+			h.release()
+		}
 	}
 	return out, release, nil
 }
 
-// testHookOpened, when a test sets it, sees the devices openBackends opened
-// before any work goes to them (to fill their memory).
+// openGPU opens GPU ordinal and warms it: one small run of blocks
+// allocates its workspace (device memory and pinned staging) and launches
+// the default kernel once, so that none of that waits on the first real
+// run. Under auto every failure is errFallBack; otherwise only a context
+// that cannot be created for lack of memory is, with a warning.
+func openGPU(ordinal int, auto bool, warn func(string)) gpuOpener {
+	return func() (quant.Backend, func(), error) {
+		fallBack := func(err error) (quant.Backend, func(), error) {
+			return nil, nil, fmt.Errorf("%w: cuda:%d: %w", errFallBack, ordinal, err)
+		}
+		if auto {
+			n, err := gpu.Count()
+			if err == nil && n == 0 {
+				err = gpu.ErrNoDevice
+			}
+			if err != nil {
+				return fallBack(err)
+			}
+		}
+		dev, err := gpu.Open(ordinal)
+		switch {
+		case err != nil && (auto || errors.Is(err, gpu.ErrOutOfMemory)):
+			if !auto {
+				warn(fmt.Sprintf("cuda:%d: out of device memory opening it, quantizing on the CPU", ordinal))
+			}
+			return fallBack(err)
+		case err != nil:
+			return nil, nil, fmt.Errorf("device cuda:%d: %w", ordinal, err)
+		}
+		if testHookOpened != nil {
+			testHookOpened([]*gpu.Device{dev})
+		}
+		b := dev.BackendWithWarn(warn)
+		if err := warm(b); err != nil {
+			dev.Close()
+			if auto {
+				return fallBack(err)
+			}
+			return nil, nil, fmt.Errorf("device cuda:%d: %w", ordinal, err)
+		}
+		return b, func() { dev.Close() }, nil
+	}
+}
+
+// warm quantizes one small bf16 run with the default parameters: whole
+// tiles and one block more, so that both kernels a run may need (tiles, and
+// a warp per block for the rest) have been launched once.
+func warm(b quant.Backend) error {
+	p := quant.DefaultParams()
+	const n = 16<<10 + 64
+	src := make([]byte, 2*n)
+	for i := 0; i < len(src); i += 2 {
+		src[i], src[i+1] = 0x80, 0x3f // bf16 1.0
+	}
+	return b.QuantizeBlocks(make([]byte, n/2), make([]float32, n/p.BlockSize), src, quant.BF16, p, 0)
+}
+
+// testHookOpened, when a test sets it, sees each device a GPU opener opened
+// before any work goes to it (to fill its memory).
 var testHookOpened func([]*gpu.Device)

@@ -19,8 +19,12 @@
 //
 // Work runs on the CPU (all cores by default) or, in builds with the cuda tag,
 // on NVIDIA GPUs through internal/gpu, tensors taken round-robin by the listed
-// devices; both give the same bytes. The default build is pure Go and answers
-// a CUDA device with ErrNoCUDA.
+// devices; both give the same bytes. A GPU is opened in the background: the
+// CPU quantizes until it is ready (its start-up outlasts a small model), then
+// Device "cuda" hands it the work and "auto" shares each run of blocks with it
+// in proportion to their measured throughput, as long as sharing measures
+// faster than the CPU alone (hybrid.go). The default build is pure Go: auto is
+// the CPU and a CUDA device is answered with ErrNoCUDA.
 //
 // Errors wrap the sentinels below (ErrUsage, ErrUnsupported, ErrNoData,
 // ErrNoCUDA, ErrWrite), quant.ErrNonFinite for NaN/±Inf weights, and

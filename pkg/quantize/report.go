@@ -20,6 +20,7 @@ type Summary struct {
 	BytesOut          int64   `json:"bytes_out"`          // stream bytes written
 	Device            string  `json:"device"`             // where the work ran
 	Seconds           float64 `json:"seconds"`
+	Routing           string  `json:"routing,omitempty"` // GPUs opened in the background: when ready or why not used; auto's measures
 }
 
 // BitsPerWeight is the payload bits per quantized weight: about 4.127 with

@@ -42,16 +42,13 @@ func Run(in io.Reader, out io.Writer, o Options) (*Summary, error) {
 		}
 		defer release()
 	}
-	for i, b := range backends {
-		if i > 0 {
-			sum.Device += ","
-		}
-		sum.Device += b.Name()
-	}
+	sum.Device = names(backends)
 	chunk := o.ChunkSize
 	if chunk <= 0 {
+		// auto ("cpu", "cpu+cuda:0") keeps the CPU's chunks: its
+		// pipeline is the CPU's, only the routing of runs differs.
 		chunk = cpuChunk
-		if backends[0].Name() != "cpu" {
+		if strings.HasPrefix(backends[0].Name(), "cuda") {
 			chunk = gpuChunk
 		}
 	}
@@ -60,7 +57,26 @@ func Run(in io.Reader, out io.Writer, o Options) (*Summary, error) {
 	s := &stage{o: o, sum: sum, backends: backends, chunk: chunk}
 	err := s.run(tensorstream.NewReader(cin), tensorstream.NewWriter(cout))
 	sum.BytesIn, sum.BytesOut = cin.n.Load(), cout.n
+	// The header named where the work was to run; a GPU opened in the
+	// background may have joined (auto) or failed to open since.
+	sum.Device = names(backends)
+	var routes []string
+	for _, b := range backends {
+		if h, ok := b.(*hybrid); ok {
+			routes = append(routes, h.routing())
+		}
+	}
+	sum.Routing = strings.Join(routes, "; ")
 	return sum, err
+}
+
+// names joins the backends' names with commas.
+func names(backends []quant.Backend) string {
+	s := make([]string, len(backends))
+	for i, b := range backends {
+		s[i] = b.Name()
+	}
+	return strings.Join(s, ",")
 }
 
 type stage struct {
