@@ -19,9 +19,10 @@
 // ---------------------------------------------------------------------------
 // Quantize.
 //   G16: a tile's 4V absmax values leave as one 4V*4-byte store from lanes
-//        0..4V-1 after V shuffles (lane L takes vector L/4's maximum from lane
-//        8*(L%4)), instead of 4V shuffles and selects into lanes 0-3 (the
-//        production gather). Same bytes, same 64-byte (V = 4) store.
+//        0..4V-1 after one shuffle (lane 8j + i offers vector i's maximum of
+//        block j, lane L takes vector L/4's of block L%4), instead of 4V
+//        shuffles and selects into lanes 0-3 (the production gather). Same
+//        bytes, same 64-byte (V = 4) store.
 //   H2:  a lane's "all finite" test is fma.rn.f16x2(w, 0, acc) over its four
 //        raw words (2 values an instruction) instead of a float32 sum of its
 //        8 values (1 an instruction). A bf16 read as f16 is inf/NaN whenever
@@ -100,12 +101,12 @@ __device__ __forceinline__ void qv_tile(const void *__restrict__ x, u64 ntiles, 
             stw<STH>(reinterpret_cast<uint32_t *>(packed) + ((e0 + 256 * v) >> 3), w);
             mv[v] = m;
         }
-        float t[V];
+        // Every lane of a block holds its V maxima: lane 8j + i offers
+        // vector i's, and lane L takes it from lane 8(L % 4) + L / 4.
+        float sel = mv[0];
 #pragma unroll
-        for (int v = 0; v < V; v++) t[v] = __shfl_sync(0xFFFFFFFFu, mv[v], 8 * (lane & 3));
-        float out = t[0];
-#pragma unroll
-        for (int v = 1; v < V; v++) out = (lane >> 2) == v ? t[v] : out;
+        for (int v = 1; v < V; v++) sel = (lane & 7) == v ? mv[v] : sel;
+        const float out = __shfl_sync(0xFFFFFFFFu, sel, 8 * (lane & 3) + (lane >> 2));
         if (lane < 4 * V) absmax[tile * (4 * V) + lane] = out;
     }
     if (nf) *bad = 1;
