@@ -351,7 +351,9 @@ func benchVariants(t *testing.T, d *Device, ptxs []string) error {
 	qvs := []qv{{"quant_tile_bf16_nf4_b64_v4", 4}, {"quant_tile_bf16_nf4_b64_v8", 8}, {"quant_tile_bf16_nf4_b64_v2", 2},
 		{"qv4_g16", 4}, {"qv4_g16_h2", 4}, {"qv4_g16_h2_lb6", 4}, {"qv4_g16_h2_lb8", 4}, {"qv8_g16_h2", 8},
 		{"qv8_g16_h2_lb4", 8}, {"qv2_g16_h2", 2}, {"qv2_g16_h2_lb8", 2}, {"qv4_g16_h2_ldplain", 4},
-		{"qv4_g16_h2_ldlu", 4}, {"qv4_g16_h2_stplain", 4}, {"qv8_g16_h2_stplain", 8}}
+		{"qv4_g16_h2_ldlu", 4}, {"qv4_g16_h2_stplain", 4}, {"qv8_g16_h2_stplain", 8}, {"qv4_g16_h2_lb5", 4},
+		{"qv4_g16_h2_pf1_lb5", 4}, {"qv4_g16_h2_pf2_lb5", 4}, {"qv4_g16_h2_pf1_lb6", 4}, {"qv2_g16_h2_pf1_lb6", 2},
+		{"qv2_g16_h2_pf2_lb6", 2}, {"qv8_g16_h2_pf1_lb4", 8}}
 	var qres []result
 	bestQ := map[string]result{}
 	for _, q := range qvs {
@@ -585,7 +587,8 @@ func benchVariants(t *testing.T, d *Device, ptxs []string) error {
 	}
 	dvs := []dv{{"dequant_bf16_v4", 4}, {"dequant_bf16_v8", 8}, {"dequant_bf16_v2", 2},
 		{"dv4_prmt", 4}, {"dv4_am", 4}, {"dv4_prmt_am", 4}, {"dv8_prmt_am", 8}, {"dv2_prmt_am", 2},
-		{"dv4_cvt", 4}, {"dv4_prmt_cvt", 4}, {"dv4_prmt_am_cvt", 4}, {"dv8_prmt_am_cvt", 8}, {"dv2_prmt_am_cvt", 2}}
+		{"dv4_cvt", 4}, {"dv4_prmt_cvt", 4}, {"dv4_prmt_am_cvt", 4}, {"dv8_prmt_am_cvt", 8}, {"dv2_prmt_am_cvt", 2},
+		{"dv4_prmt_am_pf", 4}, {"dv4_prmt_am_cvt_pf", 4}, {"dv8_prmt_am_cvt_pf", 8}}
 	var deqDQ, deqF []result
 	for _, dvv := range dvs {
 		for _, dq := range []bool{true, false} {

@@ -30,6 +30,10 @@
 //        |x| >= 2^121: those take the slow path, whose codes are the same.
 //   LDH: input loads 0 = ld.global.cs (production), 2 = plain, 3 = ld.global.lu.
 //   STH: code stores 0 = st.global.cs (production), 1 = plain.
+//   PF:  before working on a tile, lanes 0-15 of the warp prefetch into L2
+//        the 128-byte lines of its tile PF rounds ahead (tile + PF * warps),
+//        one instruction a tile and no registers, so DRAM has that tile's
+//        reads in flight while the warp computes (0: none, as production).
 // ---------------------------------------------------------------------------
 
 template <int H>
@@ -52,7 +56,9 @@ __device__ __forceinline__ uint32_t hfma0(uint32_t w, uint32_t acc) {
     return r;
 }
 
-template <int V, bool H2, int LDH, int STH>
+__device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+template <int V, bool H2, int LDH, int STH, int PF = 0>
 __device__ __forceinline__ void qv_tile(const void *__restrict__ x, u64 ntiles, uint8_t *__restrict__ packed,
                                         float *__restrict__ absmax, int *__restrict__ bad) {
     __shared__ uint2 tab_s[TAB_COPIES][33];
@@ -64,6 +70,12 @@ __device__ __forceinline__ void qv_tile(const void *__restrict__ x, u64 ntiles, 
     for (u64 tile = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; tile < ntiles; tile += nwarps) {
         const u64 e0 = tile * (256 * V) + 8 * lane;
         Raw<DT_BF16> r[V];
+        if (PF > 0) {
+            // A tile is 512*V bytes: 4*V lines of 128 bytes.
+            const u64 ahead = tile + PF * nwarps;
+            if (ahead < ntiles && lane < 4 * V)
+                prefetch_l2(static_cast<const char *>(x) + ahead * (512 * V) + 128 * lane);
+        }
 #pragma unroll
         for (int v = 0; v < V; v++) r[v].q = ldq<LDH>(x, e0 + 256 * v);
         float mv[V];
@@ -116,14 +128,16 @@ __device__ __forceinline__ void qv_tile(const void *__restrict__ x, u64 ntiles, 
 // a kernel with (256, 1) 64 registers where (256) gets the production's 43.
 #define LB0 __launch_bounds__(256)
 #define LB4 __launch_bounds__(256, 4)
+#define LB5 __launch_bounds__(256, 5)
 #define LB6 __launch_bounds__(256, 6)
 #define LB8 __launch_bounds__(256, 8)
-#define QV(name, LB, V, H2, LDH, STH)                                                             \
+#define QVP(name, LB, V, H2, LDH, STH, PF)                                                        \
     extern "C" __global__ void LB name(const void *__restrict__ x, u64 ntiles,                    \
                                        uint8_t *__restrict__ packed, float *__restrict__ absmax,   \
                                        int *__restrict__ bad) {                                    \
-        qv_tile<V, H2, LDH, STH>(x, ntiles, packed, absmax, bad);                                 \
+        qv_tile<V, H2, LDH, STH, PF>(x, ntiles, packed, absmax, bad);                             \
     }
+#define QV(name, LB, V, H2, LDH, STH) QVP(name, LB, V, H2, LDH, STH, 0)
 QV(qv4_g16, LB0, 4, false, 0, 0)
 QV(qv4_g16_h2, LB0, 4, true, 0, 0)
 QV(qv4_g16_h2_lb6, LB6, 4, true, 0, 0)
@@ -136,6 +150,13 @@ QV(qv4_g16_h2_ldplain, LB0, 4, true, 2, 0)
 QV(qv4_g16_h2_ldlu, LB0, 4, true, 3, 0)
 QV(qv4_g16_h2_stplain, LB0, 4, true, 0, 1)
 QV(qv8_g16_h2_stplain, LB0, 8, true, 0, 1)
+QVP(qv4_g16_h2_pf1_lb5, LB5, 4, true, 0, 0, 1)
+QVP(qv4_g16_h2_pf2_lb5, LB5, 4, true, 0, 0, 2)
+QVP(qv4_g16_h2_pf1_lb6, LB6, 4, true, 0, 0, 1)
+QVP(qv2_g16_h2_pf1_lb6, LB6, 2, true, 0, 0, 1)
+QVP(qv2_g16_h2_pf2_lb6, LB6, 2, true, 0, 0, 2)
+QVP(qv8_g16_h2_pf1_lb4, LB4, 8, true, 0, 0, 1)
+QV(qv4_g16_h2_lb5, LB5, 4, true, 0, 0)
 
 // ---------------------------------------------------------------------------
 // Dequantize.
@@ -146,6 +167,8 @@ QV(qv8_g16_h2_stplain, LB0, 8, true, 0, 1)
 //   AM:   lane b < 4V works out block b of the tile's absmax (one code byte
 //         and one nested load, or one f32 load) and the lanes take theirs by
 //         V shuffles, instead of every lane loading both for each word.
+//   PF:   lanes 0..V-1 prefetch into L2 the packed words of the warp's tile
+//         one round ahead (128 bytes each), as in the quantize variants.
 //   CVT:  (sm_80) the finite path rounds to bf16 pairwise with
 //         cvt.rn.bf16x2.f32 (round to nearest even, as the bit arithmetic)
 //         instead of three integer operations a value and a byte_perm a pair.
@@ -196,7 +219,7 @@ __device__ __forceinline__ void dv_word(const float *table, uint32_t tbase, uint
     store8<DT_BF16>(out, g << 3, f, false);
 }
 
-template <int V, bool DQ, bool PRMT, bool AM, bool CVT>
+template <int V, bool DQ, bool PRMT, bool AM, bool CVT, bool PF = false>
 __device__ __forceinline__ void dv(const uint8_t *__restrict__ packed, u64 n, int qtype, const float *__restrict__ absmax,
                                    const uint8_t *__restrict__ codes, const float *__restrict__ nested, float offset,
                                    const float *__restrict__ dynmap, void *__restrict__ out) {
@@ -217,6 +240,7 @@ __device__ __forceinline__ void dv(const uint8_t *__restrict__ packed, u64 n, in
         float am[V];
 #pragma unroll
         for (int v = 0; v < V; v++) w[v] = __ldcs(words + g0 + 32 * v);
+        if (PF && tile + nwarps < ntiles && lane < V) prefetch_l2(words + (tile + nwarps) * (32 * V) + 32 * lane);
         if (AM) {
             float mine = 0.0f;
             if (lane < 4 * V) mine = block_absmax<DQ>(tile * (4 * V) + lane, absmax, codes, nested, offset, dm);
@@ -231,26 +255,32 @@ __device__ __forceinline__ void dv(const uint8_t *__restrict__ packed, u64 n, in
     }
 }
 
-#define DV1(name, V, DQ, PRMT, AM, CVT)                                                           \
+#define DV1(name, V, DQ, PRMT, AM, CVT) DV1P(name, V, DQ, PRMT, AM, CVT, false)
+#define DV1P(name, V, DQ, PRMT, AM, CVT, PF)                                                      \
     extern "C" __global__ void __launch_bounds__(256) name(                                       \
         const uint8_t *__restrict__ packed, u64 n, int shift, int qtype,                          \
         const float *__restrict__ absmax, const uint8_t *__restrict__ codes,                      \
         const float *__restrict__ nested, float offset, const float *__restrict__ dynmap,         \
         void *__restrict__ out) {                                                                 \
-        dv<V, DQ, PRMT, AM, CVT>(packed, n, qtype, absmax, codes, nested, offset, dynmap, out);   \
+        dv<V, DQ, PRMT, AM, CVT, PF>(packed, n, qtype, absmax, codes, nested, offset, dynmap, out); \
     }
 #define DV(name, V, PRMT, AM, CVT) DV1(name##_f32, V, false, PRMT, AM, CVT) DV1(name##_dq, V, true, PRMT, AM, CVT)
+#define DVP(name, V, PRMT, AM, CVT) \
+    DV1P(name##_f32, V, false, PRMT, AM, CVT, true) DV1P(name##_dq, V, true, PRMT, AM, CVT, true)
 DV(dv4_prmt, 4, true, false, false)
 DV(dv4_am, 4, false, true, false)
 DV(dv4_prmt_am, 4, true, true, false)
 DV(dv8_prmt_am, 8, true, true, false)
 DV(dv2_prmt_am, 2, true, true, false)
+DVP(dv4_prmt_am_pf, 4, true, true, false)
 #if __CUDA_ARCH__ >= 800
 DV(dv4_cvt, 4, false, false, true)
 DV(dv4_prmt_cvt, 4, true, false, true)
 DV(dv4_prmt_am_cvt, 4, true, true, true)
 DV(dv8_prmt_am_cvt, 8, true, true, true)
 DV(dv2_prmt_am_cvt, 2, true, true, true)
+DVP(dv4_prmt_am_cvt_pf, 4, true, true, true)
+DVP(dv8_prmt_am_cvt_pf, 8, true, true, true)
 #endif
 
 // ---------------------------------------------------------------------------
