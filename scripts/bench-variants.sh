@@ -3,11 +3,11 @@
 # machine (issue 18 item 4), with tools built elsewhere:
 #   scripts/bench-variants.sh pack          # here: GPU test binary + variant PTX into bin/variants.tar.xz
 #   scripts/bench-variants.sh run OUT [N]   # there: N passes (default 2) of TestBenchVariants
-# Each pass writes every timing to OUT/variants-<pass>.txt (VAR lines) and
+# Each pass writes every timing to OUT/variants-<pass>-<group>.txt (VAR lines) and
 # prints the best of each kind (BEST), the copy reference and any failure to
 # stdout, the first pass also the fastest grid of each kernel (TOP). Needs
-# only the NVIDIA driver there; a pass should take well under two minutes
-# (an estimate: not yet run).
+# only the NVIDIA driver there; a pass should take about a minute (an
+# estimate: not yet run), and the run stops within BUDGET seconds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -30,16 +30,33 @@ T=/tmp/nf4var
 rm -rf $T && mkdir -p $T "$OUT"
 tar -C $T -xJf bin/variants.tar.xz
 { date -u; nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader; } 2>&1 | tee "$OUT/machine.txt"
+# One process per group (quantize with the double-quantization chain, then
+# dequantize), so that a kernel fault loses only its group. The whole run
+# stays within BUDGET seconds (default 230): a process gets at most 100 s and
+# half of what is left, and a later pass starts only with 80 s left.
+BUDGET=${BUDGET:-230}
+SECONDS=0
 for pass in $(seq 1 "$PASSES"); do
-	echo "== pass $pass"
-	NF4PIPE_VARIANT_PTX=$T/variants75.ptx,$T/variants80.ptx timeout 110 $T/gpu.test -test.v -test.count=1 \
-		-test.run '^TestBenchVariants$' -test.timeout 100s > "$OUT/variants-$pass.txt" 2>&1
-	rc=$?
-	echo "exit $rc"
-	[ $rc != 0 ] && tail -n 5 "$OUT/variants-$pass.txt"
-	# stdout keeps its last 12,000 characters: every kernel's best grid from
-	# the first pass, only the winners and the copy reference from the others.
-	pat='VAR (device|copy)|BEST|not in any|differ|FAIL|panic|^(ok|PASS)'
-	[ "$pass" = 1 ] && pat="$pat|TOP"
-	grep -E "$pat" "$OUT/variants-$pass.txt" | sed -E 's/^ +variants_test.go:[0-9]+: //'
+	if [ "$pass" -gt 1 ] && [ $((BUDGET - SECONDS)) -lt 80 ]; then
+		echo "== pass $pass skipped: $SECONDS s used of $BUDGET"
+		break
+	fi
+	for group in quant deq; do
+		f="$OUT/variants-$pass-$group.txt"
+		left=$((BUDGET - SECONDS))
+		lim=$(( left / 2 < 100 ? left / 2 : 100 ))
+		[ "$group" = deq ] && lim=$(( left < 100 ? left : 100 ))
+		echo "== pass $pass $group (limit $lim s, $SECONDS s used)"
+		NF4PIPE_VARIANT_PTX=$T/variants75.ptx,$T/variants80.ptx NF4PIPE_VARIANT_GROUPS=$group timeout $lim \
+			$T/gpu.test -test.v -test.count=1 -test.run '^TestBenchVariants$' > "$f" 2>&1
+		rc=$?
+		echo "exit $rc"
+		[ $rc != 0 ] && tail -n 5 "$f"
+		# stdout keeps its last 12,000 characters: every kernel's best grid
+		# from the first pass, only the winners and the copy from the others.
+		pat='VAR (device|copy)|BEST|not in any|differ|FAIL|panic|^(ok|PASS)'
+		[ "$pass" = 1 ] && pat="$pat|TOP"
+		grep -E "$pat" "$f" | sed -E 's/^ +variants_test.go:[0-9]+: //'
+	done
 done
+echo "== done in $SECONDS s"
