@@ -118,8 +118,11 @@ func TestPolicyVerification(t *testing.T) {
 	require.NotNil(t, rep.Verified, "policy_verified_on in %s", out)
 	assert.Equal(t, "testdata/models/gemma3", *rep.Verified)
 	cfg := filepath.Join(t.TempDir(), "config.json")
-	require.NoError(t, os.WriteFile(cfg, []byte(`{"model_type": "mllama"}`), 0o644))
+	// Every family in the table has its fixture now; a model no family knows
+	// falls back to the generic decoder, whose policy no fixture checked.
+	require.NoError(t, os.WriteFile(cfg, []byte(`{"model_type": "newfam", "hidden_size": 64, "intermediate_size": 128,
+		"num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100}`), 0o644))
 	code, out, errs = runCLI(t, "--info", cfg)
 	require.Equal(t, cli.ExitOK, code, errs)
-	assert.Contains(t, out, "\npolicy     UNVERIFIED: no transformers-made fixture of this family", "mllama (no fixture)")
+	assert.Contains(t, out, "\npolicy     UNVERIFIED: no transformers-made fixture of this family", "unknown family")
 }

@@ -88,6 +88,13 @@ type Family struct {
 	LMHead       string // "lm_head.weight" or "language_model.lm_head.weight"
 	VisionPrefix string // "vision_tower.", "visual.", "vision_model."
 	ProjPrefix   string // "multi_modal_projector."
+	// Renames: the names transformers 5 gives those keys in memory, where
+	// they differ. A vision-language checkpoint keeps its legacy keys, and
+	// transformers renames them on load (the model class's checkpoint
+	// conversion mapping) into the modules of its ...ForConditionalGeneration:
+	// `model` (vision tower, projector, `language_model`) and `lm_head`.
+	// device_map keys are module names, so they use these (ModuleName).
+	Renames []Rename
 
 	// TextDefaults are the defaults of the text config class, used for keys
 	// config.json leaves out; VisionDefaults likewise for vision_config.
@@ -103,6 +110,44 @@ type Family struct {
 	// tests hold every family that names one to it. Empty: no such fixture, so
 	// the policy follows transformers' rules by tensor name, unverified.
 	Checked string
+}
+
+// Rename is a checkpoint key prefix and the module name prefix transformers 5
+// gives it once loaded.
+type Rename struct{ Key, Module string }
+
+// visionLMRenames is the conversion of llava, mllama and gemma3, whose
+// checkpoints nest the decoder as language_model.model and its head as
+// language_model.lm_head (transformers 5.17, models/{llava,mllama,gemma3}/
+// modeling_*.py: `self.model` holds the tower, the projector and
+// `language_model`, the decoder without its head; `self.lm_head` is beside it).
+func visionLMRenames(tower string) []Rename {
+	return []Rename{{"language_model.model.", "model.language_model."}, {"language_model.lm_head.", "lm_head."},
+		{tower + ".", "model." + tower + "."}, {"multi_modal_projector.", "model.multi_modal_projector."}}
+}
+
+// qwenVLRenames: qwen2-vl and qwen2.5-vl checkpoints keep the text model at
+// model. and the tower at visual.; transformers 5 holds them as
+// model.language_model and model.visual, lm_head unchanged
+// (models/qwen2_vl/modeling_qwen2_vl.py, models/qwen2_5_vl/modeling_qwen2_5_vl.py).
+var qwenVLRenames = []Rename{{"visual.", "model.visual."}, {"model.", "model.language_model."}}
+
+// ModuleName is the name transformers 5 gives the tensor stored under key
+// once the model is loaded: the first of f.Renames whose Key begins key
+// replaces that prefix. A key already in the in-memory form (it begins with
+// one of the Modules) stays as it is.
+func (f *Family) ModuleName(key string) string {
+	for _, r := range f.Renames {
+		if strings.HasPrefix(key, r.Module) {
+			return key
+		}
+	}
+	for _, r := range f.Renames {
+		if strings.HasPrefix(key, r.Key) {
+			return r.Module + key[len(r.Key):]
+		}
+	}
+	return key
 }
 
 var llamaDefaults = obj{"vocab_size": n(32000), "hidden_size": n(4096), "intermediate_size": n(11008),
@@ -205,12 +250,13 @@ var Families = []*Family{
 	// which transformers 5 still reads and writes.
 	{Name: "llava", Checked: "../shared/testdata/models/llava", ModelTypes: []string{"llava"}, Architectures: []string{"LlavaForConditionalGeneration"},
 		Vision: VisionCLIP, NestedText: true, TextPrefix: "language_model.model.", LMHead: "language_model.lm_head.weight",
-		VisionPrefix: "vision_tower.", ProjPrefix: "multi_modal_projector.", TextDefaults: llamaDefaults,
+		VisionPrefix: "vision_tower.", ProjPrefix: "multi_modal_projector.", Renames: visionLMRenames("vision_tower"),
+		TextDefaults: llamaDefaults,
 		VisionDefaults: obj{"hidden_size": n(1024), "intermediate_size": n(4096), "num_hidden_layers": n(24),
 			"num_attention_heads": n(16), "num_channels": n(3), "image_size": n(336), "patch_size": n(14)}},
 	{Name: "qwen2_vl", Checked: "testdata/models/qwen2_vl", ModelTypes: []string{"qwen2_vl"}, Architectures: []string{"Qwen2VLForConditionalGeneration"},
 		Vision: VisionQwen2VL, AlwaysQKVBias: true, TextPrefix: "model.", LMHead: "lm_head.weight",
-		VisionPrefix: "visual.", TextDefaults: obj{"vocab_size": n(152064), "hidden_size": n(8192),
+		VisionPrefix: "visual.", Renames: qwenVLRenames, TextDefaults: obj{"vocab_size": n(152064), "hidden_size": n(8192),
 			"intermediate_size": n(29568), "num_hidden_layers": n(80), "num_attention_heads": n(64),
 			"num_key_value_heads": n(8), "max_position_embeddings": n(32768), "tie_word_embeddings": false},
 		VisionDefaults: obj{"depth": n(32), "embed_dim": n(1280), "hidden_size": n(3584), "mlp_ratio": n(4),
@@ -218,15 +264,16 @@ var Families = []*Family{
 			"temporal_patch_size": n(2)}},
 	{Name: "qwen2_5_vl", Checked: "testdata/models/qwen2_5_vl", ModelTypes: []string{"qwen2_5_vl"}, Architectures: []string{"Qwen2_5_VLForConditionalGeneration"},
 		Vision: VisionQwen25VL, AlwaysQKVBias: true, TextPrefix: "model.", LMHead: "lm_head.weight",
-		VisionPrefix: "visual.", TextDefaults: obj{"vocab_size": n(152064), "hidden_size": n(8192),
+		VisionPrefix: "visual.", Renames: qwenVLRenames, TextDefaults: obj{"vocab_size": n(152064), "hidden_size": n(8192),
 			"intermediate_size": n(29568), "num_hidden_layers": n(80), "num_attention_heads": n(64),
 			"num_key_value_heads": n(8), "max_position_embeddings": n(32768), "tie_word_embeddings": false},
 		VisionDefaults: obj{"depth": n(32), "hidden_size": n(3584), "intermediate_size": n(3420),
 			"num_heads": n(16), "in_channels": n(3), "patch_size": n(14), "spatial_merge_size": n(2),
 			"temporal_patch_size": n(2), "out_hidden_size": n(3584)}},
-	{Name: "mllama", ModelTypes: []string{"mllama"}, Architectures: []string{"MllamaForConditionalGeneration"},
+	{Name: "mllama", Checked: "testdata/models/mllama", ModelTypes: []string{"mllama"}, Architectures: []string{"MllamaForConditionalGeneration"},
 		Vision: VisionMllama, CrossAttention: true, NestedText: true, TextPrefix: "language_model.model.",
 		LMHead: "language_model.lm_head.weight", VisionPrefix: "vision_model.", ProjPrefix: "multi_modal_projector.",
+		Renames: visionLMRenames("vision_model"),
 		TextDefaults: obj{"vocab_size": n(128256), "hidden_size": n(4096), "intermediate_size": n(14336),
 			"num_hidden_layers": n(40), "num_attention_heads": n(32), "num_key_value_heads": n(8),
 			"max_position_embeddings": n(131072), "tie_word_embeddings": false,
@@ -238,7 +285,7 @@ var Families = []*Family{
 	{Name: "gemma3", Checked: "testdata/models/gemma3", ModelTypes: []string{"gemma3"}, Architectures: []string{"Gemma3ForConditionalGeneration"},
 		Vision: VisionSiglip, Norm: NormSandwich, QKNorm: QKNormHead, GeluMLP: true, SoftCapping: true, SlidingWindow: true,
 		NestedText: true, TextPrefix: "language_model.model.", LMHead: "language_model.lm_head.weight",
-		VisionPrefix: "vision_tower.", ProjPrefix: "multi_modal_projector.",
+		VisionPrefix: "vision_tower.", ProjPrefix: "multi_modal_projector.", Renames: visionLMRenames("vision_tower"),
 		TextDefaults: gemma3TextDefaults,
 		VisionDefaults: obj{"hidden_size": n(768), "intermediate_size": n(3072), "num_hidden_layers": n(12),
 			"num_attention_heads": n(12), "num_channels": n(3), "image_size": n(224), "patch_size": n(16)}},

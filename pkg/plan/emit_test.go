@@ -25,11 +25,13 @@ func TestEmitPython(t *testing.T) {
 			[]string{"AutoModelForCausalLM", "fp16=True", "torch.float16", "save_on_cpu", "OffloadTrainer", "prepare_model_for_kbit_training", `optim="paged_adamw_8bit"`, "def train_dataset", "SEQ_LEN, BATCH = 2048, 1"},
 			[]string{"bf16=True", "AutoModelForImageTextToText"}},
 		{"Qwen__Qwen2.5-VL-7B-Instruct.json", "a100-80", func(s *Settings) { s.Recipe, s.Optimizer = RecipeLean, AdamW },
-			[]string{"AutoModelForImageTextToText", "bf16=True", "enable_input_require_grads", `optim="adamw"`, "flash_attention_2"},
-			[]string{"prepare_model_for_kbit_training(", "save_on_cpu"}},
+			[]string{"AutoModelForImageTextToText", "bf16=True", "enable_input_require_grads", `optim="adamw"`, "flash_attention_2",
+				`"model.language_model.layers.0": 0,`, `"model.visual": 0,`, `"lm_head": 0,`},
+			[]string{"prepare_model_for_kbit_training(", "save_on_cpu", `"model.layers.0"`, `"visual"`}},
 		{"google__gemma-3-4b-it.json", "h100", func(s *Settings) { s.Checkpointing = CkptOn; s.SeqLen = 4096 },
-			[]string{"AutoModelForImageTextToText", "gradient_checkpointing=True", "SEQ_LEN, BATCH = 4096, 1"},
-			[]string{"save_on_cpu"}},
+			[]string{"AutoModelForImageTextToText", "gradient_checkpointing=True", "SEQ_LEN, BATCH = 4096, 1",
+				`"model.language_model.layers.0": 0,`, `"model.vision_tower": 0,`, `"lm_head": 0,`},
+			[]string{"save_on_cpu", `"language_model.model.`, `"vision_tower"`}},
 	} {
 		s := DefaultSettings()
 		x.s(&s)

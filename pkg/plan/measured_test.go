@@ -17,15 +17,19 @@ import (
 // measuredRow is one line of testdata/plan/*.jsonl: a real QLoRA run through
 // transformers' Trainer with bf16 autocast (harness scripts/real-stack/trainer_rows.py).
 type measuredRow struct {
-	Model        string  `json:"model"`
-	Seq          int64   `json:"seq"`
-	Batch        int64   `json:"batch"`
-	GC           bool    `json:"gc"`
-	Opt          string  `json:"opt"`
-	Rank         int64   `json:"rank"`
-	Recipe       string  `json:"recipe"`
-	Harness      string  `json:"harness"`
-	Attn         string  `json:"attn"`
+	Model   string `json:"model"`
+	Seq     int64  `json:"seq"`
+	Batch   int64  `json:"batch"`
+	GC      bool   `json:"gc"`
+	Opt     string `json:"opt"`
+	Rank    int64  `json:"rank"`
+	Recipe  string `json:"recipe"`
+	Harness string `json:"harness"`
+	Attn    string `json:"attn"`
+	// Images per sample (scripts/real-stack/vl_rows.py): the row is planned
+	// with --images N at the family's default tokens per image, seq being
+	// the text as --seq-len is.
+	Images       int64   `json:"images"`
 	Trainable    int64   `json:"trainable_params"`
 	AfterLoad    int64   `json:"after_load_bytes"`
 	PeakAlloc    int64   `json:"peak_alloc_bytes"`
@@ -36,24 +40,31 @@ type measuredRow struct {
 
 // measuredConfigs maps the harness's model names to configs in testdata/configs.
 var measuredConfigs = map[string]string{
-	"tinyllama-1.1b": "TinyLlama__TinyLlama-1.1B-Chat-v1.0.json",
-	"llama3-8b":      "meta-llama__Llama-3.1-8B.json",
-	"llama2-7b":      "meta-llama__Llama-2-7b-chat-hf.json",
-	"llama3.2-1b":    "meta-llama__Llama-3.2-1B-Instruct.json",
-	"qwen2-7b":       "Qwen__Qwen2.5-7B-Instruct.json",
-	"qwen2.5-7b":     "Qwen__Qwen2.5-7B-Instruct.json",
-	"qwen3-8b":       "Qwen__Qwen3-8B.json",
-	"qwen3-30b-a3b":  "Qwen__Qwen3-30B-A3B.json",
-	"qwen3-moe":      "Qwen__Qwen3-30B-A3B.json",
-	"gemma2-9b":      "google__gemma-2-9b-it.json",
-	"gemma3-1b":      "google__gemma-3-1b-it.json",
-	"gemma3-4b":      "google__gemma-3-4b-it.json",
-	"phi3-mini":      "microsoft__Phi-3-mini-4k-instruct.json",
-	"phi3":           "microsoft__Phi-3-mini-4k-instruct.json",
-	"mistral-7b":     "mistralai__Mistral-7B-v0.1.json",
-	"mixtral-8x7b":   "mistralai__Mixtral-8x7B-v0.1.json",
-	"qwen2.5-vl-7b":  "Qwen__Qwen2.5-VL-7B-Instruct.json",
-	"llava-1.5-7b":   "llava-hf__llava-1.5-7b-hf.json",
+	"tinyllama-1.1b":      "TinyLlama__TinyLlama-1.1B-Chat-v1.0.json",
+	"llama3-8b":           "meta-llama__Llama-3.1-8B.json",
+	"llama2-7b":           "meta-llama__Llama-2-7b-chat-hf.json",
+	"llama3.2-1b":         "meta-llama__Llama-3.2-1B-Instruct.json",
+	"qwen2-7b":            "Qwen__Qwen2.5-7B-Instruct.json",
+	"qwen2.5-7b":          "Qwen__Qwen2.5-7B-Instruct.json",
+	"qwen3-8b":            "Qwen__Qwen3-8B.json",
+	"qwen3-30b-a3b":       "Qwen__Qwen3-30B-A3B.json",
+	"qwen3-moe":           "Qwen__Qwen3-30B-A3B.json",
+	"gemma2-9b":           "google__gemma-2-9b-it.json",
+	"gemma3-1b":           "google__gemma-3-1b-it.json",
+	"gemma3-4b":           "google__gemma-3-4b-it.json",
+	"gemma-3-4b":          "google__gemma-3-4b-it.json",
+	"phi3-mini":           "microsoft__Phi-3-mini-4k-instruct.json",
+	"phi3":                "microsoft__Phi-3-mini-4k-instruct.json",
+	"mistral-7b":          "mistralai__Mistral-7B-v0.1.json",
+	"mixtral-8x7b":        "mistralai__Mixtral-8x7B-v0.1.json",
+	"qwen2.5-vl-7b":       "Qwen__Qwen2.5-VL-7B-Instruct.json",
+	"llava-1.5-7b":        "llava-hf__llava-1.5-7b-hf.json",
+	"llama3.2-11b-vision": "meta-llama__Llama-3.2-11B-Vision-Instruct.json",
+	// MoE models at their real layer dimensions with fewer layers
+	// (testdata/configs/SOURCES.md).
+	"deepseek-v2-lite-8l": "derived/deepseek-v2-lite-8l.json",
+	"qwen3-30b-a3b-8l":    "derived/qwen3-30b-a3b-8l.json",
+	"mixtral-8x7b-4l":     "derived/mixtral-8x7b-4l.json",
 }
 
 // configFor finds the config of a measured model: the map above, else a
@@ -77,9 +88,16 @@ func configFor(t *testing.T, name string) (string, bool) {
 
 func readMeasured(t *testing.T) []measuredRow {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(fixtures.Path(t, "plan"), "*.jsonl"))
+	return readMeasuredDir(t, fixtures.Path(t, "plan"))
+}
+
+// readMeasuredDir reads every *.jsonl in dir, keeping the Trainer rows that
+// ran.
+func readMeasuredDir(t *testing.T, dir string) []measuredRow {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.jsonl"))
 	if err != nil || len(files) == 0 {
-		t.Fatalf("no measured rows in testdata/plan: %v", err)
+		t.Fatalf("no measured rows in %s: %v", dir, err)
 	}
 	var rows []measuredRow
 	for _, name := range files {
@@ -110,7 +128,8 @@ func readMeasured(t *testing.T) []measuredRow {
 // rowConfig is the Config the harness ran for row r.
 func rowConfig(m *Model, r measuredRow) Config {
 	c := Config{SeqLen: r.Seq, Batch: r.Batch, Rank: r.Rank, Recipe: Recipe(r.Recipe),
-		Optimizer: Optimizer(r.Opt), Checkpointing: CkptOff, Attention: AttnSDPA, ComputeDType: "bf16"}
+		Optimizer: Optimizer(r.Opt), Checkpointing: CkptOff, Attention: AttnSDPA, ComputeDType: "bf16",
+		Images: r.Images}
 	if c.Rank == 0 {
 		c.Rank = 16
 	}
@@ -233,9 +252,10 @@ func rowFeatures(t *testing.T) []slackFeatures {
 		m := loadConfig(t, cfg)
 		c := rowConfig(m, r)
 		dm := m.Estimate(c, SinglePlacement(m))[0]
-		T := float64(c.SeqLen * c.Batch)
+		s := float64(m.seqLen(c)) // text and image tokens, as Estimate counts them
+		T := s * float64(c.Batch)
 		x := m.layerActs(0, c, m.groups(c).loraByLayer[0])
-		lay := x.lin*T + x.quad*T*float64(c.SeqLen) + x.fixed
+		lay := x.lin*T + x.quad*T*s + x.fixed
 		f := slackFeatures{name: fmt.Sprintf("%s seq %d batch %d gc %v %s %s", r.Model, r.Seq, r.Batch, r.GC, r.Opt, r.Recipe), model: r.Model,
 			loss: 4 * float64(m.Vocab) * T, lay: lay, measured: float64(r.PeakReserved)}
 		f.base = float64(dm.PeakReserved) - m.slack(c, true, lay)
@@ -306,5 +326,44 @@ func TestSlackGeneralizes(t *testing.T) {
 			}
 		}
 		check(held, rest, "leave "+name+" out", 0.15)
+	}
+}
+
+// TestMeasuredRowsImages: a row of vl_rows.py is planned with its images
+// (--images N), and a row with an error is left out. The rows are made up,
+// in a temporary directory: only the plumbing is under test, not the figures.
+func TestMeasuredRowsImages(t *testing.T) {
+	dir := t.TempDir()
+	rows := `{"model": "gemma-3-4b", "seq": 1024, "batch": 1, "gc": true, "opt": "paged_adamw_8bit", "rank": 16, "recipe": "hf-peft", "images": 0, "harness": "trainer-bf16", "peak_alloc_bytes": 1, "peak_reserved_bytes": 1, "error": null}
+{"model": "gemma-3-4b", "seq": 1024, "batch": 1, "gc": true, "opt": "paged_adamw_8bit", "rank": 16, "recipe": "hf-peft", "images": 2, "harness": "trainer-bf16", "peak_alloc_bytes": 1, "peak_reserved_bytes": 1, "error": null}
+{"model": "qwen2.5-vl-7b", "seq": 512, "batch": 2, "gc": false, "opt": "adamw", "rank": 8, "recipe": "lean", "images": 1, "harness": "trainer-bf16", "peak_alloc_bytes": 1, "peak_reserved_bytes": 1, "error": null}
+{"model": "qwen2.5-vl-7b", "seq": 512, "batch": 2, "gc": false, "opt": "adamw", "rank": 8, "recipe": "lean", "images": 1, "harness": "trainer-bf16", "error": "unsupported: made up"}
+`
+	if err := os.WriteFile(filepath.Join(dir, "vl.jsonl"), []byte(rows), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := predictRows(t, readMeasuredDir(t, dir))
+	if len(got) != 3 {
+		t.Fatalf("%d rows predicted, want 3 (the error row left out)", len(got))
+	}
+	for _, x := range got {
+		r := x.row
+		cfg, _ := configFor(t, r.Model)
+		m := loadConfig(t, cfg)
+		c := rowConfig(m, r)
+		if c.Images != r.Images {
+			t.Errorf("%s: planned with %d images, the row has %d", r.Model, c.Images, r.Images)
+		}
+		c.Images = 0
+		text := m.Estimate(c, SinglePlacement(m))[0].PeakReserved
+		if r.Images > 0 && x.pred <= text {
+			t.Errorf("%s with %d images: predicted %d, no more than without images (%d)", r.Model, r.Images, x.pred, text)
+		}
+		if r.Images == 0 && x.pred != text {
+			t.Errorf("%s without images: predicted %d, want %d", r.Model, x.pred, text)
+		}
+	}
+	if got[1].pred <= got[0].pred {
+		t.Errorf("gemma-3-4b: 2 images predicted %d, not above no image's %d", got[1].pred, got[0].pred)
 	}
 }

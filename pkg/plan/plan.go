@@ -948,19 +948,45 @@ func largerGPU(gs []gpus.GPU) (gpus.Preset, bool) {
 	return best, found
 }
 
-// deviceMap is the device_map for from_pretrained: whole modules, as
-// accelerate names them.
+// deviceMap is the device_map for from_pretrained: whole modules (a decoder
+// layer, the embedding, the vision tower), named as transformers 5 names them
+// in memory (arch.Family.ModuleName), not as the checkpoint stores them: a
+// vision-language checkpoint's language_model.model.layers.0 is the module
+// model.language_model.layers.0. A tied lm_head stores no tensor but is still
+// a module whose weight is in state_dict, and accelerate's dispatch_model
+// (what from_pretrained calls for a map of more than one device) refuses a map
+// that leaves any state_dict entry without a device: it goes with the
+// embedding it shares its weight with, as accelerate's own
+// infer_auto_device_map keeps tied modules together.
 func (m *Model) deviceMap(pl Placement) map[string]string {
+	f := arch.ByName(m.Family)
+	if f == nil {
+		f = arch.Generic
+	}
 	dm := map[string]string{}
+	embed, head := -1, false
 	for _, t := range m.Tensors {
-		dm[moduleOf(t)] = strconv.Itoa(pl.DeviceOf(t))
+		d := pl.DeviceOf(t)
+		dm[moduleOf(f, t)] = strconv.Itoa(d)
+		switch {
+		case t.Role == arch.RoleLMHead:
+			head = true
+		case t.Role == arch.RoleEmbedding && t.Part == arch.PartText && embed < 0:
+			embed = d
+		}
+	}
+	if m.Tied && !head && embed >= 0 {
+		dm[strings.TrimSuffix(f.ModuleName(f.LMHead), ".weight")] = strconv.Itoa(embed)
 	}
 	return dm
 }
 
-// moduleOf is the module a tensor belongs to at device-map granularity.
-func moduleOf(t Tensor) string {
-	name := strings.TrimSuffix(strings.TrimSuffix(t.Name, ".weight"), ".bias")
+// moduleOf is the in-memory module a tensor belongs to at device-map
+// granularity: a decoder layer, a top-level module of the text model, or the
+// whole vision tower or projector (model.vision_tower, model.visual,
+// model.multi_modal_projector).
+func moduleOf(f *arch.Family, t Tensor) string {
+	name := strings.TrimSuffix(strings.TrimSuffix(f.ModuleName(t.Name), ".weight"), ".bias")
 	if t.Part != arch.PartText {
 		parts := strings.Split(name, ".")
 		if parts[0] == "model" && len(parts) > 1 {
