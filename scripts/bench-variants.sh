@@ -3,7 +3,8 @@
 # machine (issue 18 item 4), with tools built elsewhere:
 #   scripts/bench-variants.sh pack          # here: GPU test binary + variant PTX into bin/variants.tar.xz
 #   scripts/bench-variants.sh run OUT [N]   # there: N passes (default 2) of TestBenchVariants
-# Each pass writes every timing to OUT/variants-<pass>-<group>.txt (VAR lines) and
+# Each pass writes every timing to OUT/variants-<pass>-<group>.txt (VAR lines; groups
+# quant, deq, async) and
 # prints the best of each kind (BEST), the copy reference and any failure to
 # stdout, the first pass also the fastest grid of each kernel (TOP). Needs
 # only the NVIDIA driver there; a pass should take about a minute (an
@@ -30,22 +31,25 @@ T=/tmp/nf4var
 rm -rf $T && mkdir -p $T "$OUT"
 tar -C $T -xJf bin/variants.tar.xz
 { date -u; nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader; } 2>&1 | tee "$OUT/machine.txt"
-# One process per group (quantize with the double-quantization chain, then
-# dequantize), so that a kernel fault loses only its group. The whole run
-# stays within BUDGET seconds (default 230): a process gets at most 100 s and
-# half of what is left, and a later pass starts only with 80 s left.
+# One process per group (quantize with the double-quantization chain,
+# dequantize, then the cp.async quantize variants), so that a kernel fault
+# loses only its group. The whole run stays within BUDGET seconds (default
+# 230): quant and deq get at most 80 s each, async 50 s, none more than what
+# is left, and a later pass starts only with 120 s left.
 BUDGET=${BUDGET:-230}
 SECONDS=0
 for pass in $(seq 1 "$PASSES"); do
-	if [ "$pass" -gt 1 ] && [ $((BUDGET - SECONDS)) -lt 80 ]; then
+	if [ "$pass" -gt 1 ] && [ $((BUDGET - SECONDS)) -lt 120 ]; then
 		echo "== pass $pass skipped: $SECONDS s used of $BUDGET"
 		break
 	fi
-	for group in quant deq; do
+	for group in quant deq async; do
 		f="$OUT/variants-$pass-$group.txt"
 		left=$((BUDGET - SECONDS))
-		lim=$(( left / 2 < 100 ? left / 2 : 100 ))
-		[ "$group" = deq ] && lim=$(( left < 100 ? left : 100 ))
+		cap=80
+		[ "$group" = async ] && cap=50
+		lim=$(( left < cap ? left : cap ))
+		if [ "$lim" -lt 10 ]; then echo "== pass $pass $group skipped: $SECONDS s used of $BUDGET"; continue; fi
 		echo "== pass $pass $group (limit $lim s, $SECONDS s used)"
 		NF4PIPE_VARIANT_PTX=$T/variants75.ptx,$T/variants80.ptx NF4PIPE_VARIANT_GROUPS=$group timeout $lim \
 			$T/gpu.test -test.v -test.count=1 -test.run '^TestBenchVariants$' > "$f" 2>&1

@@ -259,8 +259,8 @@ func benchVariants(t *testing.T, d *Device, ptxs []string) error {
 	if b.e1, err = cu.MakeEvent(cu.DefaultEvent); err != nil {
 		return err
 	}
-	// NF4PIPE_VARIANT_GROUPS (quant, deq; both when unset) lets a run time
-	// one group per process, so a kernel fault loses only that group.
+	// NF4PIPE_VARIANT_GROUPS (quant, deq, async; all when unset) lets a run
+	// time one group per process, so a kernel fault loses only that group.
 	groups := os.Getenv("NF4PIPE_VARIANT_GROUPS")
 	want := func(g string) bool { return groups == "" || strings.Contains(groups, g) }
 	name, _ := d.dev.Name()
@@ -364,12 +364,19 @@ func benchVariants(t *testing.T, d *Device, ptxs []string) error {
 		{"qv4_g16_h2_ldlu", 4}, {"qv4_g16_h2_stplain", 4}, {"qv8_g16_h2_stplain", 8}, {"qv4_g16_h2_lb5", 4},
 		{"qv4_g16_h2_pf1_lb5", 4}, {"qv4_g16_h2_pf2_lb5", 4}, {"qv4_g16_h2_pf1_lb6", 4}, {"qv2_g16_h2_pf1_lb6", 2},
 		{"qv2_g16_h2_pf2_lb6", 2}, {"qv8_g16_h2_pf1_lb4", 8}}
+	// cp.async (compute_80) variants, in their own group: a fault there
+	// loses only them.
+	qas := []qv{{"qa4_s2", 4}, {"qa4_s2_lb5", 4}, {"qa2_s3", 2}, {"qa2_s4", 2}, {"qa2_s4_lb6", 2}}
+	var list []qv
+	if want("quant") {
+		list = append(list, qvs...)
+	}
+	if want("async") {
+		list = append(list, qas...)
+	}
 	var qres []result
 	bestQ := map[string]result{}
-	for _, q := range qvs {
-		if !want("quant") {
-			break
-		}
+	for _, q := range list {
 		k, ok := b.find(q.name)
 		if !ok {
 			t.Logf("VAR quant   %-26s not in any PTX", q.name)
@@ -516,7 +523,7 @@ func benchVariants(t *testing.T, d *Device, ptxs []string) error {
 		}
 		k, _ := b.find(q.name)
 		v := int64(4)
-		for _, c := range qvs {
+		for _, c := range list {
 			if c.name == q.name {
 				v = c.v
 			}

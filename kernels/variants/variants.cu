@@ -159,6 +159,104 @@ QVP(qv8_g16_h2_pf1_lb4, LB4, 8, true, 0, 0, 1)
 QV(qv4_g16_h2_lb5, LB5, 4, true, 0, 0)
 
 // ---------------------------------------------------------------------------
+// Quantize through cp.async (sm_80): each warp keeps a ring of S tiles in
+// shared memory and, before working on a tile, issues the copies of the tile
+// S-1 rounds ahead, so the warp's reads stay in flight while it computes
+// without holding registers. A lane reads back only the 16-byte pieces it
+// copied itself, so its own cp.async.wait_group is all the ordering needed.
+// Otherwise as qv_tile with G16 and H2.
+// ---------------------------------------------------------------------------
+#if __CUDA_ARCH__ >= 800
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((uint32_t)__cvta_generic_to_shared(smem)), "l"(gmem));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+// qa_issue copies a lane's V pieces of tile t (if there is one) to dst[32v]
+// and closes the group (an empty one past the end keeps the count).
+template <int V>
+__device__ __forceinline__ void qa_issue(uint4 *dst, const uint4 *src, u64 t, u64 ntiles) {
+    if (t < ntiles)
+#pragma unroll
+        for (int v = 0; v < V; v++) cp_async16(dst + 32 * v, src + t * (32 * V) + 32 * v);
+    cp_commit();
+}
+
+template <int V, int S>
+__device__ __forceinline__ void qa_tile(const void *__restrict__ x, u64 ntiles, uint8_t *__restrict__ packed,
+                                        float *__restrict__ absmax, int *__restrict__ bad) {
+    __shared__ uint2 tab_s[TAB_COPIES][33];
+    __shared__ __align__(16) uint4 ring[8][S][32 * V];
+    load_tab<QT_NF4>(tab_s);
+    const Tab tab(tab_s);
+    const int lane = threadIdx.x & 31;
+    uint4(*my)[32 * V] = ring[(threadIdx.x >> 5) & 7];
+    const u64 nwarps = ((u64)gridDim.x * blockDim.x) >> 5;
+    const u64 tile0 = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const uint4 *xs = static_cast<const uint4 *>(x) + lane;
+#pragma unroll
+    for (int s = 0; s < S - 1; s++) qa_issue<V>(my[s] + lane, xs, tile0 + s * nwarps, ntiles);
+    bool nf = false;
+    int slot = 0;
+    for (u64 tile = tile0; tile < ntiles; tile += nwarps) {
+        qa_issue<V>(my[(slot + S - 1) % S] + lane, xs, tile + (S - 1) * nwarps, ntiles);
+        cp_wait<S - 1>();
+        const u64 e0 = tile * (256 * V) + 8 * lane;
+        Raw<DT_BF16> r[V];
+#pragma unroll
+        for (int v = 0; v < V; v++) r[v].q = my[slot][32 * v + lane];
+        slot = (slot + 1) % S;
+        float mv[V];
+#pragma unroll
+        for (int v = 0; v < V; v++) {
+            float f[8];
+            widen<DT_BF16>(r[v], f);
+            float m = -FLT_MAX_;
+#pragma unroll
+            for (int k = 0; k < 8; k++) m = max_ftz(m, fabsf(f[k]));
+            uint32_t acc = hfma0(r[v].q.x, 0u);
+            acc = hfma0(r[v].q.y, acc);
+            acc = hfma0(r[v].q.z, acc);
+            acc = hfma0(r[v].q.w, acc);
+#pragma unroll
+            for (int o = 1; o < 8; o <<= 1) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, o));
+            const float s = rcp_ftz(m);
+            uint32_t w;
+            if (acc == 0u && m > 0.0f) {
+                w = codes8<QT_NF4, true>(tab, f, s);
+            } else {
+                w = codes8<QT_NF4, false>(tab, f, s);
+#pragma unroll
+                for (int k = 0; k < 8; k++) nf |= nonfinite(f[k]);
+            }
+            __stcs(reinterpret_cast<uint32_t *>(packed) + ((e0 + 256 * v) >> 3), w);
+            mv[v] = m;
+        }
+        float sel = mv[0];
+#pragma unroll
+        for (int v = 1; v < V; v++) sel = (lane & 7) == v ? mv[v] : sel;
+        const float out = __shfl_sync(0xFFFFFFFFu, sel, 8 * (lane & 3) + (lane >> 2));
+        if (lane < 4 * V) absmax[tile * (4 * V) + lane] = out;
+    }
+    cp_wait<0>();
+    if (nf) *bad = 1;
+}
+#define QA(name, LB, V, S)                                                                        \
+    extern "C" __global__ void LB name(const void *__restrict__ x, u64 ntiles,                    \
+                                       uint8_t *__restrict__ packed, float *__restrict__ absmax,   \
+                                       int *__restrict__ bad) {                                    \
+        qa_tile<V, S>(x, ntiles, packed, absmax, bad);                                            \
+    }
+QA(qa4_s2, LB0, 4, 2)
+QA(qa4_s2_lb5, LB5, 4, 2)
+QA(qa2_s3, LB0, 2, 3)
+QA(qa2_s4, LB0, 2, 4)
+QA(qa2_s4_lb6, LB6, 2, 4)
+#endif
+
+// ---------------------------------------------------------------------------
 // Dequantize.
 //   PRMT: a code's table address is one byte_perm of a word holding every
 //         nibble times 4 (two shifts and masks for all eight) into the
