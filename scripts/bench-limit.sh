@@ -63,13 +63,13 @@ rm -rf $M /tmp/o-*
 fi
 if want 2; then
 M=/tmp/l8; $S model -q --preset llama-3.1-8b $M >/dev/null; echo "llama-3.1-8b synthetic: $(cat $M/*.safetensors | wc -c) bytes"; cat $M/*.safetensors >/dev/null
-for r in 1 2; do
+for r in $(seq ${ROUNDS8B:-2}); do
 	s=$(date +%s%N); $S rss -o $T/rss -l "8b r$r cat: detect" -- $C/detect -q $M | $S rss -o $T/rss -l "8b r$r cat: cat" -- cat >/dev/null; echo "8b detect | cat: $(ms $s) ms"
 	for d in cpu cuda auto; do
 		Q=$G/quantize; [ $d = cpu ] && Q=$C/quantize
 		rm -rf /tmp/o8-$d; sync
 		s=$(date +%s%N); $S rss -o $T/rss -l "8b r$r $d: detect" -- $C/detect -q $M | $S rss -o $T/rss -l "8b r$r $d: quantize" -- $Q -q --device $d | $S rss -o $T/rss -l "8b r$r $d: place" -- $C/place -q --no-emit --out /tmp/o8-$d; echo "8b detect | quantize --device $d | place: $(ms $s) ms"
-		[ $r = 1 ] && [ $d != cpu ] && rm -rf /tmp/o8-$d
+		[ $r != ${ROUNDS8B:-2} ] && [ $d != cpu ] && rm -rf /tmp/o8-$d
 	done
 done
 cat $T/rss
