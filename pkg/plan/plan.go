@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nf4pipe/nf4pipe/internal/units"
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
 	"github.com/nf4pipe/nf4pipe/pkg/gpus"
 )
@@ -398,6 +399,9 @@ func Make(m *Model, gs []gpus.GPU, s Settings) (*Plan, error) {
 	}
 	if m.Experts > 0 {
 		p.Notes = append(p.Notes, "MoE experts stay 16-bit under transformers 5 (fused parameters bitsandbytes does not convert); hf-peft casts them to float32")
+		if n := m.expertLoRANote(c, gs, s.Strategy); n != "" {
+			p.Notes = append(p.Notes, n)
+		}
 	}
 	if m.Vision != nil {
 		p.Vision = m.visionPlan(c)
@@ -640,6 +644,22 @@ func contains(s []int, v int) bool {
 		}
 	}
 	return false
+}
+
+// expertLoRANote says what naming the MLP projections in target_modules does
+// on this MoE model (Config.ExpertLoRA): the snippet targets all-linear, but
+// code that lists the names gets adapters on the routed experts instead.
+func (m *Model) expertLoRANote(c Config, gs []gpus.GPU, st Strategy) string {
+	e := c
+	e.ExpertLoRA = true
+	n := m.LoRAParams(e)
+	if n == m.LoRAParams(c) {
+		return ""
+	}
+	peak, _ := m.peakOf(e, gs, st)
+	return fmt.Sprintf("target_modules naming gate_proj/up_proj/down_proj (instead of the snippet's all-linear) puts peft's adapters on the routed experts "+
+		"and none on the shared or dense MLPs: %s trainable parameters, peak %s on the largest device (measured on DeepSeek-V2-Lite layers, peft 0.21)",
+		groupDigits(n), units.Bytes(peak))
 }
 
 // peakOf is the largest total over devices, and the plan's verdict.
