@@ -362,14 +362,7 @@ func TestCUDAStartsOnCPU(t *testing.T) {
 //
 // The shared case reports the router's measures once (b.Log).
 func BenchmarkStageFileDevice(b *testing.B) {
-	name := os.Getenv("NF4PIPE_STREAM")
-	if name == "" {
-		b.Skip("NF4PIPE_STREAM names no stream file")
-	}
-	st, err := os.Stat(name)
-	if err != nil {
-		b.Fatal(err)
-	}
+	name, st := streamFile(b)
 	dev, err := gpu.Open(0)
 	if err != nil {
 		b.Skipf("needs a CUDA GPU: %v", err)
