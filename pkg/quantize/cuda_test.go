@@ -372,6 +372,7 @@ func BenchmarkStageFileDevice(b *testing.B) {
 	if err := warm(gb); err != nil {
 		b.Fatal(err)
 	}
+	const gpuChunk = 32 << 20 // the GPU's runs before 2026-12-03, for comparison
 	for _, chunk := range []int{cpuChunk, gpuChunk} {
 		for _, mode := range []string{"cpu", "gpu", "shared"} {
 			b.Run(fmt.Sprintf("%s/chunk=%dMiB", mode, chunk>>20), func(b *testing.B) {
