@@ -15,10 +15,12 @@ import (
 // and runs `quantize --device cuda` with CUDA_VISIBLE_DEVICES="", so the driver
 // finds no device, on the tiny llama's stream: it must say so in one line on
 // stderr, starting "quantize: ", write nothing to stdout (the next stage's
-// input) and exit with status 1. It needs cuda.h to build and the driver's
-// libcuda.so.1 to start (a machine with the toolkit's driver libraries and no
-// GPU will do); without libcuda.so.1 the dynamic loader refuses to start a
-// CUDA build at all, which no code of ours can change.
+// input) and exit with status 1. `quantize --device cpu`, which never
+// initializes the driver, must work there and write the CPU build's bytes.
+// It needs cuda.h to build and the driver's libcuda.so.1 to start (a machine
+// with the toolkit's driver libraries and no GPU will do); without
+// libcuda.so.1 the dynamic loader refuses to start a CUDA build at all, which
+// no code of ours can change.
 func TestCUDANoUsableGPU(t *testing.T) {
 	if _, err := os.Stat("/usr/include/cuda.h"); err != nil {
 		t.Skip("needs /usr/include/cuda.h to build with -tags cuda (make cuda installs the toolkit)")
@@ -46,5 +48,16 @@ func TestCUDANoUsableGPU(t *testing.T) {
 	checkOneLine(t, r)
 	if !strings.HasPrefix(r.stderr, "quantize: ") || !strings.Contains(strings.ToLower(r.stderr), "gpu") {
 		t.Errorf("stderr %q: want \"quantize: ...\" saying that no usable GPU was found", r.stderr)
+	}
+
+	var got, want bytes.Buffer
+	stdin := filepath.Join(gen, "llama.stream")
+	r = run{dir: root, stdin: stdin, stdout: &got, stages: [][]string{{exe, "--device", "cpu", "-q"}}}.exec(t)[0]
+	if r.code != 0 {
+		t.Fatalf("--device cpu: status %s, stderr %q", r.status(), r.stderr)
+	}
+	run{dir: root, stdin: stdin, stdout: &want, stages: [][]string{{"quantize", "--device", "cpu", "-q"}}}.exec(t)
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Error("--device cpu: the CUDA build's stream differs from the CPU build's")
 	}
 }

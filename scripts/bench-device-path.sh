@@ -5,8 +5,9 @@
 #   scripts/bench-device-path.sh run OUT   # there (carry bin/device-path.tar.xz): figures on stdout and in OUT
 # On a synthetic TinyLlama-1.1B (2.2 GB bf16) in the page cache, interleaved,
 # five rounds, ms: detect | cat; detect | quantize | place --out with the CPU
-# build, the CUDA build with --device cpu (its process start-up: cuInit runs
-# in every CUDA-build process), --device cuda and --device auto. Every output
+# build, the CUDA build with --device cpu (its process start-up: it should
+# match the CPU build's, since cuInit now runs only when a GPU is used,
+# internal/gpu/cudainit), --device cuda and --device auto. Every output
 # directory is removed (untimed, then sync) before its run; the checkpoints
 # must be byte-identical (cmp of every file). Then the GPU tests, and each
 # quantize's JSON summary (device, routing: when the GPU was ready, the
@@ -105,10 +106,10 @@ rm -f /dev/shm/tl.stream
 # starting on the CPU, out of memory, no device).
 mkdir -p ../shared/testdata/bnb && cp -n $T/bnb/*.safetensors ../shared/testdata/bnb/ 2>/dev/null
 {
-	(cd internal/gpu && $T/gpu.test -test.v -test.count=1 -test.run 'TestOpenTimes' 2>&1) # the process's first Open
+	(cd internal/gpu && $T/gpu.test -test.v -test.count=1 -test.run 'TestOpenTimes' 2>&1) # the process's first Open, and its cuInit
 	(cd internal/gpu && $T/gpu.test -test.v -test.count=1 \
-		-test.run 'TestBackendSteps|TestGPUMatchesCPU|TestGPUNonFinite|TestGoldenGPU|TestSpread|TestOutOfMemory|TestPipelineStep' 2>&1)
+		-test.run 'TestBackendSteps|TestGPUMatchesCPU|TestGPUNonFinite|TestGoldenGPU|TestSpread|TestOutOfMemory|TestPipelineStep|TestCuInitIsOurs|TestDriverInitDeferred' 2>&1)
 	(cd pkg/quantize && $T/quantize.test -test.v -test.count=1 -test.run 'TestCUDA|TestHybrid|TestRouter' 2>&1)
 } > "$OUT/tests.txt"
-grep -E '^(--- |FAIL|ok|PASS)|ran on|start-up:' "$OUT/tests.txt" | tee -a "$R"
+grep -E '^(--- |FAIL|ok|PASS)|ran on|start-up:|child:' "$OUT/tests.txt" | tee -a "$R"
 rm -rf /tmp/dp-cpu /tmp/dp-cudabuild-cpu /tmp/dp-cuda /tmp/dp-auto $M

@@ -9,7 +9,6 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/nf4pipe/nf4pipe/internal/cli"
-	"github.com/nf4pipe/nf4pipe/internal/gpu"
 	"github.com/nf4pipe/nf4pipe/pkg/arch"
 	"github.com/nf4pipe/nf4pipe/pkg/gpus"
 	"github.com/nf4pipe/nf4pipe/pkg/qtype"
@@ -50,7 +49,7 @@ func newApp() *ucli.App {
 			&ucli.StringSliceFlag{Name: "skip", Usage: "keep tensors whose name matches the glob `PATTERN` (repeatable; wins over --only)"},
 			&ucli.IntFlag{Name: "threads", Usage: "CPU threads (`N`), 0 for all cores"},
 			&ucli.BoolFlag{Name: "allow-nonfinite", Usage: "quantize NaN and ±Inf weights as bitsandbytes does instead of failing"},
-			&ucli.StringFlag{Name: "offset-gpu", Usage: "sum the double-quantization offset in torch's order on this GPU: a --gpus preset name (h100, h200, a100-80, a10g, l4, t4, rtx4090, ...) or `SMSxTHREADS` (default: the first local GPU in a CUDA build, else h100/h200)"},
+			&ucli.StringFlag{Name: "offset-gpu", Usage: "sum the double-quantization offset in torch's order on this GPU: a --gpus preset name (h100, h200, a100-80, a10g, l4, t4, rtx4090, ...) or `SMSxTHREADS` (default: the first local GPU in a CUDA build whose --device is auto or cuda, else h100/h200)"},
 			&ucli.StringFlag{Name: "cast", Usage: "convert kept F32/F16/BF16 tensors to `DTYPE`: bf16, f16 or f32"},
 			&ucli.StringFlag{Name: "input", Aliases: []string{"i"}, Usage: "read the stream from `FILE` (- for stdin)"},
 			&ucli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the stream to `FILE` (- for stdout); written whole or not at all"},
@@ -80,7 +79,7 @@ func action(c *ucli.Context) error {
 			DoubleQuant: c.Bool("double-quant"), AllowNonFinite: c.Bool("allow-nonfinite"), ReduceGPU: offsetGPU},
 		Device: c.String("device"), Threads: c.Int("threads"),
 		Only: c.StringSlice("only"), Skip: c.StringSlice("skip"), Cast: cast,
-		Version: cli.Version, Args: cli.StageArgs(c),
+		Version: cli.Version, Args: cli.StageArgs(c), LocalOffsetGPU: c.String("offset-gpu") == "",
 	}
 	if err := opt.Validate(); err != nil {
 		return flagError(err)
@@ -135,26 +134,23 @@ var exitTable = cli.Table{
 }
 
 // offsetGeometry is the GPU whose torch reduction order the offset follows:
-// the named one (a gpus preset, or SMSxTHREADS), else the first local GPU
-// (CUDA builds), else quant's default (an H100/H200, where transformers +
+// the named one (a gpus preset, or SMSxTHREADS), else (the zero ReduceGPU,
+// with Options.LocalOffsetGPU) the first local GPU in a CUDA build whose
+// --device uses one, asked of the driver only for tensors large enough for it
+// to matter, else quant's default (an H100/H200, where transformers +
 // bitsandbytes were checked).
 func offsetGeometry(name string) (quant.ReduceGPU, error) {
-	if name != "" {
-		if p, ok := gpus.LookupPreset(name); ok {
-			return p.ReduceGPU(), nil
-		}
-		g, err := quant.ParseReduceGPU(name)
-		if err != nil {
-			return g, fmt.Errorf("%q is neither a GPU preset (%s) nor SMSxTHREADS such as 108x2048", name, strings.Join(gpus.PresetNames(), ", "))
-		}
-		return g, nil
+	if name == "" {
+		return quant.ReduceGPU{}, nil
 	}
-	if n, err := gpu.Count(); err == nil && n > 0 {
-		if g, err := gpu.ReduceGeometry(0); err == nil {
-			return g, nil
-		}
+	if p, ok := gpus.LookupPreset(name); ok {
+		return p.ReduceGPU(), nil
 	}
-	return quant.DefaultReduceGPU, nil
+	g, err := quant.ParseReduceGPU(name)
+	if err != nil {
+		return g, fmt.Errorf("%q is neither a GPU preset (%s) nor SMSxTHREADS such as 108x2048", name, strings.Join(gpus.PresetNames(), ", "))
+	}
+	return g, nil
 }
 
 // orStd is v, or the standard file def when v is nil (the app's default).

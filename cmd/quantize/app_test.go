@@ -231,6 +231,7 @@ func TestHelpAndVersion(t *testing.T) {
 func TestOffsetGeometry(t *testing.T) {
 	for name, want := range map[string]quant.ReduceGPU{
 		"a100-80": {SMs: 108, ThreadsPerSM: 2048}, "H200": quant.DefaultReduceGPU, "80x1536": {SMs: 80, ThreadsPerSM: 1536},
+		"": {}, // the local GPU's, asked of the driver only when it matters (quantize.Options.LocalOffsetGPU)
 	} {
 		got, err := offsetGeometry(name)
 		if err != nil || got != want {

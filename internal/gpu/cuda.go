@@ -16,15 +16,40 @@ import (
 	"runtime"
 	"unsafe"
 
-	_ "github.com/nf4pipe/nf4pipe/internal/gpu/cudainit"
+	"github.com/nf4pipe/nf4pipe/internal/gpu/cudainit"
 	"github.com/nf4pipe/nf4pipe/kernels"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"gorgonia.org/cu"
 )
 
+// initDriver initializes the CUDA driver the first time a function of this
+// package needs it (cudainit: not at process start-up), from any goroutine.
+// Count, Devices, Open and ReduceGeometry call it before any driver call;
+// the rest of the package runs in a Device's context, which Open created.
+// Where the driver finds no usable GPU, its error wraps ErrNoDevice and says
+// so in one line.
+func initDriver() error {
+	if err := cudainit.Init(); err != nil {
+		return noDriverError{err}
+	}
+	return nil
+}
+
+// noDriverError is the driver's refusal to initialize, with its reason.
+type noDriverError struct{ why error }
+
+func (e noDriverError) Error() string {
+	return "this is a CUDA build and the driver finds no usable GPU (" + e.why.Error() + "); on this machine use the CPU build (make build)"
+}
+
+func (e noDriverError) Unwrap() error { return ErrNoDevice }
+
 // Count returns how many GPUs the driver sees, without creating a context on
 // any (Devices opens each, which costs a context and a module load apiece).
 func Count() (int, error) {
+	if err := initDriver(); err != nil {
+		return 0, err
+	}
 	n, err := cu.NumDevices()
 	if err != nil {
 		return 0, fmt.Errorf("%w: counting devices: %v", ErrCUDA, err)
@@ -34,6 +59,9 @@ func Count() (int, error) {
 
 // Devices lists the GPUs with their free memory.
 func Devices() ([]DeviceInfo, error) {
+	if err := initDriver(); err != nil {
+		return nil, err
+	}
 	n, err := cu.NumDevices()
 	if err != nil {
 		return nil, fmt.Errorf("%w: counting devices: %v", ErrCUDA, err)
@@ -78,6 +106,9 @@ type Device struct {
 
 // Open creates a context on GPU ordinal and loads the kernels.
 func Open(ordinal int) (*Device, error) {
+	if err := initDriver(); err != nil {
+		return nil, err
+	}
 	d := &Device{ordinal: ordinal, work: make(chan func()), fn: map[string]cu.Function{}, fit: map[string]int{}, Grids: DefaultGrids()}
 	errc := make(chan error)
 	go d.loop(errc)
@@ -856,6 +887,9 @@ func (b *Buffer) Free() error {
 // per multiprocessor: the geometry torch's reductions, and so bitsandbytes'
 // double-quantization offset, depend on (quant.ReduceGPU).
 func ReduceGeometry(ordinal int) (quant.ReduceGPU, error) {
+	if err := initDriver(); err != nil {
+		return quant.ReduceGPU{}, err
+	}
 	dev, err := cu.GetDevice(ordinal)
 	if err != nil {
 		return quant.ReduceGPU{}, fmt.Errorf("%w: device %d: %v", ErrCUDA, ordinal, err)

@@ -4,6 +4,10 @@
 // same API whose functions fail with ErrNoCUDA, so the module builds with
 // CGO_ENABLED=0 and runs anywhere.
 //
+// The driver is initialized (cuInit) by the first Count, Devices, Open or
+// ReduceGeometry of a process, not when it starts (internal/gpu/cudainit):
+// a CUDA-build process that uses no GPU never touches the driver.
+//
 // Each opened Device owns one CUDA context on one goroutine locked to its OS
 // thread; every call is shipped to that goroutine. Kernels come from the PTX
 // embedded by package kernels. Results are bit-identical to pkg/quant.

@@ -547,8 +547,8 @@ func TestBadStreams(t *testing.T) {
 }
 
 func TestGPUWithoutCUDA(t *testing.T) {
-	if gpuAvailable() == nil {
-		t.Skip("a CUDA build with a GPU: the stub's message does not apply")
+	if err := gpuAvailable(); !errors.Is(err, ErrNoCUDA) {
+		t.Skipf("a CUDA build (%v): the stub's message does not apply", err)
 	}
 	_, err := Place(context.Background(), bytes.NewReader(nil), Options{GPU: true})
 	if !errors.Is(err, ErrNoCUDA) || !strings.Contains(err.Error(), "built without CUDA; rebuild with make cuda") {

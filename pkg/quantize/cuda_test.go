@@ -16,6 +16,7 @@ import (
 
 	"github.com/nf4pipe/nf4pipe/internal/fixtures"
 	"github.com/nf4pipe/nf4pipe/internal/gpu"
+	"github.com/nf4pipe/nf4pipe/internal/gpu/cudainit"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
@@ -260,37 +261,53 @@ func TestCUDAOpenOutOfMemory(t *testing.T) {
 }
 
 // TestCUDANoDeviceOneLine runs this test binary again with
-// CUDA_VISIBLE_DEVICES="" (so cuInit finds no device), as a CUDA build of
-// quantize would run on a machine without a usable GPU: the process must say
-// so in one line on stderr, write nothing to stdout (the stream the next
-// stage reads) and exit with status 1.
+// CUDA_VISIBLE_DEVICES="" (so the driver finds no device), as a CUDA build of
+// quantize runs on a machine without a usable GPU. There --device cpu must
+// work without initializing the driver at all, --device auto must quantize
+// on the CPU, and --device cuda must fail before writing anything with one
+// line saying that no usable GPU was found (cmd/quantize prints it and exits
+// with status 1; e2e.TestCUDANoUsableGPU checks the command).
 func TestCUDANoDeviceOneLine(t *testing.T) {
 	if os.Getenv("NF4PIPE_NO_DEVICE_CHILD") != "" {
-		t.Fatal("the test binary started with CUDA_VISIBLE_DEVICES=\"\": cuInit found a device after all")
+		noDeviceChild(t)
+		return
 	}
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(exe, "-test.run=^TestCUDANoDeviceOneLine$", "-test.count=1")
+	cmd := exec.Command(exe, "-test.run=^TestCUDANoDeviceOneLine$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), "CUDA_VISIBLE_DEVICES=", "NF4PIPE_NO_DEVICE_CHILD=1")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err = cmd.Run()
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		t.Fatal(err)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "child: cuda refused") {
+		t.Fatalf("child process: %v\n%s", err, out)
 	}
-	if code := cmd.ProcessState.ExitCode(); code != 1 {
-		t.Errorf("exit status %d, want 1", code)
+}
+
+func noDeviceChild(t *testing.T) {
+	in := makeStream(t, spec{name: "w", dt: tensorstream.BF16, shape: []int64{64, 640}, quantize: true})
+	o := cpuOptions()
+	o.LocalOffsetGPU = true // as cmd/quantize sets it
+	want, _ := mustRun(t, in, o)
+	if cudainit.Initialized() {
+		t.Error("--device cpu initialized the CUDA driver")
 	}
-	if stdout.Len() > 0 {
-		t.Errorf("stdout (the stream) got %q: a message there corrupts the next stage's input", stdout.String())
+	o.Device = "auto"
+	got, sum := mustRun(t, in, o)
+	if !sameAfterHeader(t, got, want) || sum.Device != "cpu" {
+		t.Errorf("--device auto without a GPU: ran on %q, same bytes as the CPU: %v", sum.Device, sameAfterHeader(t, got, want))
 	}
-	line := stderr.String()
-	if strings.Count(line, "\n") != 1 || !strings.HasSuffix(line, "\n") || !strings.Contains(strings.ToLower(line), "gpu") {
-		t.Errorf("stderr %q: want one line that says no usable GPU was found", line)
+	o.Device = "cuda"
+	out, _, err := run(t, in, o)
+	switch {
+	case err == nil:
+		t.Fatal("--device cuda succeeded with CUDA_VISIBLE_DEVICES=\"\": the driver found a device after all")
+	case len(out) > 0:
+		t.Errorf("--device cuda wrote %d bytes before failing", len(out))
+	case !errors.Is(err, gpu.ErrNoDevice) || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "no usable GPU"):
+		t.Errorf("--device cuda: %q, want one line wrapping gpu.ErrNoDevice that says no usable GPU was found", err)
 	}
+	t.Logf("child: cuda refused: %v", err)
 }
 
 // BenchmarkStageCUDA is BenchmarkStage's NF4 case on the GPU.

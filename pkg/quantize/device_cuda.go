@@ -18,9 +18,12 @@ const CUDABuilt = true
 // device's start-up (context, module load, pinned buffers: about 0.45 s on
 // an H200 host) no longer comes before the first block.
 //
-// cuda (every visible GPU) and cuda:N,...: the driver's device count is
-// taken first, before any output, so that a machine without a usable GPU
-// fails at once with one line and an empty stream, as before; then each GPU
+// cpu: the CPU alone; the driver is not initialized (gpu, cudainit), so a
+// CUDA build runs as the CPU build does, on a machine without a GPU too.
+//
+// cuda (every visible GPU) and cuda:N,...: the driver is initialized and its
+// device count taken first, before any output, so that a machine without a
+// usable GPU fails at once with one line and an empty stream; then each GPU
 // listed gets a hybrid of its own (tensors go to them in turn) that hands
 // all its work to the GPU once it is open. A GPU whose context cannot be
 // created for lack of memory (another process holds it all) leaves its
@@ -28,7 +31,8 @@ const CUDABuilt = true
 // smaller chunks, then on the CPU, with one warning (gpu.Device.BackendWithWarn).
 // Any other failure to open fails the run when the next run of blocks comes.
 //
-// auto: one hybrid over the CPU and GPU 0 that shares each run of blocks
+// auto: one hybrid over the CPU and GPU 0 (the driver initialized on its
+// opening goroutine, overlapping the CPU's work) that shares each run of blocks
 // between them in proportion to their measured throughput and stops giving
 // the GPU work when sharing measures slower than the CPU alone (router).
 // No GPU, no driver or any failure of the GPU only leaves the CPU, silently.
@@ -74,6 +78,18 @@ func openBackends(d Device, threads int, warn func(string)) ([]quant.Backend, fu
 		}
 	}
 	return out, release, nil
+}
+
+// localReduceGPU is GPU 0's reduction geometry, or the zero ReduceGPU
+// (quant.DefaultReduceGPU) where the driver finds none. A variable, so that
+// tests can count the calls.
+var localReduceGPU = func() quant.ReduceGPU {
+	if n, err := gpu.Count(); err == nil && n > 0 {
+		if g, err := gpu.ReduceGeometry(0); err == nil {
+			return g
+		}
+	}
+	return quant.ReduceGPU{}
 }
 
 // openGPU opens GPU ordinal and warms it: one small run of blocks

@@ -18,3 +18,7 @@ func openBackends(d Device, threads int, warn func(string)) ([]quant.Backend, fu
 	}
 	return []quant.Backend{quant.CPU(threads)}, func() {}, nil
 }
+
+// localReduceGPU is the zero ReduceGPU (quant.DefaultReduceGPU): this build
+// sees no GPU. A variable, so that tests can count the calls.
+var localReduceGPU = func() quant.ReduceGPU { return quant.ReduceGPU{} }

@@ -12,12 +12,14 @@ import (
 // A GPU takes a context, a module load (and on a machine's first run the
 // driver's JIT compile of the PTX) and its pinned staging buffers before its
 // first block: about 0.45 s on an H200 host, longer than the CPU takes for a
-// 1.1B model. So the stage does not wait for it. A hybrid backend opens the
-// GPU on a goroutine of its own and quantizes on the CPU until the GPU is
-// ready; then, as its mode says, it hands the work to the GPU (--device cuda)
-// or splits each run of blocks between the two (--device auto). Blocks are
-// independent and both backends give the same bytes (quant.Backend), so where
-// a block is quantized never shows in the output.
+// 1.1B model; under auto the opening also initializes the driver (cuInit,
+// 150-200 ms more, internal/gpu/cudainit). So the stage does not wait for
+// it. A hybrid backend opens the GPU on a goroutine of its own and quantizes
+// on the CPU until the GPU is ready; then, as its mode says, it hands the
+// work to the GPU (--device cuda) or splits each run of blocks between the
+// two (--device auto). Blocks are independent and both backends give the
+// same bytes (quant.Backend), so where a block is quantized never shows in
+// the output.
 
 // gpuOpener opens a GPU backend; close releases it. It runs on a goroutine
 // of its own, once. An error wrapping errFallBack means "use the CPU": the

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,6 +53,9 @@ func Run(in io.Reader, out io.Writer, o Options) (*Summary, error) {
 	cin := &countingReader{r: in, prog: progress.Or(o.Progress)}
 	cout := &countingWriter{w: out}
 	s := &stage{o: o, sum: sum, backends: backends, chunk: chunk}
+	if o.LocalOffsetGPU && o.Params.ReduceGPU == (quant.ReduceGPU{}) && dev.Kind != "cpu" {
+		s.localGPU = sync.OnceValue(localReduceGPU)
+	}
 	err := s.run(tensorstream.NewReader(cin), tensorstream.NewWriter(cout))
 	sum.BytesIn, sum.BytesOut = cin.n.Load(), cout.n
 	// The header named where the work was to run; a GPU opened in the
@@ -84,6 +88,9 @@ type stage struct {
 	chunk    int // input bytes handed to the work at a time
 	castBuf  []byte
 	enc      quant.Encoder // reset for each tensor: its buffers are reused
+	// localGPU, with Options.LocalOffsetGPU, is the local GPU's reduction
+	// geometry, asked of the driver once, for the first tensor it matters to.
+	localGPU func() quant.ReduceGPU
 }
 
 func (s *stage) run(r *tensorstream.Reader, w *tensorstream.Writer) error {
@@ -239,6 +246,9 @@ func (s *stage) quantize(p *pipeline, t *tensorstream.Tensor) error {
 	prm := s.o.Params
 	n := t.NumElements()
 	sizes := quant.SizesFor(n, prm)
+	if s.localGPU != nil && prm.DoubleQuant && offsetGPUMatters(sizes.Blocks) {
+		prm.ReduceGPU = s.localGPU()
+	}
 	qt := t.Clone()
 	qt.Encoding = tensorstream.BNB4
 	qt.Quant = &tensorstream.QuantState{Type: string(prm.Type), BlockSize: prm.BlockSize, DoubleQuant: prm.DoubleQuant}
@@ -281,6 +291,16 @@ func (s *stage) quantize(p *pipeline, t *tensorstream.Tensor) error {
 	s.sum.QuantizedElements += n
 	s.sum.QuantizedBytes += sizes.Total()
 	return nil
+}
+
+// offsetGPUMatters reports whether torch's mean of n absmax values, the
+// double-quantization offset, can take a different order on different GPUs:
+// whether the smallest and the largest GPU launch it differently (the
+// launch's CTA count grows with the GPU's size, quant.MeanGeometryFor). It
+// does from 130,561 blocks (8.4 M weights at block size 64).
+func offsetGPUMatters(n int64) bool {
+	return quant.MeanGeometryFor(n, quant.ReduceGPU{SMs: 1, ThreadsPerSM: 512}) !=
+		quant.MeanGeometryFor(n, quant.ReduceGPU{SMs: 1 << 16, ThreadsPerSM: 1 << 16})
 }
 
 // cast converts t's raw payload to dtype to piece by piece; an element cut
