@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -36,13 +37,14 @@ func TestFamiliesByteIdentical(t *testing.T) {
 }
 
 // pipeToDir runs detect in | quantize | place --out out and compares every
-// file of want with out's.
+// file of want with out's. Every payload byte must have gone straight to its
+// place in the file (the stream announces its tensors in the file's order).
 func pipeToDir(t *testing.T, in, out, want string) []result {
 	t.Helper()
 	res := run{dir: root, stages: [][]string{
 		{"detect", in},
 		{"quantize"},
-		{"place", "--out", out, "--no-emit"},
+		{"place", "--out", out, "--no-emit", "--json"},
 	}}.exec(t)
 	for _, r := range res {
 		if r.code != 0 {
@@ -60,6 +62,18 @@ func pipeToDir(t *testing.T, in, out, want string) []result {
 		}
 		if !bytes.Equal(got, w) {
 			t.Errorf("%s/%s (%d bytes) differs from %s's (%d bytes)", out, f, len(got), want, len(w))
+		}
+		if f == "model.safetensors" && len(w) >= 8 {
+			var rep struct {
+				InPlace *int64 `json:"in_place_bytes"`
+			}
+			if err := json.Unmarshal([]byte(res[2].stderr), &rep); err != nil || rep.InPlace == nil {
+				t.Fatalf("place --json: %v, or no in_place_bytes:\n%s", err, res[2].stderr)
+			}
+			payload := int64(len(w)) - 8 - int64(binary.LittleEndian.Uint64(w))
+			if *rep.InPlace != payload {
+				t.Errorf("place wrote %d of %d payload bytes straight to their places", *rep.InPlace, payload)
+			}
 		}
 	}
 	return res

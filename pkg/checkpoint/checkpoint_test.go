@@ -517,9 +517,57 @@ func TestDirWriterShardBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
+	if len(plan.Shards) < 5 {
+		t.Fatalf("only %d shards: the test wants several", len(plan.Shards))
+	}
+	var total int64
+	for _, s := range specs {
+		total += int64(len(data[s.Name]))
+	}
+	// Announced exactly, announced with the U8 sizes guessed 2 bytes long
+	// (as quant-state JSON lengths are), announced in another order: the
+	// same files; exactly and in order, every byte straight to its place.
+	exact := func() []safetensors.Expected {
+		var out []safetensors.Expected
+		for _, s := range specs {
+			out = append(out, safetensors.Expected{TensorSpec: s, Exact: true})
+		}
+		return out
+	}
+	guessed := exact()
+	for i := range guessed {
+		if guessed[i].DType == safetensors.U8 {
+			guessed[i].Shape, guessed[i].Exact = []int64{guessed[i].Shape[0] + 2}, false
+		}
+	}
+	reordered := exact()
+	rng.Shuffle(len(reordered), func(i, j int) { reordered[i], reordered[j] = reordered[j], reordered[i] })
+	for _, c := range []struct {
+		name     string
+		expected []safetensors.Expected
+		inPlace  bool
+	}{{"none", nil, false}, {"exact", exact(), true}, {"guessed", guessed, false}, {"reordered", reordered, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			inPlace := writeShards(t, t.TempDir(), limit, specs, data, plan, c.expected)
+			if c.inPlace && inPlace != total {
+				t.Errorf("%d of %d bytes straight to their places", inPlace, total)
+			}
+		})
+	}
+}
+
+// writeShards writes specs through a DirWriter told to expect expected
+// (nothing when nil), checks each shard against Serialize's bytes and
+// returns how many bytes went straight to their places.
+func writeShards(t *testing.T, dir string, limit int64, specs []safetensors.TensorSpec, data map[string][]byte, plan *safetensors.ShardPlan, expected []safetensors.Expected) int64 {
+	t.Helper()
 	meta := map[string]string{"format": "pt"}
 	dw := NewDirWriter(dir, limit, meta)
+	if expected != nil {
+		if err := dw.Expect(expected); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, s := range specs {
 		if err := dw.Add(s.Name, s.DType, s.Shape, bytes.NewReader(data[s.Name])); err != nil {
 			t.Fatal(err)
@@ -527,9 +575,6 @@ func TestDirWriterShardBytes(t *testing.T) {
 	}
 	if _, err := dw.Close(-1); err != nil {
 		t.Fatal(err)
-	}
-	if len(plan.Shards) < 5 {
-		t.Fatalf("only %d shards: the test wants several", len(plan.Shards))
 	}
 	for _, sh := range plan.Shards {
 		var ts []safetensors.Tensor
@@ -544,6 +589,7 @@ func TestDirWriterShardBytes(t *testing.T) {
 			t.Errorf("%s: %d bytes differ from Serialize's %d", sh.File, len(got), len(want))
 		}
 	}
+	return dw.InPlaceBytes()
 }
 
 // A shard whose background finish fails fails the next Add or Close, and

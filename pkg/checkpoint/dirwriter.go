@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
+	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
 // DirWriter writes a state dict whose tensors arrive one at a time, in
@@ -33,6 +34,11 @@ type DirWriter struct {
 	closed   bool
 	err      error
 	pending  chan error // the background finish of the last full shard; nil if none
+	// plan and exact: the shards the entries announced to Expect make, and
+	// which of their sizes are certain; nil plan when none were.
+	plan    *safetensors.ShardPlan
+	exact   map[string]bool
+	inPlace int64 // bytes the finished shards' writers wrote straight to their places
 }
 
 type shard struct {
@@ -52,7 +58,56 @@ func NewDirWriter(dir string, maxShardSize int64, metadata map[string]string) *D
 	return &DirWriter{dir: dir, max: maxShardSize, metadata: metadata}
 }
 
-func (d *DirWriter) newShard() (*shard, error) {
+// Expect announces the entries to come, in the order they will come (sizes
+// that are guesses marked so), so that each shard's writer can put them
+// straight in their places (safetensors.Writer.Expect) instead of spooling
+// and assembling them at the end. What arrives decides the files, as
+// without it; an announcement that does not hold costs only speed. Call it
+// before the first Add.
+func (d *DirWriter) Expect(entries []safetensors.Expected) error {
+	if d.err != nil {
+		return d.err
+	}
+	if d.total > 0 || len(d.done) > 0 || d.cur != nil {
+		return fmt.Errorf("%s: %w: Expect comes before the first Add", d.dir, safetensors.ErrIncomplete)
+	}
+	specs := make([]safetensors.TensorSpec, len(entries))
+	exact := make(map[string]bool, len(entries))
+	for i, e := range entries {
+		specs[i], exact[e.Name] = e.TensorSpec, e.Exact
+	}
+	plan, err := safetensors.PlanShards(specs, d.max)
+	if err != nil {
+		return fmt.Errorf("%s: %w", d.dir, err)
+	}
+	d.plan, d.exact = plan, exact
+	return nil
+}
+
+func (d *DirWriter) plannedShard(name string) (int, bool) {
+	if d.plan == nil {
+		return 0, false
+	}
+	return d.plan.ShardOf(name)
+}
+
+// ExpectTensors announces the entries the stream tensors ts, descriptors
+// given ahead of their payloads in the order they will come, become
+// (ExpectedEntries); see Expect.
+func (d *DirWriter) ExpectTensors(ts []*tensorstream.Tensor) error {
+	var entries []safetensors.Expected
+	for _, t := range ts {
+		e, err := ExpectedEntries(t)
+		if err != nil {
+			return err
+		}
+		entries = append(entries, e...)
+	}
+	return d.Expect(entries)
+}
+
+// newShard starts the shard whose first entry is first.
+func (d *DirWriter) newShard(first string) (*shard, error) {
 	d.temps++
 	s := &shard{tmp: filepath.Join(d.dir, fmt.Sprintf(".shard-%05d.safetensors.partial", d.temps))}
 	w, err := safetensors.NewWriter(s.tmp, d.metadata)
@@ -60,6 +115,16 @@ func (d *DirWriter) newShard() (*shard, error) {
 		return nil, err
 	}
 	s.w = w
+	if i, ok := d.plannedShard(first); ok {
+		var exp []safetensors.Expected
+		for _, t := range d.plan.Shards[i].Tensors {
+			exp = append(exp, safetensors.Expected{TensorSpec: t, Exact: d.exact[t.Name]})
+		}
+		if err := w.Expect(exp); err != nil {
+			w.Abort()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -99,7 +164,7 @@ func (d *DirWriter) Add(name string, dtype safetensors.DType, shape []int64, r i
 		d.cur, target = nil, nil
 	}
 	if target == nil {
-		if target, err = d.newShard(); err != nil {
+		if target, err = d.newShard(name); err != nil {
 			return d.fail(err)
 		}
 		if size <= d.max {
@@ -133,6 +198,7 @@ func (d *DirWriter) finishLater(s *shard) error {
 		return err
 	}
 	d.done = append(d.done, s)
+	d.inPlace += s.w.DirectBytes()
 	w, ch := s.w, make(chan error, 1)
 	s.w = nil
 	go func() { ch <- closeShard(w) }()
@@ -165,7 +231,7 @@ func (d *DirWriter) Close(totalParameters int64) ([]string, error) {
 		s := d.cur
 		if s == nil {
 			var err error
-			if s, err = d.newShard(); err != nil {
+			if s, err = d.newShard(""); err != nil {
 				return nil, d.fail(err)
 			}
 		}
@@ -210,6 +276,10 @@ func (d *DirWriter) Close(totalParameters int64) ([]string, error) {
 	d.closed = true
 	return d.files, nil
 }
+
+// InPlaceBytes returns how many payload bytes of the finished shards went
+// straight to their places in the files (see Expect).
+func (d *DirWriter) InPlaceBytes() int64 { return d.inPlace }
 
 // TotalSize returns the payload bytes added so far.
 func (d *DirWriter) TotalSize() int64 { return d.total }

@@ -90,6 +90,33 @@ func Entries(t *tensorstream.Tensor) ([]Entry, error) {
 	return out, nil
 }
 
+// guessedOffset stands for a nested offset not known yet when a quant-state
+// JSON's length is guessed: a typical mean absmax, whose Python repr has the
+// usual length of such values (18 characters).
+const guessedOffset float32 = 0.01
+
+// ExpectedEntries returns the entries of Entries for a descriptor announced
+// ahead of its payload, as a safetensors.Writer expects them: every size
+// exact but that of the quant-state JSON with double quantization, whose
+// nested offset is known only at the tensor's end; its length is guessed.
+func ExpectedEntries(t *tensorstream.Tensor) ([]safetensors.Expected, error) {
+	g := t
+	if t.Encoding == tensorstream.BNB4 && t.Quant != nil && t.Quant.DoubleQuant {
+		g = t.Clone()
+		g.Quant.NestedOffset = guessedOffset
+	}
+	entries, err := Entries(g)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]safetensors.Expected, len(entries))
+	for i, e := range entries {
+		exact := !(e.Part == PartQuantState && g != t)
+		out[i] = safetensors.Expected{TensorSpec: safetensors.TensorSpec{Name: e.Name, DType: e.DType, Shape: e.Shape}, Exact: exact}
+	}
+	return out, nil
+}
+
 // Sink receives state-dict entries: safetensors.Writer, safetensors.CheckpointWriter
 // and DirWriter all are one. Add reads exactly the entry's byte length from r.
 type Sink interface {

@@ -304,9 +304,10 @@ func (m *Model) Descriptor(i int) (*tensorstream.Tensor, error) {
 	return d, nil
 }
 
-// Stream writes the header (sections "source" and "model") and every tensor,
-// payloads read in chunks from the checkpoint (spliced when w is a pipe), to w. stage is recorded in the
-// header's stage list.
+// Stream writes the header (sections "source", "model" and, with weights,
+// "tensors") and every tensor, payloads read in chunks from the checkpoint
+// (spliced when w is a pipe), to w. stage is recorded in the header's stage
+// list.
 func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 	h := &tensorstream.Header{}
 	h.AddStage(stage.Name, stage.Version, stage.Args)
@@ -315,6 +316,20 @@ func (m *Model) Stream(w io.Writer, stage tensorstream.Stage) error {
 	}
 	if err := sections.SetModel(h, m.Facts); err != nil {
 		return err
+	}
+	if m.ck != nil || m.qck != nil {
+		// Announced, so that place can write each payload to its final place.
+		ds := make([]*tensorstream.Tensor, len(m.Tensors))
+		for i := range m.Tensors {
+			d, err := m.Descriptor(i)
+			if err != nil {
+				return err
+			}
+			ds[i] = d
+		}
+		if _, err := sections.SetTensors(h, ds); err != nil {
+			return err
+		}
 	}
 	sw := tensorstream.NewWriter(w)
 	if err := sw.WriteHeader(h); err != nil {

@@ -82,15 +82,19 @@ type File struct {
 
 // Report says what Place did.
 type Report struct {
-	Dir        string         `json:"dir,omitempty"`
-	Files      []File         `json:"files,omitempty"`
-	Copied     []string       `json:"copied,omitempty"` // files copied from the source directory
-	Shards     int            `json:"shards"`
-	Tensors    int            `json:"tensors"`   // stream tensors
-	Quantized  int            `json:"quantized"` // of which bnb4
-	Entries    int            `json:"entries"`   // state-dict entries written
-	Bytes      int64          `json:"bytes"`     // bytes of all files written
-	Payload    int64          `json:"payload_bytes"`
+	Dir       string   `json:"dir,omitempty"`
+	Files     []File   `json:"files,omitempty"`
+	Copied    []string `json:"copied,omitempty"` // files copied from the source directory
+	Shards    int      `json:"shards"`
+	Tensors   int      `json:"tensors"`   // stream tensors
+	Quantized int      `json:"quantized"` // of which bnb4
+	Entries   int      `json:"entries"`   // state-dict entries written
+	Bytes     int64    `json:"bytes"`     // bytes of all files written
+	Payload   int64    `json:"payload_bytes"`
+	// InPlace is how many bytes of the entries went straight to their final
+	// places in the files, as the stream's "tensors" announcement let them;
+	// the others were spooled and copied at the end.
+	InPlace    int64          `json:"in_place_bytes"`
 	Seconds    float64        `json:"seconds"`
 	Emitted    bool           `json:"emitted"`
 	EmitClosed bool           `json:"emit_closed_early,omitempty"`
@@ -227,6 +231,9 @@ func (j *job) run(in io.Reader) (*Report, error) {
 	if j.tmp != "" {
 		dw = checkpoint.NewDirWriter(j.tmp, j.opt.MaxShardSize, map[string]string{"format": "pt"})
 		defer dw.Abort()
+		if err := expect(dw, h); err != nil {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("the stream's announcement of its tensors was not used (%v): every payload was spooled", err))
+		}
 	}
 	var gp *gpuPlacer
 	if j.opt.GPU {
@@ -337,6 +344,17 @@ func (j *job) run(in io.Reader) (*Report, error) {
 	return rep, nil
 }
 
+// expect tells dw the entries the stream's "tensors" section announces, if
+// it has one. An announcement is never trusted for content, so one that
+// cannot be used only costs speed.
+func expect(dw *checkpoint.DirWriter, h *tensorstream.Header) error {
+	ann, err := sections.GetTensors(h)
+	if err != nil || ann == nil {
+		return err
+	}
+	return dw.ExpectTensors(ann.Tensors)
+}
+
 func (j *job) isAborted() bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -347,6 +365,7 @@ func (j *job) isAborted() bool {
 // source files and the plan side file into the temporary directory.
 func (j *job) finishDir(dw *checkpoint.DirWriter, src *sections.Source, h *tensorstream.Header, q *tensorstream.QuantState, params int64) error {
 	files, err := dw.Close(params)
+	j.rep.InPlace = dw.InPlaceBytes()
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package place
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +24,7 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/quantize"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
+	"github.com/nf4pipe/nf4pipe/pkg/sections"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
@@ -615,6 +617,97 @@ func TestOutputError(t *testing.T) {
 		var errno syscall.Errno
 		if !errors.As(c.err, &errno) || !errors.Is(got, errno) {
 			t.Errorf("%v: cause %v lost", got, errno)
+		}
+	}
+}
+
+// The stream's announcement of its tensors lets place write payloads straight
+// to their places; one that does not hold (here detect's, passed on by a
+// stage that quantized without announcing: a stale one), none, or one that
+// does not decode changes nothing in the files, only how much was spooled.
+func TestAnnouncement(t *testing.T) {
+	src, ref := fixtures.Path(t, "models", "llama"), fixtures.Path(t, "models", "llama-bnb-nf4")
+	stale := pipelineStream(t, src)
+	rewrite := func(edit func(h *tensorstream.Header)) []byte {
+		r := tensorstream.NewReader(bytes.NewReader(stale))
+		h, err := r.Header()
+		if err != nil {
+			t.Fatal(err)
+		}
+		edit(h)
+		var b bytes.Buffer
+		w := tensorstream.NewWriter(&b)
+		if err := w.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			ts, err := r.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tensorstream.CopyTensor(w, r, ts); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	// The right announcement: what came, as quantize would have said it.
+	var came []*tensorstream.Tensor
+	r := tensorstream.NewReader(bytes.NewReader(stale))
+	if _, err := r.Header(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ts, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			t.Fatal(err)
+		}
+		c := ts.Clone()
+		if c.Quant != nil {
+			c.Quant.NestedOffset = 0 // not known ahead
+		}
+		came = append(came, c)
+	}
+	want, err := os.ReadFile(filepath.Join(ref, "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := int64(len(want)) - 8 - int64(binary.LittleEndian.Uint64(want))
+	cases := []struct {
+		name    string
+		stream  []byte
+		inPlace func(n int64) bool
+		note    bool
+	}{
+		{"right", rewrite(func(h *tensorstream.Header) { sections.SetTensors(h, came) }), func(n int64) bool { return n == payload }, false},
+		{"stale", stale, func(n int64) bool { return n < payload }, false},
+		{"none", rewrite(sections.DropTensors), func(n int64) bool { return n == 0 }, false},
+		{"undecodable", rewrite(func(h *tensorstream.Header) { h.Set(tensorstream.SectionTensors, "no") }), func(n int64) bool { return n == 0 }, true},
+	}
+	for _, c := range cases {
+		out := filepath.Join(t.TempDir(), "o")
+		rep, err := Place(context.Background(), bytes.NewReader(c.stream), Options{Out: out})
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		sameBytes(t, c.name, filepath.Join(ref, "model.safetensors"), filepath.Join(out, "model.safetensors"))
+		if !c.inPlace(rep.InPlace) {
+			t.Errorf("%s: %d of %d bytes in place", c.name, rep.InPlace, payload)
+		}
+		if got := len(rep.Notes) > 0 && strings.Contains(strings.Join(rep.Notes, " "), "announcement"); got != c.note {
+			t.Errorf("%s: notes %q", c.name, rep.Notes)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/nf4pipe/nf4pipe/internal/fixtures"
 	"github.com/nf4pipe/nf4pipe/pkg/quant"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
+	"github.com/nf4pipe/nf4pipe/pkg/sections"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
 )
 
@@ -683,5 +685,59 @@ func TestStoreAnnotation(t *testing.T) {
 	bad := makeStream(t, spec{name: "bias", dt: tensorstream.BF16, shape: []int64{4}, store: "I8"})
 	if _, _, err := run(t, bad, cpuOptions()); err == nil || !strings.Contains(err.Error(), `store annotation "I8"`) {
 		t.Errorf("store I8: %v", err)
+	}
+}
+
+// The stage announces the descriptors it will write ("tensors" section):
+// each one as it then comes, whatever the options, so that place can put
+// every payload in its place. A stream without an announcement gets none.
+func TestAnnouncesTensors(t *testing.T) {
+	in := detectStream(t, fixtures.Path(t, "models", "llama"))
+	h, _ := readAll(t, in)
+	if ann, err := sections.GetTensors(h); err != nil || ann == nil || len(ann.Tensors) == 0 {
+		t.Fatalf("detect announced nothing: %v", err)
+	}
+	for _, o := range []func(*Options){
+		func(*Options) {},
+		func(o *Options) { o.Only = []string{"*.mlp.*"} },
+		func(o *Options) { o.Skip = []string{"*.q_proj.weight"}; o.Cast = tensorstream.F32 },
+		func(o *Options) { o.Params.DoubleQuant = false; o.Params.Type = "fp4" },
+	} {
+		opt := cpuOptions()
+		o(&opt)
+		out, _ := mustRun(t, in, opt)
+		h, got := readAll(t, out)
+		ann, err := sections.GetTensors(h)
+		if err != nil || ann == nil {
+			t.Fatalf("no announcement after quantize: %v", err)
+		}
+		if len(ann.Tensors) != len(got) {
+			t.Fatalf("%d tensors announced, %d came", len(ann.Tensors), len(got))
+		}
+		quantized := 0
+		for i, it := range got {
+			a, d := ann.Tensors[i], it.t
+			if d.Encoding == tensorstream.BNB4 {
+				quantized++
+			}
+			same := a.Name == d.Name && a.DType == d.DType && fmt.Sprint(a.Shape) == fmt.Sprint(d.Shape) &&
+				a.Encoding == d.Encoding && a.Size == d.Size && (a.Quant == nil) == (d.Quant == nil)
+			if same && a.Quant != nil {
+				q, r := *a.Quant, *d.Quant
+				q.NestedOffset, r.NestedOffset = 0, 0
+				same = q == r
+			}
+			if !same {
+				t.Errorf("announced %+v, came %+v", a, d)
+			}
+		}
+		if quantized == 0 || quantized == len(got) {
+			t.Errorf("%d of %d quantized: the case tests nothing", quantized, len(got))
+		}
+	}
+	bare := makeStream(t, spec{name: "w", dt: tensorstream.F32, shape: []int64{4, 64}, quantize: true})
+	out, _ := mustRun(t, bare, cpuOptions())
+	if h, _ := readAll(t, out); h.Sections[tensorstream.SectionTensors] != nil {
+		t.Errorf("an announcement made up for a stream that had none")
 	}
 }

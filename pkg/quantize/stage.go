@@ -111,6 +111,9 @@ func (s *stage) run(r *tensorstream.Reader, w *tensorstream.Writer) error {
 	if err := sections.SetQuantize(h, &set); err != nil {
 		return err
 	}
+	if err := s.announce(h); err != nil {
+		return err
+	}
 	if err := w.WriteHeader(h); err != nil {
 		return err
 	}
@@ -147,32 +150,91 @@ func (s *stage) work(p *pipeline) error {
 }
 
 func (s *stage) tensor(p *pipeline, t *tensorstream.Tensor) error {
-	if err := s.o.sameFormat(t); err != nil {
-		return err
-	}
-	q, reason, override := s.o.decide(t)
-	if q && !quantizable(t.DType) {
-		return refusal(t)
-	}
-	if override {
-		if err := t.SetAnn(tensorstream.AnnQuantize, q); err != nil {
-			return err
-		}
-		if err := t.SetAnn(tensorstream.AnnReason, reason); err != nil {
-			return err
-		}
-	}
-	if q {
-		return s.quantize(p, t)
-	}
-	to, err := keptDType(t, s.o.Cast)
+	out, act, err := s.outcome(t)
 	if err != nil {
 		return err
 	}
-	if to != "" && t.Encoding == tensorstream.Raw && quantizable(t.DType) && t.DType != to {
-		return s.cast(p, t, to)
+	switch act {
+	case quantizing:
+		return s.quantize(p, t, out)
+	case casting:
+		return s.cast(p, t, out)
 	}
 	return s.keep(p, t)
+}
+
+// action is what the stage does with a tensor.
+type action int
+
+const (
+	keeping action = iota
+	quantizing
+	casting
+)
+
+// outcome says what the stage does with t and returns the descriptor it
+// writes for it: the one place that decides, for the tensors and for their
+// announcement. It annotates t where an option overrides the stream's
+// decision.
+func (s *stage) outcome(t *tensorstream.Tensor) (*tensorstream.Tensor, action, error) {
+	if err := s.o.sameFormat(t); err != nil {
+		return nil, 0, err
+	}
+	q, reason, override := s.o.decide(t)
+	if q && !quantizable(t.DType) {
+		return nil, 0, refusal(t)
+	}
+	if override {
+		if err := t.SetAnn(tensorstream.AnnQuantize, q); err != nil {
+			return nil, 0, err
+		}
+		if err := t.SetAnn(tensorstream.AnnReason, reason); err != nil {
+			return nil, 0, err
+		}
+	}
+	if q {
+		prm := s.o.Params
+		qt := t.Clone()
+		qt.Encoding = tensorstream.BNB4
+		qt.Quant = &tensorstream.QuantState{Type: string(prm.Type), BlockSize: prm.BlockSize, DoubleQuant: prm.DoubleQuant}
+		if prm.DoubleQuant {
+			qt.Quant.NestedBlockSize = quant.NestedBlockSize
+		}
+		qt.Size = quant.SizesFor(t.NumElements(), prm).Total()
+		return qt, quantizing, nil
+	}
+	to, err := keptDType(t, s.o.Cast)
+	if err != nil {
+		return nil, 0, err
+	}
+	if to != "" && t.Encoding == tensorstream.Raw && quantizable(t.DType) && t.DType != to {
+		ct := t.Clone()
+		ct.DType = to
+		ct.Size = t.NumElements() * int64(to.Size())
+		return ct, casting, nil
+	}
+	return t, keeping, nil
+}
+
+// announce replaces the stream's announcement of the tensors to come, if it
+// has one, with the descriptors this stage will write for them; it drops it
+// when a tensor would fail (the error comes when the tensor does).
+func (s *stage) announce(h *tensorstream.Header) error {
+	ann, err := sections.GetTensors(h)
+	if err != nil || ann == nil {
+		return err
+	}
+	outs := make([]*tensorstream.Tensor, len(ann.Tensors))
+	for i, t := range ann.Tensors {
+		out, _, err := s.outcome(t.Clone())
+		if err != nil {
+			sections.DropTensors(h)
+			return nil
+		}
+		outs[i] = out
+	}
+	_, err = sections.SetTensors(h, outs)
+	return err
 }
 
 // keptDType is the dtype kept tensor t is written in: its "store" annotation
@@ -241,21 +303,15 @@ func (s *stage) keep(p *pipeline, t *tensorstream.Tensor) error {
 	return nil
 }
 
-// quantize streams t's payload through a quant.Encoder to the output.
-func (s *stage) quantize(p *pipeline, t *tensorstream.Tensor) error {
+// quantize streams t's payload through a quant.Encoder to the output, as
+// the descriptor qt.
+func (s *stage) quantize(p *pipeline, t, qt *tensorstream.Tensor) error {
 	prm := s.o.Params
 	n := t.NumElements()
 	sizes := quant.SizesFor(n, prm)
 	if s.localGPU != nil && prm.DoubleQuant && offsetGPUMatters(sizes.Blocks) {
 		prm.ReduceGPU = s.localGPU()
 	}
-	qt := t.Clone()
-	qt.Encoding = tensorstream.BNB4
-	qt.Quant = &tensorstream.QuantState{Type: string(prm.Type), BlockSize: prm.BlockSize, DoubleQuant: prm.DoubleQuant}
-	if prm.DoubleQuant {
-		qt.Quant.NestedBlockSize = quant.NestedBlockSize
-	}
-	qt.Size = sizes.Total()
 	if err := p.put(wop{kind: opTensor, t: qt}); err != nil {
 		return err
 	}
@@ -303,12 +359,10 @@ func offsetGPUMatters(n int64) bool {
 		quant.MeanGeometryFor(n, quant.ReduceGPU{SMs: 1 << 16, ThreadsPerSM: 1 << 16})
 }
 
-// cast converts t's raw payload to dtype to piece by piece; an element cut
+// cast converts t's raw payload to ct's dtype piece by piece; an element cut
 // by a piece's end waits in carry for the rest of its bytes.
-func (s *stage) cast(p *pipeline, t *tensorstream.Tensor, to tensorstream.DType) error {
-	ct := t.Clone()
-	ct.DType = to
-	ct.Size = t.NumElements() * int64(to.Size())
+func (s *stage) cast(p *pipeline, t, ct *tensorstream.Tensor) error {
+	to := ct.DType
 	if err := p.put(wop{kind: opTensor, t: ct}); err != nil {
 		return err
 	}

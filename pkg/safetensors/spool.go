@@ -28,18 +28,33 @@ const minPunch = 1 << 20
 // preallocStep is how far the final file's preallocation moves at a time.
 const preallocStep = 16 << 20
 
-// spoolWriter appends to a file from a goroutine of its own.
+// spoolWriter writes from a goroutine of its own: by default it appends to
+// its file f (the spool), and to would have it write elsewhere (a Writer that
+// knows where an entry goes in the final file writes it there directly).
 type spoolWriter struct {
-	f    *os.File
-	buf  *[]byte      // being filled; nil before the first byte
-	free chan *[]byte // buffers the goroutine has written
-	full chan *[]byte // buffers to write, in order; closed by finish
-	done chan struct{}
-	over bool // finish has run
-	mu   sync.Mutex
-	err  error // the goroutine's first write error
-	pre  *preallocator
-	mem  *hugemem.Buffer // the buffers, unmapped by finish
+	f     *os.File
+	dst   *os.File // where the next bytes go: f unless to said otherwise
+	at    int64    // dst's offset for the next byte
+	buf   *[]byte  // being filled, for dst at bufAt; nil before the first byte
+	bufAt int64
+	free  chan *[]byte // buffers the goroutine has written
+	full  chan span    // buffers to write, in order; closed by finish
+	done  chan struct{}
+	over  bool // finish has run
+	mu    sync.Mutex
+	err   error // the goroutine's first write error
+	pre   *preallocator
+	mem   *hugemem.Buffer // the buffers, unmapped by finish
+	// wrote, if set, is called on the goroutine after each write to a file
+	// other than f.
+	wrote func(f *os.File, off, n int64)
+}
+
+// span is a buffer on its way to a file.
+type span struct {
+	b  *[]byte
+	f  *os.File
+	at int64
 }
 
 // preallocator keeps a file allocated as far as the spool is written, from a
@@ -141,7 +156,7 @@ func (p *preallocator) release() bool {
 }
 
 func newSpoolWriter(f *os.File) *spoolWriter {
-	s := &spoolWriter{f: f, free: make(chan *[]byte, spoolBufs), full: make(chan *[]byte, spoolBufs), done: make(chan struct{})}
+	s := &spoolWriter{f: f, dst: f, free: make(chan *[]byte, spoolBufs), full: make(chan span, spoolBufs), done: make(chan struct{})}
 	// The buffers are touched once and reused for the whole file: in huge
 	// pages, the first touch costs a fault per 2 MiB instead of one per
 	// 4 KiB (internal/hugemem).
@@ -159,12 +174,13 @@ func newSpoolWriter(f *os.File) *spoolWriter {
 // written (see preallocator). Call it before the first ReadFrom.
 func (s *spoolWriter) preallocate(out *os.File) { s.pre = newPreallocator(out) }
 
-func (s *spoolWriter) loop(full <-chan *[]byte) {
+func (s *spoolWriter) loop(full <-chan span) {
 	defer close(s.done)
-	var written int64
-	for b := range full {
+	var spooled int64
+	for sp := range full {
+		b := sp.b
 		if s.failed() == nil {
-			n, err := s.f.Write(*b)
+			n, err := sp.f.WriteAt(*b, sp.at)
 			if err != nil && errors.Is(err, syscall.ENOSPC) && s.pre != nil {
 				// The preallocation may have taken the space: give it back and
 				// go on without.
@@ -172,7 +188,7 @@ func (s *spoolWriter) loop(full <-chan *[]byte) {
 				s.pre = nil
 				if freed {
 					var m int
-					m, err = s.f.Write((*b)[n:])
+					m, err = sp.f.WriteAt((*b)[n:], sp.at+int64(n))
 					n += m
 				}
 			}
@@ -181,13 +197,32 @@ func (s *spoolWriter) loop(full <-chan *[]byte) {
 				s.err = err
 				s.mu.Unlock()
 			}
-			if written += int64(n); s.pre != nil {
-				s.pre.grow(written)
+			switch {
+			case sp.f != s.f:
+				if s.wrote != nil {
+					s.wrote(sp.f, sp.at, int64(n))
+				}
+			case s.pre != nil:
+				spooled = max(spooled, sp.at+int64(n))
+				s.pre.grow(spooled)
 			}
 		}
 		*b = (*b)[:0]
 		s.free <- b
 	}
+}
+
+// to makes the bytes of the next ReadFrom calls go to f from offset off on.
+// Ranges that continue one another share buffers.
+func (s *spoolWriter) to(f *os.File, off int64) {
+	if s.buf != nil && len(*s.buf) > 0 && (f != s.dst || off != s.at) {
+		s.full <- span{s.buf, s.dst, s.bufAt}
+		s.buf = nil
+	}
+	if s.buf != nil && len(*s.buf) == 0 {
+		s.bufAt = off
+	}
+	s.dst, s.at = f, off
 }
 
 func (s *spoolWriter) failed() error {
@@ -205,7 +240,7 @@ func (s *spoolWriter) ReadFrom(r io.Reader) (int64, error) {
 	var total int64
 	for {
 		if s.buf == nil {
-			s.buf = <-s.free
+			s.buf, s.bufAt = <-s.free, s.at
 			if err := s.failed(); err != nil {
 				return total, err
 			}
@@ -214,8 +249,9 @@ func (s *spoolWriter) ReadFrom(r io.Reader) (int64, error) {
 		n, err := r.Read(b[len(b):cap(b)])
 		*s.buf = b[:len(b)+n]
 		total += int64(n)
+		s.at += int64(n)
 		if len(*s.buf) == cap(b) {
-			s.full <- s.buf
+			s.full <- span{s.buf, s.dst, s.bufAt}
 			s.buf = nil
 		}
 		if err == io.EOF {
@@ -237,7 +273,7 @@ func (s *spoolWriter) finish() error {
 	}
 	s.over = true
 	if s.buf != nil && len(*s.buf) > 0 {
-		s.full <- s.buf
+		s.full <- span{s.buf, s.dst, s.bufAt}
 		s.buf = nil
 	}
 	close(s.full)

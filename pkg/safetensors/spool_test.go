@@ -73,8 +73,9 @@ func TestWriterSpoolWriteError(t *testing.T) {
 	w.spw.finish()
 	ro, err := os.Open(w.spool.Name())
 	require.NoError(t, err)
-	defer ro.Close()
-	w.spw = newSpoolWriter(ro)
+	rw := w.spool
+	defer rw.Close()
+	w.spool, w.spw = ro, newSpoolWriter(ro) // Abort closes and removes ro
 	err = w.Add("big", U8, []int64{int64(spoolBufs+2) * spoolBufSize}, bytes.NewReader(make([]byte, (spoolBufs+2)*spoolBufSize)))
 	if err == nil {
 		err = w.Close()

@@ -51,8 +51,11 @@ type Writer struct {
 	spw      *spoolWriter
 	spoolEnd int64
 	// entries: planned mode, the final layout; spool mode, Begin/End are
-	// positions in the spool.
+	// positions in the spool, or in out where direct says so.
 	entries []TensorInfo
+	direct  []bool       // spool mode: the entry went straight to out (Expect)
+	exp     *expectation // spool mode: the layout Expect announced, or nil
+	wb      *writeback   // with exp: writeback of out as it is written
 	byName  map[string]int
 	added   []bool
 	err     error // sticky: first failure, or ErrIncomplete after Close/Abort
@@ -75,9 +78,7 @@ func NewWriter(path string, metadata map[string]string) (*Writer, error) {
 		os.Remove(spool.Name())
 		return nil, err
 	}
-	w := &Writer{path: path, metadata: metadata, out: out, spool: spool, spw: newSpoolWriter(spool), byName: map[string]int{}}
-	w.spw.preallocate(out)
-	return w, nil
+	return &Writer{path: path, metadata: metadata, out: out, spool: spool, spw: newSpoolWriter(spool), byName: map[string]int{}}, nil
 }
 
 // NewWriterFor starts a file at path holding exactly the tensors in specs;
@@ -198,9 +199,23 @@ func (w *Writer) add(name string, dtype DType, shape []int64, r io.Reader) error
 		return err
 	}
 	if !w.planned {
+		var at int64
+		direct := false
+		if w.exp != nil {
+			at, direct = w.exp.arrive(name, dtype, shape, size)
+		} else if len(w.entries) == 0 {
+			w.spw.preallocate(w.out)
+		}
+		if direct {
+			w.spw.to(w.out, at)
+		} else {
+			at = w.spoolEnd
+			w.spw.to(w.spool, at)
+			w.spoolEnd += size
+		}
 		w.byName[name] = len(w.entries)
-		w.entries = append(w.entries, TensorInfo{Name: name, DType: dtype, Shape: cloneShape(shape), Begin: w.spoolEnd, End: w.spoolEnd + size})
-		w.spoolEnd += size
+		w.entries = append(w.entries, TensorInfo{Name: name, DType: dtype, Shape: cloneShape(shape), Begin: at, End: at + size})
+		w.direct = append(w.direct, direct)
 		n, err := w.spw.ReadFrom(io.LimitReader(r, size))
 		return payloadErr(name, n, size, err)
 	}
@@ -305,37 +320,71 @@ func (w *Writer) finish() error {
 	return nil
 }
 
-// writebackEvery is how many assembled bytes make assemble hand the kernel
-// the finished part of the file to write out (see startWriteback).
+// writebackEvery is how many bytes written make the Writer hand the kernel
+// the finished part of the file to write out (see writeback).
 const writebackEvery = 64 << 20
 
-// assemble writes the final file from the spool in write order. The spool's
-// pages are freed behind the copy; punched is closed when that is done (it
-// may go on after assemble has returned without error).
+// assemble completes the final file: the header, and every entry not at its
+// place yet copied there, from the spool or, where an entry written straight
+// to out is not where the layout of what arrived puts it, into a new file
+// from wherever each entry's bytes are. The spool's pages are freed behind
+// the copy; punched is closed when that is done (it may go on after assemble
+// has returned without error).
 func (w *Writer) assemble() (punched <-chan struct{}, err error) {
 	if err := w.spw.finish(); err != nil {
 		return nil, err
 	}
+	if w.wb != nil {
+		w.wb.stop()
+	}
 	final := append([]TensorInfo(nil), w.entries...)
-	spoolPos := make(map[string]int64, len(final))
+	type source struct {
+		f  *os.File
+		at int64
+	}
+	from := make(map[string]source, len(final))
 	for i := range final {
-		spoolPos[final[i].Name] = final[i].Begin
+		f := w.spool
+		if w.direct[i] {
+			f = w.out
+		}
+		from[final[i].Name] = source{f, final[i].Begin}
 		final[i].End -= final[i].Begin // size, for layout
 	}
 	header, err := layout(final, w.metadata)
 	if err != nil {
 		return nil, err
 	}
-	// out was made by NewWriter and is allocated already as far as the
-	// spool was written (never beyond: it is smaller than the file).
+	dataOff := 8 + int64(len(header))
+	inPlace := true
+	for _, t := range final {
+		if src := from[t.Name]; src.f == w.out && src.at != dataOff+t.Begin {
+			inPlace = false
+			break
+		}
+	}
 	out := w.out
+	if !inPlace {
+		// Some entry is not at its place in out: out becomes a source, and
+		// the file is made anew.
+		if out, err = os.CreateTemp(filepath.Dir(w.path), "."+filepath.Base(w.path)+".tmp-*"); err != nil {
+			return nil, err
+		}
+		old := w.out
+		w.out = out
+		defer func() {
+			old.Close()
+			os.Remove(old.Name())
+		}()
+	}
+	// A spooling writer's out is allocated already as far as the spool was
+	// written (never beyond: it is smaller than the file).
 	if _, err := out.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
 	if err := writePreamble(out, header); err != nil {
 		return nil, err
 	}
-	var written, sent int64 = 8 + int64(len(header)), 0 // file offsets: end of the copy, end of what writeback was asked for
 	// Free the spool's pages behind the copy, on another core: removing a
 	// whole spool after it would add that work to Close.
 	copied, freed := make(chan [2]int64, 64), make(chan struct{})
@@ -352,37 +401,39 @@ func (w *Writer) assemble() (punched <-chan struct{}, err error) {
 			<-freed // before Abort closes the spool
 		}
 	}()
-	// Start the device's writes on yet another: sync_file_range only queues
-	// them, but queueing blocks (for tens of ms on ext4) while the copy could
-	// go on.
-	toWrite, queued := make(chan [2]int64, 64), make(chan struct{})
-	go func() {
-		for r := range toWrite {
-			startWriteback(out, r[0], r[1])
-		}
-		close(queued)
-	}()
-	defer func() { close(toWrite); <-queued }()
+	wb := newWriteback(out)
+	defer wb.stop()
 	for _, t := range final {
-		if _, err := w.spool.Seek(spoolPos[t.Name], io.SeekStart); err != nil {
+		src := from[t.Name]
+		if src.f == out {
+			continue // at its place
+		}
+		if _, err := out.Seek(dataOff+t.Begin, io.SeekStart); err != nil {
+			return nil, err
+		}
+		if _, err := src.f.Seek(src.at, io.SeekStart); err != nil {
 			return nil, err
 		}
 		// *os.File.ReadFrom of an io.LimitedReader over an *os.File uses
 		// copy_file_range on Linux: the kernel copies, page cache to page cache.
-		n, err := io.Copy(out, &io.LimitedReader{R: w.spool, N: t.Size()})
+		n, err := io.Copy(out, &io.LimitedReader{R: src.f, N: t.Size()})
 		if err == nil && n < t.Size() {
 			err = io.ErrUnexpectedEOF
 		}
 		if err != nil {
 			return nil, fmt.Errorf("tensor %q: copying from the spool: %w", t.Name, err)
 		}
-		if n >= minPunch {
-			copied <- [2]int64{spoolPos[t.Name], n}
+		if src.f == spool && n >= minPunch {
+			copied <- [2]int64{src.at, n}
 		}
-		if written += n; written-sent >= writebackEvery {
-			toWrite <- [2]int64{sent, written - sent}
-			sent = written
-		}
+		wb.wrote(dataOff+t.Begin, n)
+	}
+	end := dataOff
+	if len(final) > 0 {
+		end += final[len(final)-1].End
+	}
+	if err := out.Truncate(end); err != nil {
+		return nil, err
 	}
 	return freed, nil
 }
@@ -398,6 +449,10 @@ func syncDir(dir string) {
 // temporary files are removed. It is safe to call after Close (it then does
 // nothing) and more than once.
 func (w *Writer) Abort() error {
+	if w.wb != nil {
+		w.spw.finish() // no more writes to report
+		w.wb.stop()
+	}
 	if w.out != nil {
 		w.out.Close()
 		os.Remove(w.out.Name())

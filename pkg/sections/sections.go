@@ -9,6 +9,8 @@
 //	"model"     detect       Model
 //	"plan"      plan         Plan (the part later stages read)
 //	"quantize"  quantize     Quantize
+//	"tensors"   detect,      Tensors
+//	            quantize
 //
 // A stage passes on the sections it does not know untouched
 // (tensorstream.Header keeps them encoded). docs/tensorstream.md lists the
@@ -80,6 +82,59 @@ type PlanDevice struct {
 type PlanItem struct {
 	Name  string `json:"name"`
 	Bytes int64  `json:"bytes"`
+}
+
+// Tensors is the "tensors" section: the descriptors of the tensors to come,
+// in stream order, as the stage that set it writes them, with only the
+// annotations a later stage's decisions read (quantize, store). A stage that
+// changes descriptors sets it anew; one that does not know the section passes
+// it on as it is, so it is an announcement, never trusted for content: a
+// reader compares each descriptor that arrives with it. place uses it to
+// write payloads straight to their final places in the files.
+type Tensors struct {
+	Tensors []*tensorstream.Tensor `msgpack:"tensors"`
+}
+
+// MaxTensorsSection bounds the "tensors" section's encoding (the reader's
+// header record limit is 16 MiB): SetTensors leaves out a longer one.
+const MaxTensorsSection = 8 << 20
+
+// SetTensors announces the descriptors to come, replacing an earlier
+// announcement. It leaves the section out when its encoding would be over
+// MaxTensorsSection (models of about 50,000 tensors and more), and reports
+// whether it set it.
+func SetTensors(h *tensorstream.Header, ts []*tensorstream.Tensor) (bool, error) {
+	slim := make([]*tensorstream.Tensor, len(ts))
+	for i, t := range ts {
+		c := *t
+		c.Annotations = nil
+		for _, k := range []string{tensorstream.AnnQuantize, tensorstream.AnnStore} {
+			if v, ok := t.Annotations[k]; ok {
+				if c.Annotations == nil {
+					c.Annotations = tensorstream.RawMap{}
+				}
+				c.Annotations[k] = v
+			}
+		}
+		slim[i] = &c
+	}
+	if err := h.Set(tensorstream.SectionTensors, &Tensors{Tensors: slim}); err != nil {
+		return false, err
+	}
+	if len(h.Sections[tensorstream.SectionTensors]) > MaxTensorsSection {
+		DropTensors(h)
+		return false, nil
+	}
+	return true, nil
+}
+
+// DropTensors removes the "tensors" section, for a stage that changes the
+// descriptors and cannot announce the new ones.
+func DropTensors(h *tensorstream.Header) { delete(h.Sections, tensorstream.SectionTensors) }
+
+// GetTensors returns the "tensors" section, nil when the header has none.
+func GetTensors(h *tensorstream.Header) (*Tensors, error) {
+	return get[Tensors](h, tensorstream.SectionTensors, "tensors")
 }
 
 // SetSource, SetModel and SetQuantize write a section, replacing an earlier one.

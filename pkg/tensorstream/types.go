@@ -366,6 +366,7 @@ const (
 	SectionModel    = "model"    // detect: the model facts
 	SectionPlan     = "plan"     // plan: devices, settings, predicted memory
 	SectionQuantize = "quantize" // quantize: the settings used
+	SectionTensors  = "tensors"  // detect, quantize: the descriptors to come
 )
 
 // AddStage appends a stage record.
