@@ -18,8 +18,10 @@ const CUDABuilt = true
 // device's start-up (context, module load, pinned buffers: about 0.45 s on
 // an H200 host) no longer comes before the first block.
 //
-// cpu: the CPU alone; the driver is not initialized (gpu, cudainit), so a
-// CUDA build runs as the CPU build does, on a machine without a GPU too.
+// cpu: the CPU alone; the driver is not initialized (gpu, cudainit) but for
+// the local GPU's offset geometry when a tensor is large enough to need it
+// (Options.LocalOffsetGPU), so a CUDA build runs as the CPU build does, on a
+// machine without a GPU too.
 //
 // cuda (every visible GPU) and cuda:N,...: the driver is initialized and its
 // device count taken first, before any output, so that a machine without a

@@ -17,9 +17,10 @@ func TestOffsetGPUMatters(t *testing.T) {
 }
 
 // TestLocalOffsetGPU: with LocalOffsetGPU the local GPU's geometry is asked
-// for once, for the first tensor whose offset it can change, and never with
-// --device cpu (so that a CUDA build does not touch the driver then); the
-// offset then follows it, as with Params.ReduceGPU set to it.
+// for once, for the first tensor whose offset it can change, whatever the
+// device (the bytes do not depend on where the work runs), and never for a
+// stream of small tensors (so that a CUDA build does not touch the driver
+// then); the offset then follows it, as with Params.ReduceGPU set to it.
 func TestLocalOffsetGPU(t *testing.T) {
 	local := quant.ReduceGPU{SMs: 1, ThreadsPerSM: 512}
 	var calls atomic.Int32
@@ -37,30 +38,28 @@ func TestLocalOffsetGPU(t *testing.T) {
 	}
 	both := makeStream(t, small, big, small)
 
-	want, _ := mustRun(t, both, func() Options { o := opt("cpu"); o.LocalOffsetGPU = false; return o }())
-	got, _ := mustRun(t, both, opt("cpu"))
-	if n := calls.Load(); n != 0 {
-		t.Errorf("--device cpu asked for the local GPU's geometry %d times, want never", n)
+	for _, d := range []string{"cpu", "auto"} {
+		calls.Store(0)
+		mustRun(t, makeStream(t, small), opt(d))
+		if n := calls.Load(); n != 0 {
+			t.Errorf("--device %s, small tensors only: asked for the local GPU's geometry %d times, want never", d, n)
+		}
 	}
-	if !sameAfterHeader(t, got, want) {
-		t.Error("--device cpu with LocalOffsetGPU: output differs from the default geometry's")
-	}
-
-	mustRun(t, makeStream(t, small), opt("auto"))
-	if n := calls.Load(); n != 0 {
-		t.Errorf("--device auto, small tensors only: asked for the local GPU's geometry %d times, want never", n)
-	}
-
 	o := opt("cpu")
-	o.Params.ReduceGPU = local
-	if want, _ = mustRun(t, both, o); sameAfterHeader(t, got, want) {
+	o.LocalOffsetGPU, o.Params.ReduceGPU = false, local
+	want, _ := mustRun(t, both, o)
+	def, _ := mustRun(t, both, func() Options { o := opt("cpu"); o.LocalOffsetGPU = false; return o }())
+	if sameAfterHeader(t, def, want) {
 		t.Fatalf("the big tensor's offset is the same on %v as on the default GPU: the test would prove nothing", local)
 	}
-	got, _ = mustRun(t, both, opt("auto"))
-	if n := calls.Load(); n != 1 {
-		t.Errorf("--device auto with a large tensor: asked for the local GPU's geometry %d times, want once", n)
-	}
-	if !sameAfterHeader(t, got, want) {
-		t.Error("--device auto with LocalOffsetGPU: output differs from Params.ReduceGPU set to the local GPU")
+	for _, d := range []string{"cpu", "auto"} {
+		calls.Store(0)
+		got, _ := mustRun(t, both, opt(d))
+		if n := calls.Load(); n != 1 {
+			t.Errorf("--device %s with a large tensor: asked for the local GPU's geometry %d times, want once", d, n)
+		}
+		if !sameAfterHeader(t, got, want) {
+			t.Errorf("--device %s with LocalOffsetGPU: output differs from Params.ReduceGPU set to the local GPU", d)
+		}
 	}
 }

@@ -70,13 +70,15 @@ type Options struct {
 	// ChunkSize is the input bytes fed to the encoder at a time; 0 picks a
 	// default for the device.
 	ChunkSize int
-	// LocalOffsetGPU, with Params.ReduceGPU unset and Device auto or cuda in
-	// a CUDA build, makes the double-quantization offset follow the
-	// reduction order of the first local GPU (where the driver finds one)
-	// rather than quant.DefaultReduceGPU's. The driver is asked only for a
-	// tensor with enough blocks for the GPU to matter (offsetGPU), so that a
-	// run never waits for it otherwise: with Device cpu it is never touched.
-	// The quantize command sets it when --offset-gpu is not given.
+	// LocalOffsetGPU, with Params.ReduceGPU unset in a CUDA build, makes the
+	// double-quantization offset follow the reduction order of the first
+	// local GPU (where the driver finds one) rather than
+	// quant.DefaultReduceGPU's, whatever the device: the bytes do not depend
+	// on where the work runs. The driver is asked only when a tensor has
+	// enough blocks for the GPU to matter (offsetGPUMatters), in the
+	// background as soon as the stream's announcement shows one, so that a
+	// run of small tensors never initializes it. The quantize command sets
+	// it when --offset-gpu is not given.
 	LocalOffsetGPU bool
 	// Warn receives one-line warnings that do not stop the run: a GPU out of
 	// device memory hands its work to the CPU (same bytes) and says so once.

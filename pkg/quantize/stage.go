@@ -53,8 +53,8 @@ func Run(in io.Reader, out io.Writer, o Options) (*Summary, error) {
 	cin := &countingReader{r: in, prog: progress.Or(o.Progress)}
 	cout := &countingWriter{w: out}
 	s := &stage{o: o, sum: sum, backends: backends, chunk: chunk}
-	if o.LocalOffsetGPU && o.Params.ReduceGPU == (quant.ReduceGPU{}) && dev.Kind != "cpu" {
-		s.localGPU = sync.OnceValue(localReduceGPU)
+	if o.LocalOffsetGPU && o.Params.ReduceGPU == (quant.ReduceGPU{}) {
+		s.localGPU = &lazyGeometry{done: make(chan struct{})}
 	}
 	err := s.run(tensorstream.NewReader(cin), tensorstream.NewWriter(cout))
 	sum.BytesIn, sum.BytesOut = cin.n.Load(), cout.n
@@ -89,8 +89,10 @@ type stage struct {
 	castBuf  []byte
 	enc      quant.Encoder // reset for each tensor: its buffers are reused
 	// localGPU, with Options.LocalOffsetGPU, is the local GPU's reduction
-	// geometry, asked of the driver once, for the first tensor it matters to.
-	localGPU func() quant.ReduceGPU
+	// geometry, asked of the driver once: in the background as soon as the
+	// stream's announcement shows a tensor it matters to, else when the
+	// first such tensor comes.
+	localGPU *lazyGeometry
 }
 
 func (s *stage) run(r *tensorstream.Reader, w *tensorstream.Writer) error {
@@ -218,7 +220,8 @@ func (s *stage) outcome(t *tensorstream.Tensor) (*tensorstream.Tensor, action, e
 
 // announce replaces the stream's announcement of the tensors to come, if it
 // has one, with the descriptors this stage will write for them; it drops it
-// when a tensor would fail (the error comes when the tensor does).
+// when a tensor would fail (the error comes when the tensor does). A tensor
+// whose offset needs the local GPU's geometry starts asking for it.
 func (s *stage) announce(h *tensorstream.Header) error {
 	ann, err := sections.GetTensors(h)
 	if err != nil || ann == nil {
@@ -226,10 +229,13 @@ func (s *stage) announce(h *tensorstream.Header) error {
 	}
 	outs := make([]*tensorstream.Tensor, len(ann.Tensors))
 	for i, t := range ann.Tensors {
-		out, _, err := s.outcome(t.Clone())
+		out, act, err := s.outcome(t.Clone())
 		if err != nil {
 			sections.DropTensors(h)
 			return nil
+		}
+		if act == quantizing && s.localGPU != nil && out.Quant.DoubleQuant && offsetGPUMatters(out.Quant.Blocks(out.NumElements())) {
+			s.localGPU.start() // the geometry will be needed: ask for it now
 		}
 		outs[i] = out
 	}
@@ -310,7 +316,7 @@ func (s *stage) quantize(p *pipeline, t, qt *tensorstream.Tensor) error {
 	n := t.NumElements()
 	sizes := quant.SizesFor(n, prm)
 	if s.localGPU != nil && prm.DoubleQuant && offsetGPUMatters(sizes.Blocks) {
-		prm.ReduceGPU = s.localGPU()
+		prm.ReduceGPU = s.localGPU.get()
 	}
 	if err := p.put(wop{kind: opTensor, t: qt}); err != nil {
 		return err
@@ -347,6 +353,31 @@ func (s *stage) quantize(p *pipeline, t, qt *tensorstream.Tensor) error {
 	s.sum.QuantizedElements += n
 	s.sum.QuantizedBytes += sizes.Total()
 	return nil
+}
+
+// lazyGeometry asks the driver for the local GPU's reduction geometry on a
+// goroutine of its own, once, when first started or needed: initializing the
+// driver takes 150-200 ms (internal/gpu/cudainit), which the CPU's work can
+// hide.
+type lazyGeometry struct {
+	once sync.Once
+	done chan struct{}
+	g    quant.ReduceGPU
+}
+
+func (l *lazyGeometry) start() {
+	l.once.Do(func() {
+		go func() {
+			l.g = localReduceGPU()
+			close(l.done)
+		}()
+	})
+}
+
+func (l *lazyGeometry) get() quant.ReduceGPU {
+	l.start()
+	<-l.done
+	return l.g
 }
 
 // offsetGPUMatters reports whether torch's mean of n absmax values, the
