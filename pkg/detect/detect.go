@@ -164,7 +164,12 @@ func open(path string, pol arch.Policy) (*Model, error) {
 		}
 		m.ck = ck
 		m.Source.Files = len(ck.Files)
-		m.infos = ck.Tensors()
+		// In name order, across files: the order of a one-file checkpoint,
+		// so that place finds every tensor's final offset certain when it
+		// arrives (a sharded source's files each start again at "lm_head",
+		// "model.layers.0", ...), and so that place's shards hold runs of
+		// names.
+		m.infos = ck.TensorsByName()
 		for _, ti := range m.infos {
 			descs = append(descs, arch.Desc{Name: ti.Name, DType: string(ti.DType), Shape: ti.Shape})
 		}
