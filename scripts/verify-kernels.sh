@@ -26,12 +26,14 @@ run) ;;
 esac
 OUT=${2:?OUTDIR}
 T=/tmp/nf4kv
-rm -rf $T && mkdir -p $T "$OUT" ../shared/testdata/bnb
+rm -rf $T && mkdir -p $T "$OUT"
+mkdir -p ../shared/testdata/bnb 2>/dev/null
 tar -C $T -xJf bin/kv.tar.xz
-cp -n $T/bnb/*.safetensors ../shared/testdata/bnb/ 2>/dev/null || true
+# Where ../shared is read-only, the repository's testdata (looked in first).
+cp $T/bnb/*.safetensors ../shared/testdata/bnb/ 2>/dev/null || cp $T/bnb/*.safetensors testdata/bnb/
 { date -u; nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader; } > "$OUT/machine.txt" 2>&1
 (cd internal/gpu && timeout 45 $T/gpu.test -test.v -test.count=1 \
-	-test.run '^(TestGoldenGPU|TestGPUMatchesCPU|TestMeanTorchGPU|TestNestPathsMatchCPU|TestGPUNonFinite)$' 2>&1) > "$OUT/kv-tests.txt"
+	-test.run '^(TestGoldenGPU|TestGPUMatchesCPU|TestMeanTorchGPU|TestNestPathsMatchCPU|TestGPUNonFinite|TestBackendSteps)$' 2>&1) > "$OUT/kv-tests.txt"
 echo "tests exit $?" >> "$OUT/kv-tests.txt"
 (cd internal/gpu && NF4PIPE_GPU_BENCH=1 timeout 30 $T/gpu.test -test.v -test.count=1 -test.run '^TestBenchProduction$' 2>&1) > "$OUT/kv-bench.txt"
 echo "bench exit $?" >> "$OUT/kv-bench.txt"

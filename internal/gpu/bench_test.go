@@ -60,6 +60,9 @@ func TestBenchProduction(t *testing.T) {
 		if err := cu.MemcpyHtoD(x, unsafe.Pointer(&src[0]), 2*n); err != nil {
 			return err
 		}
+		if err := cu.MemsetD32(bad, 0, 1); err != nil {
+			return err
+		}
 		if err := cu.Synchronize(); err != nil { // the copy ran on the legacy stream
 			return err
 		}
