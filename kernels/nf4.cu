@@ -623,7 +623,8 @@ __device__ __forceinline__ void mean_ahead(const float *__restrict__ a, u64 n, i
 }
 
 // 512 threads and 4 CTAs a multiprocessor (torch's geometry fills them in one
-// wave): at most 32 registers.
+// wave): at most 32 registers. Where a multiprocessor holds fewer than 2048
+// threads (sm_75) ptxas warns and ignores the 4.
 #define MEAN_TORCH(name, U)                                                                       \
     extern "C" __global__ void __launch_bounds__(512, 4) name(                                    \
         const float *__restrict__ a, u64 n, int threads, int vectorized, float factor,            \
