@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/nf4pipe/nf4pipe/internal/synth"
 	"github.com/nf4pipe/nf4pipe/pkg/safetensors"
 )
 
@@ -24,6 +25,10 @@ import (
 //	llama-nan, llama-inf    the llama model with one NaN (+Inf) in a weight that is quantized,
 //	                        and their streams llama-nan.stream, llama-inf.stream
 //	header-over-100MB.safetensors  a header length of 100000001 in a sparse file long enough to hold it
+//	big.stream, big-nf4.stream  a synthetic llama of 17 MB and its 4-bit stream: every stage's
+//	                        output is larger than a pipe's buffer (cli.PipeSize, 1 MiB), so a
+//	                        reader that closes early always ends the writer by SIGPIPE (the tiny
+//	                        llama's 0.7 MB of 4-bit output could fit, and the writer finish first)
 func generate(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -63,7 +68,29 @@ func generate(dir string) error {
 			return err
 		}
 	}
+	if err := bigStreams(dir); err != nil {
+		return err
+	}
 	return sparseHeader(filepath.Join(dir, "header-over-100MB.safetensors"), 100_000_001)
+}
+
+// bigStreams writes big.stream and big-nf4.stream (see generate).
+func bigStreams(dir string) error {
+	d := synth.Dims{Hidden: 512, Intermediate: 1408, Layers: 2, Heads: 8, KVHeads: 4, Vocab: 4096,
+		MaxPosition: 256, RopeTheta: 10000, BOS: 1, EOS: 2}
+	cfg, err := d.ConfigJSON()
+	if err != nil {
+		return err
+	}
+	model := filepath.Join(dir, "big")
+	if _, err := synth.WriteModel(model, synth.Options{Config: cfg, Seed: 1}); err != nil {
+		return err
+	}
+	raw, nf4 := filepath.Join(dir, "big.stream"), filepath.Join(dir, "big-nf4.stream")
+	if err := tool("detect", "", raw, "-q", model); err != nil {
+		return err
+	}
+	return tool("quantize", raw, nf4, "-q")
 }
 
 // tool runs a built tool with stdin from in ("" for none) and stdout into out.

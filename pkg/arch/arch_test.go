@@ -78,20 +78,23 @@ func TestLlama31Total(t *testing.T) {
 	assert.False(t, m.Family.Fallback, "fallback")
 }
 
-// derivedConfigs are configs of testdata/configs made from another with fewer
-// layers (testdata/configs/SOURCES.md): no total was published for them.
+// derivedConfigs are the configs of testdata/configs/derived, made from
+// another with fewer layers (testdata/configs/SOURCES.md): no total was
+// published for them.
 var derivedConfigs = map[string]string{
-	"deepseek-v2-lite-8l.json": "deepseek-ai__DeepSeek-V2-Lite.json",
-	"qwen3-30b-a3b-8l.json":    "Qwen__Qwen3-30B-A3B.json",
-	"mixtral-8x7b-4l.json":     "mistralai__Mixtral-8x7B-v0.1.json",
+	"derived/deepseek-v2-lite-8l.json": "deepseek-ai__DeepSeek-V2-Lite.json",
+	"derived/qwen3-30b-a3b-8l.json":    "Qwen__Qwen3-30B-A3B.json",
+	"derived/mixtral-8x7b-4l.json":     "mistralai__Mixtral-8x7B-v0.1.json",
 }
 
 func TestPublishedTotals(t *testing.T) {
 	dir := fixtures.Path(t, "configs")
 	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	derived, _ := filepath.Glob(filepath.Join(dir, "derived", "*.json"))
 	require.NotEmpty(t, files, "configs")
-	for _, f := range files {
-		name := filepath.Base(f)
+	require.Len(t, derived, len(derivedConfigs), "testdata/configs/derived")
+	for _, f := range append(files, derived...) {
+		name, _ := filepath.Rel(dir, f)
 		if src, ok := derivedConfigs[name]; ok {
 			// The source's published total less the parameters of the
 			// layers the derived config leaves out.
@@ -110,7 +113,7 @@ func TestPublishedTotals(t *testing.T) {
 			continue
 		}
 		want, ok := publishedTotals[name]
-		if !assert.True(t, ok, "%s: no published total recorded; add it with its source", name) {
+		if !assert.True(t, ok, "%s: no published total recorded (or, for a config in derived/, no source in derivedConfigs); add it with its source", name) {
 			continue
 		}
 		m := loadModel(t, f)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/nf4pipe/nf4pipe/internal/fixtures"
@@ -12,6 +13,7 @@ import (
 	"github.com/nf4pipe/nf4pipe/pkg/detect"
 	"github.com/nf4pipe/nf4pipe/pkg/gpus"
 	"github.com/nf4pipe/nf4pipe/pkg/tensorstream"
+	"github.com/stretchr/testify/assert"
 )
 
 func mustGPUs(t *testing.T, spec string) []gpus.GPU {
@@ -304,4 +306,18 @@ func TestShowReports(t *testing.T) {
 		_, p := mustPlan(t, x.cfg, x.gpus, DefaultSettings())
 		p.WriteReport(os.Stdout)
 	}
+}
+
+// TestExpertLoRANote: on an MoE model whose routed experts transformers 5
+// fuses, plan says what listing the MLP projections in target_modules does
+// (adapters on the experts: the count peft gave on the H200 for these
+// DeepSeek-V2-Lite layers), and says nothing of the kind on a dense model.
+func TestExpertLoRANote(t *testing.T) {
+	_, p := mustPlan(t, "derived/deepseek-v2-lite-8l.json", "h200", DefaultSettings())
+	notes := strings.Join(p.Notes, "\n")
+	assert.Contains(t, notes, "target_modules naming gate_proj/up_proj/down_proj")
+	assert.Contains(t, notes, "96,608,256 trainable parameters")
+	assert.EqualValues(t, 4_363_264, p.TrainableParams, "all-linear, as the snippet targets")
+	_, d := mustPlan(t, "meta-llama__Llama-3.1-8B.json", "h200", DefaultSettings())
+	assert.NotContains(t, strings.Join(d.Notes, "\n"), "target_modules naming")
 }

@@ -1,7 +1,6 @@
 package plan
 
 import (
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -101,13 +100,5 @@ func loadConfigOrFixture(t *testing.T, name string) *Model {
 	if !strings.Contains(name, "/") {
 		return loadConfig(t, name)
 	}
-	data, err := os.ReadFile(fixtures.Path(t, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := FromConfig(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return loadConfigFile(t, fixtures.Path(t, name))
 }

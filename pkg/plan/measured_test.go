@@ -252,7 +252,13 @@ func yesNo(v bool) string {
 
 func loadConfig(t *testing.T, name string) *Model {
 	t.Helper()
-	data, err := os.ReadFile(fixtures.Path(t, "configs", name))
+	return loadConfigFile(t, fixtures.Path(t, "configs", name))
+}
+
+// loadConfigFile loads the config.json at path.
+func loadConfigFile(t *testing.T, path string) *Model {
+	t.Helper()
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -101,8 +101,10 @@ func TestImageTokens(t *testing.T) {
 		if want := s.SeqLen + 2*x.seqTok; v.LanguageSeqLen != want || v.ImagesPerSample != 2 {
 			t.Errorf("%s: language model sequence %d with %d images, want %d", x.cfg, v.LanguageSeqLen, v.ImagesPerSample, want)
 		}
-		if v.Measured || !strings.Contains(v.Note, "not measured") {
-			t.Errorf("%s: the vision part must say it is not measured: %+v", x.cfg, v)
+		// Measured: the families with Trainer rows with images in testdata/plan.
+		if measured := x.cfg != "llava-hf__llava-1.5-7b-hf.json" && x.cfg != "meta-llama__Llama-3.2-11B-Vision-Instruct.json"; v.Measured != measured ||
+			strings.Contains(v.Note, "not measured") == measured {
+			t.Errorf("%s: measured %v, note %q; want measured %v", x.cfg, v.Measured, v.Note, measured)
 		}
 	}
 	// qwen vl: --image-tokens sets the resolution, so the tower's patches follow.

@@ -73,14 +73,7 @@ func BenchmarkStage(b *testing.B) {
 // was behind it), work-stall-ms the time the work waited for input (the
 // reading or checksumming was behind); bufs=N sets the input buffers.
 func BenchmarkStageFile(b *testing.B) {
-	name := os.Getenv("NF4PIPE_STREAM")
-	if name == "" {
-		b.Skip("NF4PIPE_STREAM names no stream file")
-	}
-	st, err := os.Stat(name)
-	if err != nil {
-		b.Fatal(err)
-	}
+	name, st := streamFile(b)
 	for _, bufs := range []int{0, 8} {
 		b.Run(fmt.Sprintf("bufs=%d", bufs), func(b *testing.B) {
 			testInBufs = bufs
@@ -164,4 +157,18 @@ func BenchmarkStagePipe(b *testing.B) {
 			b.ReportMetric(float64((cpuTime()-cpu0).Milliseconds())/float64(b.N), "cpu-ms/op")
 		})
 	}
+}
+
+// streamFile is the stream file $NF4PIPE_STREAM names, for the benchmarks
+// that run the stage on a real model; they skip without one.
+func streamFile(b *testing.B) (string, os.FileInfo) {
+	name := os.Getenv("NF4PIPE_STREAM")
+	if name == "" {
+		b.Skip("NF4PIPE_STREAM names no stream file")
+	}
+	st, err := os.Stat(name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return name, st
 }

@@ -362,14 +362,7 @@ func TestCUDAStartsOnCPU(t *testing.T) {
 //
 // The shared case reports the router's measures once (b.Log).
 func BenchmarkStageFileDevice(b *testing.B) {
-	name := os.Getenv("NF4PIPE_STREAM")
-	if name == "" {
-		b.Skip("NF4PIPE_STREAM names no stream file")
-	}
-	st, err := os.Stat(name)
-	if err != nil {
-		b.Fatal(err)
-	}
+	name, st := streamFile(b)
 	dev, err := gpu.Open(0)
 	if err != nil {
 		b.Skipf("needs a CUDA GPU: %v", err)
@@ -379,6 +372,7 @@ func BenchmarkStageFileDevice(b *testing.B) {
 	if err := warm(gb); err != nil {
 		b.Fatal(err)
 	}
+	const gpuChunk = 32 << 20 // the GPU's runs before 2026-12-03, for comparison
 	for _, chunk := range []int{cpuChunk, gpuChunk} {
 		for _, mode := range []string{"cpu", "gpu", "shared"} {
 			b.Run(fmt.Sprintf("%s/chunk=%dMiB", mode, chunk>>20), func(b *testing.B) {

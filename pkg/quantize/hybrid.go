@@ -223,10 +223,12 @@ func (h *hybrid) split(gpu quant.Backend, gb int, packed []byte, absmax []float3
 		h.mu.Lock()
 		h.r.off = true
 		h.mu.Unlock()
-		if cErr != nil {
-			return cErr
+		// The GPU's part first: a non-finite value there comes before any
+		// the CPU's part found.
+		if err := h.cpu.QuantizeBlocks(packed[:e/2], absmax[:gb], src[:e*es], dt, p, first); err != nil {
+			return err
 		}
-		return h.cpu.QuantizeBlocks(packed[:e/2], absmax[:gb], src[:e*es], dt, p, first)
+		return cErr
 	}
 	if gErr != nil { // the earlier part names the first bad value
 		return gErr

@@ -242,6 +242,23 @@ func TestHybridNonFiniteFirst(t *testing.T) {
 	}
 }
 
+// TestHybridGPUFailsNonFiniteFirst: when the GPU fails (not on the data)
+// while the CPU's part holds a NaN, the GPU's part is redone on the CPU first,
+// so a NaN there is still the one named.
+func TestHybridGPUFailsNonFiniteFirst(t *testing.T) {
+	const n = 4 << 20
+	p := quant.DefaultParams()
+	h := openNow(t, shared, &fakeGPU{fail: quant.ErrBackend}, nil)
+	src := randomPayload(newRand(), tensorstream.BF16, n)
+	putF32(src, tensorstream.BF16, 1000, float32(math.NaN()))
+	putF32(src, tensorstream.BF16, 3<<20, float32(math.NaN()))
+	err := h.QuantizeBlocks(make([]byte, n/2), make([]float32, n/p.BlockSize), src, quant.BF16, p, 7)
+	var nf *quant.NonFiniteError
+	if !errors.As(err, &nf) || nf.Index != 1007 {
+		t.Errorf("%v, want the NaN at index 1007", err)
+	}
+}
+
 func TestRouterShares(t *testing.T) {
 	const bb = 128 // bf16 blocks of 64
 	var r router

@@ -23,11 +23,7 @@ type Settings = sections.Quantize
 // GPU's runs are pipelined within, internal/gpu pipelineStep); and
 // --device cuda quantizes on the CPU until its GPU is open, which 32 MiB runs
 // slowed (0.82-0.86 s against 0.62 for the 2.2 GB TinyLlama stream).
-// gpuChunk stays for the benchmark that compares them.
-const (
-	cpuChunk = 4 << 20
-	gpuChunk = 32 << 20
-)
+const cpuChunk = 4 << 20
 
 // Run reads a stream from in, quantizes it as o says and writes the result to
 // out. The summary is returned also on error, counting what was done.
