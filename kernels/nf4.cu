@@ -12,11 +12,13 @@
 // embedded in internal/gpu; scripts/build-ptx.sh regenerates it.
 //
 // Kernels (all persistent: any grid size works; launch about 4 waves):
+//   quant_g16_<dt>_<qt>_b64_v4       full tiles of 1024 16-bit values, block size 64
 //   quant_tile_<dt>_<qt>_b<bs>_v<V>  full tiles of 256*V values, block sizes 32..256
 //   quant_warp_<dt>_<qt>             one warp per block, any block size, short last block
 //   mean_torch                       the double-quantization offset, in torch's order
 //   nest_quantize                    double quantization of the absmax values
-//   dequant_<dt>_v<V>                values from codes and (nested) absmax
+//   dequant_b64_bf16_v8              bf16 values at block size 64 from codes and (nested) absmax
+//   dequant_<dt>_v<V>                values of dt, any block size, from codes and (nested) absmax
 
 #include <stdint.h>
 
@@ -341,6 +343,131 @@ extern "C" __global__ void __launch_bounds__(256) quant_tile_bf16_nf4_b64_v4_pla
 QUANT_TILE(bf16, nf4, DT_BF16, QT_NF4, 64, 3, 2)
 QUANT_TILE(bf16, nf4, DT_BF16, QT_NF4, 64, 3, 8)
 // ---------------------------------------------------------------------------
+// quant_g16: whole tiles of 256*V values at block size 64 (8 lanes a block),
+// for 16-bit input; the production kernel of that case (V = 4). It is
+// quant_tile with these changes, each bit-identical (checked by
+// TestBenchVariants on an H200, where together they took the bf16 kernel from
+// 86.8% to 91.6% of copy bandwidth):
+//   G16: a tile's 4V absmax values leave as one 4V*4-byte store from lanes
+//        0..4V-1 after one shuffle (lane 8j + i offers vector i's maximum of
+//        block j, lane L takes vector L/4's of block L%4), instead of 4V
+//        shuffles and selects into lanes 0-3 (quant_tile's gather).
+//   H2:  a lane's "all finite" test is fma.rn.f16x2(w, 0, acc) over its four
+//        raw words (2 values an instruction) instead of a float32 sum of its
+//        8 values. For f16 that is exactly "all finite". A bf16 read as f16
+//        is inf/NaN whenever the bf16 is (exponent bits 14..10 all ones), and
+//        also for finite |x| >= 2^121: those take the slow path, whose codes
+//        are the same.
+//   LDH: input loads 0 = ld.global.cs (quant_tile's), 2 = plain (production:
+//        +4 points of copy on the H200), 3 = ld.global.lu.
+//   STH: code stores 0 = st.global.cs, 1 = plain.
+//   PF:  lanes 0-15 prefetch into L2 the tile PF rounds ahead (0: none).
+// The parameters other than production's are kept for kernels/variants.
+// ---------------------------------------------------------------------------
+
+template <int H>
+__device__ __forceinline__ uint4 ldq(const void *base, u64 i) {
+    const uint4 *p = reinterpret_cast<const uint4 *>(static_cast<const unsigned short *>(base) + i);
+    if (H == 0) return __ldcs(p);
+    if (H == 3) return __ldlu(p);
+    return *p;
+}
+
+template <int H>
+__device__ __forceinline__ void stw(uint32_t *p, uint32_t w) {
+    if (H == 0) __stcs(p, w);
+    else *p = w;
+}
+
+__device__ __forceinline__ uint32_t hfma0(uint32_t w, uint32_t acc) {
+    uint32_t r;
+    asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(w), "r"(0u), "r"(acc));
+    return r;
+}
+
+__device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+template <int DT, int QT, int V, bool H2, int LDH, int STH, int PF = 0>
+__device__ __forceinline__ void qv_tile(const void *__restrict__ x, u64 ntiles, uint8_t *__restrict__ packed,
+                                        float *__restrict__ absmax, int *__restrict__ bad) {
+    static_assert(DT == DT_BF16 || DT == DT_F16, "qv_tile: 16-bit input");
+    __shared__ uint2 tab_s[TAB_COPIES][33];
+    load_tab<QT>(tab_s);
+    const Tab tab(tab_s);
+    const int lane = threadIdx.x & 31;
+    const u64 nwarps = ((u64)gridDim.x * blockDim.x) >> 5;
+    bool nf = false;
+    for (u64 tile = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; tile < ntiles; tile += nwarps) {
+        const u64 e0 = tile * (256 * V) + 8 * lane;
+        Raw<DT> r[V];
+        if (PF > 0) {
+            // A tile is 512*V bytes: 4*V lines of 128 bytes.
+            const u64 ahead = tile + PF * nwarps;
+            if (ahead < ntiles && lane < 4 * V)
+                prefetch_l2(static_cast<const char *>(x) + ahead * (512 * V) + 128 * lane);
+        }
+#pragma unroll
+        for (int v = 0; v < V; v++) r[v].q = ldq<LDH>(x, e0 + 256 * v);
+        float mv[V];
+#pragma unroll
+        for (int v = 0; v < V; v++) {
+            float f[8];
+            widen<DT>(r[v], f);
+            float m = -FLT_MAX_;
+#pragma unroll
+            for (int k = 0; k < 8; k++) m = max_ftz(m, fabsf(f[k]));
+            bool ok;
+            if (H2) {
+                uint32_t acc = hfma0(r[v].q.x, 0u);
+                acc = hfma0(r[v].q.y, acc);
+                acc = hfma0(r[v].q.z, acc);
+                acc = hfma0(r[v].q.w, acc);
+                ok = acc == 0u;
+            } else {
+                float sum = 0.0f;
+#pragma unroll
+                for (int k = 0; k < 8; k++) sum += f[k];
+                ok = sum - sum == 0.0f;
+            }
+#pragma unroll
+            for (int o = 1; o < 8; o <<= 1) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, o));
+            const float s = rcp_ftz(m);
+            uint32_t w;
+            if (ok && m > 0.0f) {
+                w = codes8<QT, true>(tab, f, s);
+            } else {
+                w = codes8<QT, false>(tab, f, s);
+#pragma unroll
+                for (int k = 0; k < 8; k++) nf |= nonfinite(f[k]);
+            }
+            stw<STH>(reinterpret_cast<uint32_t *>(packed) + ((e0 + 256 * v) >> 3), w);
+            mv[v] = m;
+        }
+        // Every lane of a block holds its V maxima: lane 8j + i offers
+        // vector i's, and lane L takes it from lane 8(L % 4) + L / 4.
+        float sel = mv[0];
+#pragma unroll
+        for (int v = 1; v < V; v++) sel = (lane & 7) == v ? mv[v] : sel;
+        const float out = __shfl_sync(0xFFFFFFFFu, sel, 8 * (lane & 3) + (lane >> 2));
+        if (lane < 4 * V) absmax[tile * (4 * V) + lane] = out;
+    }
+    if (nf) *bad = 1;
+}
+
+// __launch_bounds__(256) alone: ptxas gives (256, 1) 64 registers where
+// (256) gets 43 and 5 CTAs a multiprocessor.
+#define QUANT_G16(dt, qt, DT, QT)                                                                 \
+    extern "C" __global__ void __launch_bounds__(256) quant_g16_##dt##_##qt##_b64_v4(             \
+        const void *__restrict__ x, u64 ntiles, uint8_t *__restrict__ packed,                     \
+        float *__restrict__ absmax, int *__restrict__ bad) {                                      \
+        qv_tile<DT, QT, 4, true, 2, 0>(x, ntiles, packed, absmax, bad);                           \
+    }
+QUANT_G16(bf16, nf4, DT_BF16, QT_NF4)
+QUANT_G16(bf16, fp4, DT_BF16, QT_FP4)
+QUANT_G16(f16, nf4, DT_F16, QT_NF4)
+QUANT_G16(f16, fp4, DT_F16, QT_FP4)
+
+// ---------------------------------------------------------------------------
 // quant_warp: blocks blk0, blk0+1, ... of any size, one warp per block in a
 // grid-stride loop; each lane takes groups of 8. The tensor's short last block
 // starts its maximum at 0 (bitsandbytes pads its load with zeros) and packs the
@@ -425,37 +552,53 @@ __device__ __forceinline__ float block_sum(float *v, int threads) {
     return v[0];
 }
 
-// thread_sum is thread t's value in CTA c: four running sums added in order.
-// Vectorized (n >= 128): sum k takes position k of the four-value vectors
-// c*threads + t + j*step, and the n % 4 values past the last whole vector go
-// to sum 0 of threads 0.. of CTA 0. Otherwise (one CTA) value t + j*threads
-// goes to sum j % 4.
-__device__ __forceinline__ float thread_sum(const float *__restrict__ a, u64 n, u64 c, int t, int threads, u64 step, int vectorized) {
+// thread_sum_vec is thread t's value in CTA c when the reduction is
+// vectorized (n >= 128): four running sums, sum k taking position k of the
+// four-value vectors c*threads + t + j*step in order of j, and the n % 4
+// values past the last whole vector going to sum 0 of threads 0.. of CTA 0.
+// Each round issues U vector loads before adding any (mean_torch: U = 2,
+// measured as mean_torch_ahead2 in kernels/variants); the adds, and so the
+// result, keep that order for every U.
+template <int U>
+__device__ __forceinline__ float thread_sum_vec(const float *__restrict__ a, u64 n, u64 c, int t, int threads, u64 step) {
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (vectorized) {
-        for (u64 i = c * threads + t; i * 4 + 3 < n; i += step) {
-            float x[4];
+    const u64 nv = n / 4;
+    for (u64 i = c * threads + t; i < nv; i += U * step) {
+        float4 x[U];
 #pragma unroll
-            for (int k = 0; k < 4; k++) x[k] = __ldg(a + i * 4 + k);
+        for (int u = 0; u < U; u++)
+            if (i + u * step < nv) x[u] = __ldg(reinterpret_cast<const float4 *>(a) + i + u * step);
 #pragma unroll
-            for (int k = 0; k < 4; k++) acc[k] = add_rn(acc[k], x[k]);
-        }
-        const u64 tail = n - n % 4 + t;
-        if (c == 0 && tail < n) acc[0] = add_rn(acc[0], __ldg(a + tail));
-    } else {
-        int k = 0;
-        for (u64 i = t; i < n; i += threads, k = (k + 1) & 3) acc[k] = add_rn(acc[k], __ldg(a + i));
+        for (int u = 0; u < U; u++)
+            if (i + u * step < nv) {
+                acc[0] = add_rn(acc[0], x[u].x);
+                acc[1] = add_rn(acc[1], x[u].y);
+                acc[2] = add_rn(acc[2], x[u].z);
+                acc[3] = add_rn(acc[3], x[u].w);
+            }
     }
+    const u64 tail = n - n % 4 + t;
+    if (c == 0 && tail < n) acc[0] = add_rn(acc[0], __ldg(a + tail));
     return add_rn(add_rn(add_rn(acc[0], acc[1]), acc[2]), acc[3]);
 }
 
-extern "C" __global__ void __launch_bounds__(512) mean_torch(
-    const float *__restrict__ a, u64 n, int threads, int vectorized, float factor,
-    float *partials, unsigned int *count, float *out) {
+// thread_sum is thread t's value otherwise (one CTA): value t + j*threads
+// goes to sum j % 4.
+__device__ __forceinline__ float thread_sum(const float *__restrict__ a, u64 n, int t, int threads) {
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    int k = 0;
+    for (u64 i = t; i < n; i += threads, k = (k + 1) & 3) acc[k] = add_rn(acc[k], __ldg(a + i));
+    return add_rn(add_rn(add_rn(acc[0], acc[1]), acc[2]), acc[3]);
+}
+
+template <int U>
+__device__ __forceinline__ void mean_ahead(const float *__restrict__ a, u64 n, int threads, int vectorized, float factor,
+                                           float *partials, unsigned int *count, float *out) {
     __shared__ float v[512];
     __shared__ bool last;
     const int t = threadIdx.x;
-    v[t] = thread_sum(a, n, blockIdx.x, t, threads, (u64)threads * gridDim.x, vectorized);
+    v[t] = vectorized ? thread_sum_vec<U>(a, n, blockIdx.x, t, threads, (u64)threads * gridDim.x)
+                      : thread_sum(a, n, t, threads);
     const float s = block_sum(v, threads);
     if (gridDim.x == 1) {
         if (t == 0) *out = mul_rn(s, factor);
@@ -478,6 +621,18 @@ extern "C" __global__ void __launch_bounds__(512) mean_torch(
         *count = 0;
     }
 }
+
+// 512 threads and 4 CTAs a multiprocessor (torch's geometry fills them in one
+// wave): at most 32 registers. Where a multiprocessor holds fewer than 2048
+// threads (sm_75) ptxas warns and ignores the 4.
+#define MEAN_TORCH(name, U)                                                                       \
+    extern "C" __global__ void __launch_bounds__(512, 4) name(                                    \
+        const float *__restrict__ a, u64 n, int threads, int vectorized, float factor,            \
+        float *partials, unsigned int *count, float *out) {                                       \
+        mean_ahead<U>(a, n, threads, vectorized, factor, partials, count, out);                   \
+    }
+MEAN_TORCH(mean_torch, 2)
+
 
 // ---------------------------------------------------------------------------
 // Double quantization: absmax - offset (*offset, from mean_torch), blockwise
@@ -699,3 +854,131 @@ DEQUANT(f16, DT_F16, 4)
 DEQUANT(bf16, DT_BF16, 4)
 DEQUANT(bf16, DT_BF16, 2)
 DEQUANT(bf16, DT_BF16, 8)
+
+// ---------------------------------------------------------------------------
+// dequant_b64: bf16 output at block size 64, the production kernel of that
+// case (V = 8, PRMT and AM). It is dequant with these changes, each
+// bit-identical (checked by TestBenchVariants on an H200, where the kernel
+// with double quantization went from 89.9% to 91.0% of copy bandwidth, both
+// at 32 CTAs a multiprocessor):
+//   PRMT: a code's table address is one byte_perm of a word holding every
+//         nibble times 4 (two shifts and masks for all eight) into the
+//         256-aligned table's address, instead of a shift, a mask and an add
+//         a code.
+//   AM:   lane b < 4V works out block b of the tile's absmax (one code byte
+//         and one nested load, or one f32 load) and the lanes take theirs by
+//         V shuffles, instead of every lane loading both for each word.
+//   PF:   lanes 0..V-1 prefetch into L2 the packed words of the warp's tile
+//         one round ahead (128 bytes each).
+//   CVT:  (sm_80) the finite path rounds to bf16 pairwise with
+//         cvt.rn.bf16x2.f32 (round to nearest even, as the bit arithmetic)
+//         instead of three integer operations a value and a byte_perm a pair.
+// Production uses PRMT and AM (PF and CVT are for kernels/variants; CVT
+// needs compute_80, which nf4.ptx does not target). After the whole tiles,
+// the remaining whole words one per lane and the last n % 8 values on one
+// thread, as dequant.
+// ---------------------------------------------------------------------------
+
+__device__ __forceinline__ float lds_f32(uint32_t addr) {
+    float f;
+    asm volatile("ld.shared.f32 %0, [%1];" : "=f"(f) : "r"(addr));
+    return f;
+}
+
+template <bool CVT>
+__device__ __forceinline__ uint32_t bf16_pair(float lo, float hi) {
+#if __CUDA_ARCH__ >= 800
+    if (CVT) {
+        uint32_t d;
+        asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+        return d;
+    }
+#endif
+    const uint32_t a = __float_as_uint(lo), b = __float_as_uint(hi);
+    return __byte_perm(a + 0x7FFFu + ((a >> 16) & 1u), b + 0x7FFFu + ((b >> 16) & 1u), 0x7632);
+}
+
+template <bool PRMT, bool CVT>
+__device__ __forceinline__ void dv_word(const float *table, uint32_t tbase, uint32_t w, float am, void *out, u64 g) {
+    float f[8];
+    if (PRMT) {
+        const uint32_t lo = (w << 2) & 0x3C3C3C3Cu, hi = (w >> 2) & 0x3C3C3C3Cu;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            f[2 * k] = mul_ftz(lds_f32(__byte_perm(hi, tbase, 0x7650 | k)), am);
+            f[2 * k + 1] = mul_ftz(lds_f32(__byte_perm(lo, tbase, 0x7650 | k)), am);
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            f[2 * k] = mul_ftz(table[(w >> (8 * k + 4)) & 15u], am);
+            f[2 * k + 1] = mul_ftz(table[(w >> (8 * k)) & 15u], am);
+        }
+    }
+    if (fabsf(am) <= FLT_MAX_) {
+        __stcs(reinterpret_cast<uint4 *>(static_cast<unsigned short *>(out) + (g << 3)),
+               make_uint4(bf16_pair<CVT>(f[0], f[1]), bf16_pair<CVT>(f[2], f[3]), bf16_pair<CVT>(f[4], f[5]),
+                          bf16_pair<CVT>(f[6], f[7])));
+        return;
+    }
+    store8<DT_BF16>(out, g << 3, f, false);
+}
+
+template <int V, bool DQ, bool PRMT, bool AM, bool CVT, bool PF = false>
+__device__ __forceinline__ void dv(const uint8_t *__restrict__ packed, u64 n, int qtype, const float *__restrict__ absmax,
+                                   const uint8_t *__restrict__ codes, const float *__restrict__ nested, float offset,
+                                   const float *__restrict__ dynmap, void *__restrict__ out) {
+    __shared__ __align__(256) float table[16];
+    __shared__ float dm[DQ ? 256 : 1];
+    if (threadIdx.x < 16) table[threadIdx.x] = qtype == QT_FP4 ? fp4_map[threadIdx.x] : nf4_map[threadIdx.x];
+    if (DQ)
+        for (int i = threadIdx.x; i < 256; i += blockDim.x) dm[i] = dynmap[i];
+    __syncthreads();
+    const uint32_t tbase = (uint32_t)__cvta_generic_to_shared(table);
+    const int lane = threadIdx.x & 31;
+    const u64 ngroups = n >> 3;  // whole words of 8 codes
+    const u64 ntiles = ngroups / (32 * V);
+    const u64 warp0 = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const u64 nwarps = ((u64)gridDim.x * blockDim.x) >> 5;
+    const uint32_t *words = reinterpret_cast<const uint32_t *>(packed);
+    for (u64 tile = warp0; tile < ntiles; tile += nwarps) {
+        const u64 g0 = tile * (32 * V) + lane;
+        uint32_t w[V];
+        float am[V];
+#pragma unroll
+        for (int v = 0; v < V; v++) w[v] = __ldcs(words + g0 + 32 * v);
+        if (PF && tile + nwarps < ntiles && lane < V) prefetch_l2(words + (tile + nwarps) * (32 * V) + 32 * lane);
+        if (AM) {
+            float mine = 0.0f;
+            if (lane < 4 * V) mine = block_absmax<DQ>(tile * (4 * V) + lane, absmax, codes, nested, offset, dm);
+#pragma unroll
+            for (int v = 0; v < V; v++) am[v] = __shfl_sync(0xFFFFFFFFu, mine, 4 * v + (lane >> 3));
+        } else {
+#pragma unroll
+            for (int v = 0; v < V; v++) am[v] = block_absmax<DQ>((g0 + 32 * v) >> 3, absmax, codes, nested, offset, dm);
+        }
+#pragma unroll
+        for (int v = 0; v < V; v++) dv_word<PRMT, CVT>(table, tbase, w[v], am[v], out, g0 + 32 * v);
+    }
+    for (u64 g = ntiles * (32 * V) + warp0 * 32 + lane; g < ngroups; g += nwarps * 32)
+        dv_word<PRMT, CVT>(table, tbase, words[g], block_absmax<DQ>(g >> 3, absmax, codes, nested, offset, dm), out, g);
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        for (u64 j = ngroups << 3; j < n; j++) {
+            const float a = block_absmax<DQ>(j >> 6, absmax, codes, nested, offset, dm);
+            const uint32_t b = packed[j >> 1];
+            store1<DT_BF16>(out, j, mul_ftz(table[(j & 1) ? (b & 15u) : (b >> 4)], a));
+        }
+    }
+}
+
+// The signature is dequant's; shift must be 3 (block size 64).
+#define DEQUANT_B64(V, DQ, suffix)                                                                \
+    extern "C" __global__ void __launch_bounds__(256) dequant_b64_bf16_v##V##suffix(              \
+        const uint8_t *__restrict__ packed, u64 n, int shift, int qtype,                          \
+        const float *__restrict__ absmax, const uint8_t *__restrict__ codes,                      \
+        const float *__restrict__ nested, float offset, const float *__restrict__ dynmap,         \
+        void *__restrict__ out) {                                                                 \
+        dv<V, DQ, true, true, false>(packed, n, qtype, absmax, codes, nested, offset, dynmap, out); \
+    }
+DEQUANT_B64(8, false, _f32)
+DEQUANT_B64(8, true, _dq)

@@ -323,8 +323,10 @@ type Grids struct {
 	Quant, Dequant, Nest int
 }
 
-// DefaultGrids are the grids a Device opens with.
-func DefaultGrids() Grids { return Grids{Quant: 5, Dequant: 16, Nest: 8} }
+// DefaultGrids are the grids a Device opens with: on an H200 quant_g16 is
+// fastest at 5 (all that fit), dequant_b64 at 32 and nest_quantize at 16
+// (TestBenchVariants).
+func DefaultGrids() Grids { return Grids{Quant: 5, Dequant: 32, Nest: 16} }
 
 // ChunkBytes is the input chunk size of the host pipelines: each chunk is
 // copied to the device, quantized and copied back on one of two streams, so
@@ -333,7 +335,8 @@ var ChunkBytes int64 = 64 << 20
 
 var dtNames = map[quant.DType]string{quant.F32: "f32", quant.F16: "f16", quant.BF16: "bf16"}
 
-// tileVectors is the groups of 8 values a lane takes per tile in quant_tile.
+// tileVectors is the groups of 8 values a lane takes per tile in quant_tile
+// and quant_g16, and the packed words a lane takes per tile in dequant.
 func tileVectors(dt quant.DType) int {
 	if dt == quant.F32 {
 		return 2
@@ -341,8 +344,37 @@ func tileVectors(dt quant.DType) int {
 	return 4
 }
 
+// g16 reports whether quant_g16 covers the case: 16-bit input at block size 64.
+func g16(dt quant.DType, bs int) bool { return bs == 64 && (dt == quant.BF16 || dt == quant.F16) }
+
+// tileKernel is the kernel that quantizes whole tiles of dt at block size bs
+// (at most 256), and its vectors a lane.
+func tileKernel(dt quant.DType, qt quant.Type, bs int) (string, int) {
+	v := tileVectors(dt)
+	if g16(dt, bs) {
+		return fmt.Sprintf("quant_g16_%s_%s_b64_v%d", dtNames[dt], qt, v), v
+	}
+	return fmt.Sprintf("quant_tile_%s_%s_b%d_v%d", dtNames[dt], qt, bs, v), v
+}
+
+// dequantKernel is the kernel that dequantizes to dt with p (f32 absmax or
+// double quantization), and its packed words a lane per tile: dequant_b64
+// for bf16 at block size 64, dequant otherwise.
+func dequantKernel(dt quant.DType, p quant.Params) (string, int) {
+	kind := "f32"
+	if p.DoubleQuant {
+		kind = "dq"
+	}
+	if dt == quant.BF16 && p.BlockSize == 64 {
+		return "dequant_b64_bf16_v8_" + kind, 8
+	}
+	v := tileVectors(dt)
+	return fmt.Sprintf("dequant_%s_v%d_%s", dtNames[dt], v, kind), v
+}
+
 func kernelNames() []string {
-	names := []string{"mean_torch", "nest_quantize", "quant_tile_bf16_nf4_b64_v2", "quant_tile_bf16_nf4_b64_v8", "quant_tile_bf16_nf4_b64_v4_plain"}
+	names := []string{"mean_torch", "nest_quantize", "quant_tile_bf16_nf4_b64_v2", "quant_tile_bf16_nf4_b64_v8", "quant_tile_bf16_nf4_b64_v4_plain",
+		"dequant_b64_bf16_v8_f32", "dequant_b64_bf16_v8_dq"}
 	for _, k := range []string{"f32_v2", "f16_v4", "bf16_v4", "bf16_v2", "bf16_v8"} {
 		names = append(names, "dequant_"+k+"_f32", "dequant_"+k+"_dq")
 	}
@@ -351,6 +383,10 @@ func kernelNames() []string {
 			names = append(names, fmt.Sprintf("quant_warp_%s_%s", dn, qt))
 			for _, bs := range []int{32, 64, 128, 256} {
 				names = append(names, fmt.Sprintf("quant_tile_%s_%s_b%d_v%d", dn, qt, bs, tileVectors(dt)))
+				if g16(dt, bs) {
+					name, _ := tileKernel(dt, qt, bs)
+					names = append(names, name)
+				}
 			}
 		}
 	}
@@ -380,17 +416,16 @@ func f32arg(f float32) uint64 { return uint64(math.Float32bits(f)) }
 
 // launchQuantize quantizes n values of dt at x (16-byte aligned, starting on a
 // block boundary) into packed codes and float32 absmax, setting *bad when a
-// value is not finite: whole tiles with quant_tile, the rest (and block sizes
-// above 256) one warp per block.
+// value is not finite: whole tiles with quant_g16 or quant_tile (tileKernel),
+// the rest (and block sizes above 256) one warp per block.
 func (d *Device) launchQuantize(x cu.DevicePtr, n int64, dt quant.DType, p quant.Params, packed, absmax, bad cu.DevicePtr, st cu.Stream) error {
 	dn, bs := dtNames[dt], int64(p.BlockSize)
 	nblocks := (n + bs - 1) / bs
 	var blk0 int64
 	if bs <= 256 {
-		v := tileVectors(dt)
+		name, v := tileKernel(dt, p.Type, p.BlockSize)
 		tile := int64(256 * v)
 		if ntiles := n / tile; ntiles > 0 {
-			name := fmt.Sprintf("quant_tile_%s_%s_b%d_v%d", dn, p.Type, bs, v)
 			if err := d.launch(name, min(d.Grids.Quant, d.fit[name]), ntiles, st, uint64(x), uint64(ntiles), uint64(packed), uint64(absmax), uint64(bad)); err != nil {
 				return err
 			}
@@ -811,23 +846,27 @@ func (d *Device) Dequantize(dst, payload []byte, dt quant.DType, n int64, p quan
 	})
 }
 
-// launchDequant runs dequant_<dt> over n values: sec is the F32 absmax
-// section, or with double quantization the U8 codes, with nested beside it.
+// launchDequant dequantizes n values into dt (dequantKernel's kernel): sec
+// is the F32 absmax section, or with double quantization the U8 codes, with
+// nested beside it.
 func (d *Device) launchDequant(dt quant.DType, n int64, p quant.Params, packed, sec, nested cu.DevicePtr, offset float32, out cu.DevicePtr, st cu.Stream) error {
-	return d.launchDequantV(dt, tileVectors(dt), n, p, packed, sec, nested, offset, out, st)
+	name, v := dequantKernel(dt, p)
+	return d.launchDequantWith(name, v, n, p, packed, sec, nested, offset, out, st)
 }
 
-func (d *Device) launchDequantV(dt quant.DType, v int, n int64, p quant.Params, packed, sec, nested cu.DevicePtr, offset float32, out cu.DevicePtr, st cu.Stream) error {
+// launchDequantWith runs kernel name, taking v packed words a lane per tile;
+// every dequantize kernel has the same parameters.
+func (d *Device) launchDequantWith(name string, v int, n int64, p quant.Params, packed, sec, nested cu.DevicePtr, offset float32, out cu.DevicePtr, st cu.Stream) error {
 	qt := uint64(0)
 	if p.Type == quant.FP4 {
 		qt = 1
 	}
-	absmax, codes, kind := uint64(sec), uint64(0), "f32"
+	absmax, codes := uint64(sec), uint64(0)
 	if p.DoubleQuant {
-		absmax, codes, kind = 0, uint64(sec), "dq"
+		absmax, codes = 0, uint64(sec)
 	}
 	warps := max((n/8+int64(32*v)-1)/int64(32*v), 1)
-	return d.launch(fmt.Sprintf("dequant_%s_v%d_%s", dtNames[dt], v, kind), d.Grids.Dequant, warps, st,
+	return d.launch(name, d.Grids.Dequant, warps, st,
 		uint64(packed), uint64(n), log2(p.BlockSize)-3, qt, absmax, codes, uint64(nested), f32arg(offset), uint64(d.dynmap), uint64(out))
 }
 

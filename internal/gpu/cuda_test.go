@@ -606,12 +606,13 @@ func TestBenchReport(t *testing.T) {
 				bw := timeIt(fmt.Sprintf("quantize %s grid %d/SM", name, g), qbytes, func() error {
 					return d.launch(name, g, tiles, st, uint64(x), uint64(tiles), uint64(packed), uint64(absmax), uint64(bad))
 				})
-				if vr.suffix == "v4" && g == d.Grids.Quant {
-					quantBW = bw
-				}
 				best[vr.suffix] = max(best[vr.suffix], bw)
 			}
 		}
+		quantName, _ := tileKernel(quant.BF16, p.Type, p.BlockSize)
+		quantBW = timeIt(fmt.Sprintf("quantize %s grid %d/SM", quantName, d.Grids.Quant), qbytes, func() error {
+			return d.launchQuantize(x, n, quant.BF16, p, packed, absmax, bad, st)
+		})
 		t.Logf("best of grids, %% of copy: v2 %.1f, v4 %.1f, v8 %.1f, v4_plain %.1f", 100*best["v2"]/copyBW, 100*best["v4"]/copyBW, 100*best["v8"]/copyBW, 100*best["v4_plain"]/copyBW)
 		outputs := map[string][]byte{}
 		for _, k := range []string{"v4", "v4_plain"} {
@@ -678,22 +679,22 @@ func TestBenchReport(t *testing.T) {
 		if !bytes.Equal(gotCodes, wantPayload.Absmax) || !bytes.Equal(gotNested, wantPayload.Nested) || wantPayload.NestedOffset != off {
 			t.Errorf("double quantization on the device differs from the CPU's")
 		}
-		var deqBW float64
 		defGrid := d.Grids.Dequant
 		for _, v := range []int{2, 4, 8} {
-			for _, g := range []int{4, 8, 16} {
+			for _, g := range []int{4, 8, 16, 32} {
 				d.Grids.Dequant = g
-				bw := timeIt(fmt.Sprintf("dequantize nf4+dq -> bf16 v%d grid %d/SM", v, g), sz.Total()+2*n, func() error {
-					return d.launchDequantV(quant.BF16, v, n, p, packed, codes, nested, off, y, st)
+				timeIt(fmt.Sprintf("dequantize nf4+dq -> bf16 v%d grid %d/SM", v, g), sz.Total()+2*n, func() error {
+					return d.launchDequantWith(fmt.Sprintf("dequant_bf16_v%d_dq", v), v, n, p, packed, codes, nested, off, y, st)
 				})
-				if v == 4 && g == defGrid {
-					deqBW = bw
-				}
 			}
 		}
 		d.Grids.Dequant = defGrid
-		t.Logf("RESULT copy %.1f GB/s; quantize (v4, default grid) %.1f%% of copy; quantize+mean+nested %.1f%% of copy counting all bytes moved, %.1f%% counting input and final payload only; mean %.1f GB/s, nested %.1f GB/s; dequantize (v4, default grid) %.1f%%",
-			copyBW, 100*quantBW/copyBW, 100*both/copyBW, 100*effective/copyBW, meanBW, nestBW, 100*deqBW/copyBW)
+		deqName, _ := dequantKernel(quant.BF16, p)
+		deqBW := timeIt(fmt.Sprintf("dequantize nf4+dq -> bf16 %s grid %d/SM", deqName, defGrid), sz.Total()+2*n, func() error {
+			return d.launchDequant(quant.BF16, n, p, packed, codes, nested, off, y, st)
+		})
+		t.Logf("RESULT copy %.1f GB/s; quantize (%s, default grid) %.1f%% of copy; quantize+mean+nested %.1f%% of copy counting all bytes moved, %.1f%% counting input and final payload only; mean %.1f GB/s, nested %.1f GB/s; dequantize (%s, default grid) %.1f%%",
+			copyBW, quantName, 100*quantBW/copyBW, 100*both/copyBW, 100*effective/copyBW, meanBW, nestBW, deqName, 100*deqBW/copyBW)
 		return nil
 	})
 	if err != nil {

@@ -444,7 +444,7 @@ func benchVariants(t *testing.T, d *Device, ptxs, names []string) error {
 	// each followed by mean (production or ahead) and nest at several grids.
 	// The production chain's codes, nested absmax and offset are the reference.
 	nestK, _ := b.find("nest_quantize")
-	means := []string{"mean_torch", "mean_torch_ahead2", "mean_torch_ahead4"}
+	means := []string{"mean_torch", "mean_torch_ahead4"} // mean_torch is the ahead-2 version
 	gpu := quant.DefaultReduceGPU
 	mg := quant.MeanGeometryFor(sz.Blocks, gpu)
 	meanRun := func(k kernel, absmax cu.DevicePtr) error {
