@@ -102,13 +102,27 @@ for r in $(seq ${ROUNDS8B:-2}); do
 	for d in cpu cuda auto; do
 		Q=$G/quantize; [ $d = cpu ] && Q=$C/quantize
 		rm -rf /tmp/o8-$d; sync
-		s=$(date +%s%N); $S rss -o $T/rss -l "8b r$r $d: detect" -- $C/detect -q $M | $S rss -o $T/rss -l "8b r$r $d: quantize" -- $Q -q --device $d | $S rss -o $T/rss -l "8b r$r $d: place" -- $C/place -q --no-emit --out /tmp/o8-$d; echo "8b detect | quantize --device $d | place: $(ms $s) ms"
+		s=$(date +%s%N); $S rss -o $T/rss -l "8b r$r $d: detect" -- $C/detect -q $M | $S rss -o $T/rss -l "8b r$r $d: quantize" -- $Q -q --device $d | $S rss -o $T/rss -l "8b r$r $d: place" -- $C/place -q --no-emit --json --out /tmp/o8-$d 2>$T/place8.json; grep -o '"in_place_bytes": [0-9]*' $T/place8.json | sed "s/^/8b r$r $d: /"; echo "8b detect | quantize --device $d | place: $(ms $s) ms"
 		[ $r != ${ROUNDS8B:-2} ] && [ $d != cpu ] && rm -rf /tmp/o8-$d
 	done
 done
 cat $T/rss
 cmp -s /tmp/o8-cpu/model-00001-of-00002.safetensors /tmp/o8-cuda/model-00001-of-00002.safetensors; ls /tmp/o8-cpu
-for d in cuda auto; do diff -rq /tmp/o8-cpu /tmp/o8-$d >/dev/null && echo "8b: $d checkpoint identical to cpu" || echo "8b: $d checkpoint DIFFERS"; done
+# nf4pipe_plan.json records each stage's arguments (--device) and the device
+# quantize named: those lines differ by design; every other file must not.
+planlines() { grep -v -e '"--device' -e '"--out=' -e '"device"' "$1"; }
+for d in cuda auto; do
+	same=yes
+	for f in /tmp/o8-cpu/*; do
+		g=/tmp/o8-$d/$(basename "$f")
+		if [ "$(basename "$f")" = nf4pipe_plan.json ]; then
+			diff <(planlines "$f") <(planlines "$g") >/dev/null || { same=no; echo "8b: $d nf4pipe_plan.json differs beyond --device/--out/device"; }
+		else
+			cmp -s "$f" "$g" || { same=no; echo "8b: $d $(basename "$f") DIFFERS"; }
+		fi
+	done
+	echo "8b: $d checkpoint identical to cpu (cmp of every file, nf4pipe_plan.json but for --device/--out/device): $same"
+done
 rm -rf /tmp/o8-cuda /tmp/o8-auto
 if [ -n "${PYTHONPATH:-}" ]; then
 	sync; s=$(date +%s%N); python3 scripts/real-stack/transformers_quantize.py $M /tmp/o8-tf bfloat16 2>/dev/null; echo "8b transformers + bitsandbytes (load, quantize on the GPU, save): $(ms $s) ms wall"
