@@ -49,7 +49,7 @@ func newApp() *ucli.App {
 			&ucli.StringSliceFlag{Name: "skip", Usage: "keep tensors whose name matches the glob `PATTERN` (repeatable; wins over --only)"},
 			&ucli.IntFlag{Name: "threads", Usage: "CPU threads (`N`), 0 for all cores"},
 			&ucli.BoolFlag{Name: "allow-nonfinite", Usage: "quantize NaN and ±Inf weights as bitsandbytes does instead of failing"},
-			&ucli.StringFlag{Name: "offset-gpu", Usage: "sum the double-quantization offset in torch's order on this GPU: a --gpus preset name (h100, h200, a100-80, a10g, l4, t4, rtx4090, ...) or `SMSxTHREADS` (default: the first local GPU in a CUDA build, else h100/h200)"},
+			&ucli.StringFlag{Name: "offset-gpu", Usage: "sum the double-quantization offset in torch's order on this GPU: a --gpus preset name (h100, h200, a100-80, a10g, l4, t4, rtx4090, ...) or `SMSxTHREADS` (default h100/h200, where the bytes were checked against transformers; local: the first local GPU, CUDA build)"},
 			&ucli.StringFlag{Name: "cast", Usage: "convert kept F32/F16/BF16 tensors to `DTYPE`: bf16, f16 or f32"},
 			&ucli.StringFlag{Name: "input", Aliases: []string{"i"}, Usage: "read the stream from `FILE` (- for stdin)"},
 			&ucli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the stream to `FILE` (- for stdout); written whole or not at all"},
@@ -70,6 +70,10 @@ func action(c *ucli.Context) error {
 	if err != nil {
 		return flagError(err)
 	}
+	local := strings.EqualFold(c.String("offset-gpu"), "local")
+	if local && !quantize.CUDABuilt {
+		return cli.Usagef("--offset-gpu local: this build sees no GPU; use the CUDA build (make cuda) or name the GPU (a --gpus preset or SMSxTHREADS)")
+	}
 	offsetGPU, err := offsetGeometry(c.String("offset-gpu"))
 	if err != nil {
 		return cli.Usagef("--offset-gpu: %v", err)
@@ -79,7 +83,7 @@ func action(c *ucli.Context) error {
 			DoubleQuant: c.Bool("double-quant"), AllowNonFinite: c.Bool("allow-nonfinite"), ReduceGPU: offsetGPU},
 		Device: c.String("device"), Threads: c.Int("threads"),
 		Only: c.StringSlice("only"), Skip: c.StringSlice("skip"), Cast: cast,
-		Version: cli.Version, Args: cli.StageArgs(c), LocalOffsetGPU: c.String("offset-gpu") == "",
+		Version: cli.Version, Args: cli.StageArgs(c), LocalOffsetGPU: local,
 	}
 	if err := opt.Validate(); err != nil {
 		return flagError(err)
@@ -134,13 +138,12 @@ var exitTable = cli.Table{
 }
 
 // offsetGeometry is the GPU whose torch reduction order the offset follows:
-// the named one (a gpus preset, or SMSxTHREADS), else (the zero ReduceGPU,
-// with Options.LocalOffsetGPU) the first local GPU in a CUDA build whose
-// --device uses one, asked of the driver only for tensors large enough for it
-// to matter, else quant's default (an H100/H200, where transformers +
-// bitsandbytes were checked).
+// the named one (a gpus preset, or SMSxTHREADS); for "" and "local" the zero
+// ReduceGPU, which is quant's default (an H100/H200, where transformers +
+// bitsandbytes were checked) unless Options.LocalOffsetGPU ("local") has the
+// stage ask the driver for the first local GPU's.
 func offsetGeometry(name string) (quant.ReduceGPU, error) {
-	if name == "" {
+	if name == "" || strings.EqualFold(name, "local") {
 		return quant.ReduceGPU{}, nil
 	}
 	if p, ok := gpus.LookupPreset(name); ok {

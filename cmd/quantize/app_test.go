@@ -242,3 +242,24 @@ func TestOffsetGeometry(t *testing.T) {
 		t.Errorf("offsetGeometry(gtx480): %v; want an error listing the presets", err)
 	}
 }
+
+// --offset-gpu: a preset and SMSxTHREADS are taken; "local" needs the CUDA
+// build (usage error here), a name that is neither fails the same way.
+func TestOffsetGPUFlag(t *testing.T) {
+	in := llamaStream(t)
+	for _, v := range []string{"a100-80", "108x2048"} {
+		if r := runApp(t, in, nil, "-q", "--offset-gpu", v); r.code != 0 {
+			t.Errorf("--offset-gpu %s: status %d: %s", v, r.code, r.stderr)
+		}
+	}
+	bad := []string{"nonsense"}
+	if !quantize.CUDABuilt {
+		bad = append(bad, "local")
+	}
+	for _, v := range bad {
+		r := runApp(t, in, nil, "-q", "--offset-gpu", v)
+		if r.code != cli.ExitUsage || len(r.stdout) != 0 || bytes.Count(r.stderr, []byte("\n")) != 1 || !bytes.Contains(r.stderr, []byte("--offset-gpu")) {
+			t.Errorf("--offset-gpu %s: status %d, %d bytes out, stderr %q", v, r.code, len(r.stdout), r.stderr)
+		}
+	}
+}

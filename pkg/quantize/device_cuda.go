@@ -19,9 +19,8 @@ const CUDABuilt = true
 // an H200 host) no longer comes before the first block.
 //
 // cpu: the CPU alone; the driver is not initialized (gpu, cudainit) but for
-// the local GPU's offset geometry when a tensor is large enough to need it
-// (Options.LocalOffsetGPU), so a CUDA build runs as the CPU build does, on a
-// machine without a GPU too.
+// the local GPU's offset geometry where Options.LocalOffsetGPU asks for it,
+// so a CUDA build runs as the CPU build does, on a machine without a GPU too.
 //
 // cuda (every visible GPU) and cuda:N,...: the driver is initialized and its
 // device count taken first, before any output, so that a machine without a

@@ -76,9 +76,8 @@ type Options struct {
 	// quant.DefaultReduceGPU's, whatever the device: the bytes do not depend
 	// on where the work runs. The driver is asked only when a tensor has
 	// enough blocks for the GPU to matter (offsetGPUMatters), in the
-	// background as soon as the stream's announcement shows one, so that a
-	// run of small tensors never initializes it. The quantize command sets
-	// it when --offset-gpu is not given.
+	// background as soon as the stream's announcement shows one. The quantize
+	// command sets it for --offset-gpu local.
 	LocalOffsetGPU bool
 	// Warn receives one-line warnings that do not stop the run: a GPU out of
 	// device memory hands its work to the CPU (same bytes) and says so once.
