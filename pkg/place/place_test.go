@@ -628,7 +628,9 @@ func TestOutputError(t *testing.T) {
 func TestAnnouncement(t *testing.T) {
 	src, ref := fixtures.Path(t, "models", "llama"), fixtures.Path(t, "models", "llama-bnb-nf4")
 	stale := pipelineStream(t, src)
-	rewrite := func(edit func(h *tensorstream.Header)) []byte {
+	// rewrite copies stale with its header edited, and returns the
+	// descriptors that came in it.
+	rewrite := func(edit func(h *tensorstream.Header)) ([]byte, []*tensorstream.Tensor) {
 		r := tensorstream.NewReader(bytes.NewReader(stale))
 		h, err := r.Header()
 		if err != nil {
@@ -640,6 +642,7 @@ func TestAnnouncement(t *testing.T) {
 		if err := w.WriteHeader(h); err != nil {
 			t.Fatal(err)
 		}
+		var came []*tensorstream.Tensor
 		for {
 			ts, err := r.Next()
 			if err == io.EOF {
@@ -648,6 +651,7 @@ func TestAnnouncement(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			came = append(came, ts.Clone())
 			if err := tensorstream.CopyTensor(w, r, ts); err != nil {
 				t.Fatal(err)
 			}
@@ -655,30 +659,15 @@ func TestAnnouncement(t *testing.T) {
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}
-		return b.Bytes()
+		return b.Bytes(), came
 	}
+	stream := func(edit func(h *tensorstream.Header)) []byte { b, _ := rewrite(edit); return b }
 	// The right announcement: what came, as quantize would have said it.
-	var came []*tensorstream.Tensor
-	r := tensorstream.NewReader(bytes.NewReader(stale))
-	if _, err := r.Header(); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		ts, err := r.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.Copy(io.Discard, r); err != nil {
-			t.Fatal(err)
-		}
-		c := ts.Clone()
+	_, came := rewrite(func(*tensorstream.Header) {})
+	for _, c := range came {
 		if c.Quant != nil {
 			c.Quant.NestedOffset = 0 // not known ahead
 		}
-		came = append(came, c)
 	}
 	want, err := os.ReadFile(filepath.Join(ref, "model.safetensors"))
 	if err != nil {
@@ -691,10 +680,10 @@ func TestAnnouncement(t *testing.T) {
 		inPlace func(n int64) bool
 		note    bool
 	}{
-		{"right", rewrite(func(h *tensorstream.Header) { sections.SetTensors(h, came) }), func(n int64) bool { return n == payload }, false},
+		{"right", stream(func(h *tensorstream.Header) { sections.SetTensors(h, came) }), func(n int64) bool { return n == payload }, false},
 		{"stale", stale, func(n int64) bool { return n < payload }, false},
-		{"none", rewrite(sections.DropTensors), func(n int64) bool { return n == 0 }, false},
-		{"undecodable", rewrite(func(h *tensorstream.Header) { h.Set(tensorstream.SectionTensors, "no") }), func(n int64) bool { return n == 0 }, true},
+		{"none", stream(sections.DropTensors), func(n int64) bool { return n == 0 }, false},
+		{"undecodable", stream(func(h *tensorstream.Header) { h.Set(tensorstream.SectionTensors, "no") }), func(n int64) bool { return n == 0 }, true},
 	}
 	for _, c := range cases {
 		out := filepath.Join(t.TempDir(), "o")

@@ -141,9 +141,9 @@ func (w *Writer) Expect(specs []Expected) error {
 // the file rather than to the spool (see Expect).
 func (w *Writer) DirectBytes() int64 {
 	var n int64
-	for i, e := range w.entries {
-		if w.direct != nil && w.direct[i] {
-			n += e.Size()
+	for i, direct := range w.direct { // spool mode only: nil when planned
+		if direct {
+			n += w.entries[i].Size()
 		}
 	}
 	return n
@@ -155,12 +155,12 @@ func (w *Writer) DirectBytes() int64 {
 // finds little left. Queueing blocks (tens of ms on ext4) while the writing
 // goroutine could go on, hence the goroutine.
 type writeback struct {
-	f        *os.File
-	ch       chan [2]int64
-	done     chan struct{}
-	lo, hi   int64 // the range written since the last request
-	pending  int64 // bytes in it
-	stopOnce bool
+	f       *os.File
+	ch      chan [2]int64
+	done    chan struct{}
+	lo, hi  int64 // the range written since the last request
+	pending int64 // bytes in it
+	stopped bool  // ch is closed
 }
 
 func newWriteback(f *os.File) *writeback {
@@ -188,8 +188,8 @@ func (wb *writeback) wrote(off, n int64) {
 
 // stop waits for the requests queued; safe to call more than once.
 func (wb *writeback) stop() {
-	if !wb.stopOnce {
-		wb.stopOnce = true
+	if !wb.stopped {
+		wb.stopped = true
 		close(wb.ch)
 	}
 	<-wb.done
