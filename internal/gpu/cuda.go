@@ -102,6 +102,7 @@ type Device struct {
 	// Grids are the persistent kernels' CTAs per multiprocessor.
 	Grids Grids
 	ws    *workspace
+	gone  chan struct{} // closed once the context is destroyed
 }
 
 // Open creates a context on GPU ordinal and loads the kernels.
@@ -109,7 +110,8 @@ func Open(ordinal int) (*Device, error) {
 	if err := initDriver(); err != nil {
 		return nil, err
 	}
-	d := &Device{ordinal: ordinal, work: make(chan func()), fn: map[string]cu.Function{}, fit: map[string]int{}, Grids: DefaultGrids()}
+	d := &Device{ordinal: ordinal, work: make(chan func()), fn: map[string]cu.Function{}, fit: map[string]int{}, Grids: DefaultGrids(),
+		gone: make(chan struct{})}
 	errc := make(chan error)
 	go d.loop(errc)
 	if err := <-errc; err != nil {
@@ -133,6 +135,7 @@ func (d *Device) loop(errc chan<- error) {
 		f()
 	}
 	d.ctx.Destroy()
+	close(d.gone)
 }
 
 func (d *Device) init() error {
@@ -328,9 +331,10 @@ type Grids struct {
 // (TestBenchVariants).
 func DefaultGrids() Grids { return Grids{Quant: 5, Dequant: 32, Nest: 16} }
 
-// ChunkBytes is the input chunk size of the host pipelines: each chunk is
+// ChunkBytes is the largest input chunk of the host pipelines: each chunk is
 // copied to the device, quantized and copied back on one of two streams, so
-// one chunk's copies overlap the other's kernels.
+// one chunk's copies overlap the other's kernels. The workspace holds the
+// chunks the runs need, up to this (workspaceFor).
 var ChunkBytes int64 = 64 << 20
 
 var dtNames = map[quant.DType]string{quant.F32: "f32", quant.F16: "f16", quant.BF16: "bf16"}
@@ -473,10 +477,14 @@ func (ws *workspace) free() {
 	}
 }
 
-// workspaceFor returns a workspace with chunks of at most chunk bytes,
-// reallocating when the size changed.
+// workspaceFor returns a workspace with chunks of at least chunk bytes: the
+// one the device has where it is large enough, else a new one of exactly
+// chunk bytes. It grows with the runs it is given, so a device fed the
+// quantize stage's 4 MiB runs pins a few MiB of host memory, not ChunkBytes'
+// worth (pinning and unpinning cost about 1 ms a MiB on an H200 host,
+// TestBenchStartup).
 func (d *Device) workspaceFor(chunk int64) (*workspace, error) {
-	if d.ws != nil && d.ws.chunk == chunk {
+	if d.ws != nil && d.ws.chunk >= chunk {
 		return d.ws, nil
 	}
 	d.ws.free()
@@ -534,17 +542,14 @@ func parallelCopy(dst, src []byte) {
 func (d *Device) quantizeBlocks(packed []byte, absmax []float32, src []byte, dt quant.DType, p quant.Params, chunkBytes int64, devAbsmax cu.DevicePtr) (bool, error) {
 	es, bs := int64(dt.Size()), int64(p.BlockSize)
 	n := int64(len(src)) / es
-	// Chunks hold whole tiles of the largest block size, so every chunk but
-	// the last starts and ends on a block and tile boundary.
-	// The workspace depends on chunkBytes alone, so it is allocated once.
-	const align = 4096
-	chunkElems := max(chunkBytes/4/align, 1) * align
-	ws, err := d.workspaceFor(chunkElems * 4)
+	// The workspace holds one step of the widest input: a device given runs
+	// of one size allocates it once.
+	step := pipelineStep(n, chunkElems(chunkBytes), stepAlign)
+	ws, err := d.workspaceFor(stagingBytes(n, chunkBytes))
 	if err != nil {
 		return false, err
 	}
 	absOff, badOff, _ := outLayout(ws.chunk)
-	step := pipelineStep(n, chunkElems, align)
 	type pending struct{ start, cnt int64 }
 	var inflight [2]*pending
 	bad := false

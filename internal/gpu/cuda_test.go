@@ -269,7 +269,7 @@ func TestBackendSteps(t *testing.T) {
 				require.NoError(t, err)
 				got, err := quant.Quantize(src, dt, p, b)
 				require.NoError(t, err)
-				what := fmt.Sprintf("%s bs %d n %d (step %d)", dt, bs, n, pipelineStep(n, ChunkBytes/4/4096*4096, 4096))
+				what := fmt.Sprintf("%s bs %d n %d (step %d)", dt, bs, n, pipelineStep(n, chunkElems(ChunkBytes), stepAlign))
 				assert.Equal(t, -1, firstDiff(got.Packed, want.Packed), "%s: packed", what)
 				assert.Equal(t, -1, firstDiff(got.Absmax, want.Absmax), "%s: absmax codes", what)
 				assert.Equal(t, -1, firstDiff(got.Nested, want.Nested), "%s: nested", what)

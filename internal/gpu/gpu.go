@@ -77,5 +77,20 @@ func pipelineStep(n, chunkElems, align int64) int64 {
 	return min(chunkElems, max(step, minStepElems))
 }
 
+// stepAlign is the values a pipeline step is a multiple of: whole tiles of
+// the largest block size, so every step but the last starts and ends on a
+// block and tile boundary.
+const stepAlign = 4096
+
+// chunkElems is the values of a workspace chunk of chunkBytes: sized for the
+// widest input (float32).
+func chunkElems(chunkBytes int64) int64 { return max(chunkBytes/4/stepAlign, 1) * stepAlign }
+
+// stagingBytes is the workspace chunk a run of n values needs with chunks of
+// at most chunkBytes: one pipeline step of the widest input.
+func stagingBytes(n, chunkBytes int64) int64 {
+	return 4 * pipelineStep(n, chunkElems(chunkBytes), stepAlign)
+}
+
 // pipelineSteps is the steps a run smaller than the workspace is cut into.
 const pipelineSteps = 4

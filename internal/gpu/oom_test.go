@@ -120,17 +120,19 @@ func wsChunk(t *testing.T, d *Device) int64 {
 }
 
 // TestOutOfMemorySmallerChunks leaves 24 MiB of device memory free: the
-// workspace of 64 MiB chunks (about 168 MiB) and of 16 MiB chunks (42 MiB)
-// cannot be allocated, that of 4 MiB chunks (11 MiB) can. The Backend and
+// workspace the tensor's runs need with 64 MiB chunks (a step of 3 M values:
+// about 32 MiB for both streams) and with 16 MiB chunks (the same) cannot be
+// allocated, that of 4 MiB chunks (11 MiB) can. The Backend and
 // Device.Quantize (double quantization on the device) must give the CPU's
-// bytes on the smaller chunks, with no warning, and recover the full chunk
-// size once the memory is back.
+// bytes on the smaller chunks, with no warning, and recover the full step
+// once the memory is back.
 func TestOutOfMemorySmallerChunks(t *testing.T) {
 	d := openGPU(t)
 	if ChunkBytes != 64<<20 {
 		t.Fatalf("ChunkBytes is %d; the memory left below is chosen for 64 MiB", ChunkBytes)
 	}
 	src, n, p, want := oomTensor(t)
+	full := stagingBytes(n, ChunkBytes) // the workspace chunk the tensor's runs need
 	// A run first, so that the kernels are loaded before memory is short.
 	got, err := quant.Quantize(src, quant.BF16, p, d.Backend())
 	if err != nil {
@@ -157,8 +159,8 @@ func TestOutOfMemorySmallerChunks(t *testing.T) {
 	}
 	c := wsChunk(t, d)
 	t.Logf("backend chunk under the hog: %d MiB", c>>20)
-	if c == 0 || c >= ChunkBytes {
-		t.Errorf("workspace chunk %d bytes under the hog, want one smaller than ChunkBytes (%d)", c, ChunkBytes)
+	if c == 0 || c >= full {
+		t.Errorf("workspace chunk %d bytes under the hog, want one smaller than the %d the runs need", c, full)
 	}
 
 	dst := make([]byte, quant.SizesFor(n, p).Total())
@@ -172,8 +174,8 @@ func TestOutOfMemorySmallerChunks(t *testing.T) {
 	if off != want.NestedOffset {
 		t.Errorf("Device.Quantize, smaller chunks: offset %v, CPU %v", off, want.NestedOffset)
 	}
-	if c := wsChunk(t, d); c == 0 || c >= ChunkBytes {
-		t.Errorf("Device.Quantize: workspace chunk %d bytes under the hog, want one smaller than %d", c, ChunkBytes)
+	if c := wsChunk(t, d); c == 0 || c >= full {
+		t.Errorf("Device.Quantize: workspace chunk %d bytes under the hog, want one smaller than %d", c, full)
 	}
 
 	release()
@@ -182,8 +184,8 @@ func TestOutOfMemorySmallerChunks(t *testing.T) {
 		t.Fatalf("after the hog: %v", err)
 	}
 	sameAsCPU(t, "after the hog", got, want)
-	if c := wsChunk(t, d); c != ChunkBytes {
-		t.Errorf("after the hog the workspace chunk is %d bytes, want ChunkBytes (%d) again", c, ChunkBytes)
+	if c := wsChunk(t, d); c != full {
+		t.Errorf("after the hog the workspace chunk is %d bytes, want the %d the runs need again", c, full)
 	}
 }
 
@@ -195,6 +197,7 @@ func TestOutOfMemorySmallerChunks(t *testing.T) {
 func TestOutOfMemoryFallsToCPU(t *testing.T) {
 	d := openGPU(t)
 	src, n, p, want := oomTensor(t)
+	full := stagingBytes(n, ChunkBytes)
 	left, release := hog(t, d, 0)
 	defer release()
 	t.Logf("device memory free under the hog: %d KiB", left>>10)
@@ -243,7 +246,7 @@ func TestOutOfMemoryFallsToCPU(t *testing.T) {
 		t.Fatalf("after the hog: %v", err)
 	}
 	sameAsCPU(t, "after the hog", got, want)
-	if c := wsChunk(t, d); c != ChunkBytes {
-		t.Errorf("after the hog the workspace chunk is %d bytes, want ChunkBytes (%d): the run went to the CPU again", c, ChunkBytes)
+	if c := wsChunk(t, d); c != full {
+		t.Errorf("after the hog the workspace chunk is %d bytes, want the %d the runs need: the run went to the CPU again", c, full)
 	}
 }
